@@ -1,0 +1,39 @@
+# The two commands of the README: `make dev` and `make test`. Both start from a bare Python 3.11.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: dev test lint bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; fi; \
+	  $(PYTHON) -m venv $(VENV); }
+	@$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.devtools: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	@touch $@ $(VENV)/.runtime
+
+dev: $(VENV)/.runtime
+	$(BIN)/invoke dev
+
+test: $(VENV)/.devtools
+	@sh tools/system-deps.sh
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.devtools
+	$(BIN)/ruff check .
+	$(BIN)/vermin -q --no-tips -t=3.8- --violations remote/agent.py dashboard/listener.py
+
+bench: $(VENV)/.devtools
+	$(BIN)/python bench/dashboard_start.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

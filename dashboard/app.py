@@ -1,0 +1,151 @@
+"""The Flask-SocketIO app: health, status JSON, the page, and the bot log live over Socket.IO.
+
+Threading mode everywhere (gevent does not build on Termux); websockets come from simple-websocket.
+The app only shows things: it never decides what to kill. Restart actions arrive with the supervisor.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional, Tuple
+
+from flask import Flask, jsonify, redirect, render_template, request, session, url_for
+from flask_socketio import SocketIO, emit, join_room
+
+from . import hostinfo
+from .logtail import LogFollower, last_lines
+from .settings import Settings
+
+LOG_ROOM = "log"
+LOG_POLL_SECONDS = 0.25
+LOG_BACKLOG = 200
+
+
+def read_services(app_dir: str) -> Dict[str, Any]:
+    """run/state.json as the supervisor wrote it, or a plain statement that there is none yet."""
+    path = os.path.join(str(app_dir), "run", "state.json")
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+    except FileNotFoundError:
+        return {"available": False, "message": "no supervisor state yet (%s does not exist)" % path}
+    except (OSError, ValueError) as exc:
+        return {"available": False, "message": "cannot read %s: %s" % (path, exc)}
+    state["available"] = True
+    return state
+
+
+class Dashboard:
+    """The app, its Socket.IO server and the one log follower that feeds every client."""
+
+    def __init__(self, settings: Settings, listener: Dict[str, Any]) -> None:
+        self.settings = settings
+        self.listener = listener
+        self.started = time.time()
+        self.app = Flask(__name__)
+        # a key derived from the token: a new token logs every browser out, a restart does not
+        self.app.secret_key = hashlib.sha256(
+            b"sulfur-dashboard-session\0" + (settings.token or os.urandom(16).hex()).encode()
+        ).digest()
+        self.app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+        self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=[])
+        self._follower_started = False
+        self._lock = threading.Lock()
+        self._routes()
+
+    # ------------------------------------------------------------------------------- auth
+    def _token_ok(self, given: Optional[str]) -> bool:
+        token = self.settings.token
+        return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+    def authorized(self) -> bool:
+        if not self.settings.token:
+            return True
+        if session.get("auth") is True:
+            return True
+        header = request.headers.get("Authorization", "")
+        return header.startswith("Bearer ") and self._token_ok(header[7:].strip())
+
+    # ------------------------------------------------------------------------------- data
+    def health(self) -> Dict[str, Any]:
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "started_at": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
+            "port": self.listener["port"],
+            "release": self.settings.release,
+        }
+
+    def status(self) -> Dict[str, Any]:
+        return {
+            "dashboard": self.health(),
+            "host": hostinfo.collect(self.settings.app_dir),
+            "services": read_services(str(self.settings.app_dir)),
+            "port": self.listener,
+            "log": {"path": str(self.settings.log_path)},
+        }
+
+    # ------------------------------------------------------------------------------- routes
+    def _routes(self) -> None:
+        app, sio = self.app, self.socketio
+
+        @app.get("/healthz")
+        def healthz() -> Tuple[Any, int]:
+            return jsonify(self.health()), 200
+
+        @app.get("/api/status")
+        def api_status() -> Tuple[Any, int]:
+            if not self.authorized():
+                return jsonify({"error": "token required"}), 401
+            return jsonify(self.status()), 200
+
+        @app.get("/")
+        def index() -> Any:
+            if not self.authorized():
+                return render_template("login.html", error=None), 401
+            return render_template("index.html", status=self.status())
+
+        @app.post("/login")
+        def login() -> Any:
+            if self.settings.token and self._token_ok(request.form.get("token", "")):
+                session["auth"] = True
+                return redirect(url_for("index"))
+            return render_template("login.html", error="wrong token"), 401
+
+        @app.post("/logout")
+        def logout() -> Any:
+            session.clear()
+            return redirect(url_for("index"))
+
+        @sio.on("connect")
+        def on_connect(auth: Optional[dict] = None) -> bool:
+            given = (auth or {}).get("token") if isinstance(auth, dict) else None
+            if not (self.authorized() or (self.settings.token and self._token_ok(given))):
+                return False  # refused: the client gets a connect_error
+            join_room(LOG_ROOM)
+            emit("log_init", {"lines": last_lines(str(self.settings.log_path), LOG_BACKLOG)})
+            self._start_follower()
+            return True
+
+    def _start_follower(self) -> None:
+        with self._lock:
+            if self._follower_started:
+                return
+            self._follower_started = True
+        self.socketio.start_background_task(self._follow)
+
+    def _follow(self) -> None:
+        follower = LogFollower(str(self.settings.log_path))
+        while True:
+            lines = follower.poll()
+            if lines:
+                self.socketio.emit("log_lines", {"lines": lines}, to=LOG_ROOM)
+            self.socketio.sleep(LOG_POLL_SECONDS)
+
+    def close_clients(self) -> None:
+        """Disconnect every Socket.IO client cleanly: they reconnect to the next instance."""
+        self.socketio.server.eio.disconnect()

@@ -1,0 +1,39 @@
+// The live bot log over Socket.IO, and a periodic refresh of the status cards.
+(function () {
+  "use strict";
+  const MAX_LINES = 1000;
+  const logEl = document.getElementById("log");
+  const stateEl = document.getElementById("log-state");
+
+  function append(lines, replace) {
+    const atBottom = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - 4;
+    if (replace) logEl.textContent = "";
+    for (const line of lines) {
+      const div = document.createElement("div");
+      div.className = "line";
+      div.textContent = line;
+      logEl.appendChild(div);
+    }
+    while (logEl.childElementCount > MAX_LINES) logEl.removeChild(logEl.firstChild);
+    if (atBottom) logEl.scrollTop = logEl.scrollHeight;
+  }
+
+  const socket = io({ transports: ["websocket", "polling"] });
+  socket.on("connect", () => { stateEl.textContent = "live"; });
+  socket.on("disconnect", () => { stateEl.textContent = "reconnecting…"; });
+  socket.on("connect_error", () => { stateEl.textContent = "not connected"; });
+  socket.on("log_init", (msg) => append(msg.lines, true));
+  socket.on("log_lines", (msg) => append(msg.lines, false));
+
+  async function refresh() {
+    try {
+      const response = await fetch("/api/status", { credentials: "same-origin" });
+      if (!response.ok) return;
+      const status = await response.json();
+      const h = status.host;
+      document.getElementById("host-load").textContent = h.load ? h.load.join(" ") : "unknown";
+      if (h.uptime !== null) document.getElementById("host-uptime").textContent = Math.floor(h.uptime) + " s";
+    } catch (err) { /* the next refresh will tell */ }
+  }
+  setInterval(refresh, 5000);
+})();

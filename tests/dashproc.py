@@ -1,0 +1,85 @@
+"""Start `python -m dashboard` as a real process on a real port, for the tests and the benchmark."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Dict, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dashboard.listener import spawn_on_socket  # noqa: E402
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel's pick)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class Dashboard:
+    """One dashboard process; its output goes to ``log`` so a test can read every line it said."""
+
+    def __init__(self, app_dir: Path, port: int, env: Optional[Dict[str, str]] = None,
+                 sock: Optional[socket.socket] = None, args: tuple = ()) -> None:
+        self.port = port
+        self.app_dir = app_dir
+        self.log = app_dir / ("dashboard-%d-%d.out" % (port, time.monotonic_ns()))
+        app_dir.mkdir(parents=True, exist_ok=True)
+        full_env = dict(os.environ, DASHBOARD_PORT=str(port), DASHBOARD_APP_DIR=str(app_dir),
+                        DASHBOARD_BIND_BACKOFF="0.2", PYTHONUNBUFFERED="1")
+        full_env.update(env or {})
+        self._out = open(self.log, "wb")
+        argv = [sys.executable, "-m", "dashboard", *args]
+        if sock is not None:  # started the way the supervisor starts it: on a socket it holds
+            self.proc = spawn_on_socket(argv, sock, full_env, cwd=ROOT, stdout=self._out,
+                                        stderr=subprocess.STDOUT)
+        else:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=self._out,
+                                         stderr=subprocess.STDOUT)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
+        return "http://%s:%d%s" % (host, self.port, path)
+
+    def wait_healthy(self, timeout: float = 20.0, host: str = "127.0.0.1") -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("dashboard exited %s:\n%s" % (self.proc.returncode, self.output))
+            try:
+                with urllib.request.urlopen(self.url("/healthz", host), timeout=2) as resp:
+                    body = json.loads(resp.read())
+                    if body.get("pid") == self.proc.pid:
+                        return body
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError("dashboard not healthy in %.0f s:\n%s" % (timeout, self.output))
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._out.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
