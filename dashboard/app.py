@@ -39,6 +39,17 @@ def read_services(app_dir: str) -> Dict[str, Any]:
     return state
 
 
+def human_duration(seconds: Optional[float]) -> str:
+    """'3 d 4 h', '12 min', '40 s': uptimes as a person reads them."""
+    if seconds is None:
+        return "unknown"
+    seconds = int(seconds)
+    for size, unit, smaller, small_unit in ((86400, "d", 3600, "h"), (3600, "h", 60, "min")):
+        if seconds >= size:
+            return "%d %s %d %s" % (seconds // size, unit, seconds % size // smaller, small_unit)
+    return "%d min" % (seconds // 60) if seconds >= 60 else "%d s" % seconds
+
+
 class Dashboard:
     """The app, its Socket.IO server and the one log follower that feeds every client."""
 
@@ -52,6 +63,7 @@ class Dashboard:
             b"sulfur-dashboard-session\0" + (settings.token or os.urandom(16).hex()).encode()
         ).digest()
         self.app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+        self.app.add_template_filter(human_duration, "duration")
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=[])
         self._follower_started = False
         self._lock = threading.Lock()

@@ -18,34 +18,53 @@ def last_lines(path: str, count: int = 200) -> List[str]:
         return []
 
 
+HEAD_BYTES = 64
+
+
 class LogFollower:
-    """Returns the lines appended since the previous ``poll()``; starts at the current end."""
+    """Returns the lines appended since the previous ``poll()``; starts at the current end.
+
+    A rotated file is a new inode; a truncated one is shorter than what we read, or, when it was
+    rewritten to the same length or longer, no longer starts with the bytes it started with.
+    Either way it is read again from the start.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._inode: Optional[int] = None
         self._offset = 0
+        self._head = b""
+        self._mtime = 0
         self._partial = ""
         try:
             st = os.stat(path)
-            self._inode, self._offset = st.st_ino, st.st_size
+            self._inode, self._offset, self._mtime = st.st_ino, st.st_size, st.st_mtime_ns
+            self._head = self._read_head()
         except OSError:
             pass
+
+    def _read_head(self) -> bytes:
+        with open(self.path, "rb") as handle:
+            return handle.read(min(HEAD_BYTES, self._offset))
 
     def poll(self) -> List[str]:
         try:
             st = os.stat(self.path)
+            if st.st_ino == self._inode and (st.st_size, st.st_mtime_ns) == (self._offset, self._mtime):
+                return []
+            self._mtime = st.st_mtime_ns
+            if st.st_ino != self._inode or st.st_size < self._offset or self._read_head() != self._head:
+                self._inode, self._offset, self._head, self._partial = st.st_ino, 0, b"", ""
+            if st.st_size == self._offset:
+                return []
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read(1 << 20)
         except OSError:
             return []  # rotated away and not yet recreated: keep waiting
-        if st.st_ino != self._inode or st.st_size < self._offset:
-            # a new file (rotation) or the same file cut short (truncation): read it from the start
-            self._inode, self._offset, self._partial = st.st_ino, 0, ""
-        if st.st_size == self._offset:
-            return []
-        with open(self.path, "rb") as handle:
-            handle.seek(self._offset)
-            chunk = handle.read(1 << 20)
         self._offset += len(chunk)
+        if len(self._head) < HEAD_BYTES:
+            self._head = self._read_head()
         text = self._partial + chunk.decode("utf-8", "replace")
         lines = text.split("\n")
         self._partial = lines.pop()  # an unfinished last line waits for its newline

@@ -32,7 +32,6 @@
       const status = await response.json();
       const h = status.host;
       document.getElementById("host-load").textContent = h.load ? h.load.join(" ") : "unknown";
-      if (h.uptime !== null) document.getElementById("host-uptime").textContent = Math.floor(h.uptime) + " s";
     } catch (err) { /* the next refresh will tell */ }
   }
   setInterval(refresh, 5000);

@@ -1,0 +1,64 @@
+"""The page in a real headless Chromium (Debian's), driven by Playwright: cards and the live log."""
+
+import shutil
+import time
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(not CHROMIUM, reason="needs chromium (make test installs it as root)")
+
+# the closed network here refuses Chromium's own background connections: turn them off
+CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_page_shows_host_card_and_a_log_line_appended_after_load(browser, dashboards, port, tmp_path):
+    board = dashboards(port)
+    log = board.app_dir / "logs" / "bot.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("bot started\n")
+    board.wait_healthy()
+    page = browser.new_page()
+    try:
+        page.goto(board.url("/"), wait_until="load")
+        assert page.locator("#host-platform").inner_text() == "linux"
+        assert page.locator("#hostname").inner_text().strip()
+        assert "127.0.0.1:%d" % port in page.locator("#port-card").inner_text()
+        assert "no supervisor state yet" in page.locator("#services-card").inner_text()
+        page.wait_for_function("document.getElementById('log-state').textContent === 'live'", timeout=15000)
+        assert "bot started" in page.locator("#log").inner_text()
+        line = "appended after load %d" % time.time_ns()
+        with open(log, "a") as handle:
+            handle.write(line + "\n")
+        page.locator("#log").get_by_text(line).wait_for(timeout=10000)
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_login_page_in_the_browser(browser, dashboards):
+    from dashproc import free_port
+
+    board = dashboards(free_port("0.0.0.0"), env={"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": "tok"})
+    board.wait_healthy()
+    page = browser.new_page()
+    try:
+        page.goto(board.url("/"))
+        assert page.locator("#host-card").count() == 0
+        page.fill("input[name=token]", "tok")
+        page.click("button[type=submit]")
+        page.locator("#host-card").wait_for(timeout=10000)
+        page.wait_for_function("document.getElementById('log-state').textContent === 'live'", timeout=15000)
+    finally:
+        page.close()
