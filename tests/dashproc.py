@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -23,6 +23,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 20.0, host: str = "127.0.0.1",
+                 output: Callable[[], str] = lambda: "") -> dict:
+    """Wait until /healthz on ``port`` answers with ``proc``'s own pid (not an older instance's)."""
+    url = "http://%s:%d/healthz" % (host, port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("dashboard exited %s:\n%s" % (proc.returncode, output()))
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                body = json.loads(resp.read())
+                if body.get("pid") == proc.pid:
+                    return body
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("dashboard not healthy in %.0f s:\n%s" % (timeout, output()))
 
 
 class Dashboard:
@@ -54,19 +73,7 @@ class Dashboard:
         return "http://%s:%d%s" % (host, self.port, path)
 
     def wait_healthy(self, timeout: float = 20.0, host: str = "127.0.0.1") -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("dashboard exited %s:\n%s" % (self.proc.returncode, self.output))
-            try:
-                with urllib.request.urlopen(self.url("/healthz", host), timeout=2) as resp:
-                    body = json.loads(resp.read())
-                    if body.get("pid") == self.proc.pid:
-                        return body
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        raise AssertionError("dashboard not healthy in %.0f s:\n%s" % (timeout, self.output))
+        return wait_healthy(self.proc, self.port, timeout, host, lambda: self.output)
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         try:
