@@ -17,9 +17,11 @@ import platform
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 AGENT_VERSION = 1
 EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
@@ -172,22 +174,28 @@ def process_info(pid):
         info["process"] = _read("/proc/%d/comm" % pid).strip()
         raw = _read("/proc/%d/cmdline" % pid, "rb")
         # whitespace folded: an argument may hold newlines, and every report is one line per holder
-        info["cmdline"] = " ".join(raw.decode("utf-8", "replace").split()) or None
+        info["cmdline"] = " ".join(raw.replace(b"\0", b" ").decode("utf-8", "replace").split()) or None
         uid = os.stat("/proc/%d" % pid).st_uid
         try:
             info["user"] = pwd.getpwuid(uid).pw_name
         except KeyError:
             info["user"] = str(uid)
         info["start"] = process_start(pid)
-    except OSError:
+    except (OSError, ValueError):
         pass
     return info
 
 
 def process_start(pid):
-    """The process's start time in clock ticks since boot: with the pid, it names one process."""
-    stat = _read("/proc/%d/stat" % pid)
-    return int(stat[stat.rindex(")") + 2:].split()[19])
+    """The process's start time in clock ticks since boot: with the pid, it names one process.
+
+    A zombie (exited, not yet reaped by its parent) has no start time: it holds nothing any more.
+    """
+    fields = _read("/proc/%d/stat" % pid)
+    fields = fields[fields.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        raise ValueError("pid %d has exited" % pid)
+    return int(fields[19])
 
 
 def socket_owners(inodes):
@@ -258,17 +266,20 @@ def probe_fuser(port):
 
 
 def probe_proc(port):
-    found, time_wait = {}, 0
+    found, time_wait, read = {}, 0, 0
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             text = _read(name)
         except FileNotFoundError:
-            continue
+            continue  # no IPv6 on this host; no IPv4 either is caught below
         except OSError as exc:
             raise MethodFailed("%s: %s" % (name, exc.strerror)) from None
+        read += 1
         listeners, waits = parse_proc_net_tcp(text, port)
         found.update(listeners)
         time_wait += waits
+    if not read:
+        raise MethodFailed("/proc/net/tcp: not available (hidden from this process)")
     owners = socket_owners(found)
     result = []
     for inode, item in found.items():
@@ -337,14 +348,16 @@ def _owner(pid, app_dir):
 
 
 def is_managed(pid, info, app_dir):
-    """Our dashboard for this app_dir: a pidfile under run/ whose start time and command match."""
+    """Our dashboard for this app_dir: a pidfile under run/ whose start time and command match, or
+    a `-m dashboard` process whose DASHBOARD_APP_DIR or working directory is this app_dir."""
     if not app_dir:
         return False
-    run = os.path.join(os.path.expanduser(app_dir), "run")
+    app_dir = os.path.realpath(os.path.expanduser(app_dir))
+    run = os.path.join(app_dir, "run")
     try:
         names = [n for n in os.listdir(run) if n.endswith(".pid")]
     except OSError:
-        return False
+        names = []
     for name in names:
         try:
             fields = _read(os.path.join(run, name)).split(None, 2)
@@ -352,7 +365,17 @@ def is_managed(pid, info, app_dir):
             continue
         if len(fields) >= 2 and fields[0] == str(pid) and fields[1] == str(info.get("start")):
             return len(fields) < 3 or fields[2].strip() == (info.get("cmdline") or "")
-    return False
+    if not re.search(r"(^|\s)-m dashboard(\s|$)", info.get("cmdline") or ""):
+        return False
+    try:
+        environ = _read("/proc/%d/environ" % pid, "rb").split(b"\0")
+        for item in environ:
+            if item.startswith(b"DASHBOARD_APP_DIR="):
+                return os.path.realpath(os.path.expanduser(item[18:].decode())) == app_dir
+        cwd = os.path.realpath(os.readlink("/proc/%d/cwd" % pid))
+    except OSError:
+        return False
+    return cwd == app_dir or cwd.startswith(app_dir + os.sep)
 
 
 def describe_holder(port):
@@ -368,6 +391,91 @@ def describe_holder(port):
     return ", ".join(names) or None
 
 
+# ------------------------------------------------------------------------------------------ free
+
+
+def protected_pids():
+    """pid 1, this agent and every parent of it (the SSH session, sshd): never signalled."""
+    pids, pid = {1, 0}, os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = _read("/proc/%d/stat" % pid)
+            pid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError):
+            break
+    return pids
+
+
+def stop_process(pid, grace, start=None):
+    """SIGTERM, wait up to ``grace`` s, SIGKILL, confirm gone. Returns the signal that ended it.
+
+    ``start`` (from process_start) pins the process: if the pid now names another process, the
+    one we meant is gone and nothing is sent.
+    """
+    def alive():
+        try:
+            return start is None or process_start(pid) == start
+        except (OSError, ValueError, IndexError):
+            return False
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not alive():
+            return "gone"
+        os.kill(pid, sig)  # PermissionError propagates: another user's process
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if not alive():
+                return sig.name
+            time.sleep(0.05)
+    raise MethodFailed("pid %d survived SIGKILL" % pid)
+
+
+def free(port, app_dir=None, force=False, grace=3.0):
+    """Stop what holds ``port`` if it is ours (or ``force``), then wait until nothing listens."""
+    before = probe(port, app_dir)
+    result = dict(before, stopped=[], refused=[])
+    if before["state"] == "unknown":
+        result.update(ok=False, error="cannot tell who holds port %d: every method failed" % port)
+        return result
+    never = protected_pids()
+    for item in before["listeners"]:
+        pid, who = item["pid"], _who(item)
+        if not pid:
+            result["refused"].append(dict(item, reason="holder not visible from here (%s)" % who))
+        elif pid in never:
+            result["refused"].append(dict(item, reason="pid %d is this agent or its parent" % pid))
+        elif not item["managed"] and not force:
+            result["refused"].append(dict(item, reason="foreign holder %s: left alone (use --force)" % who))
+        else:
+            try:
+                how = stop_process(pid, grace, process_info(pid)["start"])
+                result["stopped"].append(dict(item, signal=how))
+            except PermissionError:
+                result["refused"].append(dict(item, reason="permission denied for %s: free it with sudo "
+                                              "or by hand" % who))
+            except (OSError, MethodFailed) as exc:
+                result["refused"].append(dict(item, reason="%s: %s" % (who, exc)))
+    after = before
+    deadline = time.time() + max(grace, 5.0)
+    while result["stopped"] and time.time() < deadline:
+        after = probe(port, app_dir)
+        if after["state"] != "listening":
+            break
+        time.sleep(0.1)
+    result.update(state=after["state"], listeners=after["listeners"], time_wait=after["time_wait"],
+                  method=after["method"], tried=after["tried"], listeners_before=before["listeners"])
+    result["ok"] = not result["refused"] and after["state"] in ("free", "time_wait")
+    if not result["ok"]:
+        reasons = [r["reason"] for r in result["refused"]] or ["port %d still held" % port]
+        result["error"] = "; ".join(reasons)
+    return result
+
+
+def _who(item):
+    return "pid %s (%s, user %s)" % (item["pid"], item["cmdline"] or item["process"] or "?", item["user"])
+
+
 # -------------------------------------------------------------------------------------- platform
 
 
@@ -381,14 +489,70 @@ def detect_platform(environ=None):
     return "linux"
 
 
+def doctor(port, app_dir):
+    """What this host really offers: platform, interpreter, which port methods answer, the app dir.
+
+    Each method is tried on a listener the agent opens itself: a method works when it finds it (and
+    "owner" says whether it could name our pid), since lsof or fuser finding nothing proves nothing.
+    """
+    methods = []
+    with socket.socket() as own:
+        own.bind(("127.0.0.1", 0))
+        own.listen(1)
+        test_port = own.getsockname()[1]
+        for name, func in METHODS:
+            if name not in ("proc", "socket") and not which(name):
+                methods.append({"method": name, "ok": False, "owner": False, "detail": "not installed"})
+                continue
+            try:
+                found = func(test_port)[0]
+            except (MethodFailed, ValueError, IndexError) as exc:
+                methods.append({"method": name, "ok": False, "owner": False, "detail": str(exc)[:200]})
+                continue
+            owner = any(item["pid"] == os.getpid() for item in found)
+            methods.append({"method": name, "ok": bool(found), "owner": owner,
+                            "detail": "" if found else "did not see a listener the agent opened"})
+    path = os.path.expanduser(app_dir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        disk = shutil.disk_usage(existing)
+        free_bytes = disk.free
+    except OSError:
+        free_bytes = None
+    return {"ok": True, "error": None, "platform": detect_platform(), "python": platform.python_version(),
+            "python_path": sys.executable, "user": pwd.getpwuid(os.getuid()).pw_name,
+            "uname": " ".join(platform.uname()[:3]), "methods": methods, "app_dir": path,
+            "app_dir_exists": os.path.isdir(path), "app_dir_writable": os.access(existing, os.W_OK),
+            "disk_free": free_bytes}
+
+
 def main(argv=None):
+    """agent.py probe|free|doctor PORT [APP_DIR] [--force] [--grace S]: one JSON document out."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] != "probe":
-        print(json.dumps({"ok": False, "error": "usage: agent.py probe PORT [APP_DIR]"}))
-        return 2
-    port = int(args[1]) if len(args) > 1 else 5000
-    print(json.dumps(probe(port, args[2] if len(args) > 2 else None)))
-    return 0
+    force = "--force" in args
+    grace = 3.0
+    if "--grace" in args:
+        i = args.index("--grace")
+        grace = float(args[i + 1])
+        del args[i:i + 2]
+    args = [a for a in args if a != "--force"]
+    try:
+        command, port = args[0], int(args[1])
+        app_dir = args[2] if len(args) > 2 else "~/sulfur"
+        if command == "probe":
+            out = probe(port, app_dir)
+        elif command == "free":
+            out = free(port, app_dir, force, grace)
+        elif command == "doctor":
+            out = doctor(port, app_dir)
+        else:
+            raise ValueError(command)
+    except (IndexError, ValueError):
+        out = {"ok": False, "error": "usage: agent.py probe|free|doctor PORT [APP_DIR] [--force] [--grace S]"}
+    print(json.dumps(out))
+    return 0 if out.get("ok") else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,258 @@
+"""inventory.yml: load, validate everything up front, select hosts.
+
+Validation works on PyYAML's node tree, not on the loaded dict, so every error can name the file,
+the line and the key ("inventory.yml:7: hosts.pi.port: 70000 is outside 1-65535"). Nothing runs on
+any host until the whole file is valid: a typo never leaves half the hosts changed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = "local"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9._:%-]+$")  # DNS names, IPv4, IPv6 (with zone); no shell syntax
+_USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
+_COMMAND_WORD = re.compile(r"^[A-Za-z0-9._/+~-]+$")  # an interpreter name or path
+
+
+def _port(value: Any) -> Optional[str]:
+    return None if 1 <= value <= 65535 else "%s is outside 1-65535" % value
+
+
+def _positive(value: Any) -> Optional[str]:
+    return None if value > 0 else "%s must be greater than 0" % value
+
+
+def _matches(pattern: re.Pattern, what: str):
+    def check(value: str) -> Optional[str]:
+        return None if pattern.match(value) else "%r is not a valid %s (letters, digits, . _ - only)" % (
+            value, what)
+    return check
+
+
+def _one_of(*choices: str):
+    def check(value: str) -> Optional[str]:
+        return None if value in choices else "%r is not one of: %s" % (value, ", ".join(choices))
+    return check
+
+
+# key -> (types, default, extra check); types are YAML-loaded Python types
+SETTINGS: Dict[str, tuple] = {
+    "user": ((str,), None, _matches(_USER, "user name")),
+    "port": ((int,), 22, _port),
+    "platform": ((str,), "linux", _one_of("linux", "termux")),
+    "python": ((str,), None, _matches(_COMMAND_WORD, "interpreter")),
+    "app_dir": ((str,), "~/sulfur", None),
+    "dashboard_port": ((int,), 5000, _port),
+    "bot_command": ((str, type(None)), None, None),
+    "identity_file": ((str, type(None)), None, None),
+    "known_hosts": ((str,), "~/.ssh/known_hosts", None),
+    "host_key_policy": ((str,), "strict", _one_of("strict", "accept-new")),
+    "connect_timeout": ((int, float), 10, _positive),
+    "wake_lock": ((bool, type(None)), None, None),
+    "alert_webhook": ((str, type(None)), None, None),
+    "source": ((str, type(None)), None, None),
+    "shared_paths": ((list,), [], None),
+    "keep_releases": ((int,), 5, lambda v: None if v >= 2 else "keep at least 2 releases"),
+}
+HOST_ONLY = {
+    "hostname": ((str,), None, _matches(_HOSTNAME, "host name")),
+    "connection": ((str,), "ssh", _one_of("ssh", "local")),
+}
+
+
+class InventoryError(Exception):
+    """One line: file, line, key, what is wrong. Exit status 2."""
+
+    exit_code = 2
+
+
+@dataclass
+class Host:
+    name: str
+    hostname: Optional[str]
+    connection: str
+    settings: Dict[str, Any]
+    groups: List[str] = field(default_factory=list)
+    explicit: set = field(default_factory=set)  # keys the file sets: the rest may come from ~/.ssh/config
+
+    @property
+    def is_local(self) -> bool:
+        return self.connection == LOCAL
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["settings"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def address(self) -> str:
+        if self.is_local:
+            return "local"
+        port = self.settings["port"]
+        return self.hostname if port == 22 else "%s:%d" % (self.hostname, port)
+
+
+@dataclass
+class Inventory:
+    path: Path
+    hosts: Dict[str, Host]  # in file order
+    groups: Dict[str, List[str]]
+
+    def select(self, names: Optional[str] = None, every: bool = False) -> List[Host]:
+        """Hosts for --host NAMES (hosts or groups, comma-separated) or --all, in inventory order.
+
+        Neither: this machine ("local"), from the inventory if it has a local entry.
+        """
+        if every:
+            return [h for h in self.hosts.values() if not h.is_local]
+        if not names:
+            local = [h for h in self.hosts.values() if h.is_local]
+            return local[:1] or [self._implicit_local()]
+        wanted: set = set()
+        for name in (n.strip() for n in names.split(",")):
+            if name in self.hosts:
+                wanted.add(name)
+            elif name in self.groups:
+                wanted.update(self.groups[name])
+            else:
+                known = ", ".join(list(self.hosts) + ["group " + g for g in self.groups])
+                raise InventoryError("%s: unknown host or group %r in --host (known: %s)"
+                                     % (self.path, name, known or "none"))
+        return [h for n, h in self.hosts.items() if n in wanted]
+
+    def _implicit_local(self) -> Host:
+        settings = {k: v[1] for k, v in SETTINGS.items()}
+        _fill_platform_defaults(settings)
+        return Host(LOCAL, None, LOCAL, settings)
+
+
+def inventory_path() -> Path:
+    return Path(os.environ.get("SULFUR_INVENTORY") or ROOT / "inventory.yml")
+
+
+def _fill_platform_defaults(settings: Dict[str, Any]) -> None:
+    termux = settings["platform"] == "termux"
+    if settings["python"] is None:
+        settings["python"] = "python" if termux else "python3"
+    if settings["user"] is None:
+        settings["user"] = "bot"
+    if settings["wake_lock"] is None:
+        settings["wake_lock"] = termux
+
+
+class _Checker:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, node: yaml.Node, key: str, message: str) -> InventoryError:
+        return InventoryError("%s:%d: %s: %s" % (self.path, node.start_mark.line + 1, key, message))
+
+    def mapping(self, node: yaml.Node, key: str) -> List[tuple]:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return []
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, key, "expected a mapping (key: value)")
+        seen = set()
+        for k, _ in node.value:
+            if k.value in seen:
+                raise self.fail(k, key + "." + k.value, "given twice")
+            seen.add(k.value)
+        return [(k, v) for k, v in node.value]
+
+    def value(self, node: yaml.Node, key: str, spec: tuple) -> Any:
+        types, _, check = spec
+        value = yaml.safe_load(yaml.serialize(node))
+        if isinstance(value, bool) and bool not in types:
+            raise self.fail(node, key, "expected %s, got %r" % (_names(types), value))
+        if not isinstance(value, types):
+            raise self.fail(node, key, "expected %s, got %r" % (_names(types), value))
+        if key.endswith("shared_paths") and not all(isinstance(p, str) for p in value):
+            raise self.fail(node, key, "expected a list of directory names")
+        problem = check(value) if check and value is not None else None
+        if problem:
+            raise self.fail(node, key, problem)
+        return value
+
+    def settings(self, node: yaml.Node, prefix: str, allowed: Dict[str, tuple]) -> Dict[str, Any]:
+        out = {}
+        for knode, vnode in self.mapping(node, prefix.rstrip(".")):
+            key = knode.value
+            if key not in allowed:
+                raise self.fail(knode, prefix + key, "unknown key (known: %s)" % ", ".join(sorted(allowed)))
+            out[key] = self.value(vnode, prefix + key, allowed[key])
+        return out
+
+
+def _names(types: Sequence[type]) -> str:
+    names = {int: "a number", float: "a number", str: "text", bool: "true or false", list: "a list",
+             type(None): "nothing"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def load(path: Optional[Path] = None) -> Inventory:
+    """Parse and validate the inventory; raise InventoryError (one line) on the first problem."""
+    path = Path(path or inventory_path())
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InventoryError("%s: cannot read the inventory (%s); create it or set SULFUR_INVENTORY"
+                             % (path, exc.strerror)) from None
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = ":%d" % (mark.line + 1) if mark else ""
+        raise InventoryError("%s%s: not valid YAML: %s" % (path, line, getattr(exc, "problem", exc))) from None
+    check = _Checker(path)
+    if root is None:
+        raise InventoryError("%s: the inventory is empty; see README (Inventory)" % path)
+    sections = {}
+    for knode, vnode in check.mapping(root, "inventory"):
+        if knode.value not in ("defaults", "hosts", "groups"):
+            raise check.fail(knode, knode.value, "unknown section (known: defaults, hosts, groups)")
+        sections[knode.value] = (knode, vnode)
+
+    defaults = {k: v[1] for k, v in SETTINGS.items()}
+    explicit_defaults = set()
+    if "defaults" in sections:
+        given = check.settings(sections["defaults"][1], "defaults.", SETTINGS)
+        defaults.update(given)
+        explicit_defaults = set(given)
+
+    hosts: Dict[str, Host] = {}
+    for knode, vnode in check.mapping(sections["hosts"][1], "hosts") if "hosts" in sections else []:
+        name = knode.value
+        if not _NAME.match(str(name)):
+            raise check.fail(knode, "hosts." + str(name), "host names use letters, digits, _ and - only")
+        own = check.settings(vnode, "hosts.%s." % name, dict(SETTINGS, **HOST_ONLY))
+        connection = own.pop("connection", "ssh")
+        hostname = own.pop("hostname", None)
+        if connection == "ssh" and not hostname:
+            raise check.fail(vnode, "hosts.%s.hostname" % name, "missing (or set connection: local)")
+        settings = dict(defaults, **own)
+        _fill_platform_defaults(settings)
+        hosts[name] = Host(name, hostname, connection, settings, explicit=explicit_defaults | set(own))
+
+    groups: Dict[str, List[str]] = {}
+    for knode, vnode in check.mapping(sections["groups"][1], "groups") if "groups" in sections else []:
+        name = knode.value
+        if name in hosts:
+            raise check.fail(knode, "groups." + name, "a host has this name already")
+        members = check.value(vnode, "groups." + name, ((list,), None, None))
+        for member in members:
+            if member not in hosts:
+                raise check.fail(vnode, "groups." + name, "unknown host %r" % member)
+            hosts[member].groups.append(name)
+        groups[name] = list(members)
+    return Inventory(path, hosts, groups)

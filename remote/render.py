@@ -1,0 +1,85 @@
+"""Tables and JSON for the terminal. The only module of remote/ that makes text for people."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterable, List, Sequence
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    rows = [["-" if v is None or v == "" else str(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    last = len(headers) - 1
+    lines = ["  ".join(h.ljust(w) if i < last else h for i, (h, w) in enumerate(zip(headers, widths)))]
+    for row in rows:
+        lines.append("  ".join(v.ljust(w) if i < last else v for i, (v, w) in enumerate(zip(row, widths))))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def as_json(docs: List[Dict[str, Any]]) -> str:
+    return json.dumps(docs, indent=2)
+
+
+def hosts_table(hosts: list) -> str:
+    return table(["NAME", "ADDRESS", "USER", "PLATFORM", "GROUPS"],
+                 [[h.name, h.address, "-" if h.is_local else h.user, h.platform, ",".join(h.groups)]
+                  for h in hosts])
+
+
+def _short(text: Any, width: int = 60) -> Any:
+    return text if not isinstance(text, str) or len(text) <= width else text[: width - 3] + "..."
+
+
+def port_table(docs: List[Dict[str, Any]]) -> str:
+    rows = []
+    for d in docs:
+        if not d.get("ok") and d.get("state") is None:
+            rows.append([d["host"], d.get("port"), "error", None, None, d.get("error"), None, None])
+            continue
+        via = d.get("method") or "none worked"
+        tw = d.get("time_wait")
+        listeners = d.get("listeners") or [{}]
+        for item in listeners:
+            command = item.get("cmdline") or item.get("process")
+            if item and not item.get("pid"):
+                command = "(owner not visible) " + item.get("address", "")
+            elif item.get("managed"):
+                command = "[ours] %s" % command
+            rows.append([d["host"], d["port"], d["state"], item.get("pid"), item.get("user"),
+                         _short(command), via, tw])
+    return table(["HOST", "PORT", "STATE", "PID", "USER", "COMMAND", "VIA", "TIME_WAIT"], rows)
+
+
+def free_table(docs: List[Dict[str, Any]]) -> str:
+    rows = []
+    for d in docs:
+        stopped = ", ".join("pid %s (%s)" % (s["pid"], s["signal"]) for s in d.get("stopped", []))
+        if d.get("ok"):
+            detail = ("stopped " + stopped) if stopped else "nothing to stop"
+            rows.append([d["host"], d.get("port"), "freed" if stopped else "free", detail])
+        else:
+            rows.append([d["host"], d.get("port"), "refused" if d.get("refused") else "error", d.get("error")])
+    return table(["HOST", "PORT", "RESULT", "DETAIL"], rows)
+
+
+def doctor_report(docs: List[Dict[str, Any]]) -> str:
+    out = []
+    for d in docs:
+        if not d.get("ok"):
+            out.append("%s: unreachable or failed: %s" % (d["host"], d.get("error")))
+            continue
+        works = [m["method"] + ("" if m["owner"] else " (no owner)") for m in d["methods"] if m["ok"]]
+        broken = ["%s (%s)" % (m["method"], m["detail"]) for m in d["methods"] if not m["ok"]]
+        disk = d.get("disk_free")
+        out.append("\n".join([
+            "%s:" % d["host"],
+            "  reachable   yes%s" % (", auth ok" if d.get("auth") else " (local)"),
+            "  platform    %s  (%s, user %s)" % (d["platform"], d["uname"], d["user"]),
+            "  python      %s  %s" % (d["python"], d["python_path"]),
+            "  port tools  %s" % (", ".join(works) or "none"),
+            "  not usable  %s" % (", ".join(broken) or "-"),
+            "  app_dir     %s  (%s, %s)" % (d["app_dir"], "exists" if d["app_dir_exists"] else "not created yet",
+                                          "writable" if d["app_dir_writable"] else "NOT writable"),
+            "  disk free   %s" % ("%.1f GiB" % (disk / 2**30) if disk is not None else "unknown"),
+        ] + (["  warning     %s" % d["warning"]] if d.get("warning") else [])))
+    return "\n".join(out)
