@@ -28,7 +28,8 @@ def on_host(host: Host, operation: Operation) -> Dict[str, Any]:
     return dict({"host": host.name}, **doc)
 
 
-def on_hosts(hosts: List[Host], operation: Operation, parallel: int = DEFAULT_PARALLEL) -> List[Dict[str, Any]]:
+def on_hosts(hosts: List[Host], operation: Operation,
+             parallel: int = DEFAULT_PARALLEL) -> List[Dict[str, Any]]:
     if len(hosts) == 1:
         return [on_host(hosts[0], operation)]
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:

@@ -213,7 +213,8 @@ def load(path: Optional[Path] = None) -> Inventory:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = ":%d" % (mark.line + 1) if mark else ""
-        raise InventoryError("%s%s: not valid YAML: %s" % (path, line, getattr(exc, "problem", exc))) from None
+        problem = getattr(exc, "problem", exc)
+        raise InventoryError("%s%s: not valid YAML: %s" % (path, line, problem)) from None
     check = _Checker(path)
     if root is None:
         raise InventoryError("%s: the inventory is empty; see README (Inventory)" % path)

@@ -58,7 +58,8 @@ def free_table(docs: List[Dict[str, Any]]) -> str:
             detail = ("stopped " + stopped) if stopped else "nothing to stop"
             rows.append([d["host"], d.get("port"), "freed" if stopped else "free", detail])
         else:
-            rows.append([d["host"], d.get("port"), "refused" if d.get("refused") else "error", d.get("error")])
+            result = "refused" if d.get("refused") else "error"
+            rows.append([d["host"], d.get("port"), result, d.get("error")])
     return table(["HOST", "PORT", "RESULT", "DETAIL"], rows)
 
 
@@ -78,8 +79,9 @@ def doctor_report(docs: List[Dict[str, Any]]) -> str:
             "  python      %s  %s" % (d["python"], d["python_path"]),
             "  port tools  %s" % (", ".join(works) or "none"),
             "  not usable  %s" % (", ".join(broken) or "-"),
-            "  app_dir     %s  (%s, %s)" % (d["app_dir"], "exists" if d["app_dir_exists"] else "not created yet",
-                                          "writable" if d["app_dir_writable"] else "NOT writable"),
+            "  app_dir     %s  (%s, %s)" % (
+                d["app_dir"], "exists" if d["app_dir_exists"] else "not created yet",
+                "writable" if d["app_dir_writable"] else "NOT writable"),
             "  disk free   %s" % ("%.1f GiB" % (disk / 2**30) if disk is not None else "unknown"),
         ] + (["  warning     %s" % d["warning"]] if d.get("warning") else [])))
     return "\n".join(out)
