@@ -334,11 +334,62 @@ def probe(port, app_dir=None, methods=None):
         return {"ok": True, "error": None, "port": port, "state": "unknown", "listeners": [],
                 "time_wait": None, "method": None, "tried": tried}
     name, listeners, time_wait = result
+    _attribute_hidden(listeners, port, app_dir)
     for item in listeners:
         item.update(_owner(item["pid"], app_dir))
     state = "listening" if listeners else ("time_wait" if time_wait else "free")
     return {"ok": True, "error": None, "port": port, "state": state, "listeners": listeners,
             "time_wait": time_wait, "method": name, "tried": tried}
+
+
+def _attribute_hidden(listeners, port, app_dir):
+    """Where no tool may name a listener's owner (Android), it may still be ours: a process from a
+    pidfile under app_dir/run, still the same process, whose DASHBOARD_PORT is this port."""
+    hidden = [item for item in listeners if not item["pid"]]
+    if not hidden or not app_dir:
+        return
+    for pid in _pidfile_pids(app_dir):
+        try:
+            environ = _read("/proc/%d/environ" % pid, "rb").split(b"\0")
+        except OSError:
+            continue
+        if ("DASHBOARD_PORT=%d" % port).encode() in environ:
+            for item in hidden:
+                item["pid"], item["via_pidfile"] = pid, True
+            return
+
+
+def read_pidfiles(app_dir):
+    """(pid, start, command or None) from each app_dir/run/*.pid: the processes our stack started.
+
+    A pidfile line is "PID START [COMMAND]"; START (clock ticks since boot, from /proc/PID/stat)
+    makes a reused pid count as a different process.
+    """
+    run = os.path.join(os.path.expanduser(app_dir), "run")
+    try:
+        names = sorted(n for n in os.listdir(run) if n.endswith(".pid"))
+    except OSError:
+        return []
+    records = []
+    for name in names:
+        try:
+            fields = _read(os.path.join(run, name)).split(None, 2)
+            records.append((int(fields[0]), int(fields[1]), fields[2].strip() if len(fields) > 2 else None))
+        except (OSError, ValueError, IndexError):
+            continue
+    return records
+
+
+def _pidfile_pids(app_dir):
+    """pids from the pidfiles whose process is still the one recorded."""
+    pids = []
+    for pid, start, _ in read_pidfiles(app_dir):
+        try:
+            if process_start(pid) == start:
+                pids.append(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
 
 
 def _owner(pid, app_dir):
@@ -352,19 +403,10 @@ def is_managed(pid, info, app_dir):
     a `-m dashboard` process whose DASHBOARD_APP_DIR or working directory is this app_dir."""
     if not app_dir:
         return False
+    for recorded, start, command in read_pidfiles(app_dir):
+        if recorded == pid and start == info.get("start"):
+            return command is None or command == (info.get("cmdline") or "")
     app_dir = os.path.realpath(os.path.expanduser(app_dir))
-    run = os.path.join(app_dir, "run")
-    try:
-        names = [n for n in os.listdir(run) if n.endswith(".pid")]
-    except OSError:
-        names = []
-    for name in names:
-        try:
-            fields = _read(os.path.join(run, name)).split(None, 2)
-        except OSError:
-            continue
-        if len(fields) >= 2 and fields[0] == str(pid) and fields[1] == str(info.get("start")):
-            return len(fields) < 3 or fields[2].strip() == (info.get("cmdline") or "")
     if not re.search(r"(^|\s)-m dashboard(\s|$)", info.get("cmdline") or ""):
         return False
     try:

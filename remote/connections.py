@@ -74,7 +74,9 @@ def connection_for(host: Host) -> Connection:
     ssh_config = config.base_ssh_config.lookup(host.hostname)
     user = host.user if "user" in host.explicit or "user" not in ssh_config else None
     port = host.port if "port" in host.explicit or "port" not in ssh_config else None
-    connect_kwargs = {}
+    # connect_timeout bounds the whole handshake: a host that accepts TCP but never speaks SSH
+    # would otherwise hold its row for paramiko's 15 s banner and 30 s auth defaults
+    connect_kwargs = {"banner_timeout": host.connect_timeout, "auth_timeout": host.connect_timeout}
     identity = _expand(host.identity_file)
     if identity:
         connect_kwargs["key_filename"] = [str(identity)]
@@ -122,6 +124,11 @@ def describe_connect_error(host: Host, conn: Connection, exc: BaseException) -> 
         return "cannot connect to %s: timed out after %s s" % (where, host.connect_timeout)
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) or isinstance(exc, ConnectionError):
         return "cannot connect to %s: connection refused (is sshd running on port %s?)" % (where, conn.port)
+    if isinstance(exc, paramiko.SSHException) and (
+            "banner" in str(exc) or "No existing session" in str(exc)):
+        # paramiko's words when the peer accepted TCP but never spoke SSH within the timeout
+        return "no SSH answer from %s within %s s: is sshd (not another service) on port %s?" % (
+            where, host.connect_timeout, conn.port)
     if isinstance(exc, OSError):
         return "cannot connect to %s: %s" % (where, exc.strerror or exc)
     return "cannot connect to %s: %s" % (where, exc)

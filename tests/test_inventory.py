@@ -1,0 +1,126 @@
+"""Every inventory error: one line naming file, line and key; exit status 2; nothing executed.
+
+Each bad inventory also names a valid host whose "sshd" is a TCP server counting its connections:
+it must see none, since validation happens before any host is touched.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from dashproc import ROOT
+
+from remote.inventory import InventoryError, load
+
+
+@pytest.fixture
+def counting_server():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    accepted = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                accepted.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    server.close()
+
+
+GOOD = "  good: {hostname: 127.0.0.1, port: PORT}\n"
+
+CASES = [
+    # (inventory text, line, expected text)
+    ("defaults:\n  colour: red\nhosts:\n" + GOOD, 2, "defaults.colour: unknown key"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, port: 70000}\n", 3, "hosts.pi.port: 70000 is outside 1-65535"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, port: '22'}\n", 3, "hosts.pi.port: expected a number"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, port: true}\n", 3, "hosts.pi.port: expected a number"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, platform: windows}\n", 3,
+     "hosts.pi.platform: 'windows' is not one of: linux, termux"),
+    ("defaults:\n  host_key_policy: yolo\nhosts:\n" + GOOD, 2, "defaults.host_key_policy: 'yolo' is not one of"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: 'pi.local; rm -rf ~'}\n", 3, "hosts.pi.hostname: 'pi.local; rm -rf ~'"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, user: 'bot$(id)'}\n", 3, "hosts.pi.user: 'bot$(id)'"),
+    ("hosts:\n" + GOOD + "  pi: {port: 22}\n", 3, "hosts.pi.hostname: missing"),
+    ("hosts:\n" + GOOD + "groups:\n  home: [good, nas]\n", 4, "groups.home: unknown host 'nas'"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, python: 'python3 -c evil'}\n", 3, "hosts.pi.python"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local}\n  pi: {hostname: other}\n", 4, "hosts.pi: given twice"),
+    ("hosts:\n" + GOOD + "  pi: [hostname, pi.local\n", 4, "not valid YAML"),
+    ("servers:\n" + GOOD, 1, "servers: unknown section"),
+]
+
+
+@pytest.mark.parametrize("text, line, expected", CASES, ids=[c[2].split(":")[0] for c in CASES])
+def test_bad_inventory_is_one_line_exit_2_and_touches_no_host(tmp_path, counting_server, text, line, expected):
+    port, accepted = counting_server
+    path = tmp_path / "inventory.yml"
+    path.write_text(text.replace("PORT", str(port)))
+    env = dict(os.environ, SULFUR_INVENTORY=str(path))
+    out = subprocess.run([sys.executable, "-m", "invoke", "port-status", "--all"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: %s:%d: " % (path, line)), lines[0]
+    assert expected in lines[0]
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert accepted == []
+
+
+def test_unknown_host_name_is_exit_2(tmp_path, counting_server):
+    port, accepted = counting_server
+    path = tmp_path / "inventory.yml"
+    path.write_text("hosts:\n" + GOOD.replace("PORT", str(port)) + "groups:\n  home: [good]\n")
+    env = dict(os.environ, SULFUR_INVENTORY=str(path))
+    out = subprocess.run([sys.executable, "-m", "invoke", "port-status", "--host", "good,nope"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: %s: unknown host or group 'nope' in --host (known: good, group home)"
+                                  % path)
+    assert accepted == []
+
+
+def test_missing_inventory_file(tmp_path):
+    with pytest.raises(InventoryError) as caught:
+        load(tmp_path / "none.yml")
+    assert "cannot read the inventory" in str(caught.value) and "SULFUR_INVENTORY" in str(caught.value)
+
+
+def test_selection_defaults_groups_and_order(tmp_path):
+    path = tmp_path / "inventory.yml"
+    path.write_text(
+        "defaults:\n  user: bot\n  port: 2222\nhosts:\n"
+        "  pi: {hostname: pi.local}\n"
+        "  phone: {hostname: 10.0.0.5, port: 8022, platform: termux}\n"
+        "  local: {connection: local}\n"
+        "  vps: {hostname: vps.example.org, user: admin}\n"
+        "groups:\n  home: [phone, pi]\n"
+    )
+    inv = load(path)
+    assert [h.name for h in inv.select("home")] == ["pi", "phone"]  # inventory order, not group order
+    assert [h.name for h in inv.select(every=True)] == ["pi", "phone", "vps"]  # --all skips local
+    assert [h.name for h in inv.select()] == ["local"]
+    assert [h.name for h in inv.select("vps,home")] == ["pi", "phone", "vps"]
+    phone = inv.hosts["phone"]
+    assert (phone.port, phone.python, phone.wake_lock, phone.user) == (8022, "python", True, "bot")
+    assert (inv.hosts["pi"].port, inv.hosts["pi"].python, inv.hosts["pi"].wake_lock) == (2222, "python3", False)
+    assert inv.hosts["vps"].user == "admin"
+    assert inv.hosts["pi"].groups == ["home"]
+
+
+def test_the_shipped_example_inventory_is_valid():
+    inv = load(ROOT / "inventory.yml")
+    assert [h.name for h in inv.select()] == ["local"]

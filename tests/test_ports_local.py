@@ -1,0 +1,67 @@
+"""port-status and free-port on this machine (no --host): the same flow, through invoke's Context."""
+
+import json
+import os
+import subprocess
+import sys
+
+from dashproc import ROOT
+
+
+def invoke(inventory, *args):
+    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def local_inventory(tmp_path, app_dir):
+    path = tmp_path / "inventory.yml"
+    path.write_text("hosts:\n  local: {connection: local, app_dir: %s, python: %s}\n" % (app_dir, sys.executable))
+    return path
+
+
+def test_local_foreign_holder_named_refused_then_forced(tmp_path, port):
+    inventory = local_inventory(tmp_path, tmp_path / "app")
+    holder = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(port)
+        out = invoke(inventory, "port-status", "--port", str(port), "--json")
+        doc = json.loads(out.stdout)[0]
+        assert out.returncode == 0 and doc["host"] == "local" and doc["state"] == "listening"
+        assert doc["listeners"][0]["pid"] == holder.pid and doc["listeners"][0]["managed"] is False
+        out = invoke(inventory, "free-port", "--port", str(port))
+        assert out.returncode == 1 and "foreign holder pid %d" % holder.pid in out.stdout
+        assert holder.poll() is None
+        out = invoke(inventory, "free-port", "--port", str(port), "--force")
+        assert out.returncode == 0 and "freed" in out.stdout
+        assert holder.wait(10) is not None
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_local_free_port_stops_our_stale_dashboard_gracefully(tmp_path, dashboards, port):
+    board = dashboards(port)  # DASHBOARD_APP_DIR is tmp_path/app: the inventory's app_dir
+    board.wait_healthy()
+    inventory = local_inventory(tmp_path, board.app_dir)
+    doc = json.loads(invoke(inventory, "port-status", "--port", str(port), "--json").stdout)[0]
+    assert doc["listeners"][0]["pid"] == board.proc.pid and doc["listeners"][0]["managed"] is True
+    out = invoke(inventory, "free-port", "--port", str(port), "--json")
+    assert out.returncode == 0, out.stdout
+    assert json.loads(out.stdout)[0]["stopped"][0]["signal"] == "SIGTERM"
+    assert board.wait_exit(10) == 0  # it drained and exited cleanly
+
+
+def _wait_listening(port):
+    import socket
+    import time
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("nothing listens on %d" % port)
