@@ -33,7 +33,9 @@ lint: $(VENV)/.devtools
 	$(BIN)/vermin -q --no-tips -t=3.8- --violations remote/agent.py dashboard/listener.py
 
 bench: $(VENV)/.devtools
+	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/dashboard_start.py
+	$(BIN)/python bench/fanout.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

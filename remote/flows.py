@@ -29,7 +29,8 @@ def _bootstrap() -> str:
 
 def agent_command(host: Host, *args: object) -> str:
     """The shell command that runs the agent with the host's own interpreter (never via env)."""
-    return " ".join(shlex.quote(str(a)) for a in (host.python, "-c", _bootstrap(), *args))
+    # -S: the agent is stdlib-only, so skip site-packages (faster start, nothing of the host leaks in)
+    return " ".join(shlex.quote(str(a)) for a in (host.python, "-S", "-c", _bootstrap(), *args))
 
 
 def call_agent(runner: Runner, host: Host, *args: object, timeout: float = AGENT_TIMEOUT) -> Dict[str, Any]:
