@@ -482,9 +482,11 @@ def free(port, app_dir=None, force=False, grace=3.0):
         return result
     never = protected_pids()
     for item in before["listeners"]:
-        pid, who = item["pid"], _who(item)
-        if not pid:
-            result["refused"].append(dict(item, reason="holder not visible from here (%s)" % who))
+        pid, who = item["pid"], _who(item) if item["pid"] else None
+        if not pid:  # ss/lsof name no owner: another user's process, or Android hiding everything
+            result["refused"].append(dict(item, reason=(
+                "port %d is held by a process this user cannot see (another user's, or hidden by Android):"
+                " free it with sudo or as its owner" % port)))
         elif pid in never:
             result["refused"].append(dict(item, reason="pid %d is this agent or its parent" % pid))
         elif not item["managed"] and not force:

@@ -65,3 +65,34 @@ def _wait_listening(port):
         except OSError:
             time.sleep(0.05)
     raise AssertionError("nothing listens on %d" % port)
+
+
+def test_never_signals_the_agent_or_its_parents(port):
+    """The caller of the agent (here: this test process) holds the port: even --force leaves it."""
+    import socket
+
+    from remote import agent
+
+    with socket.socket() as own:
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.bind(("127.0.0.1", port))
+        own.listen(1)
+        result = agent.free(port, force=True, grace=0.5)
+        assert not result["ok"] and result["stopped"] == []
+        assert "pid %d is this agent or its parent" % os.getpid() in result["error"]
+        assert 1 in agent.protected_pids() and os.getppid() in agent.protected_pids()
+
+
+def test_invoke_hosts_lists_the_inventory(tmp_path):
+    path = tmp_path / "inventory.yml"
+    path.write_text("defaults: {user: bot}\nhosts:\n  pi: {hostname: pi.local}\n"
+                    "  phone: {hostname: 10.0.0.5, port: 8022, platform: termux}\n  local: {connection: local}\n"
+                    "groups:\n  home: [pi, phone]\n")
+    out = invoke(path, "hosts")
+    assert out.returncode == 0
+    assert [line.split() for line in out.stdout.splitlines()] == [
+        ["NAME", "ADDRESS", "USER", "PLATFORM", "GROUPS"],
+        ["pi", "pi.local", "bot", "linux", "home"],
+        ["phone", "10.0.0.5:8022", "bot", "termux", "home"],
+        ["local", "local", "-", "linux", "-"],
+    ]

@@ -176,7 +176,7 @@ def test_free_port_refuses_a_foreign_holder_then_frees_it_with_force(lab, host):
     assert out.returncode == 1 and not doc["ok"]
     assert proc.poll() is None
     if host.profile == "termux":
-        assert "holder not visible" in doc["error"]
+        assert "cannot see" in doc["error"]
         return  # with no owner in sight even --force must not guess
     assert "foreign holder pid %d" % _child_pid(proc) in doc["error"] and "--force" in doc["error"]
     out = invoke(lab.inventory_path, "free-port", "--host", host.name, "--force", "--grace", "2")
@@ -287,3 +287,41 @@ def test_host_keys_strict_accept_new_and_changed(lab):
         assert out.returncode == 1 and "HOST KEY CHANGED" in doc["error"]
         assert "ssh-keygen -R" in doc["error"]
         assert known.read_text() == changed
+
+
+def test_another_users_holder_is_refused_with_what_to_do(lab):
+    linux = lab.hosts["linux"]
+    code = "import socket, time\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" \
+           "s.bind(('0.0.0.0', 5000)); s.listen(4)\n" \
+           "print('ok', flush=True); time.sleep(600)\n"
+    proc = linux.spawn_as_root([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        out = invoke(lab.inventory_path, "free-port", "--host", "linux", "--force", "--json")
+        doc = json.loads(out.stdout)[0]
+        assert out.returncode == 1
+        # a non-root agent cannot even see root's process: it says so, and never kills blindly
+        assert "held by a process this user cannot see" in doc["error"]
+        assert "free it with sudo or as its owner" in doc["error"]
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_users_ssh_config_fills_what_the_inventory_leaves_out(lab, tmp_path):
+    linux = lab.hosts["linux"]
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host the-pi\n  HostName %s\n  User %s\n  Port 22\n" % (linux.address, linux.user.pw_name))
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        "defaults: {identity_file: %s, known_hosts: %s}\n"
+        "hosts:\n  pi: {hostname: the-pi, python: /usr/bin/python3, app_dir: %s}\n"
+        % (lab.client_key, lab.known_hosts, linux.app_dir))
+    env = dict(os.environ, SULFUR_INVENTORY=str(inventory), HOME=str(home))
+    out = subprocess.run([sys.executable, "-m", "invoke", "port-status", "--host", "pi", "--json"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)[0]["ok"]
