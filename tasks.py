@@ -14,17 +14,27 @@ from invoke import Exit, task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from remote import flows, render  # noqa: E402
+from remote import flows, render, stack  # noqa: E402
+from remote.connections import open_runner  # noqa: E402
 from remote.fanout import DEFAULT_PARALLEL, on_hosts  # noqa: E402
 from remote.inventory import InventoryError, load  # noqa: E402
 
-TARGET_HELP = {
+HELP = {
     "host": "host or group names, comma-separated (default: this machine)",
     "all": "every host of the inventory except local",
     "parallel": "hosts worked on at once (default %d)" % DEFAULT_PARALLEL,
     "json": "print JSON instead of a table",
     "port": "port to look at (default: the host's dashboard_port)",
+    "force": "also act on a holder of the port that is not ours",
+    "grace": "seconds between SIGTERM and SIGKILL (default 3)",
+    "service": "dashboard, bot or all (default all)",
+    "timeout": "seconds to wait for health and for the host's lock (default 20)",
 }
+
+
+def _help(*names):
+    """Invoke refuses help for a parameter a task does not have: each task names its own."""
+    return {name: HELP[name] for name in names}
 
 
 def _hosts(host, all_):
@@ -51,7 +61,7 @@ def hosts(c):
     print(render.hosts_table(list(inventory.hosts.values())))
 
 
-@task(name="port-status", help=TARGET_HELP)
+@task(name="port-status", help=_help("host", "all", "parallel", "json", "port"))
 def port_status(c, host=None, all=False, port=None, json=False, parallel=DEFAULT_PARALLEL):
     """Who holds the dashboard port on each host, via whichever tool that host has."""
     targets = _hosts(host, all)
@@ -59,8 +69,7 @@ def port_status(c, host=None, all=False, port=None, json=False, parallel=DEFAULT
     _finish(docs, render.port_table(docs), json)
 
 
-@task(name="free-port", help=dict(TARGET_HELP, force="also stop holders that are not ours",
-                                  grace="seconds between SIGTERM and SIGKILL (default 3)"))
+@task(name="free-port", help=_help("host", "all", "parallel", "json", "port", "force", "grace"))
 def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=False,
               parallel=DEFAULT_PARALLEL):
     """Free the dashboard port: stop our stale dashboard; foreign holders only with --force."""
@@ -70,7 +79,7 @@ def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=F
     _finish(docs, render.free_table(docs), json)
 
 
-@task(help={k: v for k, v in TARGET_HELP.items() if k != "port"})
+@task(help=_help("host", "all", "parallel", "json"))
 def doctor(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """Check each host: reachable, auth, platform, python, working port tools, app_dir, disk."""
     targets = _hosts(host, all)
@@ -78,11 +87,59 @@ def doctor(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     _finish(docs, render.doctor_report(docs), json)
 
 
-@task(help={"port": "dashboard port (default 5000)", "host": "address to bind (default 127.0.0.1)"})
-def dev(c, port=5000, host="127.0.0.1"):
-    """Run this machine's dashboard in the foreground (Ctrl+C stops it)."""
-    env = dict(os.environ, DASHBOARD_PORT=str(port), DASHBOARD_HOST=host)
-    print(f"dashboard: http://{host}:{port}  (Ctrl+C to stop)", flush=True)
+def _stack(host, all_, parallel, operation, as_json, text=render.restart_lines):
+    docs = on_hosts(_hosts(host, all_), operation, parallel)
+    _finish(docs, text(docs), as_json)
+
+
+@task(help=_help("host", "all", "parallel", "json", "service", "force", "timeout"))
+def restart(c, host=None, all=False, service="all", force=False, timeout=20.0, json=False,
+            parallel=DEFAULT_PARALLEL):
+    """Restart the dashboard (on the held socket) and the bot; start the stack if it is not running."""
+    op = functools.partial(stack.restart, service=service, force=force, timeout=float(timeout))
+    _stack(host, all, parallel, op, json)
+
+
+@task(help=_help("host", "all", "parallel", "json", "force", "timeout"))
+def start(c, host=None, all=False, force=False, timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
+    """Start the stack where it is not running (a running one is left as it is)."""
+    op = functools.partial(stack.restart, force=force, timeout=float(timeout), start_only=True)
+    _stack(host, all, parallel, op, json)
+
+
+@task(help=_help("host", "all", "parallel", "json", "service", "timeout"))
+def stop(c, host=None, all=False, service="all", timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
+    """Stop a service, or the whole stack (the port is released)."""
+    _stack(host, all, parallel, functools.partial(stack.stop, service=service, timeout=float(timeout)), json)
+
+
+@task(help=_help("host", "all", "parallel", "json"))
+def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
+    """Services per host: HOST SERVICE STATE PID UPTIME RESTARTS LAST-EXIT (failed ones with their last lines)."""
+    _stack(host, all, parallel, stack.status, json, render.status_table)
+
+
+@task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",
+            "lines": "lines to show (default 50)", "follow": "keep printing new lines until Ctrl+C"})
+def logs(c, host=None, service="dashboard", lines=50, follow=False):
+    """Print a service's log from each host; --follow keeps streaming it."""
+    targets = _hosts(host, False)
+    if follow and len(targets) > 1:
+        raise Exit("error: --follow takes one host", code=2)
+    for target in targets:
+        if len(targets) > 1:
+            print("==> %s <==" % target.name)
+        with open_runner(target) as runner:
+            runner.run(stack.logs_command(target, service, int(lines), follow), warn=True, in_stream=False)
+
+
+@task(help={"port": "dashboard port (default: the local host's dashboard_port)",
+            "reload": "restart the dashboard on the held socket when its code changes",
+            "force": "replace a foreign holder of the port"})
+def dev(c, port=None, reload=False, force=False):
+    """This machine's stack in the foreground: dashboard (+ bot), logs streamed; Ctrl+C stops it all."""
+    local = _hosts(None, False)[0]
+    argv = stack.dev_argv(local, port and int(port), reload, force)
     os.chdir(ROOT)
-    # exec, not a child: Ctrl+C reaches the dashboard itself and no orphan is left holding the port
-    os.execve(sys.executable, [sys.executable, "-m", "dashboard"], env)
+    # exec: Ctrl+C reaches the supervisor's whole process group, so nothing is left holding the port
+    os.execv(argv[0], argv)

@@ -53,6 +53,7 @@ SETTINGS: Dict[str, tuple] = {
     "python": ((str,), None, _matches(_COMMAND_WORD, "interpreter")),
     "app_dir": ((str,), "~/sulfur", None),
     "dashboard_port": ((int,), 5000, _port),
+    "dashboard_host": ((str,), "127.0.0.1", _matches(_HOSTNAME, "bind address")),  # 0.0.0.0 needs a token
     "bot_command": ((str, type(None)), None, None),
     "identity_file": ((str, type(None)), None, None),
     "known_hosts": ((str,), "~/.ssh/known_hosts", None),

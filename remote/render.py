@@ -85,3 +85,46 @@ def doctor_report(docs: List[Dict[str, Any]]) -> str:
             "  disk free   %s" % ("%.1f GiB" % (disk / 2**30) if disk is not None else "unknown"),
         ] + (["  warning     %s" % d["warning"]] if d.get("warning") else [])))
     return "\n".join(out)
+
+
+def restart_lines(docs: List[Dict[str, Any]]) -> str:
+    out = []
+    for d in docs:
+        if d.get("ok"):
+            if d.get("action") in ("stopped all", "not running") or d.get("action", "").startswith("stopped"):
+                out.append("%s: %s" % (d["host"], d["action"]))
+            elif d.get("pid") and d.get("url"):
+                note = "" if d["action"] == "restarted" else " [%s]" % d["action"]
+                out.append("%s: dashboard up at %s (pid %s, %.1f s)%s" % (d["host"], d["url"], d["pid"],
+                                                                         d.get("elapsed", 0), note))
+            else:
+                out.append("%s: %s" % (d["host"], d.get("action", "ok")))
+        else:
+            out.append("%s: FAILED: %s" % (d["host"], d.get("error")))
+            out.extend("    " + line for line in d.get("log_tail") or [])
+    return "\n".join(out)
+
+
+def _uptime(svc: Dict[str, Any], now: float) -> str:
+    if svc.get("state") != "running" or not svc.get("started_at"):
+        return "-"
+    seconds = int(now - svc["started_at"])
+    return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60) if seconds >= 3600 else "%dm%02ds" % divmod(seconds, 60)
+
+
+def status_table(docs: List[Dict[str, Any]]) -> str:
+    rows, notes = [], []
+    for d in docs:
+        if not d.get("ok"):
+            rows.append([d["host"], "-", "error", None, None, None, d.get("error")])
+            continue
+        services = d.get("services") or {}
+        if not services:
+            rows.append([d["host"], "-", "not running", None, None, None, None])
+        for name, svc in services.items():
+            rows.append([d["host"], name, svc.get("state"), svc.get("pid"), _uptime(svc, d.get("now", 0)),
+                         svc.get("restarts"), svc.get("last_exit")])
+            if svc.get("state") == "failed" and svc.get("last_error"):
+                notes.append("%s %s failed; last lines:" % (d["host"], name))
+                notes.extend("    " + line for line in svc["last_error"])
+    return "\n".join([table(["HOST", "SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT"], rows)] + notes)

@@ -11,12 +11,16 @@ need ssh openssh-client
 need ssh-keygen openssh-client
 need ip iproute2
 need unshare util-linux
+need setpriv util-linux
 need ss iproute2
 need lsof lsof
 need netstat net-tools
 need fuser psmisc
 need ps procps
 need chromium chromium
+# the test users get Debian's own python3 (root's pyenv is out of their reach), with venv for deploys
+[ -x /usr/bin/python3 ] || missing="$missing python3"
+/usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null || missing="$missing python3-venv"
 [ -z "$missing" ] && exit 0
 missing=$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')
 if [ "$(id -u)" != 0 ]; then
