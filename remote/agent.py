@@ -344,19 +344,33 @@ def probe(port, app_dir=None, methods=None):
 
 def _attribute_hidden(listeners, port, app_dir):
     """Where no tool may name a listener's owner (Android), it may still be ours: a process from a
-    pidfile under app_dir/run, still the same process, whose DASHBOARD_PORT is this port."""
+    pidfile under app_dir/run, or a `-m dashboard` process of this app_dir (an orphan of an older
+    run), whose DASHBOARD_PORT is this port. Our own processes stay visible in /proc there."""
     hidden = [item for item in listeners if not item["pid"]]
     if not hidden or not app_dir:
         return
-    for pid in _pidfile_pids(app_dir):
-        try:
-            environ = _read("/proc/%d/environ" % pid, "rb").split(b"\0")
-        except OSError:
+    recorded = _pidfile_pids(app_dir)
+    for pid in recorded + [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in recorded]:
+        env = _environ(pid)
+        if env is None:
             continue
-        if ("DASHBOARD_PORT=%d" % port).encode() in environ:
+        info = process_info(pid)
+        dashboard = re.search(r"(^|\s)-m dashboard(\s|$)", info["cmdline"] or "")
+        if env.get("DASHBOARD_PORT", "5000" if dashboard else None) != str(port):
+            continue  # the bot's and the supervisor's pidfiles name no port
+        if pid in recorded or (dashboard and is_managed(pid, info, app_dir)):
             for item in hidden:
-                item["pid"], item["via_pidfile"] = pid, True
+                item["pid"], item["via"] = pid, "pidfile" if pid in recorded else "our process list"
             return
+
+
+def _environ(pid):
+    """A process's environment as a dict, or None where we may not read it."""
+    try:
+        raw = _read("/proc/%d/environ" % pid, "rb")
+    except OSError:
+        return None
+    return dict(item.decode("utf-8", "replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
 
 
 def read_pidfiles(app_dir):
@@ -409,11 +423,12 @@ def is_managed(pid, info, app_dir):
     app_dir = os.path.realpath(os.path.expanduser(app_dir))
     if not re.search(r"(^|\s)-m dashboard(\s|$)", info.get("cmdline") or ""):
         return False
+    env = _environ(pid)
+    if env is None:
+        return False
+    if "DASHBOARD_APP_DIR" in env:
+        return os.path.realpath(os.path.expanduser(env["DASHBOARD_APP_DIR"])) == app_dir
     try:
-        environ = _read("/proc/%d/environ" % pid, "rb").split(b"\0")
-        for item in environ:
-            if item.startswith(b"DASHBOARD_APP_DIR="):
-                return os.path.realpath(os.path.expanduser(item[18:].decode())) == app_dir
         cwd = os.path.realpath(os.readlink("/proc/%d/cwd" % pid))
     except OSError:
         return False

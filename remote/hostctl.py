@@ -12,8 +12,10 @@ awaited from here, on the host.
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,13 +268,103 @@ def dev(args):
     os.execv(sys.executable, [sys.executable, SUPERVISOR, "run", paths.config])
 
 
+def _digest(paths, python):
+    """venvs/<hash>: the requirements' text and the interpreter; same hash, same environment."""
+    digest = hashlib.sha256(("%s\n%s" % (python, sys.version)).encode())
+    for path in paths:
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def _pip_failure(out):
+    lines = [line for line in out.splitlines() if line.strip()]
+    hint = ""
+    if any("no matching distribution" in line.lower() or "could not find a version" in line.lower()
+           for line in lines):
+        hint = (" (no wheel fits this host: on Termux install the compiled ones with pkg, e.g. "
+                "pkg install python-cryptography, or deploy without --wheels)")
+    return "pip failed%s: %s" % (hint, " | ".join(lines[-3:]))
+
+
+def install(args):
+    """In a freshly unpacked release (cwd): environment, links into shared/, then rename into place."""
+    paths = Layout(args.app_dir)
+    release = CODE_DIR
+    requirements = [os.path.join(release, "dashboard", "requirements.txt")]
+    if os.path.exists(os.path.join(release, "requirements.txt")):
+        requirements.append(os.path.join(release, "requirements.txt"))
+    digest = _digest(requirements, sys.executable)
+    venv = os.path.join(paths.app_dir, "venvs", digest)
+    reused = os.path.exists(os.path.join(venv, ".complete"))
+    wheels = os.path.join(release, "_wheels")
+    if not reused:
+        shutil.rmtree(venv, ignore_errors=True)  # a half-built one from an interrupted deploy
+        os.makedirs(os.path.dirname(venv), exist_ok=True)
+        out = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise Failure("cannot create a virtual environment: %s" % (out.stderr.strip().splitlines() or ["?"])[-1])
+        pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        if os.path.isdir(wheels):
+            pip += ["--no-index", "--find-links", wheels]
+        for req in requirements:
+            pip += ["-r", req]
+        out = subprocess.run(pip, capture_output=True, text=True)
+        if out.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise Failure(_pip_failure(out.stdout + out.stderr))
+        open(os.path.join(venv, ".complete"), "w").close()
+    shutil.rmtree(wheels, ignore_errors=True)
+    _relink(os.path.join(release, ".venv"), os.path.relpath(venv, release))
+    os.makedirs(paths.shared, exist_ok=True)
+    for name in [".env"] + list(args.shared or []):
+        shared = os.path.join(paths.shared, name)
+        if name != ".env":
+            os.makedirs(shared, exist_ok=True)
+        inside = os.path.join(release, name)
+        if os.path.isdir(inside) and not os.path.islink(inside):
+            shutil.rmtree(inside)  # the source's copy: shared/ is what the host keeps
+        _relink(inside, os.path.relpath(shared, os.path.dirname(inside)))
+    final = os.path.join(paths.app_dir, "releases", args.stamp)
+    os.rename(release, final)
+    packages = len([n for n in os.listdir(_site_packages(venv)) if n.endswith(".dist-info")])
+    return {"ok": True, "stamp": args.stamp, "venv": digest, "venv_reused": reused, "packages": packages}
+
+
+def _site_packages(venv):
+    lib = os.path.join(venv, "lib")
+    return os.path.join(lib, os.listdir(lib)[0], "site-packages")
+
+
+def _relink(link, target):
+    """Point ``link`` at ``target`` atomically: a new symlink renamed over the old name."""
+    tmp = "%s.tmp-%d" % (link, os.getpid())
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def switch(args):
+    """current -> releases/<stamp>, atomically (rename of a new symlink over the old one)."""
+    paths = Layout(args.app_dir)
+    target = os.path.join(paths.app_dir, "releases", args.stamp)
+    if not os.path.isdir(target):
+        raise Failure("no release %s on this host" % args.stamp)
+    current = os.path.join(paths.app_dir, "current")
+    previous = os.path.basename(os.path.realpath(current)) if os.path.islink(current) else None
+    _relink(current, os.path.join("releases", args.stamp))
+    return {"ok": True, "stamp": args.stamp, "previous": previous}
+
+
 def parser():
     p = argparse.ArgumentParser(prog="python -m remote.hostctl")
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("restart", "start", "stop", "status", "logs", "dev"):
+    for name in ("restart", "start", "stop", "status", "logs", "dev", "install", "switch"):
         c = sub.add_parser(name)
         c.add_argument("--app-dir", required=True)
         c.add_argument("--timeout", type=float, default=20.0)
+        if name in ("install", "switch"):
+            c.add_argument("--stamp", required=True)
+            c.add_argument("--shared", action="append")
         if name in ("restart", "start", "dev"):
             c.add_argument("--code-dir")
             c.add_argument("--python")
@@ -309,6 +401,8 @@ def main(argv=None):
             out = stop(args)
         elif args.command == "status":
             out = status(args)
+        elif args.command in ("install", "switch"):
+            out = install(args) if args.command == "install" else switch(args)
         else:
             dev(args)
             return 0

@@ -36,8 +36,13 @@ def code_location(host: Host) -> Dict[str, Optional[str]]:
     return {"code_dir": release, "python": host.python, "dashboard_python": None}
 
 
-def hostctl_command(host: Host, command: str, *args: object, settings: bool = False) -> str:
+def hostctl_command(host: Host, command: str, *args: object, settings: bool = False,
+                    code_dir: Optional[str] = None) -> str:
+    """The shell command for one hostctl call; ``code_dir`` runs a given release's hostctl (a switch
+    runs from the release it switches to, before `current` may exist)."""
     where = code_location(host)
+    if code_dir:
+        where = dict(where, code_dir=code_dir)
     argv: List[object] = [command, "--app-dir", host.app_dir]
     if settings:
         argv += ["--code-dir", where["code_dir"], "--port", host.dashboard_port, "--host", host.dashboard_host]
@@ -57,8 +62,8 @@ def hostctl_command(host: Host, command: str, *args: object, settings: bool = Fa
 
 
 def call(runner: Runner, host: Host, command: str, *args: object, timeout: float = 60.0,
-         settings: bool = False) -> Dict[str, Any]:
-    result = run(runner, hostctl_command(host, command, *args, settings=settings), timeout)
+         settings: bool = False, code_dir: Optional[str] = None) -> Dict[str, Any]:
+    result = run(runner, hostctl_command(host, command, *args, settings=settings, code_dir=code_dir), timeout)
     lines = result.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])

@@ -1,0 +1,271 @@
+"""The supervised stack over real SSH: `invoke restart/status/stop` on linux, termux and bare test hosts.
+
+Each host gets a real release (this checkout's host side, its venv built from wheels made here) by
+the same code `invoke deploy` uses; then the tasks run as a user runs them.
+"""
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sshlab
+from dashproc import ROOT
+
+pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
+PROFILES = ["linux", "termux", "bare"]
+LOADGEN = Path(__file__).with_name("loadgen.py")
+
+
+def invoke(inventory, *args, timeout=180):
+    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def install_release(lab, inventory):
+    from remote import release, stack
+    from remote.connections import open_runner
+    from remote.inventory import load
+
+    package = release.pack(None, True, Path(tempfile.mkdtemp(dir=lab.dir)))
+    for host in load(inventory).select(every=True):
+        with open_runner(host) as runner:
+            incoming = release.upload(runner, host, package)
+            assert release.unpack_and_install(runner, host, package, incoming)["ok"]
+            code_dir = "%s/releases/%s" % (host.app_dir, package.stamp)
+            assert stack.call(runner, host, "switch", "--stamp", package.stamp, code_dir=code_dir)["ok"]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = sshlab.Lab()
+    try:
+        for profile in PROFILES:
+            lab.add(profile, profile)
+        lab.inventory_path = lab.inventory(list(lab.hosts.values()))
+        install_release(lab, lab.inventory_path)
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(params=PROFILES)
+def host(request, lab):
+    host = lab.hosts[request.param]
+    yield host
+    invoke(lab.inventory_path, "stop", "--host", host.name)
+    for proc in host.children:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    host.children.clear()
+
+
+def as_user(host, *argv, **kwargs):
+    return host.netns("setpriv", "--reuid", str(host.user.pw_uid), "--regid", str(host.user.pw_gid),
+                      "--init-groups", *argv, **kwargs)
+
+
+def healthz(host):
+    code = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:5000/healthz',timeout=5).read().decode())"
+    return json.loads(as_user(host, "/usr/bin/python3", "-c", code).stdout)
+
+
+def state(host):
+    return json.loads(Path(host.app_dir, "run", "state.json").read_text())
+
+
+def supervisors(host):
+    """pids of supervisor processes of this host's app_dir."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"supervisor.py" in part for part in cmd) and (
+                    str(Path(host.app_dir, "run", "supervisor.json")).encode() in cmd):
+                found.append(int(entry))
+    return found
+
+
+def test_restart_from_nothing(lab, host):
+    out = invoke(lab.inventory_path, "restart", "--host", host.name)
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = out.stdout.strip()
+    assert line.startswith("%s: dashboard up at http://127.0.0.1:5000 (pid " % host.name), line
+    pid = int(line.split("(pid ")[1].split(",")[0])
+    assert healthz(host)["pid"] == pid
+    assert state(host)["services"]["dashboard"]["state"] == "running"
+    time.sleep(1.0)  # the SSH connection is closed: the stack keeps running on its own
+    assert healthz(host)["pid"] == pid and len(supervisors(host)) == 1
+
+
+def test_restart_replaces_a_stale_dashboard_started_by_hand(lab, host):
+    release = os.path.join(host.app_dir, "current")
+    env = ["env", "DASHBOARD_APP_DIR=%s" % host.app_dir, "DASHBOARD_PORT=5000", "PATH=/usr/bin:/bin"]
+    stale = host.spawn_as_user(env + [os.path.join(release, ".venv/bin/python"), "-m", "dashboard"],
+                               cwd=release, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_health(host, stale.pid)
+    out = invoke(lab.inventory_path, "restart", "--host", host.name, "--json")
+    doc = json.loads(out.stdout)[0]
+    assert out.returncode == 0, out.stdout
+    assert doc["port_before"] == "freed pid %d" % stale.pid
+    assert stale.wait(10) == 0  # it was asked nicely, and drained
+    assert healthz(host)["pid"] == doc["pid"] != stale.pid
+
+
+def test_restart_over_time_wait(lab, host):
+    code = ("import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "s.bind(('127.0.0.1', 5000)); s.listen(8)\n"
+            "import threading, urllib.request\n"
+            "def client():\n"
+            "    for _ in range(5):\n"
+            "        c = socket.create_connection(('127.0.0.1', 5000)); c.recv(8); c.close()\n"
+            "t = threading.Thread(target=client); t.start()\n"
+            "for _ in range(5):\n"
+            "    c, _ = s.accept(); c.sendall(b'x'); c.close()\n"  # server side closes first
+            "t.join(); s.close()\n")
+    as_user(host, "/usr/bin/python3", "-c", code)
+    out = invoke(lab.inventory_path, "restart", "--host", host.name, "--json")
+    doc = json.loads(out.stdout)[0]
+    assert out.returncode == 0, out.stdout
+    assert doc["action"] == "started"
+    if host.profile != "termux":  # Android cannot see TIME_WAIT; elsewhere it must have been there
+        assert doc["port_before"] == "time_wait"
+
+
+def test_foreign_holder_is_refused_and_replaced_with_force(lab, host):
+    code = "import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n" \
+           "s.bind(('127.0.0.1',5000));s.listen(4);print('ok',flush=True);time.sleep(600)\n"
+    foreign = host.spawn_as_user(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, text=True)
+    assert foreign.stdout.readline().strip() == "ok"
+    out = invoke(lab.inventory_path, "restart", "--host", host.name)
+    assert out.returncode == 1
+    line = out.stdout.strip().splitlines()[0]
+    assert line.startswith("%s: FAILED: port 5000 is held by" % host.name)
+    if host.profile == "termux":
+        assert "a process this user cannot see" in line
+        assert foreign.poll() is None
+        return
+    assert "pid %d" % foreign.pid in line and "user %s" % host.user.pw_name in line and "--force" in line
+    assert foreign.poll() is None
+    out = invoke(lab.inventory_path, "restart", "--host", host.name, "--force")
+    assert out.returncode == 0, out.stdout
+    assert foreign.wait(10) is not None
+
+
+def _wait_health(host, pid, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if healthz(host)["pid"] == pid:
+                return
+        except (ValueError, KeyError, subprocess.CalledProcessError):
+            pass  # not listening yet
+        time.sleep(0.1)
+    raise AssertionError("pid %d not healthy" % pid)
+
+
+@pytest.mark.parametrize("host", ["linux"], indirect=True)
+def test_zero_failed_requests_across_five_restarts(lab, host):
+    assert invoke(lab.inventory_path, "restart", "--host", host.name).returncode == 0
+    stop_file = os.path.join(host.app_dir, "stop-load")
+    load = host.spawn_as_user(["/usr/bin/python3", str(LOADGEN), "5000", stop_file, "4"], stdout=subprocess.PIPE,
+                              text=True)
+    assert load.stdout.readline().strip() == "started"
+    for _ in range(5):
+        time.sleep(0.5)
+        out = invoke(lab.inventory_path, "restart", "--host", host.name, "--service", "dashboard")
+        assert out.returncode == 0, out.stdout
+    time.sleep(0.5)
+    Path(stop_file).touch()
+    result = json.loads(load.stdout.readline())
+    os.unlink(stop_file)
+    assert result["errors"] == {}, result
+    assert result["rate"] >= 100, result
+    assert len(result["pids"]) == 6  # the pid changed 5 times
+
+
+@pytest.mark.parametrize("host", ["linux", "termux"], indirect=True)
+def test_kill_9_of_the_dashboard_comes_back(lab, host):
+    assert invoke(lab.inventory_path, "restart", "--host", host.name).returncode == 0
+    old = state(host)["services"]["dashboard"]["pid"]
+    os.kill(old, 9)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        dash = state(host)["services"]["dashboard"]
+        if dash["state"] == "running" and dash["pid"] != old:
+            break
+        time.sleep(0.1)
+    assert dash["pid"] != old and dash["last_exit"] == -9 and dash["restarts"] == 1
+    _wait_health(host, dash["pid"])
+
+
+class Webhook(http.server.BaseHTTPRequestHandler):
+    received = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Webhook.received.append((self.headers["Content-Type"], json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("host", ["linux"], indirect=True)
+def test_a_bot_that_exits_at_once_is_marked_failed_with_its_last_lines_and_an_alert(lab, host):
+    server = http.server.HTTPServer((host.address.rsplit(".", 1)[0] + ".1", 0), Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Webhook.received.clear()
+    url = "http://%s:%d/api/webhooks/1/x" % server.server_address
+    bot = "python -c \"import sys; print('starting'); print('LoginFailure: improper token'); sys.exit(3)\""
+    inventory = Path(lab.inventory_path).read_text().replace(
+        "  %s: {" % host.name, "  %s: {bot_command: '%s', alert_webhook: '%s', " % (
+            host.name, bot.replace("'", "''"), url))
+    path = lab.dir / "inv-bot.yml"
+    path.write_text(inventory)
+    try:
+        assert invoke(path, "restart", "--host", host.name).returncode == 0
+        deadline = time.monotonic() + 40  # backoff 1 + 2 + 4 + 8 s before the fifth failure
+        while time.monotonic() < deadline and state(host)["services"]["bot"]["state"] != "failed":
+            time.sleep(0.2)
+        bot_state = state(host)["services"]["bot"]
+        assert bot_state["state"] == "failed" and bot_state["failures"] == 5 and bot_state["last_exit"] == 3
+        out = invoke(path, "status", "--host", host.name)
+        assert out.returncode == 0
+        row = [line.split() for line in out.stdout.splitlines() if line.split()[1:2] == ["bot"]][0]
+        assert row[2] == "failed" and row[-1] == "3" and row[-2] == "4"
+        assert "LoginFailure: improper token" in out.stdout
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not Webhook.received:
+            time.sleep(0.1)
+        kind, body = Webhook.received[0]
+        assert kind == "application/json" and "bot failed" in body["content"]
+        assert "LoginFailure" in body["content"]
+        assert state(host)["services"]["dashboard"]["state"] == "running"  # the rest keeps going
+    finally:
+        invoke(path, "stop", "--host", host.name)
+        server.shutdown()
+
+
+@pytest.mark.parametrize("host", ["linux"], indirect=True)
+def test_two_restarts_at_the_same_moment(lab, host):
+    env = dict(os.environ, SULFUR_INVENTORY=str(lab.inventory_path))
+    procs = [subprocess.Popen([sys.executable, "-m", "invoke", "restart", "--host", host.name], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("dashboard up at" in out for out, _ in outs)
+    assert len(supervisors(host)) == 1
+    _wait_health(host, state(host)["services"]["dashboard"]["pid"])
