@@ -94,6 +94,7 @@ class Dashboard:
 
     def status(self) -> Dict[str, Any]:
         return {
+            "control": bool(self.settings.token),
             "dashboard": self.health(),
             "host": hostinfo.collect(self.settings.app_dir),
             "services": read_services(str(self.settings.app_dir)),
@@ -121,6 +122,14 @@ class Dashboard:
                 return render_template("login.html", error=None), 401
             return render_template("index.html", status=self.status())
 
+        @app.post("/api/restart/<service>")
+        def api_restart(service: str) -> Tuple[Any, int]:
+            if not self.settings.token:
+                return jsonify({"error": "restarts from the page need DASHBOARD_TOKEN (shared/.env)"}), 403
+            if not self.authorized():
+                return jsonify({"error": "token required"}), 401
+            return self.restart(service)
+
         @app.post("/login")
         def login() -> Any:
             if self.settings.token and self._token_ok(request.form.get("token", "")):
@@ -142,6 +151,19 @@ class Dashboard:
             emit("log_init", {"lines": last_lines(str(self.settings.log_path), LOG_BACKLOG)})
             self._start_follower()
             return True
+
+    def restart(self, service: str) -> Tuple[Any, int]:
+        """Ask the host's supervisor, through the same control files the operator's tasks use."""
+        from remote.hostctl import Failure, request  # stdlib host side; the supervisor decides
+        from remote.supervisor import Layout
+
+        if service not in ("dashboard", "bot", "all"):
+            return jsonify({"error": "unknown service %r" % service}), 404
+        try:
+            answer = request(Layout(str(self.settings.app_dir)), "restart", service, timeout=30)
+        except Failure as exc:
+            return jsonify({"error": str(exc)}), 409
+        return jsonify(answer), 200 if answer.get("ok") else 500
 
     def _start_follower(self) -> None:
         with self._lock:

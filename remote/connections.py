@@ -1,94 +1,25 @@
 """One runner per host: a Fabric Connection, or invoke's Context for `connection: local`.
 
 Both have `.run(command, hide=..., warn=..., timeout=...)`, so every flow is written once and cannot
-drift between local and remote. Fabric installs paramiko's AutoAddPolicy (fabric#2071), which trusts
-any host key; it is replaced here by OpenSSH's semantics: `strict` refuses an unknown key,
-`accept-new` saves it, and a changed key is always refused (paramiko raises BadHostKeyException
-before any policy is asked).
+drift between local and remote. The SSH side lives in remote/ssh.py and is imported on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import threading
-from pathlib import Path
-from typing import Iterator, Optional, Union
+import sys
+from typing import Any, Iterator, Optional
 
-import paramiko
-from fabric import Config, Connection
 from invoke import Context
 from invoke.exceptions import CommandTimedOut
 
 from .inventory import Host
 
-_known_hosts_lock = threading.Lock()
+Runner = Any  # fabric.Connection or invoke.Context: both have .run()
 
 
 class HostError(Exception):
     """Something went wrong with one host; the message is the one line shown for it."""
-
-
-class UnknownHostKey(HostError):
-    pass
-
-
-class StrictPolicy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, known_hosts: Path, host: Host) -> None:
-        self.known_hosts, self.host = known_hosts, host
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise UnknownHostKey(
-            "unknown host key for %s (%s %s); check it, then add it: ssh-keyscan -p %d %s >> %s "
-            "(or set host_key_policy: accept-new)"
-            % (hostname, key.get_name(), key.fingerprint, self.host.port, self.host.hostname,
-               self.known_hosts)
-        )
-
-
-class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
-    """OpenSSH's StrictHostKeyChecking=accept-new: remember a new key, never a changed one."""
-
-    def __init__(self, known_hosts: Path) -> None:
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        with _known_hosts_lock:
-            self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(self.known_hosts, "a") as handle:  # append: never rewrite the user's file
-                handle.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
-
-
-Runner = Union[Connection, Context]
-
-
-def _expand(path: Optional[str]) -> Optional[Path]:
-    return Path(os.path.expanduser(path)) if path else None
-
-
-def connection_for(host: Host) -> Connection:
-    """A Fabric Connection for ``host``; ~/.ssh/config fills what the inventory does not set."""
-    config = Config()
-    ssh_config = config.base_ssh_config.lookup(host.hostname)
-    user = host.user if "user" in host.explicit or "user" not in ssh_config else None
-    port = host.port if "port" in host.explicit or "port" not in ssh_config else None
-    # connect_timeout bounds the whole handshake: a host that accepts TCP but never speaks SSH
-    # would otherwise hold its row for paramiko's 15 s banner and 30 s auth defaults
-    connect_kwargs = {"banner_timeout": host.connect_timeout, "auth_timeout": host.connect_timeout}
-    identity = _expand(host.identity_file)
-    if identity:
-        connect_kwargs["key_filename"] = [str(identity)]
-    conn = Connection(host.hostname, user=user, port=port, config=config,
-                      connect_timeout=host.connect_timeout, connect_kwargs=connect_kwargs)
-    known_hosts = _expand(host.known_hosts)
-    if known_hosts and known_hosts.exists():
-        conn.client.load_host_keys(str(known_hosts))
-    policy = AcceptNewPolicy(known_hosts) if host.host_key_policy == "accept-new" else StrictPolicy(
-        known_hosts, host)
-    conn.client.set_missing_host_key_policy(policy)
-    return conn
 
 
 @contextlib.contextmanager
@@ -97,48 +28,22 @@ def open_runner(host: Host) -> Iterator[Runner]:
     if host.is_local:
         yield Context()
         return
-    conn = connection_for(host)
+    from .ssh import connect
+
+    conn = connect(host)
     try:
-        try:
-            conn.open()
-        except Exception as exc:  # every way a connect can fail becomes one line
-            raise HostError(describe_connect_error(host, conn, exc)) from None
         yield conn
     finally:
         conn.close()
 
 
-def describe_connect_error(host: Host, conn: Connection, exc: BaseException) -> str:
-    where = "%s@%s:%s" % (conn.user, conn.host, conn.port)
-    if isinstance(exc, HostError):
-        return str(exc)
-    if isinstance(exc, paramiko.BadHostKeyException):
-        return ("HOST KEY CHANGED for %s: refusing to connect (possible man-in-the-middle). If the host "
-                "was reinstalled, remove the old key: ssh-keygen -R '%s' -f %s"
-                % (where, exc.hostname, host.known_hosts))
-    if isinstance(exc, paramiko.AuthenticationException):
-        return "authentication failed for %s: check user and identity_file, or ssh-copy-id" % where
-    if isinstance(exc, socket.gaierror):
-        return "cannot resolve host name %r: check hostname in the inventory" % conn.host
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "cannot connect to %s: timed out after %s s" % (where, host.connect_timeout)
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) or isinstance(exc, ConnectionError):
-        return "cannot connect to %s: connection refused (is sshd running on port %s?)" % (where, conn.port)
-    if isinstance(exc, paramiko.SSHException) and (
-            "banner" in str(exc) or "No existing session" in str(exc)):
-        # paramiko's words when the peer accepted TCP but never spoke SSH within the timeout
-        return "no SSH answer from %s within %s s: is sshd (not another service) on port %s?" % (
-            where, host.connect_timeout, conn.port)
-    if isinstance(exc, OSError):
-        return "cannot connect to %s: %s" % (where, exc.strerror or exc)
-    return "cannot connect to %s: %s" % (where, exc)
-
-
 def run(runner: Runner, command: str, timeout: Optional[float] = None):
     """Run ``command`` on the runner: output captured, never raises on a non-zero exit."""
+    paramiko = sys.modules.get("paramiko")  # loaded only if some host is reached over SSH
+    lost = (OSError, EOFError) + ((paramiko.SSHException,) if paramiko else ())
     try:
         return runner.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
     except CommandTimedOut:
         raise HostError("command timed out after %s s" % timeout) from None
-    except (OSError, paramiko.SSHException, EOFError) as exc:
+    except lost as exc:
         raise HostError("connection lost: %s" % (exc or type(exc).__name__)) from None

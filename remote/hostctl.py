@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
+from http.client import HTTPConnection
 
 CODE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if CODE_DIR not in sys.path:
@@ -83,7 +83,7 @@ def request(paths, action, service, timeout):
             os.unlink(result)
             return answer
         except (OSError, ValueError):
-            time.sleep(0.02)
+            time.sleep(0.01)
     raise Failure("the supervisor (pid %d) did not answer %s %s within %.0f s" % (pid, action, service, timeout))
 
 
@@ -121,10 +121,17 @@ def spawn_supervisor(paths, config):
                                 start_new_session=True, close_fds=True)
 
 
-def health_url(config):
+def health_pid(config):
+    """The pid /healthz answers with, or None. http.client, not urllib: no ssl import on the way."""
     host = config["host"]
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return "http://%s:%d/healthz" % ("[%s]" % host if ":" in host else host, config["port"])
+    conn = HTTPConnection({"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host),
+                          config["port"], timeout=2)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        return json.loads(resp.read()).get("pid") if resp.status == 200 else None
+    finally:
+        conn.close()
 
 
 def wait_healthy(paths, config, timeout, not_pid=None, supervisor=None):
@@ -140,12 +147,11 @@ def wait_healthy(paths, config, timeout, not_pid=None, supervisor=None):
         pid = dash.get("pid") if dash.get("state") == "running" else None
         if pid and pid != not_pid:
             try:
-                with urllib.request.urlopen(health_url(config), timeout=2) as resp:
-                    if json.loads(resp.read()).get("pid") == pid:
-                        return pid
+                if health_pid(config) == pid:
+                    return pid
             except (OSError, ValueError):
                 pass
-        time.sleep(0.05)
+        time.sleep(0.01)
     raise Failure("the dashboard was not healthy within %.0f s" % timeout, error_tail(paths.log("dashboard")))
 
 

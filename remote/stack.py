@@ -105,7 +105,8 @@ def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool) -> List
     """`invoke dev`: hostctl dev in the foreground, from this checkout, app dir var/dev."""
     from dashboard.settings import DEV_APP_DIR
 
-    argv = [sys.executable, "-m", "remote.hostctl", "dev", "--app-dir", str(DEV_APP_DIR), "--code-dir", str(ROOT),
+    app_dir = os.environ.get("DASHBOARD_APP_DIR") or str(DEV_APP_DIR)
+    argv = [sys.executable, "-m", "remote.hostctl", "dev", "--app-dir", app_dir, "--code-dir", str(ROOT),
             "--python", sys.executable, "--port", str(port or host.dashboard_port), "--host", "127.0.0.1"]
     if host.bot_command:
         argv += ["--bot-command", host.bot_command]

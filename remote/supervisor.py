@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 CODE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if CODE_DIR not in sys.path:
@@ -417,6 +416,8 @@ class Supervisor:
             return
 
         def post():
+            import urllib.request  # only here: it pulls in ssl, which every start would pay for
+
             body = json.dumps({"content": text[:1900]}).encode()
             request = urllib.request.Request(url, body, {"Content-Type": "application/json",
                                                          "User-Agent": "sulfur-supervisor"})

@@ -269,3 +269,13 @@ def test_two_restarts_at_the_same_moment(lab, host):
     assert all("dashboard up at" in out for out, _ in outs)
     assert len(supervisors(host)) == 1
     _wait_health(host, state(host)["services"]["dashboard"]["pid"])
+
+
+def test_a_host_without_a_release_is_told_to_deploy(lab):
+    linux = lab.hosts["linux"]
+    path = lab.dir / "inv-norelease.yml"
+    path.write_text(Path(lab.inventory_path).read_text().replace(linux.app_dir, linux.app_dir + "-empty"))
+    out = invoke(path, "restart", "--host", "linux")
+    assert out.returncode == 1
+    assert out.stdout.strip() == ("linux: FAILED: no release on this host (%s-empty/current is missing): "
+                                  "run invoke deploy first" % linux.app_dir)

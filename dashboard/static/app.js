@@ -35,4 +35,21 @@
     } catch (err) { /* the next refresh will tell */ }
   }
   setInterval(refresh, 5000);
+
+  // restart buttons: the supervisor does the work; the page only asks (with the session's token)
+  for (const button of document.querySelectorAll("button.restart")) {
+    button.addEventListener("click", async () => {
+      const result = document.getElementById("restart-result");
+      result.textContent = "restarting " + button.dataset.service + "…";
+      try {
+        const response = await fetch("/api/restart/" + button.dataset.service,
+                                     { method: "POST", credentials: "same-origin" });
+        const answer = await response.json();
+        result.textContent = response.ok ? button.dataset.service + " restarted (pid " + answer.pid + ")"
+                                         : "failed: " + answer.error;
+      } catch (err) {
+        result.textContent = "the page lost its dashboard: reload in a moment";
+      }
+    });
+  }
 })();

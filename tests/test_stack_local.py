@@ -1,0 +1,93 @@
+"""The supervised stack on this machine (no --host): the same flow, through invoke's Context."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from dashproc import ROOT
+
+LOADGEN = Path(__file__).with_name("loadgen.py")
+
+
+def invoke(inventory, *args):
+    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+def local(tmp_path, port):
+    path = tmp_path / "inventory.yml"
+    path.write_text("hosts:\n  local: {connection: local, app_dir: %s, dashboard_port: %d}\n"
+                    % (tmp_path / "app", port))
+    return path
+
+
+def test_restart_status_stop_locally(tmp_path, port):
+    inventory = local(tmp_path, port)
+    try:
+        out = invoke(inventory, "restart")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.startswith("local: dashboard up at http://127.0.0.1:%d (pid " % port)
+        assert "[started]" in out.stdout
+        first = requests.get("http://127.0.0.1:%d/healthz" % port, timeout=5).json()["pid"]
+        out = invoke(inventory, "restart", "--service", "dashboard", "--json")
+        doc = json.loads(out.stdout)[0]
+        assert doc["action"] == "restarted" and doc["pid"] != first
+        status = invoke(inventory, "status")
+        assert status.returncode == 0
+        row = status.stdout.splitlines()[1].split()
+        assert row[:4] == ["local", "dashboard", "running", str(doc["pid"])] and row[5] == "1"
+        page = requests.get("http://127.0.0.1:%d/api/status" % port, timeout=5).json()
+        assert page["services"]["services"]["dashboard"]["pid"] == doc["pid"]  # the page's card reads it
+        assert page["port"]["how"] == "inherited"
+    finally:
+        out = invoke(inventory, "stop")
+    assert out.returncode == 0 and "stopped all" in out.stdout
+    assert json.loads(invoke(inventory, "port-status", "--json").stdout)[0]["listeners"] == []
+
+
+def test_the_pages_restart_button_needs_the_token(tmp_path, port):
+    inventory = local(tmp_path, port)
+    (tmp_path / "app" / "shared").mkdir(parents=True)
+    (tmp_path / "app" / "shared" / ".env").write_text("DASHBOARD_TOKEN=page-token\n")
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        url = "http://127.0.0.1:%d" % port
+        first = requests.get(url + "/healthz", timeout=5).json()["pid"]
+        assert requests.post(url + "/api/restart/dashboard", timeout=30).status_code == 401
+        answer = requests.post(url + "/api/restart/dashboard", headers={"Authorization": "Bearer page-token"},
+                               timeout=30)
+        assert answer.status_code == 200 and answer.json()["pid"] != first
+        deadline = time.monotonic() + 10
+        while requests.get(url + "/healthz", timeout=5).json()["pid"] == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert requests.get(url + "/healthz", timeout=5).json()["pid"] == answer.json()["pid"]
+        page = requests.get(url + "/", headers={"Authorization": "Bearer page-token"}, timeout=5).text
+        assert 'data-service="dashboard"' in page
+    finally:
+        invoke(inventory, "stop")
+
+
+def test_zero_failed_requests_across_five_local_restarts(tmp_path, port):
+    inventory = local(tmp_path, port)
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        stop_file = tmp_path / "stop"
+        load = subprocess.Popen([sys.executable, str(LOADGEN), str(port), str(stop_file), "4"],
+                                stdout=subprocess.PIPE, text=True)
+        assert load.stdout.readline().strip() == "started"
+        for _ in range(5):
+            time.sleep(0.4)
+            assert invoke(inventory, "restart", "--service", "dashboard").returncode == 0
+        time.sleep(0.4)
+        stop_file.touch()
+        result = json.loads(load.stdout.readline())
+        load.wait(10)
+        assert result["errors"] == {} and result["rate"] >= 100, result
+        assert len(result["pids"]) == 6
+    finally:
+        invoke(inventory, "stop")
