@@ -6,7 +6,9 @@ Exit status: 0 every host succeeded, 1 some host failed, 2 bad inventory or bad 
 
 import functools
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from invoke import Exit, task
@@ -14,7 +16,7 @@ from invoke import Exit, task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from remote import flows, render, stack  # noqa: E402
+from remote import flows, release, render, stack  # noqa: E402
 from remote.connections import open_runner  # noqa: E402
 from remote.fanout import DEFAULT_PARALLEL, on_hosts  # noqa: E402
 from remote.inventory import InventoryError, load  # noqa: E402
@@ -29,6 +31,9 @@ HELP = {
     "grace": "seconds between SIGTERM and SIGKILL (default 3)",
     "service": "dashboard, bot or all (default all)",
     "timeout": "seconds to wait for health and for the host's lock (default 20)",
+    "wheels": "build wheels here and install them on the hosts with --no-index (hosts without internet)",
+    "env_file": "upload this file as the hosts' shared/.env (mode 600); otherwise .env is never sent",
+    "to": "release stamp to go back to (default: the one before current)",
 }
 
 
@@ -117,6 +122,61 @@ def stop(c, host=None, all=False, service="all", timeout=20.0, json=False, paral
 def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """Services per host: HOST SERVICE STATE PID UPTIME RESTARTS LAST-EXIT (failed ones with their last lines)."""
     _stack(host, all, parallel, stack.status, json, render.status_table)
+
+
+@task(help=_help("host", "all", "parallel", "json", "wheels", "env_file", "timeout"))
+def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, json=False,
+           parallel=DEFAULT_PARALLEL):
+    """Ship a new release to every host (or --host): switch atomically, verify, roll back on failure."""
+    targets = _hosts(host, not host)  # deploy goes to every host unless told otherwise
+    if not targets:
+        raise Exit("error: no hosts to deploy to: add some to the inventory, or use --host local", code=2)
+    env_path = Path(env_file).expanduser() if env_file else None
+    if env_path is not None and not env_path.is_file():
+        raise Exit("error: --env-file %s is not a readable file" % env_path, code=2)
+    workdir = Path(tempfile.mkdtemp(prefix="sulfur-deploy-"))
+    try:
+        packages = {}
+        for target in targets:  # one package per bot source, shared by the hosts that name it
+            if target.source not in packages:
+                try:
+                    packages[target.source] = release.pack(target.source, wheels, workdir)
+                except release.ReleaseError as exc:
+                    raise Exit("error: %s" % exc, code=2) from None
+                pkg = packages[target.source]
+                print("packing: %.1f MB%s%s" % (pkg.size / 2**20, ", commit %s" % pkg.commit[:12] if pkg.commit
+                                               else "", ", with wheels" if wheels else ""), flush=True)
+
+        def one(runner, target):
+            def report(line):  # one write per line: hosts report from parallel threads
+                sys.stdout.write("%s: %s\n" % (target.name, line))
+                sys.stdout.flush()
+
+            return release.deploy_host(runner, target, packages[target.source], report, env_path, float(timeout))
+
+        docs = on_hosts(targets, one, parallel)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _finish(docs, render.deploy_lines(docs), json)
+
+
+@task(help=_help("host", "all", "parallel", "json", "to", "timeout"))
+def rollback(c, host=None, all=False, to=None, timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
+    """Go back to the previous (or --to) release and restart on it."""
+    args = ["--timeout", float(timeout), "--by", release.operator()] + (["--to", to] if to else [])
+    op = lambda runner, target: stack.call(runner, target, "rollback", *args, settings=True,  # noqa: E731
+                                           timeout=float(timeout) * 3 + 60)
+    docs = on_hosts(_hosts(host, all or not host), op, parallel)
+    _finish(docs, "\n".join("%s: %s" % (d["host"], "now on %s (was %s), dashboard pid %s" % (
+        d["stamp"], d["previous"], d["pid"]) if d.get("ok") else "FAILED: %s" % d.get("error")) for d in docs), json)
+
+
+@task(help=_help("host", "all", "parallel", "json"))
+def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
+    """The releases on each host: stamp, commit, who deployed it, which is current."""
+    op = lambda runner, target: stack.call(runner, target, "releases")  # noqa: E731
+    docs = on_hosts(_hosts(host, all or not host), op, parallel)
+    _finish(docs, render.releases_table(docs), json)
 
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",

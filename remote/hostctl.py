@@ -12,10 +12,8 @@ awaited from here, on the host.
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +28,6 @@ from dashboard.logtail import LogFollower, last_lines  # noqa: E402
 from remote import agent  # noqa: E402
 from remote.supervisor import DEFAULTS, Layout, error_tail, read_pid, write_json  # noqa: E402
 
-SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervisor.py")
 #: settings that only a new supervisor can apply (the socket, the commands it runs)
 RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock")
 
@@ -116,7 +113,9 @@ def spawn_supervisor(paths, config):
     kept the SSH channel's streams open would hang the operator's connection."""
     write_json(paths.config, config)
     with open(paths.log("supervisor"), "ab") as out:
-        return subprocess.Popen([sys.executable, SUPERVISOR, "run", paths.config], cwd=paths.app_dir,
+        # from the configured code dir (app_dir/current): this hostctl may run from a release being installed
+        supervisor = os.path.join(config["code_dir"], "remote", "supervisor.py")
+        return subprocess.Popen([sys.executable, supervisor, "run", paths.config], cwd=paths.app_dir,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
 
@@ -170,50 +169,55 @@ def config_from(args):
 
 
 def restart(args, start_only=False):
-    started = time.time()
     paths, config = Layout(args.app_dir), config_from(args)
     paths.make()
     lock = operator_lock(paths, args.timeout, "start" if start_only else "restart")
     try:
-        running, changed = read_pid(paths.pidfile), []
-        current = read_state(paths).get("supervisor", {}) if running else {}
-        try:
-            with open(paths.config) as handle:
-                old_config = json.load(handle)
-        except (OSError, ValueError):
-            old_config = {}
-        changed = [k for k in RESTART_KEYS if old_config.get(k) != config.get(k)]
-        if running and changed:
-            # only a new supervisor can apply these; the port closes briefly, so say why
-            request(paths, "stop", "all", args.timeout)
-            while read_pid(paths.pidfile):
-                time.sleep(0.05)
-            running = None
-            start_only = False
-        if running and start_only:
-            dash = read_state(paths).get("services", {}).get("dashboard", {})
-            return {"ok": True, "action": "already running", "pid": dash.get("pid"), "port": current.get("port"),
-                    "elapsed": time.time() - started}
-        if running:
-            old = read_state(paths).get("services", {}).get("dashboard", {}).get("pid")
-            answer = request(paths, "restart", args.service, args.timeout)
-            if not answer.get("ok"):
-                raise Failure(answer.get("error") or "restart refused", error_tail(paths.log(args.service)
-                              if args.service != "all" else paths.log("dashboard")))
-            pid = old
-            if args.service in ("dashboard", "all"):
-                pid = wait_healthy(paths, config, args.timeout, not_pid=old)
-            return {"ok": True, "action": "restarted", "pid": pid, "port": config["port"],
-                    "elapsed": time.time() - started}
-        before = preflight(paths, config["port"], args.force, args.grace)
-        supervisor = spawn_supervisor(paths, config)
-        pid = wait_healthy(paths, config, args.timeout, supervisor=supervisor)
-        action = "started" if not changed or not old_config else "restarted the supervisor (%s changed)" % (
-            ", ".join(changed))
-        return {"ok": True, "action": action, "pid": pid, "port": config["port"], "port_before": before,
-                "elapsed": time.time() - started}
+        return restart_locked(paths, config, args.service, args.force, args.grace, args.timeout, start_only)
     finally:
         lock.close()
+
+
+def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout=20.0, start_only=False):
+    """The restart flow, for a caller that holds the operator lock (restart, deploy, rollback)."""
+    started = time.time()
+    running, changed = read_pid(paths.pidfile), []
+    current = read_state(paths).get("supervisor", {}) if running else {}
+    try:
+        with open(paths.config) as handle:
+            old_config = json.load(handle)
+    except (OSError, ValueError):
+        old_config = {}
+    changed = [k for k in RESTART_KEYS if old_config.get(k) != config.get(k)]
+    if running and changed:
+        # only a new supervisor can apply these; the port closes briefly, so say why
+        request(paths, "stop", "all", timeout)
+        while read_pid(paths.pidfile):
+            time.sleep(0.05)
+        running = None
+        start_only = False
+    if running and start_only:
+        dash = read_state(paths).get("services", {}).get("dashboard", {})
+        return {"ok": True, "action": "already running", "pid": dash.get("pid"), "port": current.get("port"),
+                "elapsed": time.time() - started}
+    if running:
+        old = read_state(paths).get("services", {}).get("dashboard", {}).get("pid")
+        answer = request(paths, "restart", service, timeout)
+        if not answer.get("ok"):
+            raise Failure(answer.get("error") or "restart refused", error_tail(paths.log(service)
+                          if service != "all" else paths.log("dashboard")))
+        pid = old
+        if service in ("dashboard", "all"):
+            pid = wait_healthy(paths, config, timeout, not_pid=old)
+        return {"ok": True, "action": "restarted", "pid": pid, "port": config["port"],
+                "elapsed": time.time() - started}
+    before = preflight(paths, config["port"], force, grace)
+    supervisor = spawn_supervisor(paths, config)
+    pid = wait_healthy(paths, config, timeout, supervisor=supervisor)
+    action = "started" if not changed or not old_config else "restarted the supervisor (%s changed)" % (
+        ", ".join(changed))
+    return {"ok": True, "action": action, "pid": pid, "port": config["port"], "port_before": before,
+            "elapsed": time.time() - started}
 
 
 def stop(args):
@@ -271,107 +275,28 @@ def dev(args):
         print("supervisor | %s (our stale dashboard)" % before, flush=True)
     config["stream"] = True
     write_json(paths.config, config)
-    os.execv(sys.executable, [sys.executable, SUPERVISOR, "run", paths.config])
-
-
-def _digest(paths, python):
-    """venvs/<hash>: the requirements' text and the interpreter; same hash, same environment."""
-    digest = hashlib.sha256(("%s\n%s" % (python, sys.version)).encode())
-    for path in paths:
-        with open(path, "rb") as handle:
-            digest.update(handle.read())
-    return digest.hexdigest()[:16]
-
-
-def _pip_failure(out):
-    lines = [line for line in out.splitlines() if line.strip()]
-    hint = ""
-    if any("no matching distribution" in line.lower() or "could not find a version" in line.lower()
-           for line in lines):
-        hint = (" (no wheel fits this host: on Termux install the compiled ones with pkg, e.g. "
-                "pkg install python-cryptography, or deploy without --wheels)")
-    return "pip failed%s: %s" % (hint, " | ".join(lines[-3:]))
-
-
-def install(args):
-    """In a freshly unpacked release (cwd): environment, links into shared/, then rename into place."""
-    paths = Layout(args.app_dir)
-    release = CODE_DIR
-    requirements = [os.path.join(release, "dashboard", "requirements.txt")]
-    if os.path.exists(os.path.join(release, "requirements.txt")):
-        requirements.append(os.path.join(release, "requirements.txt"))
-    digest = _digest(requirements, sys.executable)
-    venv = os.path.join(paths.app_dir, "venvs", digest)
-    reused = os.path.exists(os.path.join(venv, ".complete"))
-    wheels = os.path.join(release, "_wheels")
-    if not reused:
-        shutil.rmtree(venv, ignore_errors=True)  # a half-built one from an interrupted deploy
-        os.makedirs(os.path.dirname(venv), exist_ok=True)
-        out = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise Failure("cannot create a virtual environment: %s" % (out.stderr.strip().splitlines() or ["?"])[-1])
-        pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        if os.path.isdir(wheels):
-            pip += ["--no-index", "--find-links", wheels]
-        for req in requirements:
-            pip += ["-r", req]
-        out = subprocess.run(pip, capture_output=True, text=True)
-        if out.returncode != 0:
-            shutil.rmtree(venv, ignore_errors=True)
-            raise Failure(_pip_failure(out.stdout + out.stderr))
-        open(os.path.join(venv, ".complete"), "w").close()
-    shutil.rmtree(wheels, ignore_errors=True)
-    _relink(os.path.join(release, ".venv"), os.path.relpath(venv, release))
-    os.makedirs(paths.shared, exist_ok=True)
-    for name in [".env"] + list(args.shared or []):
-        shared = os.path.join(paths.shared, name)
-        if name != ".env":
-            os.makedirs(shared, exist_ok=True)
-        inside = os.path.join(release, name)
-        if os.path.isdir(inside) and not os.path.islink(inside):
-            shutil.rmtree(inside)  # the source's copy: shared/ is what the host keeps
-        _relink(inside, os.path.relpath(shared, os.path.dirname(inside)))
-    final = os.path.join(paths.app_dir, "releases", args.stamp)
-    os.rename(release, final)
-    packages = len([n for n in os.listdir(_site_packages(venv)) if n.endswith(".dist-info")])
-    return {"ok": True, "stamp": args.stamp, "venv": digest, "venv_reused": reused, "packages": packages}
-
-
-def _site_packages(venv):
-    lib = os.path.join(venv, "lib")
-    return os.path.join(lib, os.listdir(lib)[0], "site-packages")
-
-
-def _relink(link, target):
-    """Point ``link`` at ``target`` atomically: a new symlink renamed over the old name."""
-    tmp = "%s.tmp-%d" % (link, os.getpid())
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-
-
-def switch(args):
-    """current -> releases/<stamp>, atomically (rename of a new symlink over the old one)."""
-    paths = Layout(args.app_dir)
-    target = os.path.join(paths.app_dir, "releases", args.stamp)
-    if not os.path.isdir(target):
-        raise Failure("no release %s on this host" % args.stamp)
-    current = os.path.join(paths.app_dir, "current")
-    previous = os.path.basename(os.path.realpath(current)) if os.path.islink(current) else None
-    _relink(current, os.path.join("releases", args.stamp))
-    return {"ok": True, "stamp": args.stamp, "previous": previous}
+    os.execv(sys.executable, [sys.executable, os.path.join(config["code_dir"], "remote", "supervisor.py"), "run",
+                              paths.config])
 
 
 def parser():
     p = argparse.ArgumentParser(prog="python -m remote.hostctl")
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("restart", "start", "stop", "status", "logs", "dev", "install", "switch"):
+    for name in ("restart", "start", "stop", "status", "logs", "dev", "deploy", "rollback", "releases"):
         c = sub.add_parser(name)
         c.add_argument("--app-dir", required=True)
         c.add_argument("--timeout", type=float, default=20.0)
-        if name in ("install", "switch"):
+        c.add_argument("--lock-timeout", type=float, default=120.0)
+        c.add_argument("--by")
+        if name == "deploy":
             c.add_argument("--stamp", required=True)
+            c.add_argument("--commit")
+            c.add_argument("--keep", type=int, default=5)
             c.add_argument("--shared", action="append")
-        if name in ("restart", "start", "dev"):
+            c.add_argument("--env-incoming")
+        if name == "rollback":
+            c.add_argument("--to")
+        if name in ("restart", "start", "dev", "deploy", "rollback"):
             c.add_argument("--code-dir")
             c.add_argument("--python")
             c.add_argument("--host")
@@ -407,8 +332,11 @@ def main(argv=None):
             out = stop(args)
         elif args.command == "status":
             out = status(args)
-        elif args.command in ("install", "switch"):
-            out = install(args) if args.command == "install" else switch(args)
+        elif args.command in ("deploy", "rollback", "releases"):
+            from remote import hostrelease  # it builds on this module
+
+            out = {"deploy": hostrelease.deploy, "rollback": hostrelease.rollback,
+                   "releases": hostrelease.list_releases}[args.command](args)
         else:
             dev(args)
             return 0
@@ -421,4 +349,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as remote.hostctl, not __main__: hostrelease imports this module, and two copies of it would
+    # have two Failure classes
+    from remote.hostctl import main as hostctl_main
+
+    sys.exit(hostctl_main())

@@ -22,14 +22,15 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .connections import HostError, Runner, run
 from .inventory import Host
-from .stack import shell_path
+from .stack import hostctl_args, shell_path
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST_FILES = ["dashboard", "remote/__init__.py", "remote/agent.py", "remote/supervisor.py", "remote/hostctl.py"]
+HOST_FILES = ["dashboard", "remote/__init__.py", "remote/agent.py", "remote/supervisor.py", "remote/hostctl.py",
+              "remote/hostrelease.py"]
 NEVER = {".git", ".venv", "__pycache__", ".env", ".pytest_cache", ".ruff_cache", "node_modules"}
 WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sulfur-ops" / "wheels"
 
@@ -45,6 +46,11 @@ class Package:
     commit: Optional[str]
     size: int
     requirements: List[str]
+
+
+def operator() -> str:
+    """Who deploys: user@machine, for revisions.log."""
+    return "%s@%s" % (getpass.getuser(), os.uname()[1])
 
 
 def stamp_now() -> str:
@@ -130,7 +136,7 @@ def pack(source: Optional[str], wheels: bool, workdir: Path) -> Package:
         if src is not None:
             for rel in source_files(src):
                 tar.add(str(src / rel), arcname=str(rel), recursive=False)
-        info = json.dumps({"stamp": stamp, "commit": commit, "by": "%s@%s" % (getpass.getuser(), os.uname()[1]),
+        info = json.dumps({"stamp": stamp, "commit": commit, "by": operator(),
                            "source": str(src) if src else None}).encode()
         entry = tarfile.TarInfo("REVISION.json")
         entry.size, entry.mtime = len(info), int(time.time())
@@ -146,39 +152,99 @@ def _no_caches(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
     return None if set(Path(info.name).parts) & NEVER else info
 
 
-def upload(runner: Runner, host: Host, package: Package) -> str:
-    """Put the tar at app_dir/releases/.incoming-<stamp>.tar.gz; returns that path (~ unexpanded)."""
-    target = "%s/releases/.incoming-%s.tar.gz" % (host.app_dir.rstrip("/"), package.stamp)
-    run(runner, "mkdir -p %s" % shell_path(host.app_dir.rstrip("/") + "/releases"), 60)
+#: stdlib, Python 3.8+: extract, refusing absolute paths and ../ (3.12's data filter does it where it exists)
+UNPACK = ("import os,sys,tarfile;t,d=sys.argv[1],sys.argv[2];os.makedirs(d);f=tarfile.open(t);"
+          "m=[i for i in f.getmembers() if not (i.name.startswith('/') or '..' in i.name.split('/'))];"
+          "f.extractall(d,m,**({'filter':'data'} if hasattr(tarfile,'data_filter') else {}));f.close();os.unlink(t)")
+FREE_SPACE = ("import os,shutil,sys;d=os.path.expanduser(sys.argv[1]);os.makedirs(d,exist_ok=True);"
+              "print(shutil.disk_usage(d).free)")
+
+
+def check_space(runner: Runner, host: Host, package: Package) -> None:
+    """Before anything is written: the release, its unpacked copy and a new venv must fit."""
+    releases = host.app_dir.rstrip("/") + "/releases"
+    out = run(runner, "%s -S -c %s %s" % (shlex.quote(host.python), shlex.quote(FREE_SPACE), shell_path(releases)), 60)
+    try:
+        free = int(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        err = (out.stderr.strip().splitlines() or ["exit status %s" % out.exited])[-1]
+        raise HostError("cannot prepare %s: %s" % (releases, err)) from None
+    needed = package.size * 4 + 64 * 2**20  # tar + unpacked + a venv to build
+    if free < needed:
+        raise HostError("not enough disk space in %s: %.1f MB free, the release needs about %.0f MB; "
+                        "free some space (old logs, venvs) and deploy again" % (host.app_dir, free / 2**20,
+                                                                               needed / 2**20))
+
+
+def _put(runner: Runner, host: Host, local: Path, target: str, mode: Optional[int] = None) -> None:
     if host.is_local:
-        shutil.copyfile(package.path, os.path.expanduser(target))
-        return target
+        shutil.copyfile(local, os.path.expanduser(target))
+        if mode is not None:
+            os.chmod(os.path.expanduser(target), mode)
+        return
     remote = target[2:] if target.startswith("~/") else target  # SFTP starts in the home directory
     try:
-        runner.put(str(package.path), remote)
+        runner.put(str(local), remote)
+        if mode is not None:
+            runner.sftp().chmod(remote, mode)
     except (OSError, EOFError) as exc:
         raise HostError("upload failed: %s" % (exc or type(exc).__name__)) from None
+
+
+def upload(runner: Runner, host: Host, package: Package) -> str:
+    """The tar to app_dir/releases/.incoming-<stamp>-<nonce>.tar.gz (a unique name: uploads run before
+    the host lock is taken; a half upload, held open by no process, is cleaned by the next deploy)."""
+    target = "%s/releases/.incoming-%s-%s.tar.gz" % (host.app_dir.rstrip("/"), package.stamp, os.urandom(4).hex())
+    _put(runner, host, package.path, target)
     return target
 
 
-UNPACK = ("import os,sys,tarfile;t,d=sys.argv[1],sys.argv[2];"
-          "import shutil;shutil.rmtree(d,ignore_errors=True);os.makedirs(d);"
-          "f=tarfile.open(t);f.extractall(d);f.close();os.unlink(t)")
+class _Progress:
+    """An out_stream for invoke's run: passes on the host's `progress:` lines as they arrive."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report, self.buffer = report, ""
+
+    def write(self, data: str) -> None:
+        self.buffer += data
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            if line.startswith("progress: "):
+                self.report(line[10:])
+
+    def flush(self) -> None:
+        pass
 
 
-def unpack_and_install(runner: Runner, host: Host, package: Package, incoming: str,
-                       timeout: float = 900) -> Dict[str, object]:
-    """Unpack into releases/.partial-<stamp>, then that release's hostctl builds or reuses its venv."""
-    base = host.app_dir.rstrip("/") + "/releases"
-    partial = "%s/.partial-%s" % (base, package.stamp)
-    command = "%s -S -c %s %s %s && cd %s && exec %s -S -m remote.hostctl install --app-dir %s --stamp %s" % (
-        shlex.quote(host.python), shlex.quote(UNPACK), shell_path(incoming), shell_path(partial),
-        shell_path(partial), shlex.quote(host.python), shlex.quote(host.app_dir), package.stamp)
-    for extra in host.shared_paths:
-        command += " --shared %s" % shlex.quote(extra)
-    result = run(runner, command, timeout)
+def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[str], None],
+                env_file: Optional[Path] = None, timeout: float = 20.0) -> Dict[str, object]:
+    """Upload, then one hostctl deploy under the host's lock: install, switch, verify, roll back."""
+    check_space(runner, host, package)
+    report("uploading %.1f MB" % (package.size / 2**20))
+    incoming = upload(runner, host, package)
+    args: List[object] = ["--stamp", package.stamp, "--keep", host.keep_releases,
+                          "--timeout", timeout, "--by", operator()]
+    if package.commit:
+        args += ["--commit", package.commit]
+    for name in host.shared_paths:
+        args += ["--shared", name]
+    if env_file is not None:
+        env_target = "%s/shared/.env.incoming-%s" % (host.app_dir.rstrip("/"), os.urandom(4).hex())
+        run(runner, "mkdir -p %s" % shell_path(host.app_dir.rstrip("/") + "/shared"), 60)
+        _put(runner, host, env_file, env_target, mode=0o600)
+        args += ["--env-incoming", env_target]
+    # unpacked outside the lock into a name of its own; that release's hostctl then does the rest
+    partial = "%s/releases/.partial-%s-%s" % (host.app_dir.rstrip("/"), package.stamp, os.urandom(4).hex())
+    command = "%s -S -c %s %s %s && cd %s && exec %s" % (
+        shlex.quote(host.python), shlex.quote(UNPACK), shell_path(incoming), shell_path(partial), shell_path(partial),
+        hostctl_args(host, "deploy", *args, settings=True))
+    try:
+        result = runner.run(command, hide=False, warn=True, in_stream=False, out_stream=_Progress(report),
+                            err_stream=_Progress(lambda line: None), timeout=900)
+    except Exception as exc:  # a cut connection: the host lock and its cleanup keep the host consistent
+        raise HostError("connection lost during deploy: %s" % (exc or type(exc).__name__)) from None
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         err = (result.stderr.strip().splitlines() or ["exit status %s" % result.exited])[-1]
-        raise HostError("unpacking the release failed: %s" % err) from None
+        raise HostError("deploy failed on the host: %s" % err) from None

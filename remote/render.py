@@ -128,3 +128,28 @@ def status_table(docs: List[Dict[str, Any]]) -> str:
                 notes.append("%s %s failed; last lines:" % (d["host"], name))
                 notes.extend("    " + line for line in svc["last_error"])
     return "\n".join([table(["HOST", "SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT"], rows)] + notes)
+
+
+def deploy_lines(docs: List[Dict[str, Any]]) -> str:
+    out = []
+    for d in docs:
+        if d.get("ok"):
+            venv = "reused venv" if d.get("venv_reused") else "new venv, %s packages" % d.get("packages")
+            out.append("%s: deployed %s (%s), dashboard pid %s healthy in %.1f s; %.1f s in all%s" % (
+                d["host"], d["stamp"], venv, d.get("pid"), d.get("healthy_in", 0), d.get("elapsed", 0),
+                "; previous %s" % d["previous"] if d.get("previous") else ""))
+        else:
+            out.append("%s: FAILED: %s" % (d["host"], d.get("error")))
+            out.extend("    " + line for line in d.get("log_tail") or [])
+    return "\n".join(out)
+
+
+def releases_table(docs: List[Dict[str, Any]]) -> str:
+    rows = []
+    for d in docs:
+        if not d.get("ok"):
+            rows.append([d["host"], "error", None, None, d.get("error")])
+        for r in d.get("releases") or []:
+            rows.append([d["host"], r["stamp"], (r.get("commit") or "")[:12] or None, r.get("by"),
+                         "current" if r["current"] else None])
+    return table(["HOST", "RELEASE", "COMMIT", "BY", ""], rows)

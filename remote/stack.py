@@ -36,13 +36,9 @@ def code_location(host: Host) -> Dict[str, Optional[str]]:
     return {"code_dir": release, "python": host.python, "dashboard_python": None}
 
 
-def hostctl_command(host: Host, command: str, *args: object, settings: bool = False,
-                    code_dir: Optional[str] = None) -> str:
-    """The shell command for one hostctl call; ``code_dir`` runs a given release's hostctl (a switch
-    runs from the release it switches to, before `current` may exist)."""
+def hostctl_args(host: Host, command: str, *args: object, settings: bool = False) -> str:
+    """`python -S -m remote.hostctl COMMAND ...` with the inventory's settings for this host."""
     where = code_location(host)
-    if code_dir:
-        where = dict(where, code_dir=code_dir)
     argv: List[object] = [command, "--app-dir", host.app_dir]
     if settings:
         argv += ["--code-dir", where["code_dir"], "--port", host.dashboard_port, "--host", host.dashboard_host]
@@ -54,11 +50,17 @@ def hostctl_command(host: Host, command: str, *args: object, settings: bool = Fa
         if host.wake_lock:
             argv.append("--wake-lock")
     argv += list(args)
+    return "%s -S -m remote.hostctl %s" % (shlex.quote(where["python"]), " ".join(shlex.quote(str(a)) for a in argv))
+
+
+def hostctl_command(host: Host, command: str, *args: object, settings: bool = False,
+                    code_dir: Optional[str] = None) -> str:
+    """The shell command for one hostctl call from the current release (or ``code_dir``)."""
+    where = code_dir or code_location(host)["code_dir"]
     missing = json.dumps({"ok": False, "error": "no release on this host (%s is missing): run invoke deploy first"
-                          % where["code_dir"]})
-    return "cd %s 2>/dev/null || { echo %s; exit %d; }; exec %s -S -m remote.hostctl %s" % (
-        shell_path(where["code_dir"]), shlex.quote(missing), NO_RELEASE, shlex.quote(where["python"]),
-        " ".join(shlex.quote(str(a)) for a in argv))
+                          % where})
+    return "cd %s 2>/dev/null || { echo %s; exit %d; }; exec %s" % (
+        shell_path(where), shlex.quote(missing), NO_RELEASE, hostctl_args(host, command, *args, settings=settings))
 
 
 def call(runner: Runner, host: Host, command: str, *args: object, timeout: float = 60.0,

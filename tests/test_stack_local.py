@@ -44,6 +44,9 @@ def test_restart_status_stop_locally(tmp_path, port):
         page = requests.get("http://127.0.0.1:%d/api/status" % port, timeout=5).json()
         assert page["services"]["services"]["dashboard"]["pid"] == doc["pid"]  # the page's card reads it
         assert page["port"]["how"] == "inherited"
+        logs = invoke(inventory, "logs", "--service", "supervisor", "--lines", "3")
+        assert logs.returncode == 0 and len(logs.stdout.splitlines()) == 3
+        assert "dashboard: pid %d ready" % doc["pid"] in logs.stdout
     finally:
         out = invoke(inventory, "stop")
     assert out.returncode == 0 and "stopped all" in out.stdout

@@ -1,0 +1,314 @@
+"""Host side of releases: install, switch, deploy (verify, roll back), rollback, list, prune, autostart.
+
+Standard library only, Python 3.8+. A deploy is one hostctl command holding the host's operator lock
+from the leftovers' cleanup to the health check, so two deploys never interleave. What a user keeps
+is never touched: shared/ (.env, data) is linked into releases, not copied; `current` and the
+previous release are never pruned; a failed release is kept, and named, for inspection.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from remote.hostctl import CODE_DIR, Failure, config_from, operator_lock, read_state, request, restart_locked
+from remote.supervisor import Layout, error_tail
+
+BOT_GRACE = 3.0  # a bot still running this long after the switch counts as healthy
+RUN_TIMEOUT = 900
+
+
+def progress(message):
+    """A line the operator shows as this host's progress (the last line of output is the JSON result)."""
+    print("progress: " + message, flush=True)
+
+
+def releases_dir(paths):
+    return os.path.join(paths.app_dir, "releases")
+
+
+def current_stamp(paths):
+    link = os.path.join(paths.app_dir, "current")
+    return os.path.basename(os.path.realpath(link)) if os.path.islink(link) else None
+
+
+def stamps(paths):
+    try:
+        return sorted(n for n in os.listdir(releases_dir(paths)) if n.isdigit() and len(n) == 14)
+    except OSError:
+        return []
+
+
+# ------------------------------------------------------------------------------------ leftovers
+
+
+def in_use():
+    """Files our processes hold open and directories they work in: an upload still in flight, or
+    another deploy's unpacked release waiting for the lock, is one of them."""
+    found = set()
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            found.add(os.readlink("/proc/%s/cwd" % pid))
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                found.add(os.readlink("/proc/%s/fd/%s" % (pid, fd)))
+            except OSError:
+                pass
+    return found
+
+
+def clean_leftovers(paths, keep):
+    """Half releases of interrupted deploys: .partial-* dirs and .incoming-* uploads that no process
+    holds open or works in any more (a cut SSH connection, a killed deploy)."""
+    base, removed = releases_dir(paths), []
+    busy = in_use()
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        path = os.path.realpath(os.path.join(base, name))
+        if path == os.path.realpath(keep) or path in busy or not name.startswith((".partial-", ".incoming-")):
+            continue
+        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+        removed.append(name)
+    return removed
+
+
+def _digest(paths, python):
+    """venvs/<hash>: the requirements' text and the interpreter; same hash, same environment."""
+    digest = hashlib.sha256(("%s\n%s" % (python, sys.version)).encode())
+    for path in paths:
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def _pip_failure(out):
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    hint = ""
+    if any("no matching distribution" in line.lower() or "could not find a version" in line.lower()
+           for line in lines):
+        hint = (" (no package or wheel fits this host: on Termux install compiled ones with pkg, e.g. "
+                "pkg install python-cryptography; a host without internet needs deploy --wheels)")
+    return "pip failed%s: %s" % (hint, " | ".join(lines[-3:]))
+
+
+def environment(paths, release):
+    """venvs/<hash>, built once per requirements and reused by every release (a rollback never builds)."""
+    requirements = [os.path.join(release, "dashboard", "requirements.txt")]
+    if os.path.exists(os.path.join(release, "requirements.txt")):
+        requirements.append(os.path.join(release, "requirements.txt"))
+    digest = _digest(requirements, sys.executable)
+    venv = os.path.join(paths.app_dir, "venvs", digest)
+    wheels = os.path.join(release, "_wheels")
+    if os.path.exists(os.path.join(venv, ".complete")):
+        return digest, True, 0
+    shutil.rmtree(venv, ignore_errors=True)  # half built by an interrupted deploy
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    out = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
+    if out.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise Failure("cannot create a virtual environment: %s" % (out.stderr.strip().splitlines() or ["?"])[-1])
+    pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    if os.path.isdir(wheels):
+        pip += ["--no-index", "--find-links", wheels]
+    for req in requirements:
+        pip += ["-r", req]
+    count = sum(1 for req in requirements for line in open(req) if line.strip() and not line.startswith("#"))
+    progress("installing %d requirements into venvs/%s" % (count, digest))
+    out = subprocess.run(pip, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    if out.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise Failure(_pip_failure(out.stdout + out.stderr))
+    open(os.path.join(venv, ".complete"), "w").close()
+    packages = len([n for n in os.listdir(_site_packages(venv)) if n.endswith(".dist-info")])
+    return digest, False, packages
+
+
+def _site_packages(venv):
+    lib = os.path.join(venv, "lib")
+    return os.path.join(lib, os.listdir(lib)[0], "site-packages")
+
+
+def relink(link, target):
+    """Point ``link`` at ``target`` atomically: a new symlink renamed over the old name."""
+    tmp = "%s.tmp-%d" % (link, os.getpid())
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def install(paths, release, stamp, shared):
+    """Environment, links into shared/, then the release renamed into place under a free stamp."""
+    digest, reused, packages = environment(paths, release)
+    shutil.rmtree(os.path.join(release, "_wheels"), ignore_errors=True)
+    relink(os.path.join(release, ".venv"), os.path.relpath(os.path.join(paths.app_dir, "venvs", digest), release))
+    os.makedirs(paths.shared, exist_ok=True)
+    for name in [".env"] + list(shared or []):
+        target = os.path.join(paths.shared, name)
+        if name != ".env":
+            os.makedirs(target, exist_ok=True)
+        inside = os.path.join(release, name)
+        if os.path.isdir(inside) and not os.path.islink(inside):
+            shutil.rmtree(inside)  # the source's copy: shared/ is what the host keeps
+        os.makedirs(os.path.dirname(inside), exist_ok=True)
+        relink(inside, os.path.relpath(target, os.path.dirname(inside)))
+    while os.path.exists(os.path.join(releases_dir(paths), stamp)):  # two deploys in one second
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.mktime(time.strptime(stamp, "%Y%m%d%H%M%S")) + 1))
+    os.rename(release, os.path.join(releases_dir(paths), stamp))
+    return {"stamp": stamp, "venv": digest, "venv_reused": reused, "packages": packages}
+
+
+def switch_to(paths, stamp):
+    """current -> releases/<stamp>, atomically. Returns the stamp it pointed at before."""
+    if not os.path.isdir(os.path.join(releases_dir(paths), stamp)):
+        raise Failure("no release %s on this host (invoke releases lists them)" % stamp)
+    previous = current_stamp(paths)
+    relink(os.path.join(paths.app_dir, "current"), os.path.join("releases", stamp))
+    return previous
+
+
+def record(paths, stamp, commit, by, result):
+    """revisions.log: one line per deploy or rollback, like Capistrano's."""
+    line = "%s stamp=%s commit=%s by=%s result=%s\n" % (
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), stamp, commit or "-", by or "-", result)
+    with open(os.path.join(paths.app_dir, "revisions.log"), "a") as handle:
+        handle.write(line)
+
+
+def prune(paths, keep, protect):
+    """Keep the newest ``keep`` releases; never the ones in ``protect`` (current, previous)."""
+    old = [s for s in stamps(paths) if s not in protect]
+    removed = old[:max(0, len(stamps(paths)) - keep)]
+    for stamp in removed:
+        shutil.rmtree(os.path.join(releases_dir(paths), stamp), ignore_errors=True)
+    used = {os.path.basename(os.path.realpath(os.path.join(releases_dir(paths), s, ".venv"))) for s in stamps(paths)}
+    venvs = os.path.join(paths.app_dir, "venvs")
+    for digest in os.listdir(venvs) if os.path.isdir(venvs) else []:
+        if digest not in used:
+            shutil.rmtree(os.path.join(venvs, digest), ignore_errors=True)
+    return removed
+
+
+# ------------------------------------------------------------------------------------ verify
+
+
+def verify(paths, config, timeout):
+    """Restart the stack on the new current, then the health check: dashboard and bot."""
+    result = restart_locked(paths, config, "all", False, 3.0, timeout)
+    if config.get("bot_command"):
+        bot = read_state(paths).get("services", {}).get("bot", {})
+        pid, deadline = bot.get("pid"), time.time() + BOT_GRACE
+        while time.time() < deadline:
+            bot = read_state(paths).get("services", {}).get("bot", {})
+            if bot.get("pid") != pid or bot.get("state") != "running":
+                raise Failure("the bot did not stay up (exit %s)" % bot.get("last_exit"),
+                              bot.get("last_error") or error_tail(paths.log("bot")))
+            time.sleep(0.1)
+    return result
+
+
+def deploy(args):
+    started = time.time()
+    paths = Layout(args.app_dir)
+    paths.make()
+    lock = operator_lock(paths, args.lock_timeout, "deploy %s" % args.stamp)
+    try:
+        partial = CODE_DIR  # this hostctl runs from the release it installs (unpacked by the operator's exec)
+        removed = clean_leftovers(paths, partial)
+        if removed:
+            progress("removed leftovers of an interrupted deploy: %s" % ", ".join(removed))
+        try:
+            installed = install(paths, partial, args.stamp, args.shared)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        stamp = installed["stamp"]
+        env_backup = _apply_env(paths, args.env_incoming, stamp)
+        progress("switching to %s" % stamp)
+        previous = switch_to(paths, stamp)
+        config = config_from(args)  # after the switch: current/.venv exists now, even on a first deploy
+        try:
+            health = verify(paths, config, args.timeout)
+        except Failure as exc:
+            rolled = _roll_back(paths, config, previous, env_backup, args.timeout)
+            record(paths, stamp, args.commit, args.by, "failed, " + rolled)
+            raise Failure("release %s failed its health check (%s); %s; the failed release is kept in "
+                          "releases/%s" % (stamp, exc, rolled, stamp), exc.log_tail) from None
+        record(paths, stamp, args.commit, args.by, "ok")
+        pruned = prune(paths, args.keep, {stamp, previous})
+        return dict(installed, ok=True, previous=previous, pruned=pruned, pid=health["pid"],
+                    healthy_in=health["elapsed"], elapsed=time.time() - started)
+    finally:
+        lock.close()
+
+
+def _apply_env(paths, incoming, stamp):
+    """--env-file: the uploaded .env replaces shared/.env (mode 600); the old one is kept to roll back."""
+    if not incoming:
+        return None
+    target = os.path.join(paths.shared, ".env")
+    backup = None
+    if os.path.exists(target):
+        backup = "%s.before-%s" % (target, stamp)
+        shutil.copy2(target, backup)
+    os.chmod(os.path.expanduser(incoming), 0o600)
+    os.replace(os.path.expanduser(incoming), target)
+    return backup
+
+
+def _roll_back(paths, config, previous, env_backup, timeout):
+    if env_backup:
+        os.replace(env_backup, os.path.join(paths.shared, ".env"))
+    if not previous:  # a first deploy has nothing to go back to: stop rather than serve a broken release
+        os.unlink(os.path.join(paths.app_dir, "current"))
+        try:
+            request(paths, "stop", "all", timeout)
+        except Failure:
+            pass
+        return "no previous release to go back to: the stack is stopped"
+    switch_to(paths, previous)
+    try:
+        restart_locked(paths, config, "all", False, 3.0, timeout)
+    except Failure as exc:
+        return "rolled back to %s, which did not come up either: %s" % (previous, exc)
+    return "rolled back to %s, which is serving" % previous
+
+
+def rollback(args):
+    paths = Layout(args.app_dir)
+    lock = operator_lock(paths, args.lock_timeout, "rollback")
+    try:
+        current, known = current_stamp(paths), stamps(paths)
+        target = args.to
+        if not target:
+            older = [s for s in known if current and s < current]
+            if not older:
+                raise Failure("no release older than the current one (%s) to roll back to" % current)
+            target = older[-1]
+        previous = switch_to(paths, target)
+        health = restart_locked(paths, config_from(args), "all", False, 3.0, args.timeout)
+        record(paths, target, None, args.by, "rollback from %s" % previous)
+        return {"ok": True, "stamp": target, "previous": previous, "pid": health["pid"]}
+    finally:
+        lock.close()
+
+
+def list_releases(args):
+    paths = Layout(args.app_dir)
+    current, out = current_stamp(paths), []
+    for stamp in stamps(paths):
+        info = {}
+        try:
+            with open(os.path.join(releases_dir(paths), stamp, "REVISION.json")) as handle:
+                info = json.load(handle)
+        except (OSError, ValueError):
+            pass
+        out.append({"stamp": stamp, "commit": info.get("commit"), "by": info.get("by"),
+                    "current": stamp == current})
+    return {"ok": True, "releases": out}
+
+
+
