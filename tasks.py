@@ -34,6 +34,7 @@ HELP = {
     "wheels": "build wheels here and install them on the hosts with --no-index (hosts without internet)",
     "env_file": "upload this file as the hosts' shared/.env (mode 600); otherwise .env is never sent",
     "to": "release stamp to go back to (default: the one before current)",
+    "remove": "remove the autostart instead of installing it",
 }
 
 
@@ -169,6 +170,16 @@ def rollback(c, host=None, all=False, to=None, timeout=20.0, json=False, paralle
     docs = on_hosts(_hosts(host, all or not host), op, parallel)
     _finish(docs, "\n".join("%s: %s" % (d["host"], "now on %s (was %s), dashboard pid %s" % (
         d["stamp"], d["previous"], d["pid"]) if d.get("ok") else "FAILED: %s" % d.get("error")) for d in docs), json)
+
+
+@task(help=_help("host", "all", "parallel", "json", "remove"))
+def autostart(c, host=None, all=False, remove=False, json=False, parallel=DEFAULT_PARALLEL):
+    """Start the stack at boot: a systemd user unit (Linux) or a Termux:Boot script (Termux)."""
+    op = lambda runner, target: stack.call(runner, target, "autostart", *(["--remove"] if remove else []))  # noqa: E731
+    docs = on_hosts(_hosts(host, all), op, parallel)
+    _finish(docs, "\n".join(("%s: %s %s%s" % (d["host"], d["action"], d["path"], "".join(
+        "\n    note: " + n for n in d.get("notes", []))) if d.get("ok") else "%s: FAILED: %s" % (d["host"], d["error"]))
+        for d in docs), json)
 
 
 @task(help=_help("host", "all", "parallel", "json"))

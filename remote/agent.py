@@ -584,7 +584,9 @@ def doctor(port, app_dir):
             "python_path": sys.executable, "user": pwd.getpwuid(os.getuid()).pw_name,
             "uname": " ".join(platform.uname()[:3]), "methods": methods, "app_dir": path,
             "app_dir_exists": os.path.isdir(path), "app_dir_writable": os.access(existing, os.W_OK),
-            "disk_free": free_bytes}
+            "disk_free": free_bytes, "autostart": [p for p in (
+                os.path.expanduser("~/.config/systemd/user/sulfur-ops.service"),
+                os.path.expanduser("~/.termux/boot/sulfur-ops")) if os.path.exists(p)]}
 
 
 def main(argv=None):

@@ -282,7 +282,7 @@ def dev(args):
 def parser():
     p = argparse.ArgumentParser(prog="python -m remote.hostctl")
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("restart", "start", "stop", "status", "logs", "dev", "deploy", "rollback", "releases"):
+    for name in ("restart", "start", "stop", "status", "logs", "dev", "deploy", "rollback", "releases", "autostart"):
         c = sub.add_parser(name)
         c.add_argument("--app-dir", required=True)
         c.add_argument("--timeout", type=float, default=20.0)
@@ -296,6 +296,8 @@ def parser():
             c.add_argument("--env-incoming")
         if name == "rollback":
             c.add_argument("--to")
+        if name == "autostart":
+            c.add_argument("--remove", action="store_true")
         if name in ("restart", "start", "dev", "deploy", "rollback"):
             c.add_argument("--code-dir")
             c.add_argument("--python")
@@ -332,10 +334,10 @@ def main(argv=None):
             out = stop(args)
         elif args.command == "status":
             out = status(args)
-        elif args.command in ("deploy", "rollback", "releases"):
+        elif args.command in ("deploy", "rollback", "releases", "autostart"):
             from remote import hostrelease  # it builds on this module
 
-            out = {"deploy": hostrelease.deploy, "rollback": hostrelease.rollback,
+            out = {"deploy": hostrelease.deploy, "rollback": hostrelease.rollback, "autostart": hostrelease.autostart,
                    "releases": hostrelease.list_releases}[args.command](args)
         else:
             dev(args)

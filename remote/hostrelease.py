@@ -312,3 +312,85 @@ def list_releases(args):
 
 
 
+
+
+# ------------------------------------------------------------------------------------ autostart
+
+UNIT_NAME = "sulfur-ops.service"
+BOOT_NAME = "sulfur-ops"
+UNIT = """[Unit]
+Description=Sulfur bot stack (sulfur-ops supervisor of {app_dir})
+After=network-online.target
+
+[Service]
+ExecStart={python} {app_dir}/current/remote/supervisor.py run {app_dir}/run/supervisor.json
+Restart=on-failure
+RestartSec=5
+TimeoutStopSec=30
+
+[Install]
+WantedBy=default.target
+"""
+BOOT = """#!{prefix}/bin/sh
+# sulfur-ops: start the Sulfur stack when the phone boots (needs the Termux:Boot app)
+termux-wake-lock
+exec {python} {app_dir}/current/remote/supervisor.py run {app_dir}/run/supervisor.json \\
+    >> {app_dir}/logs/supervisor.log 2>&1
+"""
+
+
+def autostart_paths():
+    home = os.path.expanduser("~")
+    return (os.path.join(home, ".config", "systemd", "user", UNIT_NAME),
+            os.path.join(home, ".termux", "boot", BOOT_NAME))
+
+
+def _run_quiet(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 1, str(exc)
+    return out.returncode, (out.stderr or out.stdout).strip()
+
+
+def autostart(args):
+    """A systemd user unit (Linux) or a Termux:Boot script (Termux) that starts the supervisor."""
+    from remote.agent import detect_platform, which
+
+    paths = Layout(args.app_dir)
+    unit, boot = autostart_paths()
+    termux = detect_platform() == "termux"
+    target, notes = (boot if termux else unit), []
+    systemctl = None if termux else which("systemctl")
+    if args.remove:
+        if systemctl:
+            _run_quiet([systemctl, "--user", "disable", UNIT_NAME])
+        for path in (unit, boot):
+            if os.path.exists(path):
+                os.unlink(path)
+        return {"ok": True, "action": "removed", "path": target, "notes": notes}
+    if not os.path.exists(paths.config):
+        raise Failure("no supervisor settings on this host yet (run/supervisor.json): run invoke restart once first")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    values = {"python": sys.executable, "app_dir": paths.app_dir, "prefix": os.environ.get("PREFIX", "/usr")}
+    with open(target + ".tmp", "w") as handle:
+        handle.write((BOOT if termux else UNIT).format(**values))
+    os.chmod(target + ".tmp", 0o755 if termux else 0o644)
+    os.replace(target + ".tmp", target)
+    if termux:
+        notes.append("runs at boot once the Termux:Boot app is installed and opened once")
+    elif not systemctl:
+        notes.append("systemctl not found: the unit is written, enable it with your init system")
+    else:
+        for argv in ([systemctl, "--user", "daemon-reload"], [systemctl, "--user", "enable", UNIT_NAME]):
+            code, said = _run_quiet(argv)
+            if code != 0:
+                why = (said.splitlines() or ["no user manager"])[-1]
+                notes.append("systemctl --user is not available here (%s): the unit is written; enable it with "
+                             "systemctl --user enable %s in a login session" % (why, UNIT_NAME))
+                break
+        code, said = _run_quiet(["loginctl", "show-user", os.environ.get("USER", ""), "-p", "Linger"])
+        if "Linger=yes" not in said:
+            notes.append("lingering is off: the stack starts at your login, not at boot; an admin can run "
+                         "loginctl enable-linger %s" % os.environ.get("USER", "USER"))
+    return {"ok": True, "action": "installed", "path": target, "notes": notes}

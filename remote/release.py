@@ -156,8 +156,9 @@ def _no_caches(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
 UNPACK = ("import os,sys,tarfile;t,d=sys.argv[1],sys.argv[2];os.makedirs(d);f=tarfile.open(t);"
           "m=[i for i in f.getmembers() if not (i.name.startswith('/') or '..' in i.name.split('/'))];"
           "f.extractall(d,m,**({'filter':'data'} if hasattr(tarfile,'data_filter') else {}));f.close();os.unlink(t)")
-FREE_SPACE = ("import os,shutil,sys;d=os.path.expanduser(sys.argv[1]);os.makedirs(d,exist_ok=True);"
-              "print(shutil.disk_usage(d).free)")
+#: free bytes where app_dir is (or will be): nothing is created before the space is known to suffice
+FREE_SPACE = ("import os,shutil,sys;d=os.path.expanduser(sys.argv[1])\n"
+              "while not os.path.isdir(d): d=os.path.dirname(d)\nprint(shutil.disk_usage(d).free)")
 
 
 def check_space(runner: Runner, host: Host, package: Package) -> None:
@@ -187,14 +188,16 @@ def _put(runner: Runner, host: Host, local: Path, target: str, mode: Optional[in
         runner.put(str(local), remote)
         if mode is not None:
             runner.sftp().chmod(remote, mode)
-    except (OSError, EOFError) as exc:
-        raise HostError("upload failed: %s" % (exc or type(exc).__name__)) from None
+    except Exception as exc:  # OSError, EOFError, paramiko's SSHException: the connection went away
+        raise HostError("upload failed: %s" % (str(exc).strip() or type(exc).__name__)) from None
 
 
 def upload(runner: Runner, host: Host, package: Package) -> str:
     """The tar to app_dir/releases/.incoming-<stamp>-<nonce>.tar.gz (a unique name: uploads run before
     the host lock is taken; a half upload, held open by no process, is cleaned by the next deploy)."""
-    target = "%s/releases/.incoming-%s-%s.tar.gz" % (host.app_dir.rstrip("/"), package.stamp, os.urandom(4).hex())
+    releases = host.app_dir.rstrip("/") + "/releases"
+    run(runner, "mkdir -p %s" % shell_path(releases), 60)
+    target = "%s/.incoming-%s-%s.tar.gz" % (releases, package.stamp, os.urandom(4).hex())
     _put(runner, host, package.path, target)
     return target
 

@@ -83,6 +83,7 @@ def doctor_report(docs: List[Dict[str, Any]]) -> str:
                 d["app_dir"], "exists" if d["app_dir_exists"] else "not created yet",
                 "writable" if d["app_dir_writable"] else "NOT writable"),
             "  disk free   %s" % ("%.1f GiB" % (disk / 2**30) if disk is not None else "unknown"),
+            "  autostart   %s" % (", ".join(d.get("autostart") or []) or "not installed (invoke autostart)"),
         ] + (["  warning     %s" % d["warning"]] if d.get("warning") else [])))
     return "\n".join(out)
 

@@ -30,6 +30,8 @@ def invoke(inventory, *args, timeout=180):
 
 
 def install_release(lab, inventory):
+    """A real release on every host of ``inventory``, by `invoke deploy`'s own code; then stopped, so each
+    test starts from nothing."""
     from remote import release, stack
     from remote.connections import open_runner
     from remote.inventory import load
@@ -37,10 +39,9 @@ def install_release(lab, inventory):
     package = release.pack(None, True, Path(tempfile.mkdtemp(dir=lab.dir)))
     for host in load(inventory).select(every=True):
         with open_runner(host) as runner:
-            incoming = release.upload(runner, host, package)
-            assert release.unpack_and_install(runner, host, package, incoming)["ok"]
-            code_dir = "%s/releases/%s" % (host.app_dir, package.stamp)
-            assert stack.call(runner, host, "switch", "--stamp", package.stamp, code_dir=code_dir)["ok"]
+            doc = release.deploy_host(runner, host, package, lambda line: None)
+            assert doc["ok"], doc
+            assert stack.stop(runner, host)["ok"]
 
 
 @pytest.fixture(scope="module")
