@@ -87,20 +87,13 @@ def naive(port, tmp):
 def remote_restart(runs):
     if sshlab.available():
         return None
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_stack_ssh import install_release
-
-    lab = sshlab.Lab()
-    try:
-        host = lab.add("linux")
-        inventory = lab.inventory([host])
-        install_release(lab, inventory)
+    with sshlab.lab_with("linux") as lab:
+        host, inventory = lab.hosts["linux"], lab.inventory_path
+        lab.install_release()
         invoke(inventory, "restart", "--host", host.name)
         times = [invoke(inventory, "restart", "--host", host.name, "--service", "dashboard") for _ in range(runs)]
         invoke(inventory, "stop", "--host", host.name)
         return statistics.median(times)
-    finally:
-        lab.close()
 
 
 def main():

@@ -44,6 +44,22 @@ def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 20.0, host:
     raise AssertionError("dashboard not healthy in %.0f s:\n%s" % (timeout, output()))
 
 
+def invoke(inventory: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real CLI, as a user types it: `python -m invoke ARGS` with SULFUR_INVENTORY=inventory."""
+    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def local_inventory(path: Path, app_dir: Path, port: Optional[int] = None) -> Path:
+    """An inventory whose one host is this machine, with its own app_dir (and dashboard port)."""
+    entry = "connection: local, app_dir: %s" % app_dir
+    if port:
+        entry += ", dashboard_port: %d" % port
+    path.write_text("hosts:\n  local: {%s}\n" % entry)
+    return path
+
+
 class Dashboard:
     """One dashboard process; its output goes to ``log`` so a test can read every line it said."""
 

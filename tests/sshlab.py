@@ -12,6 +12,7 @@ by a crashed run are removed when the next lab starts. Addresses are 10.213.N.2 
 10.213.N.1 on this side: traffic never leaves the machine.
 """
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -21,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 NS_PREFIX = "slab-"
 SUBNET = "10.213"
@@ -220,11 +221,16 @@ class Host:
         entry["python"] = "python" if self.profile == "termux" else "/usr/bin/python3"
         return entry
 
-    def close(self) -> None:
+    def kill_children(self) -> None:
+        """Every process a test started on this host (listeners, loads) is gone afterwards."""
         for proc in self.children:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        self.children.clear()
+
+    def close(self) -> None:
+        self.kill_children()
         self.stop_sshd()
         kill_namespace(self.ns)
         shutil.rmtree(self.app_dir, ignore_errors=True)
@@ -244,6 +250,7 @@ class Lab:
         shutil.copy(str(self.client_key) + ".pub", self.authorized_keys)
         self.authorized_keys.chmod(0o644)
         self.known_hosts = self.dir / "known_hosts"
+        self.inventory_path: Optional[Path] = None
         self.hosts: Dict[str, Host] = {}
         self._next = 1
 
@@ -280,3 +287,33 @@ class Lab:
         for host in self.hosts.values():
             host.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def install_release(self, stop: bool = True) -> None:
+        """A real release on every host, by `invoke deploy`'s own code (this checkout's host side, its
+        venv from wheels built here); stopped afterwards unless ``stop`` is false."""
+        import tempfile
+
+        from remote import release, stack
+        from remote.connections import open_runner
+        from remote.inventory import load
+
+        package = release.pack(None, True, Path(tempfile.mkdtemp(dir=self.dir)))
+        for host in load(self.inventory_path).select(every=True):
+            with open_runner(host) as runner:
+                doc = release.deploy_host(runner, host, package, lambda line: None)
+                assert doc["ok"], doc
+                if stop:
+                    assert stack.stop(runner, host)["ok"]
+
+
+@contextlib.contextmanager
+def lab_with(*profiles: str) -> Iterator[Lab]:
+    """A lab with one host per profile, named after it, and lab.inventory_path naming them all."""
+    lab = Lab()
+    try:
+        for profile in profiles:
+            lab.add(profile, profile)
+        lab.inventory_path = lab.inventory(list(lab.hosts.values()))
+        yield lab
+    finally:
+        lab.close()

@@ -3,42 +3,23 @@
 import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import sshlab
-from dashproc import ROOT
+from dashproc import invoke
 
 pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
 
 
-def invoke(inventory, *args):
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def lab():
-    from remote import release
-    from remote.connections import open_runner
-    from remote.inventory import load
-
-    lab = sshlab.Lab()
-    try:
-        for profile in ("linux", "termux"):
-            lab.add(profile, profile)
-        lab.inventory_path = lab.inventory(list(lab.hosts.values()))
-        package = release.pack(None, True, Path(tempfile.mkdtemp(dir=lab.dir)))
-        for host in load(lab.inventory_path).select(every=True):
-            with open_runner(host) as runner:
-                assert release.deploy_host(runner, host, package, lambda line: None)["ok"]
+    with sshlab.lab_with("linux", "termux") as lab:
+        lab.install_release(stop=False)
         yield lab
-    finally:
-        lab.close()
 
 
 def test_autostart_install_report_and_remove(lab):

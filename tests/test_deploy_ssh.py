@@ -13,17 +13,13 @@ from pathlib import Path
 
 import pytest
 import sshlab
-from dashproc import ROOT
+from dashproc import ROOT, invoke
 
 pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
 BOT = "import os, time\nprint('bot %s up, token set:', bool(os.environ.get('BOT_TOKEN')), flush=True)\n" \
       "while True:\n    time.sleep(1)\n"
 
 
-def invoke(inventory, *args, timeout=300):
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def write_bot(source, version, crash=False):
@@ -35,20 +31,14 @@ def write_bot(source, version, crash=False):
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = sshlab.Lab()
-    try:
-        for profile in ("linux", "termux"):
-            lab.add(profile, profile)
+    with sshlab.lab_with("linux", "termux") as lab:
         lab.source = lab.dir / "bot"
         write_bot(lab.source, 1)
-        lab.inventory_path = lab.inventory(list(lab.hosts.values()))
         text = lab.inventory_path.read_text().replace(
             "  connect_timeout: 5", "  connect_timeout: 5\n  source: %s\n  bot_command: python -m sulfur_bot\n"
             "  shared_paths: [data]" % lab.source)
         lab.inventory_path.write_text(text)
         yield lab
-    finally:
-        lab.close()
 
 
 def current(host):

@@ -5,23 +5,11 @@ import os
 import subprocess
 import sys
 
-from dashproc import ROOT
-
-
-def invoke(inventory, *args):
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
-
-
-def local_inventory(tmp_path, app_dir):
-    path = tmp_path / "inventory.yml"
-    path.write_text("hosts:\n  local: {connection: local, app_dir: %s, python: %s}\n" % (app_dir, sys.executable))
-    return path
+from dashproc import invoke, local_inventory
 
 
 def test_local_foreign_holder_named_refused_then_forced(tmp_path, port):
-    inventory = local_inventory(tmp_path, tmp_path / "app")
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app")
     holder = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -44,7 +32,7 @@ def test_local_foreign_holder_named_refused_then_forced(tmp_path, port):
 def test_local_free_port_stops_our_stale_dashboard_gracefully(tmp_path, dashboards, port):
     board = dashboards(port)  # DASHBOARD_APP_DIR is tmp_path/app: the inventory's app_dir
     board.wait_healthy()
-    inventory = local_inventory(tmp_path, board.app_dir)
+    inventory = local_inventory(tmp_path / "inventory.yml", board.app_dir)
     doc = json.loads(invoke(inventory, "port-status", "--port", str(port), "--json").stdout)[0]
     assert doc["listeners"][0]["pid"] == board.proc.pid and doc["listeners"][0]["managed"] is True
     out = invoke(inventory, "free-port", "--port", str(port), "--json")

@@ -13,17 +13,13 @@ import time
 
 import pytest
 import sshlab
-from dashproc import ROOT
+from dashproc import ROOT, invoke
 
 pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
 PROFILES = ["linux", "termux", "bare"]
 PY = "/usr/bin/python3"
 
 
-def invoke(inventory, *args, timeout=120):
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def status(inventory, name):
@@ -35,25 +31,15 @@ def status(inventory, name):
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = sshlab.Lab()
-    try:
-        for profile in PROFILES:
-            lab.add(profile, profile)
-        lab.inventory_path = lab.inventory(list(lab.hosts.values()))
+    with sshlab.lab_with(*PROFILES) as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture(params=PROFILES)
 def host(request, lab):
     host = lab.hosts[request.param]
     yield host
-    for proc in host.children:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    host.children.clear()
+    host.kill_children()
 
 
 def listen(host, address="0.0.0.0", port=5000, family="inet", v6only=False, env=None):

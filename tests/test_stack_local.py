@@ -1,33 +1,21 @@
 """The supervised stack on this machine (no --host): the same flow, through invoke's Context."""
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
-from dashproc import ROOT
+from dashproc import invoke, local_inventory
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
 
-def invoke(inventory, *args):
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=180)
-
-
-def local(tmp_path, port):
-    path = tmp_path / "inventory.yml"
-    path.write_text("hosts:\n  local: {connection: local, app_dir: %s, dashboard_port: %d}\n"
-                    % (tmp_path / "app", port))
-    return path
 
 
 def test_restart_status_stop_locally(tmp_path, port):
-    inventory = local(tmp_path, port)
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port)
     try:
         out = invoke(inventory, "restart")
         assert out.returncode == 0, out.stdout + out.stderr
@@ -54,7 +42,7 @@ def test_restart_status_stop_locally(tmp_path, port):
 
 
 def test_the_pages_restart_button_needs_the_token(tmp_path, port):
-    inventory = local(tmp_path, port)
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port)
     (tmp_path / "app" / "shared").mkdir(parents=True)
     (tmp_path / "app" / "shared" / ".env").write_text("DASHBOARD_TOKEN=page-token\n")
     try:
@@ -76,7 +64,7 @@ def test_the_pages_restart_button_needs_the_token(tmp_path, port):
 
 
 def test_zero_failed_requests_across_five_local_restarts(tmp_path, port):
-    inventory = local(tmp_path, port)
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port)
     try:
         assert invoke(inventory, "restart").returncode == 0
         stop_file = tmp_path / "stop"

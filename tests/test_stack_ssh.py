@@ -9,52 +9,26 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import sshlab
-from dashproc import ROOT
+from dashproc import ROOT, invoke
 
 pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
 PROFILES = ["linux", "termux", "bare"]
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
 
-def invoke(inventory, *args, timeout=180):
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def install_release(lab, inventory):
-    """A real release on every host of ``inventory``, by `invoke deploy`'s own code; then stopped, so each
-    test starts from nothing."""
-    from remote import release, stack
-    from remote.connections import open_runner
-    from remote.inventory import load
-
-    package = release.pack(None, True, Path(tempfile.mkdtemp(dir=lab.dir)))
-    for host in load(inventory).select(every=True):
-        with open_runner(host) as runner:
-            doc = release.deploy_host(runner, host, package, lambda line: None)
-            assert doc["ok"], doc
-            assert stack.stop(runner, host)["ok"]
 
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = sshlab.Lab()
-    try:
-        for profile in PROFILES:
-            lab.add(profile, profile)
-        lab.inventory_path = lab.inventory(list(lab.hosts.values()))
-        install_release(lab, lab.inventory_path)
+    with sshlab.lab_with(*PROFILES) as lab:
+        lab.install_release()
         yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture(params=PROFILES)
@@ -62,11 +36,7 @@ def host(request, lab):
     host = lab.hosts[request.param]
     yield host
     invoke(lab.inventory_path, "stop", "--host", host.name)
-    for proc in host.children:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    host.children.clear()
+    host.kill_children()
 
 
 def as_user(host, *argv, **kwargs):
