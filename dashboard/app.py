@@ -155,7 +155,7 @@ class Dashboard:
     def restart(self, service: str) -> Tuple[Any, int]:
         """Ask the host's supervisor, through the same control files the operator's tasks use."""
         from remote.hostctl import Failure, request  # stdlib host side; the supervisor decides
-        from remote.supervisor import Layout
+        from remote.hostfiles import Layout
 
         if service not in ("dashboard", "bot", "all"):
             return jsonify({"error": "unknown service %r" % service}), 404

@@ -26,7 +26,8 @@ if CODE_DIR not in sys.path:
 
 from dashboard.logtail import LogFollower, last_lines  # noqa: E402
 from remote import agent  # noqa: E402
-from remote.supervisor import DEFAULTS, Layout, error_tail, read_pid, write_json  # noqa: E402
+from remote.hostfiles import Layout, error_tail, read_pid, write_json  # noqa: E402
+from remote.supervisor import DEFAULTS  # noqa: E402
 
 #: settings that only a new supervisor can apply (the socket, the commands it runs)
 RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock")

@@ -15,7 +15,7 @@ import sys
 import time
 
 from remote.hostctl import CODE_DIR, Failure, config_from, operator_lock, read_state, request, restart_locked
-from remote.supervisor import Layout, error_tail
+from remote.hostfiles import Layout, error_tail
 
 BOT_GRACE = 3.0  # a bot still running this long after the switch counts as healthy
 RUN_TIMEOUT = 900

@@ -30,7 +30,7 @@ from .stack import hostctl_args, shell_path
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST_FILES = ["dashboard", "remote/__init__.py", "remote/agent.py", "remote/supervisor.py", "remote/hostctl.py",
-              "remote/hostrelease.py"]
+              "remote/hostrelease.py", "remote/hostfiles.py"]
 NEVER = {".git", ".venv", "__pycache__", ".env", ".pytest_cache", ".ruff_cache", "node_modules"}
 WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sulfur-ops" / "wheels"
 

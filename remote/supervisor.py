@@ -14,7 +14,6 @@ served by whichever process accepts them: none is refused or reset.
 import fcntl
 import json
 import os
-import re
 import select
 import shlex
 import signal
@@ -30,78 +29,14 @@ if CODE_DIR not in sys.path:
     sys.path.insert(0, CODE_DIR)
 
 from dashboard.listener import create_listener, spawn_on_socket  # noqa: E402  (stdlib-only modules)
-from dashboard.logtail import LogFollower, last_lines  # noqa: E402
+from dashboard.logtail import LogFollower  # noqa: E402
 from remote import agent  # noqa: E402
+from remote.hostfiles import Layout, error_tail, pidfile_line, read_env_file, read_pid, rotate, write_json  # noqa: E402
 
-ERROR_LINE = re.compile(r"error|exception|traceback|failed|in use", re.I)
-LOG_CAP = 5 * 1024 * 1024
 TICK = 0.5
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
             "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False}
-
-
-class Layout:
-    """Where things live under app_dir (DESIGN.md, Host layout)."""
-
-    def __init__(self, app_dir):
-        self.app_dir = os.path.abspath(os.path.expanduser(app_dir))
-        self.run, self.logs = os.path.join(self.app_dir, "run"), os.path.join(self.app_dir, "logs")
-        self.shared = os.path.join(self.app_dir, "shared")
-        self.state = os.path.join(self.run, "state.json")
-        self.config = os.path.join(self.run, "supervisor.json")
-        self.lock = os.path.join(self.run, "supervisor.lock")
-        self.pidfile = os.path.join(self.run, "supervisor.pid")
-        self.commands = os.path.join(self.run, "commands")
-
-    def log(self, name):
-        return os.path.join(self.logs, name + ".log")
-
-    def make(self):
-        for path in (self.run, self.logs, self.commands):
-            os.makedirs(path, exist_ok=True)
-
-
-def write_json(path, data):
-    """Atomic: readers see the old document or the new one, never half of one."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def read_env_file(path):
-    """KEY=VALUE lines of shared/.env (comments, blank lines, `export` and quotes allowed)."""
-    env = {}
-    try:
-        with open(path) as handle:
-            for line in handle:
-                line = line.strip()
-                if not line or line.startswith("#") or "=" not in line:
-                    continue
-                key, value = line.split("=", 1)
-                key = key.strip()
-                if key.startswith("export "):
-                    key = key[7:].strip()
-                value = value.strip()
-                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                    value = value[1:-1]
-                env[key] = value
-    except OSError:
-        pass
-    return env
-
-
-def pidfile_line(pid):
-    info = agent.process_info(pid)
-    return "%d %s %s\n" % (pid, info["start"], info["cmdline"] or "")
-
-
-def error_tail(path, count=20):
-    """Up to 5 lines that look like the error, else the last ``count`` lines of the log."""
-    lines = last_lines(path, 400)
-    errors = [line for line in lines if ERROR_LINE.search(line)]
-    return errors[-5:] if errors else lines[-count:]
 
 
 class Service:
@@ -518,32 +453,6 @@ class Supervisor:
         for waiter in self.stop_waiters:
             self._answer(waiter, True, None)
         self.log("stopped")
-
-
-def rotate(path, copy=False):
-    """Keep a log under LOG_CAP: move it to .1 (or copy and truncate it while a child writes to it)."""
-    try:
-        if os.path.getsize(path) < LOG_CAP:
-            return
-        if copy:  # the child holds the file open with O_APPEND: truncating keeps its writes coming
-            with open(path, "rb") as src, open(path + ".1", "wb") as dst:
-                dst.write(src.read())
-            os.truncate(path, 0)
-        else:
-            os.replace(path, path + ".1")
-    except OSError:
-        pass
-
-
-def read_pid(pidfile):
-    """The pid in a pidfile, only while that process still has the recorded start time."""
-    try:
-        with open(pidfile) as handle:
-            fields = handle.read().split(None, 2)
-        pid, start = int(fields[0]), int(fields[1])
-        return pid if agent.process_start(pid) == start else None
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def main(argv=None):
