@@ -5,10 +5,13 @@ Exit status: 0 after a clean stop, 2 for bad settings or a bind error that waiti
 """
 
 import logging
+import os
+import signal
 import sys
+import time
 from typing import List, Optional
 
-from .listener import BindError, get_listener, notify_ready
+from .listener import BindError, get_listener, notify, notify_ready
 from .settings import SettingsError, parse
 
 log = logging.getLogger("dashboard")
@@ -20,7 +23,26 @@ def _holder(port: int) -> Optional[str]:
     return describe_holder(port)
 
 
+def standby_mode() -> bool:
+    """DASHBOARD_STANDBY: the supervisor's warm spare. SIGUSR2 is blocked before anything slow is
+    imported, and STANDBY=1 tells the supervisor so: from then on its activation signal cannot kill us."""
+    if not os.environ.pop("DASHBOARD_STANDBY", None):
+        return False
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGTERM, signal.SIGINT})
+    notify("STANDBY=1")
+    return True
+
+
+def wait_for_activation() -> bool:
+    """Imported and built, holding the socket without accepting: serve on SIGUSR2, exit on SIGTERM."""
+    wanted = {signal.SIGUSR2, signal.SIGTERM, signal.SIGINT}
+    received = signal.sigwait(wanted)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted)
+    return received == signal.SIGUSR2
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    standby = standby_mode()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dashboard[%(process)d] %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
@@ -44,6 +66,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     host = listener.sock.getsockname()[0]
     server = Server(board.app, listener.sock.fileno(), host, settings.drain_timeout)
     listener.sock.close()  # the server holds its own duplicate of the descriptor
+
+    if standby:
+        log.info("standby: ready to take over")
+        if not wait_for_activation():
+            log.info("standby: stopped before it was needed")
+            return 0
+        board.started = time.time()
+        log.info("standby: activated")
 
     def ready() -> None:
         log.info("serving on http://%s (%s socket, reuseport %s, bind attempts %d)", info["address"],

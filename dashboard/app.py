@@ -66,6 +66,7 @@ class Dashboard:
         self.app.add_template_filter(human_duration, "duration")
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=[])
         self._follower_started = False
+        self.draining = False
         self._lock = threading.Lock()
         self._routes()
 
@@ -144,6 +145,8 @@ class Dashboard:
 
         @sio.on("connect")
         def on_connect(auth: Optional[dict] = None) -> bool:
+            if self.draining:
+                return False  # stopping: the client reconnects to the next dashboard
             given = (auth or {}).get("token") if isinstance(auth, dict) else None
             if not (self.authorized() or (self.settings.token and self._token_ok(given))):
                 return False  # refused: the client gets a connect_error
@@ -182,4 +185,9 @@ class Dashboard:
 
     def close_clients(self) -> None:
         """Disconnect every Socket.IO client cleanly: they reconnect to the next instance."""
-        self.socketio.server.eio.disconnect()
+        self.draining = True
+        eio = self.socketio.server.eio
+        for client in list(eio.sockets.values()):
+            # wait=False: the CLOSE packet is still sent, but engineio's default (wait=True) joins the
+            # writer's queue, which never returns for a client caught mid-upgrade: the drain would hang
+            client.close(wait=False)

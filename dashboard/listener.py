@@ -213,14 +213,17 @@ def notify_ready(status: str = "") -> bool:
     A parent that shares the listening socket with an older instance cannot tell from a health
     request who answered it; this datagram comes from this process alone.
     """
+    return notify("READY=1\nMAINPID=%d" % os.getpid() + ("\nSTATUS=%s" % status if status else ""))
+
+
+def notify(message: str) -> bool:
+    """One sd_notify datagram ("KEY=VALUE" lines) to $NOTIFY_SOCKET, when there is one."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
         return False
     if path.startswith("@"):
         path = "\0" + path[1:]  # abstract namespace
-    message = "READY=1\nMAINPID=%d\n" % os.getpid()
-    if status:
-        message += "STATUS=%s\n" % status
+    message += "\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         try:
             sock.sendto(message.encode(), path)

@@ -9,6 +9,7 @@ busy ones (up to a drain timeout) before it exits.
 import select
 import signal
 import threading
+import time
 from typing import Callable, Optional, Set
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, make_server
@@ -76,13 +77,11 @@ class Server:
         self.httpd.serve_forever(poll_interval=0.1)  # closes our copy of the listening socket
         if on_drain is not None:
             on_drain()
-        with self._threads_lock:
-            pending = list(self._threads)
-        deadline = threading.Event()
-        timer = threading.Timer(self.drain_timeout, deadline.set)
-        timer.start()
-        for thread in pending:
-            while thread.is_alive() and not deadline.is_set():
-                thread.join(0.05)
-        timer.cancel()
+        deadline = time.monotonic() + self.drain_timeout
+        next_drain = time.monotonic() + 0.5
+        while self.busy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if on_drain is not None and time.monotonic() >= next_drain:
+                on_drain()  # again: a Socket.IO client that was mid-handshake the first time is closed now
+                next_drain = time.monotonic() + 0.5
         return self.busy() == 0

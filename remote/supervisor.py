@@ -36,7 +36,8 @@ from remote.hostfiles import Layout, error_tail, pidfile_line, read_env_file, re
 TICK = 0.5
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
-            "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False}
+            "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
+            "standby": True}
 
 
 class Service:
@@ -60,6 +61,7 @@ class Supervisor:
         self.code_dir = os.path.abspath(self.cfg.get("code_dir") or CODE_DIR)
         self.python = self.cfg.get("python") or sys.executable
         self.services, self.pending, self.retiring, self.waiters = {}, None, [], {}
+        self.standby, self.standby_at = None, None  # the warm spare dashboard: {"proc", "key", "armed"}
         self.stopping, self.stop_waiters, self.started = False, [], time.time()
         self.state = "starting"
         self._wake_r, self._wake_w = os.pipe()
@@ -143,16 +145,19 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP):
             signal.signal(signum, self._signal)
         self._services()
+        if agent.detect_platform() == "termux":
+            self.cfg["standby"] = False  # Android kills apps' processes beyond a small budget
         self._mtimes = self._code_mtimes() if self.cfg["reload"] else None
 
     # ----------------------------------------------------------------------------------- children
-    def _spawn(self, svc):
-        if svc.uses_socket:
+    def _spawn(self, svc, extra_env=None):
+        if svc.uses_socket and not extra_env:
             rotate(svc.log_path)
         out = open(svc.log_path, "ab")
         try:
             if svc.uses_socket:
-                return spawn_on_socket(svc.argv, self.listener.sock, svc.env, cwd=svc.cwd, stdout=out,
+                env = dict(svc.env, **(extra_env or {}))
+                return spawn_on_socket(svc.argv, self.listener.sock, env, cwd=svc.cwd, stdout=out,
                                        stderr=subprocess.STDOUT, start_new_session=not self.cfg["stream"])
             return subprocess.Popen(svc.argv, env=svc.env, cwd=svc.cwd, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=not self.cfg["stream"])
@@ -162,7 +167,8 @@ class Supervisor:
     def start(self, svc, waiter=None):
         """Start a service; the dashboard by handover: it counts as started on its READY=1."""
         try:
-            proc = self._spawn(svc)
+            proc = self._take_standby() if svc.uses_socket else None
+            proc = proc or self._spawn(svc)
         except OSError as exc:
             self._exited(svc, None, 127, "cannot start %s: %s" % (shlex.join(svc.argv), exc))
             self._answer(waiter, False, "cannot start %s: %s" % (svc.name, exc))
@@ -198,7 +204,43 @@ class Supervisor:
             self._answer(waiter, True, None, pid=pid)
         if old is not None and old.poll() is None:
             self._retire(old)
+        if self.cfg["standby"] and self.standby is None:
+            self.standby_at = time.time() + 0.1
         self.write_state()
+
+    # ----------------------------------------------------------------------------------- standby
+    def _code_key(self):
+        """What a standby has loaded: the release it resolves to, its interpreter, the code's mtimes."""
+        return (os.path.realpath(self.code_dir), os.path.realpath(self.python), sorted(self._code_mtimes().items()))
+
+    def _spawn_standby(self):
+        self.standby_at = None
+        if self.stopping or self.standby is not None or not self.cfg["standby"]:
+            return
+        proc = self._spawn(self.services["dashboard"], {"DASHBOARD_STANDBY": "1"})
+        self.standby = {"proc": proc, "key": self._code_key(), "armed": False}
+        self.log("dashboard: standby pid %d" % proc.pid)
+
+    def _take_standby(self):
+        """The armed standby, woken (SIGUSR2), if it still has the code a new dashboard would load.
+        A stale or unarmed one is retired: a cold start is always right, a stale spare never."""
+        spare = self.standby
+        if spare is None:
+            return None
+        deadline = time.time() + 0.5
+        while not spare["armed"] and spare["proc"].poll() is None and time.time() < deadline:
+            # still starting: it blocks SIGUSR2 within milliseconds, and a spare half through its imports
+            # beats a cold start; a signal it gets mid-import waits for it
+            select.select([self.notify], [], [], 0.05)
+            self._drain_notify()
+        self.standby = None
+        if spare["armed"] and spare["proc"].poll() is None and spare["key"] == self._code_key():
+            spare["proc"].send_signal(signal.SIGUSR2)
+            self.log("dashboard: standby pid %d takes over" % spare["proc"].pid)
+            return spare["proc"]
+        if spare["proc"].poll() is None:
+            self._retire(spare["proc"])
+        return None
 
     def _retire(self, proc):
         """SIGTERM an old process; SIGKILL it if it is still there after the grace period."""
@@ -251,6 +293,10 @@ class Supervisor:
         self.write_state()
 
     def reap(self):
+        if self.standby and self.standby["proc"].poll() is not None:
+            proc = self.standby["proc"]
+            self.log("dashboard: standby pid %d exited %s" % (proc.pid, proc.returncode))
+            self.standby = None  # a new one comes with the next ready dashboard, never in a loop
         for proc, _ in list(self.retiring):
             if proc.poll() is not None:
                 self.retiring = [r for r in self.retiring if r[0] is not proc]
@@ -270,6 +316,8 @@ class Supervisor:
 
     def timers(self):
         now = time.time()
+        if self.standby_at and now >= self.standby_at:
+            self._spawn_standby()
         if self.pending and now >= self.pending["deadline"]:
             self.log("%s: no READY=1 within %.0f s: stopped" % (self.pending["svc"].name, self.cfg["ready_timeout"]))
             self.pending["proc"].kill()
@@ -369,6 +417,7 @@ class Supervisor:
             "supervisor": {"pid": os.getpid(), "started_at": self.started, "address": self.address,
                            "port": self.port, "code_dir": self.code_dir, "state": self.state},
             "services": {name: svc.describe() for name, svc in self.services.items()},
+            "standby_pid": self.standby["proc"].pid if self.standby and self.standby["armed"] else None,
             "updated_at": time.time(),
         })
 
@@ -379,6 +428,9 @@ class Supervisor:
         self.log("stopping: SIGTERM to every service")
         if self.pending:
             self._retire(self.pending["proc"])
+        if self.standby:
+            self._retire(self.standby["proc"])
+            self.standby = None
         for svc in self.services.values():
             self.stop_service(svc)
         self.write_state()
@@ -393,8 +445,12 @@ class Supervisor:
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = struct.unpack("3i", payload[:12])[0]
-            if b"READY=1" in data.split(b"\n") and pid:
+            lines = data.split(b"\n")
+            if b"READY=1" in lines and pid:
                 self._ready(pid)
+            elif b"STANDBY=1" in lines and self.standby and self.standby["proc"].pid == pid:
+                self.standby["armed"] = True
+                self.write_state()
 
     def _stream_logs(self):
         for svc in self.services.values():

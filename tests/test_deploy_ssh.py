@@ -55,11 +55,15 @@ def digest(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def healthz_pid(host):
+def healthz(host):
     code = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:5000/healthz',timeout=5).read().decode())"
     out = host.netns("setpriv", "--reuid", str(host.user.pw_uid), "--regid", str(host.user.pw_gid), "--init-groups",
                      "/usr/bin/python3", "-c", code, check=False)
-    return json.loads(out.stdout)["pid"] if out.returncode == 0 else None
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def healthz_pid(host):
+    return healthz(host).get("pid")
 
 
 def test_deploy_everywhere_keeps_shared_state_through_ten_deploys_and_a_rollback(lab):
@@ -83,10 +87,12 @@ def test_deploy_everywhere_keeps_shared_state_through_ten_deploys_and_a_rollback
         assert Path(host.app_dir, "current", "data").resolve() == data.parent.resolve()  # linked, not copied
     first = {h.name: current(h) for h in lab.hosts.values()}
     for _ in range(10):
+        time.sleep(1.0)  # a new stamp each time, and the supervisor's warm spare is ready
         out = invoke(lab.inventory_path, "deploy", "--wheels")
         assert out.returncode == 0, out.stdout + out.stderr
         assert "reused venv" in out.stdout
-        time.sleep(1.0)  # a new stamp each time
+        for host in lab.hosts.values():  # the new release serves, never a spare of the old one
+            assert healthz(host)["release"] == current(host)
     out = invoke(lab.inventory_path, "rollback")
     assert out.returncode == 0, out.stdout
     for host in lab.hosts.values():

@@ -1,0 +1,75 @@
+"""What a release contains: git's view of the bot's source, never secrets or caches, plus our host side."""
+
+import json
+import subprocess
+import tarfile
+
+import pytest
+
+from remote import release
+
+
+def git(source, *args):
+    subprocess.run(["git", "-C", str(source), *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def source(tmp_path):
+    src = tmp_path / "bot"
+    (src / "sulfur_bot").mkdir(parents=True)
+    (src / "sulfur_bot" / "__main__.py").write_text("print('bot')\n")
+    (src / "requirements.txt").write_text("")
+    (src / ".gitignore").write_text("secret.txt\nscratch/\n")
+    (src / "secret.txt").write_text("do not ship\n")
+    (src / "scratch").mkdir()
+    (src / "scratch" / "notes.md").write_text("x\n")
+    (src / ".env").write_text("BOT_TOKEN=never-sent\n")
+    (src / ".venv" / "bin").mkdir(parents=True)
+    (src / ".venv" / "bin" / "python").write_text("")
+    (src / "sulfur_bot" / "__pycache__").mkdir()
+    (src / "sulfur_bot" / "__pycache__" / "m.pyc").write_bytes(b"\0")
+    git(src, "init", "-q")
+    git(src, "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    git(src, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "bot")
+    (src / "new_module.py").write_text("# untracked, not ignored: shipped\n")
+    return src
+
+
+def test_a_git_source_ships_gits_view_and_its_commit(source, tmp_path):
+    package = release.pack(str(source), False, tmp_path)
+    with tarfile.open(package.path) as tar:
+        names = set(tar.getnames())
+        info = json.loads(tar.extractfile("REVISION.json").read())
+    head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert info["commit"] == head.strip() == package.commit
+    assert {"sulfur_bot/__main__.py", "requirements.txt", ".gitignore", "new_module.py"} <= names
+    assert {"dashboard/__main__.py", "remote/agent.py", "remote/supervisor.py", "remote/hostctl.py",
+            "remote/hostrelease.py", "remote/hostfiles.py", "dashboard/requirements.txt"} <= names
+    for never in ("secret.txt", "scratch/notes.md", ".env", ".venv/bin/python", ".git/HEAD"):
+        assert never not in names
+    assert not [n for n in names if "__pycache__" in n or n.startswith(".git/")]
+    assert len(package.stamp) == 14 and package.stamp.isdigit()
+
+
+def test_a_plain_directory_ships_everything_but_secrets_and_caches(source, tmp_path):
+    subprocess.run(["rm", "-rf", str(source / ".git")], check=True)
+    package = release.pack(str(source), False, tmp_path)
+    with tarfile.open(package.path) as tar:
+        names = set(tar.getnames())
+    assert "secret.txt" in names  # no git: no .gitignore to honour
+    assert ".env" not in names and not [n for n in names if "__pycache__" in n or n.startswith(".venv")]
+    assert package.commit is None
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing", "is not a directory"),
+    (lambda tmp: (tmp / "f.txt").write_text("x") and tmp / "f.txt", "is not a directory"),
+    (lambda tmp: (tmp / "noreq").mkdir() or tmp / "noreq", "has no requirements.txt"),
+    (lambda tmp: [(tmp / "clash" / "dashboard").mkdir(parents=True), (tmp / "clash" / "requirements.txt").write_text(
+        "")] and tmp / "clash", "has its own dashboard/: that name belongs to sulfur-ops"),
+])
+def test_bad_sources_are_refused_before_anything_is_packed(tmp_path, make, message):
+    with pytest.raises(release.ReleaseError) as caught:
+        release.pack(str(make(tmp_path)), False, tmp_path)
+    assert message in str(caught.value)
+    assert not list(tmp_path.glob("release-*.tar.gz"))
