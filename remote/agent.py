@@ -497,7 +497,7 @@ def free(port, app_dir=None, force=False, grace=3.0):
         return result
     never = protected_pids()
     for item in before["listeners"]:
-        pid, who = item["pid"], _who(item) if item["pid"] else None
+        pid, holder = item["pid"], who(item) if item["pid"] else None
         if not pid:  # ss/lsof name no owner: another user's process, or Android hiding everything
             result["refused"].append(dict(item, reason=(
                 "port %d is held by a process this user cannot see (another user's, or hidden by Android):"
@@ -505,16 +505,16 @@ def free(port, app_dir=None, force=False, grace=3.0):
         elif pid in never:
             result["refused"].append(dict(item, reason="pid %d is this agent or its parent" % pid))
         elif not item["managed"] and not force:
-            result["refused"].append(dict(item, reason="foreign holder %s: left alone (use --force)" % who))
+            result["refused"].append(dict(item, reason="foreign holder %s: left alone (use --force)" % holder))
         else:
             try:
                 how = stop_process(pid, grace, process_info(pid)["start"])
                 result["stopped"].append(dict(item, signal=how))
             except PermissionError:
                 result["refused"].append(dict(item, reason="permission denied for %s: free it with sudo "
-                                              "or by hand" % who))
+                                              "or by hand" % holder))
             except (OSError, MethodFailed) as exc:
-                result["refused"].append(dict(item, reason="%s: %s" % (who, exc)))
+                result["refused"].append(dict(item, reason="%s: %s" % (holder, exc)))
     after = before
     deadline = time.time() + max(grace, 5.0)
     while result["stopped"] and time.time() < deadline:
@@ -531,7 +531,8 @@ def free(port, app_dir=None, force=False, grace=3.0):
     return result
 
 
-def _who(item):
+def who(item):
+    """'pid 812 (python -m http.server, user bot)': a holder as the refusals name it."""
     return "pid %s (%s, user %s)" % (item["pid"], item["cmdline"] or item["process"] or "?", item["user"])
 
 

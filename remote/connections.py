@@ -7,8 +7,9 @@ drift between local and remote. The SSH side lives in remote/ssh.py and is impor
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
-from typing import Any, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from invoke import Context
 from invoke.exceptions import CommandTimedOut
@@ -50,3 +51,19 @@ def run(runner: Runner, command: str, timeout: Optional[float] = None):
         raise HostError("command timed out after %s s" % timeout) from None
     except lost as exc:
         raise HostError("connection lost: %s" % (exc or type(exc).__name__)) from None
+
+
+def json_result(result: Any, what: str) -> Dict[str, Any]:
+    """The JSON object a host-side command printed last; else HostError with stderr's last line.
+
+    Every host-side command (agent, hostctl) ends its output with one JSON document: the operator
+    never reads human text, and a failure before that document still says why in one line.
+    """
+    try:
+        doc = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        doc = None
+    if isinstance(doc, dict):
+        return doc
+    err = (result.stderr.strip().splitlines() or ["exit status %s" % result.exited])[-1]
+    raise HostError("%s failed: %s" % (what, err))

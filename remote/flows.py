@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import shlex
 import zlib
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .connections import HostError, Runner, run
+from .connections import HostError, Runner, json_result, run
 from .inventory import Host
 
 AGENT = Path(__file__).with_name("agent.py")
@@ -36,18 +35,12 @@ def agent_command(host: Host, *args: object) -> str:
 def call_agent(runner: Runner, host: Host, *args: object, timeout: float = AGENT_TIMEOUT) -> Dict[str, Any]:
     """Run one agent operation; its JSON document, or HostError with the reason in one line."""
     result = run(runner, agent_command(host, *args), timeout)
-    lines = result.stdout.strip().splitlines()
     try:
-        doc = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        err = (result.stderr.strip().splitlines() or ["exit status %s" % result.exited])[-1]
-        if result.exited == 127 or "not found" in err:
-            raise HostError("%s not found on the host: set `python:` for it in the inventory (%s)"
-                            % (host.python, err)) from None
-        raise HostError("agent failed: %s" % err) from None
-    if not isinstance(doc, dict):
-        raise HostError("agent answered something that is not a JSON object")
-    return doc
+        return json_result(result, "agent")
+    except HostError:
+        if result.exited == 127 or "not found" in result.stderr:
+            raise HostError("%s not found on the host: set `python:` for it in the inventory" % host.python) from None
+        raise
 
 
 def port_status(runner: Runner, host: Host, port: Optional[int] = None) -> Dict[str, Any]:

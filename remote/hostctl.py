@@ -100,7 +100,7 @@ def preflight(paths, port, force, grace):
         return found["state"]
     foreign = [item for item in found["listeners"] if not item["managed"]]
     if foreign and not force:
-        who = "; ".join(agent._who(item) if item["pid"] else "a process this user cannot see"
+        who = "; ".join(agent.who(item) if item["pid"] else "a process this user cannot see"
                         for item in foreign)
         raise Failure("port %d is held by %s: not ours, left alone (stop it, or use --force)" % (port, who))
     freed = agent.free(port, paths.app_dir, force=force, grace=grace)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from .connections import HostError, Runner, run
+from .connections import HostError, Runner, json_result, run
 from .inventory import Host
 from .stack import hostctl_args, shell_path
 
@@ -246,8 +246,4 @@ def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[
                             err_stream=_Progress(lambda line: None), timeout=900)
     except Exception as exc:  # a cut connection: the host lock and its cleanup keep the host consistent
         raise HostError("connection lost during deploy: %s" % (exc or type(exc).__name__)) from None
-    try:
-        return json.loads(result.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        err = (result.stderr.strip().splitlines() or ["exit status %s" % result.exited])[-1]
-        raise HostError("deploy failed on the host: %s" % err) from None
+    return json_result(result, "deploy on the host")

@@ -92,7 +92,7 @@ def restart_lines(docs: List[Dict[str, Any]]) -> str:
     out = []
     for d in docs:
         if d.get("ok"):
-            if d.get("action") in ("stopped all", "not running") or d.get("action", "").startswith("stopped"):
+            if d.get("action", "").startswith("stopped") or d.get("action") == "not running":
                 out.append("%s: %s" % (d["host"], d["action"]))
             elif d.get("pid") and d.get("url"):
                 note = "" if d["action"] == "restarted" else " [%s]" % d["action"]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .connections import HostError, Runner, run
+from .connections import Runner, json_result, run
 from .inventory import Host
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +66,7 @@ def hostctl_command(host: Host, command: str, *args: object, settings: bool = Fa
 def call(runner: Runner, host: Host, command: str, *args: object, timeout: float = 60.0,
          settings: bool = False, code_dir: Optional[str] = None) -> Dict[str, Any]:
     result = run(runner, hostctl_command(host, command, *args, settings=settings, code_dir=code_dir), timeout)
-    lines = result.stdout.strip().splitlines()
-    try:
-        return json.loads(lines[-1])
-    except (IndexError, ValueError):
-        err = (result.stderr.strip().splitlines() or ["exit status %s" % result.exited])[-1]
-        raise HostError("hostctl failed: %s" % err) from None
+    return json_result(result, "hostctl")
 
 
 def restart(runner: Runner, host: Host, service: str = "all", force: bool = False, timeout: float = 20.0,

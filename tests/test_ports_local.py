@@ -84,3 +84,12 @@ def test_invoke_hosts_lists_the_inventory(tmp_path):
         ["phone", "10.0.0.5:8022", "bot", "termux", "home"],
         ["local", "local", "-", "linux", "-"],
     ]
+
+
+def test_a_missing_interpreter_is_named_with_what_to_do(tmp_path):
+    path = tmp_path / "inventory.yml"
+    path.write_text("hosts:\n  local: {connection: local, python: python-that-is-not-here}\n")
+    out = invoke(path, "port-status", "--json")
+    doc = json.loads(out.stdout)[0]
+    assert out.returncode == 1
+    assert doc["error"] == "python-that-is-not-here not found on the host: set `python:` for it in the inventory"
