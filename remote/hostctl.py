@@ -182,27 +182,28 @@ def restart(args, start_only=False):
 def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout=20.0, start_only=False):
     """The restart flow, for a caller that holds the operator lock (restart, deploy, rollback)."""
     started = time.time()
-    running, changed = read_pid(paths.pidfile), []
-    current = read_state(paths).get("supervisor", {}) if running else {}
+    running = read_pid(paths.pidfile)
     try:
         with open(paths.config) as handle:
             old_config = json.load(handle)
     except (OSError, ValueError):
         old_config = {}
-    changed = [k for k in RESTART_KEYS if old_config.get(k) != config.get(k)]
-    if running and changed:
+    changed = [k for k in RESTART_KEYS if old_config.get(k) != config.get(k)] if running else []
+    if changed:
         # only a new supervisor can apply these; the port closes briefly, so say why
         request(paths, "stop", "all", timeout)
+        deadline = time.time() + timeout
         while read_pid(paths.pidfile):
+            if time.time() >= deadline:
+                raise Failure("the supervisor (pid %d) did not stop within %.0f s" % (running, timeout),
+                              error_tail(paths.log("supervisor")))
             time.sleep(0.05)
         running = None
-        start_only = False
-    if running and start_only:
-        dash = read_state(paths).get("services", {}).get("dashboard", {})
-        return {"ok": True, "action": "already running", "pid": dash.get("pid"), "port": current.get("port"),
-                "elapsed": time.time() - started}
     if running:
         old = read_state(paths).get("services", {}).get("dashboard", {}).get("pid")
+        if start_only:
+            return {"ok": True, "action": "already running", "pid": old, "port": config["port"],
+                    "elapsed": time.time() - started}
         answer = request(paths, "restart", service, timeout)
         if not answer.get("ok"):
             raise Failure(answer.get("error") or "restart refused", error_tail(paths.log(service)
@@ -215,8 +216,7 @@ def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout
     before = preflight(paths, config["port"], force, grace)
     supervisor = spawn_supervisor(paths, config)
     pid = wait_healthy(paths, config, timeout, supervisor=supervisor)
-    action = "started" if not changed or not old_config else "restarted the supervisor (%s changed)" % (
-        ", ".join(changed))
+    action = "restarted the supervisor (%s changed)" % ", ".join(changed) if changed else "started"
     return {"ok": True, "action": action, "pid": pid, "port": config["port"], "port_before": before,
             "elapsed": time.time() - started}
 

@@ -60,7 +60,7 @@ class Supervisor:
         self.paths = Layout(self.cfg["app_dir"])
         self.code_dir = os.path.abspath(self.cfg.get("code_dir") or CODE_DIR)
         self.python = self.cfg.get("python") or sys.executable
-        self.services, self.pending, self.retiring, self.waiters = {}, None, [], {}
+        self.services, self.pending, self.retiring = {}, None, []
         self.standby, self.standby_at = None, None  # the warm spare dashboard: {"proc", "key", "armed"}
         self.stopping, self.stop_waiters, self.started = False, [], time.time()
         self.state = "starting"

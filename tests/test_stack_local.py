@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import requests
-from dashproc import ROOT, invoke, local_inventory
+from dashproc import ROOT, free_port, invoke, local_inventory
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
@@ -151,3 +151,20 @@ def _iso(text):
     from datetime import datetime
 
     return datetime.fromisoformat(text).timestamp()
+
+
+def test_start_after_a_stop_with_other_settings_says_started(tmp_path, port):
+    """Settings that differ from a stopped stack's are no 'supervisor restart': nothing was running."""
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port)
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        assert invoke(inventory, "stop").returncode == 0
+        other = free_port()
+        local_inventory(inventory, tmp_path / "app", other)
+        doc = json.loads(invoke(inventory, "restart", "--json").stdout)[0]
+        assert doc["ok"] and doc["action"] == "started" and doc["port"] == other
+        local_inventory(inventory, tmp_path / "app", port)  # and while running: the supervisor is replaced
+        doc = json.loads(invoke(inventory, "restart", "--json").stdout)[0]
+        assert doc["ok"] and doc["action"] == "restarted the supervisor (port changed)" and doc["port"] == port
+    finally:
+        invoke(inventory, "stop")
