@@ -68,7 +68,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def release_name(app_dir: Path) -> str:
+def release_name() -> str:
     """The release this code runs from (releases/<stamp>/dashboard), else 'dev'."""
     env = os.environ.get("SULFUR_RELEASE")
     if env:
@@ -115,6 +115,6 @@ def parse(argv: Optional[List[str]] = None, environ: Optional[dict] = None) -> S
         bind_backoff=_number("DASHBOARD_BIND_BACKOFF", args.bind_backoff, float, 0),
         app_dir=app_dir,
         bot_log=Path(os.path.expanduser(args.bot_log)) if args.bot_log else None,
-        release=release_name(app_dir),
+        release=release_name(),
         drain_timeout=_number("DASHBOARD_DRAIN_TIMEOUT", args.drain_timeout, float, 0),
     )

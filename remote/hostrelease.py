@@ -6,6 +6,7 @@ is never touched: shared/ (.env, data) is linked into releases, not copied; `cur
 previous release are never pruned; a failed release is kept, and named, for inspection.
 """
 
+import calendar
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import time
 from remote.hostctl import CODE_DIR, Failure, config_from, operator_lock, read_state, request, restart_locked
 from remote.hostfiles import Layout, error_tail
 
+STAMP = "%Y%m%d%H%M%S"
 BOT_GRACE = 3.0  # a bot still running this long after the switch counts as healthy
 RUN_TIMEOUT = 900
 
@@ -156,9 +158,14 @@ def install(paths, release, stamp, shared):
         os.makedirs(os.path.dirname(inside), exist_ok=True)
         relink(inside, os.path.relpath(target, os.path.dirname(inside)))
     while os.path.exists(os.path.join(releases_dir(paths), stamp)):  # two deploys in one second
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.mktime(time.strptime(stamp, "%Y%m%d%H%M%S")) + 1))
+        stamp = next_stamp(stamp)
     os.rename(release, os.path.join(releases_dir(paths), stamp))
     return {"stamp": stamp, "venv": digest, "venv_reused": reused, "packages": packages}
+
+
+def next_stamp(stamp):
+    """The UTC stamp one second later. timegm, not mktime: a stamp is UTC whatever the host's timezone."""
+    return time.strftime(STAMP, time.gmtime(calendar.timegm(time.strptime(stamp, STAMP)) + 1))
 
 
 def switch_to(paths, stamp):

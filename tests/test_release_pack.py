@@ -73,3 +73,17 @@ def test_bad_sources_are_refused_before_anything_is_packed(tmp_path, make, messa
         release.pack(str(make(tmp_path)), False, tmp_path)
     assert message in str(caught.value)
     assert not list(tmp_path.glob("release-*.tar.gz"))
+
+
+def test_a_bumped_stamp_is_one_utc_second_later_in_any_timezone(monkeypatch):
+    import time
+
+    from remote.hostrelease import next_stamp
+
+    for zone in ("UTC", "Asia/Kolkata", "America/Los_Angeles"):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        assert next_stamp("20261126094159") == "20261126094200"
+        assert next_stamp("20261231235959") == "20270101000000"
+    monkeypatch.delenv("TZ")
+    time.tzset()
