@@ -45,7 +45,6 @@ class Package:
     stamp: str
     commit: Optional[str]
     size: int
-    requirements: List[str]
 
 
 def operator() -> str:
@@ -74,13 +73,6 @@ def source_files(source: Path) -> List[Path]:
     else:
         names = [p.relative_to(source) for p in source.rglob("*") if p.is_file() or p.is_symlink()]
     return sorted(n for n in names if not (set(n.parts) & NEVER) and (source / n).exists())
-
-
-def _requirements(source: Optional[Path]) -> List[str]:
-    reqs = ["dashboard/requirements.txt"]
-    if source is not None:
-        reqs.append("requirements.txt")
-    return reqs
 
 
 def check_source(source: Optional[str]) -> Optional[Path]:
@@ -145,7 +137,7 @@ def pack(source: Optional[str], wheels: bool, workdir: Path) -> Package:
             house = wheelhouse(requirement_texts)
             for wheel in sorted(house.glob("*.whl")):
                 tar.add(str(wheel), arcname="_wheels/" + wheel.name)
-    return Package(path, stamp, commit, path.stat().st_size, _requirements(src))
+    return Package(path, stamp, commit, path.stat().st_size)
 
 
 def _no_caches(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
