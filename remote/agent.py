@@ -373,25 +373,27 @@ def _environ(pid):
     return dict(item.decode("utf-8", "replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
 
 
-def read_pidfiles(app_dir):
-    """(pid, start, command or None) from each app_dir/run/*.pid: the processes our stack started.
+def read_pidfile(path):
+    """(pid, start, command or None) from one pidfile, or None when it is missing or unreadable.
 
     A pidfile line is "PID START [COMMAND]"; START (clock ticks since boot, from /proc/PID/stat)
     makes a reused pid count as a different process.
     """
+    try:
+        fields = _read(path).split(None, 2)
+        return int(fields[0]), int(fields[1]), fields[2].strip() if len(fields) > 2 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_pidfiles(app_dir):
+    """The records of each app_dir/run/*.pid: the processes our stack started."""
     run = os.path.join(os.path.expanduser(app_dir), "run")
     try:
         names = sorted(n for n in os.listdir(run) if n.endswith(".pid"))
     except OSError:
         return []
-    records = []
-    for name in names:
-        try:
-            fields = _read(os.path.join(run, name)).split(None, 2)
-            records.append((int(fields[0]), int(fields[1]), fields[2].strip() if len(fields) > 2 else None))
-        except (OSError, ValueError, IndexError):
-            continue
-    return records
+    return [r for r in (read_pidfile(os.path.join(run, n)) for n in names) if r]
 
 
 def _pidfile_pids(app_dir):

@@ -94,10 +94,8 @@ def rotate(path, copy=False):
 
 def read_pid(pidfile):
     """The pid in a pidfile, only while that process still has the recorded start time."""
+    record = agent.read_pidfile(pidfile)
     try:
-        with open(pidfile) as handle:
-            fields = handle.read().split(None, 2)
-        pid, start = int(fields[0]), int(fields[1])
-        return pid if agent.process_start(pid) == start else None
-    except (OSError, ValueError, IndexError):
+        return record[0] if record and agent.process_start(record[0]) == record[1] else None
+    except (OSError, ValueError, IndexError):  # gone, or a zombie
         return None
