@@ -30,7 +30,7 @@ test: $(VENV)/.devtools
 
 lint: $(VENV)/.devtools
 	$(BIN)/ruff check .
-	$(BIN)/vermin -q --no-tips -t=3.8- --violations remote/agent.py dashboard/listener.py
+	$(BIN)/vermin -q --no-tips -t=3.8- --violations remote/host/
 
 bench: $(VENV)/.devtools
 	$(BIN)/pip install -q -r requirements-bench.txt

@@ -16,10 +16,11 @@ from invoke import Exit, task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from remote import flows, release, render, stack  # noqa: E402
+from remote import agentcalls, ctlcalls, release, render  # noqa: E402
 from remote.connections import open_runner  # noqa: E402
+from remote.errors import SulfurError, UsageError  # noqa: E402
 from remote.fanout import DEFAULT_PARALLEL, on_hosts  # noqa: E402
-from remote.inventory import InventoryError, load  # noqa: E402
+from remote.inventory import load  # noqa: E402
 
 HELP = {
     "host": "host or group names, comma-separated (default: this machine)",
@@ -43,12 +44,16 @@ def _help(*names):
     return {name: HELP[name] for name in names}
 
 
+def _fail(exc):
+    """A SulfurError as the user sees it: one line, and the exit status it carries."""
+    return Exit("error: %s" % exc, code=exc.exit_code)
+
+
 def _hosts(host, all_):
     try:
-        inventory = load()
-        return inventory.select(host, all_)
-    except InventoryError as exc:
-        raise Exit("error: %s" % exc, code=2) from None
+        return load().select(host, all_)
+    except SulfurError as exc:
+        raise _fail(exc) from None
 
 
 def _finish(docs, text, as_json):
@@ -62,8 +67,8 @@ def hosts(c):
     """List the inventory's hosts: name, address, user, platform, groups."""
     try:
         inventory = load()
-    except InventoryError as exc:
-        raise Exit("error: %s" % exc, code=2) from None
+    except SulfurError as exc:
+        raise _fail(exc) from None
     print(render.hosts_table(list(inventory.hosts.values())))
 
 
@@ -71,7 +76,7 @@ def hosts(c):
 def port_status(c, host=None, all=False, port=None, json=False, parallel=DEFAULT_PARALLEL):
     """Who holds the dashboard port on each host, via whichever tool that host has."""
     targets = _hosts(host, all)
-    docs = on_hosts(targets, functools.partial(flows.port_status, port=port and int(port)), parallel)
+    docs = on_hosts(targets, functools.partial(agentcalls.port_status, port=port and int(port)), parallel)
     _finish(docs, render.port_table(docs), json)
 
 
@@ -80,7 +85,7 @@ def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=F
               parallel=DEFAULT_PARALLEL):
     """Free the dashboard port: stop our stale dashboard; foreign holders only with --force."""
     targets = _hosts(host, all)
-    operation = functools.partial(flows.free_port, port=port and int(port), force=force, grace=float(grace))
+    operation = functools.partial(agentcalls.free_port, port=port and int(port), force=force, grace=float(grace))
     docs = on_hosts(targets, operation, parallel)
     _finish(docs, render.free_table(docs), json)
 
@@ -89,7 +94,7 @@ def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=F
 def doctor(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """Check each host: reachable, auth, platform, python, working port tools, app_dir, disk."""
     targets = _hosts(host, all)
-    docs = on_hosts(targets, flows.doctor, parallel)
+    docs = on_hosts(targets, agentcalls.doctor, parallel)
     _finish(docs, render.doctor_report(docs), json)
 
 
@@ -102,27 +107,27 @@ def _stack(host, all_, parallel, operation, as_json, text=render.restart_lines):
 def restart(c, host=None, all=False, service="all", force=False, timeout=20.0, json=False,
             parallel=DEFAULT_PARALLEL):
     """Restart the dashboard (on the held socket) and the bot; start the stack if it is not running."""
-    op = functools.partial(stack.restart, service=service, force=force, timeout=float(timeout))
+    op = functools.partial(ctlcalls.restart, service=service, force=force, timeout=float(timeout))
     _stack(host, all, parallel, op, json)
 
 
 @task(help=_help("host", "all", "parallel", "json", "force", "timeout"))
 def start(c, host=None, all=False, force=False, timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
     """Start the stack where it is not running (a running one is left as it is)."""
-    op = functools.partial(stack.restart, force=force, timeout=float(timeout), start_only=True)
+    op = functools.partial(ctlcalls.restart, force=force, timeout=float(timeout), start_only=True)
     _stack(host, all, parallel, op, json)
 
 
 @task(help=_help("host", "all", "parallel", "json", "service", "timeout"))
 def stop(c, host=None, all=False, service="all", timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
     """Stop a service, or the whole stack (the port is released)."""
-    _stack(host, all, parallel, functools.partial(stack.stop, service=service, timeout=float(timeout)), json)
+    _stack(host, all, parallel, functools.partial(ctlcalls.stop, service=service, timeout=float(timeout)), json)
 
 
 @task(help=_help("host", "all", "parallel", "json"))
 def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """Services per host: HOST SERVICE STATE PID UPTIME RESTARTS LAST-EXIT (failed ones with their last lines)."""
-    _stack(host, all, parallel, stack.status, json, render.status_table)
+    _stack(host, all, parallel, ctlcalls.status, json, render.status_table)
 
 
 @task(help=_help("host", "all", "parallel", "json", "wheels", "env_file", "timeout"))
@@ -131,10 +136,10 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
     """Ship a new release to every host (or --host): switch atomically, verify, roll back on failure."""
     targets = _hosts(host, not host)  # deploy goes to every host unless told otherwise
     if not targets:
-        raise Exit("error: no hosts to deploy to: add some to the inventory, or use --host local", code=2)
+        raise _fail(UsageError("no hosts to deploy to: add some to the inventory, or use --host local"))
     env_path = Path(env_file).expanduser() if env_file else None
     if env_path is not None and not env_path.is_file():
-        raise Exit("error: --env-file %s is not a readable file" % env_path, code=2)
+        raise _fail(UsageError("--env-file %s is not a readable file" % env_path))
     workdir = Path(tempfile.mkdtemp(prefix="sulfur-deploy-"))
     try:
         packages = {}
@@ -142,8 +147,8 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
             if target.source not in packages:
                 try:
                     packages[target.source] = release.pack(target.source, wheels, workdir)
-                except release.ReleaseError as exc:
-                    raise Exit("error: %s" % exc, code=2) from None
+                except SulfurError as exc:
+                    raise _fail(exc) from None
                 pkg = packages[target.source]
                 print("packing: %.1f MB%s%s" % (pkg.size / 2**20, ", commit %s" % pkg.commit[:12] if pkg.commit
                                                else "", ", with wheels" if wheels else ""), flush=True)
@@ -164,30 +169,20 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
 @task(help=_help("host", "all", "parallel", "json", "to", "timeout"))
 def rollback(c, host=None, all=False, to=None, timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
     """Go back to the previous (or --to) release and restart on it."""
-    args = ["--timeout", float(timeout), "--by", release.operator()] + (["--to", to] if to else [])
-    op = lambda runner, target: stack.call(runner, target, "rollback", *args, settings=True,  # noqa: E731
-                                           timeout=float(timeout) * 3 + 60)
-    docs = on_hosts(_hosts(host, all or not host), op, parallel)
-    _finish(docs, "\n".join("%s: %s" % (d["host"], "now on %s (was %s), dashboard pid %s" % (
-        d["stamp"], d["previous"], d["pid"]) if d.get("ok") else "FAILED: %s" % d.get("error")) for d in docs), json)
+    op = functools.partial(ctlcalls.rollback, to=to, timeout=float(timeout), by=release.operator())
+    _stack(host, all or not host, parallel, op, json, render.rollback_lines)
 
 
 @task(help=_help("host", "all", "parallel", "json", "remove"))
 def autostart(c, host=None, all=False, remove=False, json=False, parallel=DEFAULT_PARALLEL):
     """Start the stack at boot: a systemd user unit (Linux) or a Termux:Boot script (Termux)."""
-    op = lambda runner, target: stack.call(runner, target, "autostart", *(["--remove"] if remove else []))  # noqa: E731
-    docs = on_hosts(_hosts(host, all), op, parallel)
-    _finish(docs, "\n".join(("%s: %s %s%s" % (d["host"], d["action"], d["path"], "".join(
-        "\n    note: " + n for n in d.get("notes", []))) if d.get("ok") else "%s: FAILED: %s" % (d["host"], d["error"]))
-        for d in docs), json)
+    _stack(host, all, parallel, functools.partial(ctlcalls.autostart, remove=remove), json, render.autostart_lines)
 
 
 @task(help=_help("host", "all", "parallel", "json"))
 def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """The releases on each host: stamp, commit, who deployed it, which is current."""
-    op = lambda runner, target: stack.call(runner, target, "releases")  # noqa: E731
-    docs = on_hosts(_hosts(host, all or not host), op, parallel)
-    _finish(docs, render.releases_table(docs), json)
+    _stack(host, all or not host, parallel, ctlcalls.releases, json, render.releases_table)
 
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",
@@ -196,12 +191,15 @@ def logs(c, host=None, service="dashboard", lines=50, follow=False):
     """Print a service's log from each host; --follow keeps streaming it."""
     targets = _hosts(host, False)
     if follow and len(targets) > 1:
-        raise Exit("error: --follow takes one host", code=2)
+        raise _fail(UsageError("--follow takes one host"))
     for target in targets:
         if len(targets) > 1:
             print("==> %s <==" % target.name)
-        with open_runner(target) as runner:
-            runner.run(stack.logs_command(target, service, int(lines), follow), warn=True, in_stream=False)
+        try:
+            with open_runner(target) as runner:
+                ctlcalls.logs(runner, target, service, int(lines), follow)
+        except SulfurError as exc:
+            raise _fail(exc) from None
 
 
 @task(help={"port": "dashboard port (default: the local host's dashboard_port)",
@@ -210,7 +208,7 @@ def logs(c, host=None, service="dashboard", lines=50, follow=False):
 def dev(c, port=None, reload=False, force=False):
     """This machine's stack in the foreground: dashboard (+ bot), logs streamed; Ctrl+C stops it all."""
     local = _hosts(None, False)[0]
-    argv = stack.dev_argv(local, port and int(port), reload, force)
+    argv = ctlcalls.dev_argv(local, port and int(port), reload, force)
     os.chdir(ROOT)
     # exec: Ctrl+C reaches the supervisor's whole process group, so nothing is left holding the port
     os.execv(argv[0], argv)

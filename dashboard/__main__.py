@@ -11,25 +11,30 @@ import sys
 import time
 from typing import List, Optional
 
-from .listener import BindError, get_listener, notify, notify_ready
+from remote.host.listener import BindError, get_listener, notify, notify_ready
+
 from .settings import SettingsError, parse
 
 log = logging.getLogger("dashboard")
 
 
 def _holder(port: int) -> Optional[str]:
-    from remote.agent import describe_holder  # the agent's probe: ss, lsof, ..., /proc
+    from remote.host.agent import describe_holder  # the agent's probe: ss, lsof, ..., /proc
 
     return describe_holder(port)
 
 
-def standby_mode() -> bool:
-    """DASHBOARD_STANDBY: the supervisor's warm spare. SIGUSR2 is blocked before anything slow is
-    imported, and STANDBY=1 tells the supervisor so: from then on its activation signal cannot kill us."""
-    if not os.environ.pop("DASHBOARD_STANDBY", None):
+def spare_mode() -> bool:
+    """DASHBOARD_SPARE: the supervisor's warm spare. SIGUSR2 is blocked before anything slow is
+    imported, and SPARE=1 tells the supervisor so: from then on its activation signal cannot kill us.
+
+    A supervisor started by a release before the word "spare" (it keeps running across deploys) asks
+    with DASHBOARD_STANDBY and listens for STANDBY=1: it is answered in its own words."""
+    legacy = os.environ.pop("DASHBOARD_STANDBY", None)
+    if not (os.environ.pop("DASHBOARD_SPARE", None) or legacy):
         return False
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGTERM, signal.SIGINT})
-    notify("STANDBY=1")
+    notify("STANDBY=1" if legacy else "SPARE=1")
     return True
 
 
@@ -42,15 +47,13 @@ def wait_for_activation() -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    standby = standby_mode()
+    spare = spare_mode()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dashboard[%(process)d] %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
         settings = parse(argv)
-        listener = get_listener(
-            settings.host, settings.port, settings.reuse_port, settings.bind_retries,
-            settings.bind_backoff, log=log.info, holder=_holder,
-        )
+        listener = get_listener(settings.host, settings.port, log=log.info, reuse_port=settings.reuse_port,
+                                retries=settings.bind_retries, backoff=settings.bind_backoff, holder=_holder)
     except SettingsError as exc:
         print("dashboard: %s" % exc, file=sys.stderr)
         return 2
@@ -67,13 +70,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     server = Server(board.app, listener.sock.fileno(), host, settings.drain_timeout)
     listener.sock.close()  # the server holds its own duplicate of the descriptor
 
-    if standby:
-        log.info("standby: ready to take over")
+    if spare:
+        log.info("spare: ready to take over")
         if not wait_for_activation():
-            log.info("standby: stopped before it was needed")
+            log.info("spare: stopped before it was needed")
             return 0
         board.started = time.time()
-        log.info("standby: activated")
+        log.info("spare: activated")
 
     def ready() -> None:
         log.info("serving on http://%s (%s socket, reuseport %s, bind attempts %d)", info["address"],

@@ -16,8 +16,9 @@ from typing import Any, Dict, Optional, Tuple
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
+from remote.host.logtail import LogFollower, last_lines
+
 from . import hostinfo
-from .logtail import LogFollower, last_lines
 from .settings import Settings
 
 LOG_ROOM = "log"
@@ -157,13 +158,14 @@ class Dashboard:
 
     def restart(self, service: str) -> Tuple[Any, int]:
         """Ask the host's supervisor, through the same control files the operator's tasks use."""
-        from remote.hostctl import Failure, request  # stdlib host side; the supervisor decides
-        from remote.hostfiles import Layout
+        from remote.host.errors import Failure  # the host side's inbox: the supervisor decides
+        from remote.host.files import Layout
+        from remote.host.inbox import ask
 
         if service not in ("dashboard", "bot", "all"):
             return jsonify({"error": "unknown service %r" % service}), 404
         try:
-            answer = request(Layout(str(self.settings.app_dir)), "restart", service, timeout=30)
+            answer = ask(Layout(str(self.settings.app_dir)), "restart", service, timeout=30)
         except Failure as exc:
             return jsonify({"error": str(exc)}), 409
         return jsonify(answer), 200 if answer.get("ok") else 500

@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from remote.agent import detect_platform
+from remote.host.files import existing_parent
+from remote.host.system import detect_platform
 
 
 def _uptime() -> Optional[float]:
@@ -42,11 +43,8 @@ def _memory() -> Optional[Dict[str, int]]:
 
 
 def _disk(path: Path) -> Optional[Dict[str, int]]:
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent  # the app dir may not exist yet in development
-    try:
-        usage = shutil.disk_usage(str(probe))
+    try:  # the app dir may not exist yet in development
+        usage = shutil.disk_usage(existing_parent(str(path)))
     except OSError:
         return None
     return {"total": usage.total, "used": usage.used, "free": usage.free, "path": str(path)}

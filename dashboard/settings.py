@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from .listener import BindError, check_port
+from remote.host import CODE_DIR
+from remote.host.listener import BindError, check_port
 
-CHECKOUT = Path(__file__).resolve().parent.parent
 #: the development app dir: git-ignored, inside the checkout
-DEV_APP_DIR = CHECKOUT / "var" / "dev"
+DEV_APP_DIR = Path(CODE_DIR) / "var" / "dev"
 
 
 @dataclass
@@ -73,7 +73,7 @@ def release_name() -> str:
     env = os.environ.get("SULFUR_RELEASE")
     if env:
         return env
-    here = Path(__file__).resolve().parent.parent
+    here = Path(CODE_DIR).resolve()
     return here.name if here.parent.name == "releases" else "dev"
 
 

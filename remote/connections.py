@@ -1,33 +1,49 @@
-"""One runner per host: a Fabric Connection, or invoke's Context for `connection: local`.
+"""One runner per host, and the one way a host-side command is called through it.
 
-Both have `.run(command, hide=..., warn=..., timeout=...)`, so every flow is written once and cannot
+A runner is a Fabric Connection, or for `connection: local` a LocalRunner (invoke's Context plus the
+`put()` Fabric has). Both have `.run()` and `.put()`, so every operation is written once and cannot
 drift between local and remote. The SSH side lives in remote/ssh.py and is imported on first use.
+
+Every host-side command gets its request as one JSON line on stdin and answers one JSON document as
+the last line of stdout, both with a protocol number (remote/host/contract.py); `call()` sends the
+one, reads the other and turns a version mismatch into one line that says which side to update.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import sys
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from invoke import Context
 from invoke.exceptions import CommandTimedOut
 
+from remote.host.contract import PROTOCOL
+
+from .errors import ContractError, HostError
 from .inventory import Host
 
-Runner = Any  # fabric.Connection or invoke.Context: both have .run()
+Runner = Any  # fabric.Connection or LocalRunner: both have .run() and .put()
 
 
-class HostError(Exception):
-    """Something went wrong with one host; the message is the one line shown for it."""
+class LocalRunner(Context):
+    """invoke's Context with Fabric's `put()`: a path relative to the home directory, like SFTP's."""
+
+    def put(self, local: str, remote: str, preserve_mode: bool = True) -> None:
+        target = os.path.join(os.path.expanduser("~"), remote)
+        shutil.copyfile(local, target)
+        if preserve_mode:
+            shutil.copymode(local, target)
 
 
 @contextlib.contextmanager
 def open_runner(host: Host) -> Iterator[Runner]:
     """The host's runner, connected (one SSH connection for the whole task), closed afterwards."""
     if host.is_local:
-        yield Context()
+        yield LocalRunner()
         return
     from .ssh import connect
 
@@ -41,29 +57,108 @@ def open_runner(host: Host) -> Iterator[Runner]:
             pass
 
 
-def run(runner: Runner, command: str, timeout: Optional[float] = None):
-    """Run ``command`` on the runner: output captured, never raises on a non-zero exit."""
+class RequestStream:
+    """An in_stream for invoke's run: the request line at once, then end of input (or, with
+    ``hold``, nothing more until the command ends: a streaming command stops when its stdin ends).
+
+    invoke reads an in_stream one byte per 10 ms unless it is a terminal; read() here ignores the size
+    and hands over the whole line in one go."""
+
+    def __init__(self, request: Optional[Dict[str, Any]], hold: bool = False) -> None:
+        self.data = json.dumps(request) + "\n" if request is not None else ""
+        self.hold = hold
+
+    def read(self, size: int = -1) -> Optional[str]:
+        data, self.data = self.data, ""
+        return data if data or not self.hold else None
+
+
+def _lost() -> tuple:
     paramiko = sys.modules.get("paramiko")  # loaded only if some host is reached over SSH
-    lost = (OSError, EOFError) + ((paramiko.SSHException,) if paramiko else ())
+    return (OSError, EOFError) + ((paramiko.SSHException,) if paramiko else ())
+
+
+def run(runner: Runner, command: str, timeout: Optional[float] = None,
+        request: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Any:
+    """Run ``command`` (``request`` on its stdin): output captured, never raises on a non-zero exit."""
+    options = dict(hide=True, warn=True, timeout=timeout, in_stream=RequestStream(request))
+    options.update(kwargs)
     try:
-        return runner.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+        return runner.run(command, **options)
     except CommandTimedOut:
         raise HostError("command timed out after %s s" % timeout) from None
-    except lost as exc:
+    except _lost() as exc:
         raise HostError("connection lost: %s" % (exc or type(exc).__name__)) from None
 
 
-def json_result(result: Any, what: str) -> Dict[str, Any]:
-    """The JSON object a host-side command printed last; else HostError with stderr's last line.
+def put(runner: Runner, local: str, target: str, mode: Optional[int] = None) -> None:
+    """Copy a file to the host; ``target`` is absolute or starts with ~/ (SFTP starts at home)."""
+    remote = target[2:] if target.startswith("~/") else target
+    try:
+        runner.put(str(local), remote)
+        if mode is not None:
+            if isinstance(runner, LocalRunner):
+                os.chmod(os.path.join(os.path.expanduser("~"), remote), mode)
+            else:
+                runner.sftp().chmod(remote, mode)
+    except Exception as exc:  # OSError, EOFError, paramiko's SSHException: the connection went away
+        raise HostError("upload failed: %s" % (str(exc).strip() or type(exc).__name__)) from None
 
-    Every host-side command (agent, hostctl) ends its output with one JSON document: the operator
-    never reads human text, and a failure before that document still says why in one line.
+
+def older_release(host: Host) -> str:
+    return ("the release on %s is older than this sulfur-ops: run `invoke deploy --host %s`"
+            % (host.name, host.name))
+
+
+def read_answer(result: Any, what: str, host: Host) -> Dict[str, Any]:
+    """The JSON document a host-side command printed last, checked for its protocol.
+
+    No document: HostError with stderr's last line (or, for a Python error that says the host lacks
+    our modules or options, the release is older than this operator).
     """
     try:
         doc = json.loads(result.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         doc = None
-    if isinstance(doc, dict):
-        return doc
-    err = (result.stderr.strip().splitlines() or ["exit status %s" % result.exited])[-1]
-    raise HostError("%s failed: %s" % (what, err))
+    if not isinstance(doc, dict):
+        err = (result.stderr.strip().splitlines() or ["exit status %s" % result.exited])[-1]
+        if "No module named 'remote.host" in result.stderr or "usage:" in result.stderr:
+            raise ContractError("%s (it said: %s)" % (older_release(host), err))
+        raise HostError("%s failed: %s" % (what, err))
+    theirs = doc.get("protocol")
+    if not isinstance(theirs, int) or theirs < PROTOCOL:
+        raise ContractError(older_release(host))
+    if theirs > PROTOCOL:
+        raise ContractError("the release on %s speaks protocol %d, this sulfur-ops %d: update sulfur-ops on this "
+                            "machine (git pull)" % (host.name, theirs, PROTOCOL))
+    if doc.get("kind") == "protocol":  # the same number, and refused all the same: its own words
+        raise ContractError("%s on %s: %s" % (what, host.name, doc.get("error")))
+    return doc
+
+
+def call(runner: Runner, host: Host, command: str, request: Dict[str, Any], what: str,
+         timeout: Optional[float] = None, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """One host-side command with ``request`` on stdin; its checked answer."""
+    request = dict(request, protocol=PROTOCOL)
+    if progress is None:
+        return read_answer(run(runner, command, timeout, request), what, host)
+    result = run(runner, command, timeout, request, hide=False, out_stream=_Progress(progress),
+                 err_stream=_Progress(lambda line: None))
+    return read_answer(result, what, host)
+
+
+class _Progress:
+    """An out_stream for invoke's run: passes on the host's `progress:` lines as they arrive."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report, self.buffer = report, ""
+
+    def write(self, data: str) -> None:
+        self.buffer += data
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            if line.startswith("progress: "):
+                self.report(line[10:])
+
+    def flush(self) -> None:
+        pass

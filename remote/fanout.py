@@ -9,7 +9,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List
 
-from .connections import HostError, Runner, open_runner
+from .connections import Runner, open_runner
+from .errors import HostError
 from .inventory import Host
 
 DEFAULT_PARALLEL = 16

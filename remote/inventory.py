@@ -15,7 +15,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from remote.host import CODE_DIR
+
+from .errors import InventoryError
+
 LOCAL = "local"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -71,18 +74,32 @@ HOST_ONLY = {
 }
 
 
-class InventoryError(Exception):
-    """One line: file, line, key, what is wrong. Exit status 2."""
-
-    exit_code = 2
-
-
 @dataclass
 class Host:
+    """One inventory host with every setting resolved (its own, else the defaults, else built in).
+
+    The settings' fields are SETTINGS' keys (tests/test_inventory.py holds the two together)."""
+
     name: str
     hostname: Optional[str]
     connection: str
-    settings: Dict[str, Any]
+    user: str
+    port: int
+    platform: str
+    python: str
+    app_dir: str
+    dashboard_port: int
+    dashboard_host: str
+    bot_command: Optional[str]
+    identity_file: Optional[str]
+    known_hosts: str
+    host_key_policy: str
+    connect_timeout: float
+    wake_lock: bool
+    alert_webhook: Optional[str]
+    source: Optional[str]
+    shared_paths: List[str]
+    keep_releases: int
     groups: List[str] = field(default_factory=list)
     explicit: set = field(default_factory=set)  # keys the file sets: the rest may come from ~/.ssh/config
 
@@ -90,18 +107,11 @@ class Host:
     def is_local(self) -> bool:
         return self.connection == LOCAL
 
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self.__dict__["settings"][key]
-        except KeyError:
-            raise AttributeError(key) from None
-
     @property
     def address(self) -> str:
         if self.is_local:
             return "local"
-        port = self.settings["port"]
-        return self.hostname if port == 22 else "%s:%d" % (self.hostname, port)
+        return self.hostname if self.port == 22 else "%s:%d" % (self.hostname, self.port)
 
 
 @dataclass
@@ -135,11 +145,11 @@ class Inventory:
     def _implicit_local(self) -> Host:
         settings = {k: v[1] for k, v in SETTINGS.items()}
         _fill_platform_defaults(settings)
-        return Host(LOCAL, None, LOCAL, settings)
+        return Host(LOCAL, None, LOCAL, **settings)
 
 
 def inventory_path() -> Path:
-    return Path(os.environ.get("SULFUR_INVENTORY") or ROOT / "inventory.yml")
+    return Path(os.environ.get("SULFUR_INVENTORY") or Path(CODE_DIR) / "inventory.yml")
 
 
 def _fill_platform_defaults(settings: Dict[str, Any]) -> None:
@@ -244,7 +254,7 @@ def load(path: Optional[Path] = None) -> Inventory:
             raise check.fail(vnode, "hosts.%s.hostname" % name, "missing (or set connection: local)")
         settings = dict(defaults, **own)
         _fill_platform_defaults(settings)
-        hosts[name] = Host(name, hostname, connection, settings, explicit=explicit_defaults | set(own))
+        hosts[name] = Host(name, hostname, connection, **settings, explicit=explicit_defaults | set(own))
 
     groups: Dict[str, List[str]] = {}
     for knode, vnode in check.mapping(sections["groups"][1], "groups") if "groups" in sections else []:

@@ -1,7 +1,7 @@
 """Operator side of a release: pack once, upload over the host's SSH connection, install, switch.
 
-A release is one tar: this project's host side (dashboard/, the agent, supervisor and hostctl) plus the
-bot's source tree when the inventory names one. With --wheels a wheelhouse built here rides in the same
+A release is one tar: this project's host side (remote/host/, dashboard/ and the shims older hosts
+name) plus the bot's source tree when the inventory names one. With --wheels a wheelhouse built here rides in the same
 tar (_wheels/), for hosts without a package index. The tar travels by SFTP on the connection the task
 already has (invoke's stdin path decodes bytes as text, so a tar stream over exec would be corrupted);
 for a local host it is copied.
@@ -24,19 +24,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from .connections import HostError, Runner, json_result, run
-from .inventory import Host
-from .stack import hostctl_args, shell_path
+from remote.host import CODE_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST_FILES = ["dashboard", "remote/__init__.py", "remote/agent.py", "remote/supervisor.py", "remote/hostctl.py",
-              "remote/hostrelease.py", "remote/hostfiles.py"]
+from . import agentcalls
+from .connections import Runner, put, run
+from .ctlcalls import call_ctl, shell_path
+from .errors import HostError, ReleaseError
+from .inventory import Host
+
+ROOT = Path(CODE_DIR)
+#: what every release carries of sulfur-ops: these directories whole (less caches) ...
+HOST_SIDE = ("remote/host", "dashboard")
+#: ... and the package file plus the shims that paths written on hosts by older releases name
+SHIMS = ("remote/__init__.py", "remote/supervisor.py", "remote/hostctl.py")
 NEVER = {".git", ".venv", "__pycache__", ".env", ".pytest_cache", ".ruff_cache", "node_modules"}
 WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sulfur-ops" / "wheels"
-
-
-class ReleaseError(Exception):
-    """Bad input found before anything was sent (a missing source, no requirements): one line."""
 
 
 @dataclass
@@ -123,7 +125,7 @@ def pack(source: Optional[str], wheels: bool, workdir: Path) -> Package:
     if src is not None:
         requirement_texts += "\n" + (src / "requirements.txt").read_text()
     with tarfile.open(path, "w:gz", compresslevel=6) as tar:
-        for name in HOST_FILES:
+        for name in HOST_SIDE + SHIMS:
             tar.add(str(ROOT / name), arcname=name, filter=_no_caches)
         if src is not None:
             for rel in source_files(src):
@@ -148,40 +150,17 @@ def _no_caches(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
 UNPACK = ("import os,sys,tarfile;t,d=sys.argv[1],sys.argv[2];os.makedirs(d);f=tarfile.open(t);"
           "m=[i for i in f.getmembers() if not (i.name.startswith('/') or '..' in i.name.split('/'))];"
           "f.extractall(d,m,**({'filter':'data'} if hasattr(tarfile,'data_filter') else {}));f.close();os.unlink(t)")
-#: free bytes where app_dir is (or will be): nothing is created before the space is known to suffice
-FREE_SPACE = ("import os,shutil,sys;d=os.path.expanduser(sys.argv[1])\n"
-              "while not os.path.isdir(d): d=os.path.dirname(d)\nprint(shutil.disk_usage(d).free)")
-
-
 def check_space(runner: Runner, host: Host, package: Package) -> None:
     """Before anything is written: the release, its unpacked copy and a new venv must fit."""
     releases = host.app_dir.rstrip("/") + "/releases"
-    out = run(runner, "%s -S -c %s %s" % (shlex.quote(host.python), shlex.quote(FREE_SPACE), shell_path(releases)), 60)
-    try:
-        free = int(out.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        err = (out.stderr.strip().splitlines() or ["exit status %s" % out.exited])[-1]
-        raise HostError("cannot prepare %s: %s" % (releases, err)) from None
-    needed = package.size * 4 + 64 * 2**20  # tar + unpacked + a venv to build
+    answer = agentcalls.disk_free(runner, host, releases)
+    if not answer.get("ok"):
+        raise HostError("cannot prepare %s: %s" % (releases, answer.get("error")))
+    free, needed = answer["free"], package.size * 4 + 64 * 2**20  # tar + unpacked + a venv to build
     if free < needed:
         raise HostError("not enough disk space in %s: %.1f MB free, the release needs about %.0f MB; "
                         "free some space (old logs, venvs) and deploy again" % (host.app_dir, free / 2**20,
                                                                                needed / 2**20))
-
-
-def _put(runner: Runner, host: Host, local: Path, target: str, mode: Optional[int] = None) -> None:
-    if host.is_local:
-        shutil.copyfile(local, os.path.expanduser(target))
-        if mode is not None:
-            os.chmod(os.path.expanduser(target), mode)
-        return
-    remote = target[2:] if target.startswith("~/") else target  # SFTP starts in the home directory
-    try:
-        runner.put(str(local), remote)
-        if mode is not None:
-            runner.sftp().chmod(remote, mode)
-    except Exception as exc:  # OSError, EOFError, paramiko's SSHException: the connection went away
-        raise HostError("upload failed: %s" % (str(exc).strip() or type(exc).__name__)) from None
 
 
 def upload(runner: Runner, host: Host, package: Package) -> str:
@@ -190,52 +169,31 @@ def upload(runner: Runner, host: Host, package: Package) -> str:
     releases = host.app_dir.rstrip("/") + "/releases"
     run(runner, "mkdir -p %s" % shell_path(releases), 60)
     target = "%s/.incoming-%s-%s.tar.gz" % (releases, package.stamp, os.urandom(4).hex())
-    _put(runner, host, package.path, target)
+    put(runner, package.path, target)
     return target
-
-
-class _Progress:
-    """An out_stream for invoke's run: passes on the host's `progress:` lines as they arrive."""
-
-    def __init__(self, report: Callable[[str], None]) -> None:
-        self.report, self.buffer = report, ""
-
-    def write(self, data: str) -> None:
-        self.buffer += data
-        while "\n" in self.buffer:
-            line, self.buffer = self.buffer.split("\n", 1)
-            if line.startswith("progress: "):
-                self.report(line[10:])
-
-    def flush(self) -> None:
-        pass
 
 
 def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[str], None],
                 env_file: Optional[Path] = None, timeout: float = 20.0) -> Dict[str, object]:
-    """Upload, then one hostctl deploy under the host's lock: install, switch, verify, roll back."""
+    """Upload, then one ctl deploy under the host's lock: install, switch, verify, roll back."""
     check_space(runner, host, package)
     report("uploading %.1f MB" % (package.size / 2**20))
     incoming = upload(runner, host, package)
-    args: List[object] = ["--stamp", package.stamp, "--keep", host.keep_releases,
-                          "--timeout", timeout, "--by", operator()]
-    if package.commit:
-        args += ["--commit", package.commit]
-    for name in host.shared_paths:
-        args += ["--shared", name]
+    options: Dict[str, object] = {"stamp": package.stamp, "keep": host.keep_releases, "timeout": timeout,
+                                  "by": operator(), "commit": package.commit, "shared": list(host.shared_paths)}
     if env_file is not None:
         env_target = "%s/shared/.env.incoming-%s" % (host.app_dir.rstrip("/"), os.urandom(4).hex())
         run(runner, "mkdir -p %s" % shell_path(host.app_dir.rstrip("/") + "/shared"), 60)
-        _put(runner, host, env_file, env_target, mode=0o600)
-        args += ["--env-incoming", env_target]
-    # unpacked outside the lock into a name of its own; that release's hostctl then does the rest
+        put(runner, env_file, env_target, mode=0o600)
+        options["env_incoming"] = env_target
+    # unpacked outside the lock into a name of its own; that release's ctl then does the rest
     partial = "%s/releases/.partial-%s-%s" % (host.app_dir.rstrip("/"), package.stamp, os.urandom(4).hex())
-    command = "%s -S -c %s %s %s && cd %s && exec %s" % (
-        shlex.quote(host.python), shlex.quote(UNPACK), shell_path(incoming), shell_path(partial), shell_path(partial),
-        hostctl_args(host, "deploy", *args, settings=True))
+    unpack = "%s -S -c %s %s %s && " % (shlex.quote(host.python), shlex.quote(UNPACK), shell_path(incoming),
+                                        shell_path(partial))
     try:
-        result = runner.run(command, hide=False, warn=True, in_stream=False, out_stream=_Progress(report),
-                            err_stream=_Progress(lambda line: None), timeout=900)
-    except Exception as exc:  # a cut connection: the host lock and its cleanup keep the host consistent
-        raise HostError("connection lost during deploy: %s" % (exc or type(exc).__name__)) from None
-    return json_result(result, "deploy on the host")
+        return call_ctl(runner, host, "deploy", options, settings=True, timeout=900, code_dir=partial,
+                        prefix=unpack, progress=report)
+    except HostError as exc:  # a cut connection: the host lock and its cleanup keep the host consistent
+        if str(exc).startswith("connection lost"):
+            raise HostError("connection lost during deploy: %s" % str(exc)[len("connection lost: "):]) from None
+        raise

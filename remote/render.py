@@ -101,8 +101,7 @@ def restart_lines(docs: List[Dict[str, Any]]) -> str:
             else:
                 out.append("%s: %s" % (d["host"], d.get("action", "ok")))
         else:
-            out.append("%s: FAILED: %s" % (d["host"], d.get("error")))
-            out.extend("    " + line for line in d.get("log_tail") or [])
+            out.extend(_failed(d))
     return "\n".join(out)
 
 
@@ -140,8 +139,7 @@ def deploy_lines(docs: List[Dict[str, Any]]) -> str:
                 d["host"], d["stamp"], venv, d.get("pid"), d.get("healthy_in", 0), d.get("elapsed", 0),
                 "; previous %s" % d["previous"] if d.get("previous") else ""))
         else:
-            out.append("%s: FAILED: %s" % (d["host"], d.get("error")))
-            out.extend("    " + line for line in d.get("log_tail") or [])
+            out.extend(_failed(d))
     return "\n".join(out)
 
 
@@ -154,3 +152,28 @@ def releases_table(docs: List[Dict[str, Any]]) -> str:
             rows.append([d["host"], r["stamp"], (r.get("commit") or "")[:12] or None, r.get("by"),
                          "current" if r["current"] else None])
     return table(["HOST", "RELEASE", "COMMIT", "BY", ""], rows)
+
+
+def _failed(d: Dict[str, Any]) -> List[str]:
+    return ["%s: FAILED: %s" % (d["host"], d.get("error"))] + ["    " + line for line in d.get("log_tail") or []]
+
+
+def rollback_lines(docs: List[Dict[str, Any]]) -> str:
+    out: List[str] = []
+    for d in docs:
+        if d.get("ok"):
+            out.append("%s: now on %s (was %s), dashboard pid %s" % (d["host"], d["stamp"], d["previous"], d["pid"]))
+        else:
+            out.extend(_failed(d))
+    return "\n".join(out)
+
+
+def autostart_lines(docs: List[Dict[str, Any]]) -> str:
+    out: List[str] = []
+    for d in docs:
+        if d.get("ok"):
+            out.append("%s: %s %s" % (d["host"], d["action"], d["path"]))
+            out.extend("    note: " + note for note in d.get("notes") or [])
+        else:
+            out.extend(_failed(d))
+    return "\n".join(out)

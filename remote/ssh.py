@@ -16,15 +16,12 @@ from typing import Optional
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote
 
-from .connections import HostError
+from .errors import HostError, UnknownHostKey
 from .inventory import Host
 
 _known_hosts_lock = threading.Lock()
-
-
-class UnknownHostKey(HostError):
-    pass
 
 
 class StrictPolicy(paramiko.MissingHostKeyPolicy):
@@ -54,13 +51,34 @@ class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
                 handle.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
 
 
+class QuietStdinRemote(Remote):
+    """Fabric's runner, minus a traceback when a command ends before reading its request.
+
+    A shell guard (no release here) or a missing interpreter exits at once; writing the request to its
+    closed channel then fails in invoke's stdin thread, which would replace the command's own answer
+    (its exit status and the line it printed) with a ThreadException. invoke's local runner ignores
+    the same case (a broken pipe) already."""
+
+    def _write_proc_stdin(self, data: bytes) -> None:
+        try:
+            super()._write_proc_stdin(data)
+        except (OSError, EOFError):
+            pass
+
+    def close_proc_stdin(self) -> None:
+        try:
+            super().close_proc_stdin()
+        except (OSError, EOFError):
+            pass
+
+
 def _expand(path: Optional[str]) -> Optional[Path]:
     return Path(os.path.expanduser(path)) if path else None
 
 
 def connection_for(host: Host) -> Connection:
     """A Fabric Connection for ``host``; ~/.ssh/config fills what the inventory does not set."""
-    config = Config()
+    config = Config(overrides={"runners": {"remote": QuietStdinRemote}})
     ssh_config = config.base_ssh_config.lookup(host.hostname)
     user = host.user if "user" in host.explicit or "user" not in ssh_config else None
     port = host.port if "port" in host.explicit or "port" not in ssh_config else None

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dashboard.listener import spawn_on_socket  # noqa: E402
+from remote.host.listener import spawn_on_socket  # noqa: E402
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,6 +49,16 @@ def invoke(inventory: Path, *args: str, timeout: float = 300) -> subprocess.Comp
     env = dict(os.environ, SULFUR_INVENTORY=str(inventory))
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def ctl_run(code_dir: Path, command: str, app_dir: Path, options: Optional[dict] = None,
+            settings: Optional[dict] = None, protocol: int = 1, **popen: object) -> subprocess.CompletedProcess:
+    """`python -m remote.host.ctl COMMAND` from ``code_dir`` with its request on stdin, as the operator sends it."""
+    request = {"protocol": protocol, "command": command, "app_dir": str(app_dir), "options": options or {}}
+    if settings is not None:
+        request["settings"] = settings
+    return subprocess.run([sys.executable, "-m", "remote.host.ctl", command], cwd=code_dir, capture_output=True,
+                          text=True, input=json.dumps(request) + "\n", timeout=120, **popen)
 
 
 def local_inventory(path: Path, app_dir: Path, port: Optional[int] = None) -> Path:

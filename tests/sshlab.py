@@ -293,7 +293,7 @@ class Lab:
         venv from wheels built here); stopped afterwards unless ``stop`` is false."""
         import tempfile
 
-        from remote import release, stack
+        from remote import ctlcalls, release
         from remote.connections import open_runner
         from remote.inventory import load
 
@@ -303,7 +303,7 @@ class Lab:
                 doc = release.deploy_host(runner, host, package, lambda line: None)
                 assert doc["ok"], doc
                 if stop:
-                    assert stack.stop(runner, host)["ok"]
+                    assert ctlcalls.stop(runner, host)["ok"]
 
 
 @contextlib.contextmanager

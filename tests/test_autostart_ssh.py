@@ -31,8 +31,9 @@ def test_autostart_install_report_and_remove(lab):
     unit = Path(linux.user.pw_dir, ".config/systemd/user/sulfur-ops.service")
     assert docs["linux"]["path"] == str(unit)
     text = unit.read_text()
-    assert "ExecStart=/usr/bin/python3 %s/current/remote/supervisor.py run %s/run/supervisor.json" % (
-        linux.app_dir, linux.app_dir) in text
+    assert "WorkingDirectory=%s/current\n" % linux.app_dir in text
+    assert 'ExecStart="/usr/bin/python3" -S -m remote.host.supervisor run "%s/run/supervisor.json"' % (
+        linux.app_dir) in text
     assert "Restart=on-failure" in text and "WantedBy=default.target" in text
     # no user systemd inside a test namespace: said plainly, with what to do
     assert any("systemctl" in note and "enable" in note for note in docs["linux"]["notes"])
@@ -41,7 +42,8 @@ def test_autostart_install_report_and_remove(lab):
     script = boot.read_text()
     assert script.startswith("#!%s/bin/sh\n" % termux.prefix)  # an explicit interpreter: no /usr/bin/env
     assert "termux-wake-lock" in script and "/usr/bin/env" not in script
-    assert "%s/current/remote/supervisor.py" % termux.app_dir in script
+    assert "cd %s/current || exit 1\nexec " % termux.app_dir in script
+    assert "-S -m remote.host.supervisor run %s/run/supervisor.json" % termux.app_dir in script
     assert os.access(boot, os.X_OK)
 
     doctor = json.loads(invoke(lab.inventory_path, "doctor", "--all", "--json").stdout)

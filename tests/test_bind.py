@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.listener import bind_once
-from remote.agent import parse_proc_net_tcp
+from remote.host.listener import bind_once
+from remote.host.ports import parse_proc_net_tcp
 
 
 def time_wait_count(port):

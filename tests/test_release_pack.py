@@ -5,6 +5,7 @@ import subprocess
 import tarfile
 
 import pytest
+from dashproc import ROOT
 
 from remote import release
 
@@ -43,8 +44,11 @@ def test_a_git_source_ships_gits_view_and_its_commit(source, tmp_path):
     head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert info["commit"] == head.strip() == package.commit
     assert {"sulfur_bot/__main__.py", "requirements.txt", ".gitignore", "new_module.py"} <= names
-    assert {"dashboard/__main__.py", "remote/agent.py", "remote/supervisor.py", "remote/hostctl.py",
-            "remote/hostrelease.py", "remote/hostfiles.py", "dashboard/requirements.txt"} <= names
+    host_side = {"remote/host/" + p.name for p in (ROOT / "remote" / "host").glob("*.py")}
+    assert host_side | {"dashboard/__main__.py", "remote/__init__.py", "remote/supervisor.py", "remote/hostctl.py",
+                        "dashboard/requirements.txt", "dashboard/templates/index.html"} <= names
+    assert not [n for n in names if n.startswith("remote/") and n.endswith(".py") and n.count("/") == 1
+                and n not in release.SHIMS]  # never the operator side
     for never in ("secret.txt", "scratch/notes.md", ".env", ".venv/bin/python", ".git/HEAD"):
         assert never not in names
     assert not [n for n in names if "__pycache__" in n or n.startswith(".git/")]
@@ -78,7 +82,7 @@ def test_bad_sources_are_refused_before_anything_is_packed(tmp_path, make, messa
 def test_a_bumped_stamp_is_one_utc_second_later_in_any_timezone(monkeypatch):
     import time
 
-    from remote.hostrelease import next_stamp
+    from remote.host.release import next_stamp
 
     for zone in ("UTC", "Asia/Kolkata", "America/Los_Angeles"):
         monkeypatch.setenv("TZ", zone)

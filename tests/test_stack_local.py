@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import requests
-from dashproc import ROOT, free_port, invoke, local_inventory
+from dashproc import ROOT, ctl_run, free_port, invoke, local_inventory
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
@@ -89,54 +89,52 @@ def _state(app_dir):
     return json.loads((app_dir / "run" / "state.json").read_text())
 
 
-def _armed_standby(app_dir, timeout=20):
+def _armed_spare(app_dir, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pid = _state(app_dir).get("standby_pid")
+        pid = _state(app_dir).get("spare_pid")
         if pid:
             return pid
         time.sleep(0.05)
-    raise AssertionError("no standby armed")
+    raise AssertionError("no spare armed")
 
 
-def test_a_restart_is_taken_over_by_the_warm_standby(tmp_path, port):
+def test_a_restart_is_taken_over_by_the_warm_spare(tmp_path, port):
     inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port)
     try:
         assert invoke(inventory, "restart").returncode == 0
-        spare = _armed_standby(tmp_path / "app")
+        spare = _armed_spare(tmp_path / "app")
         doc = json.loads(invoke(inventory, "restart", "--service", "dashboard", "--json").stdout)[0]
         assert doc["pid"] == spare  # already imported: no cold start in the restart
         health = requests.get("http://127.0.0.1:%d/healthz" % port, timeout=5).json()
         assert health["pid"] == spare and time.time() - _iso(health["started_at"]) < 5  # started = activation
-        assert _armed_standby(tmp_path / "app") != spare  # and a new spare follows
+        assert _armed_spare(tmp_path / "app") != spare  # and a new spare follows
     finally:
         invoke(inventory, "stop")
     assert not any(_alive(pid) for pid in (spare,))
 
 
-def test_a_standby_with_stale_code_is_never_used(tmp_path, port):
+def test_a_spare_with_stale_code_is_never_used(tmp_path, port):
     import shutil
 
     code = tmp_path / "code"
     for part in ("dashboard", "remote"):
         shutil.copytree(ROOT / part, code / part, ignore=shutil.ignore_patterns("__pycache__"))
     app = tmp_path / "app"
-    args = [sys.executable, "-m", "remote.hostctl", "restart", "--app-dir", str(app), "--code-dir", str(code),
-            "--python", sys.executable, "--port", str(port)]
+    settings = {"code_dir": str(code), "python": sys.executable, "port": port}
     try:
-        assert json.loads(subprocess.run(args, cwd=code, capture_output=True, text=True).stdout)["ok"]
-        spare = _armed_standby(app)
+        assert json.loads(ctl_run(code, "restart", app, settings=settings).stdout)["ok"]
+        spare = _armed_spare(app)
         page = code / "dashboard" / "templates" / "index.html"
         os.utime(page, (time.time() + 10, time.time() + 10))  # the code changed after the spare loaded it
-        doc = json.loads(subprocess.run(args + ["--service", "dashboard"], cwd=code, capture_output=True,
-                                        text=True).stdout)
+        doc = json.loads(ctl_run(code, "restart", app, {"service": "dashboard"}, settings).stdout)
         assert doc["ok"] and doc["pid"] != spare
         deadline = time.monotonic() + 10
         while _alive(spare) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(spare)  # retired, not kept
     finally:
-        subprocess.run(args[:3] + ["stop", "--app-dir", str(app)], cwd=code, capture_output=True)
+        ctl_run(code, "stop", app)
 
 
 def _alive(pid):

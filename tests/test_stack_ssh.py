@@ -53,19 +53,24 @@ def state(host):
     return json.loads(Path(host.app_dir, "run", "state.json").read_text())
 
 
-def supervisors(host):
-    """pids of supervisor processes of this host's app_dir."""
+def processes(*words, uid=None):
+    """pids of the processes whose command line has every one of ``words`` (and, given, that owner)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 cmd = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
+                owner = os.stat("/proc/%s" % entry).st_uid
             except OSError:
                 continue
-            if any(b"supervisor.py" in part for part in cmd) and (
-                    str(Path(host.app_dir, "run", "supervisor.json")).encode() in cmd):
+            if all(w.encode() in cmd for w in words) and uid in (None, owner):
                 found.append(int(entry))
     return found
+
+
+def supervisors(host):
+    """pids of supervisor processes of this host's app_dir."""
+    return processes("remote.host.supervisor", str(Path(host.app_dir, "run", "supervisor.json")))
 
 
 def test_restart_from_nothing(lab, host):
@@ -181,7 +186,7 @@ def test_kill_9_of_the_dashboard_comes_back(lab, host):
     _wait_health(host, dash["pid"])
     if host.profile == "termux":  # no warm spare within Android's process budget
         time.sleep(2)
-        assert state(host)["standby_pid"] is None
+        assert state(host)["spare_pid"] is None
 
 
 class Webhook(http.server.BaseHTTPRequestHandler):
@@ -253,3 +258,28 @@ def test_a_host_without_a_release_is_told_to_deploy(lab):
     assert out.returncode == 1
     assert out.stdout.strip() == ("linux: FAILED: no release on this host (%s-empty/current is missing): "
                                   "run invoke deploy first" % linux.app_dir)
+
+
+def _ctl_logs_processes(host):
+    return processes("remote.host.ctl", "logs", uid=host.user.pw_uid)
+
+
+def test_logs_follow_ends_on_the_host_when_the_operator_goes_away(lab, host):
+    """The laptop's lid closes (the invoke process dies, its SSH connection with it): nothing stays behind."""
+    assert invoke(lab.inventory_path, "restart", "--host", host.name).returncode == 0
+    env = dict(os.environ, SULFUR_INVENTORY=str(lab.inventory_path))
+    follow = subprocess.Popen([sys.executable, "-m", "invoke", "logs", "--host", host.name, "--service", "supervisor",
+                               "--follow"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "supervisor[" in follow.stdout.readline()  # the backlog arrived: the host side runs
+        deadline = time.monotonic() + 20
+        while not _ctl_logs_processes(host) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _ctl_logs_processes(host)
+    finally:
+        follow.kill()  # SIGKILL: no goodbye, the TCP connection just closes
+        follow.wait()
+    deadline = time.monotonic() + 20
+    while _ctl_logs_processes(host) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ctl_logs_processes(host) == []

@@ -90,8 +90,11 @@ def test_reload_restarts_the_dashboard_on_the_held_socket(tmp_path, port):
     for part in ("dashboard", "remote"):
         shutil.copytree(ROOT / part, code / part, ignore=shutil.ignore_patterns("__pycache__"))
     app = tmp_path / "app"
-    proc = subprocess.Popen([sys.executable, "-m", "remote.hostctl", "dev", "--app-dir", str(app), "--code-dir",
-                             str(code), "--python", sys.executable, "--port", str(port), "--reload"], cwd=code,
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"protocol": 1, "command": "dev", "app_dir": str(app), "options": {},
+                                   "settings": {"code_dir": str(code), "python": sys.executable, "port": port,
+                                                "reload": True}}))
+    proc = subprocess.Popen([sys.executable, "-m", "remote.host.ctl", "dev", "--request", str(request)], cwd=code,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         first = _health(port)["pid"]

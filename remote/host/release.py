@@ -1,6 +1,6 @@
-"""Host side of releases: install, switch, deploy (verify, roll back), rollback, list, prune, autostart.
+"""Host side of releases: install, switch, deploy (verify, roll back), rollback, list, prune.
 
-Standard library only, Python 3.8+. A deploy is one hostctl command holding the host's operator lock
+A deploy is one ctl command holding the host's operator lock
 from the leftovers' cleanup to the health check, so two deploys never interleave. What a user keeps
 is never touched: shared/ (.env, data) is linked into releases, not copied; `current` and the
 previous release are never pruned; a failed release is kept, and named, for inspection.
@@ -8,15 +8,18 @@ previous release are never pruned; a failed release is kept, and named, for insp
 
 import calendar
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 
-from remote.hostctl import CODE_DIR, Failure, config_from, operator_lock, read_state, request, restart_locked
-from remote.hostfiles import Layout, error_tail
+from remote.host import CODE_DIR
+from remote.host.errors import Failure
+from remote.host.files import Layout, error_tail, read_json
+from remote.host.inbox import ask
+from remote.host.stack import operator_lock, restart_locked, service_state, stack_config
+from remote.host.system import open_paths
 
 STAMP = "%Y%m%d%H%M%S"
 BOT_GRACE = 3.0  # a bot still running this long after the switch counts as healthy
@@ -28,18 +31,13 @@ def progress(message):
     print("progress: " + message, flush=True)
 
 
-def releases_dir(paths):
-    return os.path.join(paths.app_dir, "releases")
-
-
 def current_stamp(paths):
-    link = os.path.join(paths.app_dir, "current")
-    return os.path.basename(os.path.realpath(link)) if os.path.islink(link) else None
+    return os.path.basename(os.path.realpath(paths.current)) if os.path.islink(paths.current) else None
 
 
 def stamps(paths):
     try:
-        return sorted(n for n in os.listdir(releases_dir(paths)) if n.isdigit() and len(n) == 14)
+        return sorted(n for n in os.listdir(paths.releases) if n.isdigit() and len(n) == 14)
     except OSError:
         return []
 
@@ -50,25 +48,13 @@ def stamps(paths):
 def in_use():
     """Files our processes hold open and directories they work in: an upload still in flight, or
     another deploy's unpacked release waiting for the lock, is one of them."""
-    found = set()
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            found.add(os.readlink("/proc/%s/cwd" % pid))
-            fds = os.listdir("/proc/%s/fd" % pid)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                found.add(os.readlink("/proc/%s/fd/%s" % (pid, fd)))
-            except OSError:
-                pass
-    return found
+    return {target for _, target in open_paths(with_cwd=True)}
 
 
 def clean_leftovers(paths, keep):
     """Half releases of interrupted deploys: .partial-* dirs and .incoming-* uploads that no process
     holds open or works in any more (a cut SSH connection, a killed deploy)."""
-    base, removed = releases_dir(paths), []
+    base, removed = paths.releases, []
     busy = in_use()
     for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
         path = os.path.realpath(os.path.join(base, name))
@@ -104,7 +90,7 @@ def environment(paths, release):
     if os.path.exists(os.path.join(release, "requirements.txt")):
         requirements.append(os.path.join(release, "requirements.txt"))
     digest = _digest(requirements, sys.executable)
-    venv = os.path.join(paths.app_dir, "venvs", digest)
+    venv = os.path.join(paths.venvs, digest)
     wheels = os.path.join(release, "_wheels")
     if os.path.exists(os.path.join(venv, ".complete")):
         return digest, True, 0
@@ -119,7 +105,7 @@ def environment(paths, release):
         pip += ["--no-index", "--find-links", wheels]
     for req in requirements:
         pip += ["-r", req]
-    count = sum(1 for req in requirements for line in open(req) if line.strip() and not line.startswith("#"))
+    count = sum(_requirement_count(req) for req in requirements)
     progress("installing %d requirements into venvs/%s" % (count, digest))
     out = subprocess.run(pip, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     if out.returncode != 0:
@@ -128,6 +114,11 @@ def environment(paths, release):
     open(os.path.join(venv, ".complete"), "w").close()
     packages = len([n for n in os.listdir(_site_packages(venv)) if n.endswith(".dist-info")])
     return digest, False, packages
+
+
+def _requirement_count(path):
+    with open(path) as handle:
+        return sum(1 for line in handle if line.strip() and not line.startswith("#"))
 
 
 def _site_packages(venv):
@@ -146,7 +137,7 @@ def install(paths, release, stamp, shared):
     """Environment, links into shared/, then the release renamed into place under a free stamp."""
     digest, reused, packages = environment(paths, release)
     shutil.rmtree(os.path.join(release, "_wheels"), ignore_errors=True)
-    relink(os.path.join(release, ".venv"), os.path.relpath(os.path.join(paths.app_dir, "venvs", digest), release))
+    relink(os.path.join(release, ".venv"), os.path.relpath(os.path.join(paths.venvs, digest), release))
     os.makedirs(paths.shared, exist_ok=True)
     for name in [".env"] + list(shared or []):
         target = os.path.join(paths.shared, name)
@@ -157,9 +148,9 @@ def install(paths, release, stamp, shared):
             shutil.rmtree(inside)  # the source's copy: shared/ is what the host keeps
         os.makedirs(os.path.dirname(inside), exist_ok=True)
         relink(inside, os.path.relpath(target, os.path.dirname(inside)))
-    while os.path.exists(os.path.join(releases_dir(paths), stamp)):  # two deploys in one second
+    while os.path.exists(os.path.join(paths.releases, stamp)):  # two deploys in one second
         stamp = next_stamp(stamp)
-    os.rename(release, os.path.join(releases_dir(paths), stamp))
+    os.rename(release, os.path.join(paths.releases, stamp))
     return {"stamp": stamp, "venv": digest, "venv_reused": reused, "packages": packages}
 
 
@@ -170,10 +161,10 @@ def next_stamp(stamp):
 
 def switch_to(paths, stamp):
     """current -> releases/<stamp>, atomically. Returns the stamp it pointed at before."""
-    if not os.path.isdir(os.path.join(releases_dir(paths), stamp)):
+    if not os.path.isdir(os.path.join(paths.releases, stamp)):
         raise Failure("no release %s on this host (invoke releases lists them)" % stamp)
     previous = current_stamp(paths)
-    relink(os.path.join(paths.app_dir, "current"), os.path.join("releases", stamp))
+    relink(paths.current, os.path.join("releases", stamp))
     return previous
 
 
@@ -190,9 +181,9 @@ def prune(paths, keep, protect):
     old = [s for s in stamps(paths) if s not in protect]
     removed = old[:max(0, len(stamps(paths)) - keep)]
     for stamp in removed:
-        shutil.rmtree(os.path.join(releases_dir(paths), stamp), ignore_errors=True)
-    used = {os.path.basename(os.path.realpath(os.path.join(releases_dir(paths), s, ".venv"))) for s in stamps(paths)}
-    venvs = os.path.join(paths.app_dir, "venvs")
+        shutil.rmtree(os.path.join(paths.releases, stamp), ignore_errors=True)
+    used = {os.path.basename(os.path.realpath(os.path.join(paths.releases, s, ".venv"))) for s in stamps(paths)}
+    venvs = paths.venvs
     for digest in os.listdir(venvs) if os.path.isdir(venvs) else []:
         if digest not in used:
             shutil.rmtree(os.path.join(venvs, digest), ignore_errors=True)
@@ -204,12 +195,11 @@ def prune(paths, keep, protect):
 
 def verify(paths, config, timeout):
     """Restart the stack on the new current, then the health check: dashboard and bot."""
-    result = restart_locked(paths, config, "all", False, 3.0, timeout)
+    result = restart_locked(paths, config, timeout=timeout)
     if config.get("bot_command"):
-        bot = read_state(paths).get("services", {}).get("bot", {})
-        pid, deadline = bot.get("pid"), time.time() + BOT_GRACE
-        while time.time() < deadline:
-            bot = read_state(paths).get("services", {}).get("bot", {})
+        pid, deadline = service_state(paths, "bot").get("pid"), time.monotonic() + BOT_GRACE
+        while time.monotonic() < deadline:
+            bot = service_state(paths, "bot")
             if bot.get("pid") != pid or bot.get("state") != "running":
                 raise Failure("the bot did not stay up (exit %s)" % bot.get("last_exit"),
                               bot.get("last_error") or error_tail(paths.log("bot")))
@@ -217,43 +207,43 @@ def verify(paths, config, timeout):
     return result
 
 
-def deploy(args):
-    started = time.time()
-    paths = Layout(args.app_dir)
+def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incoming=None, timeout=20.0,
+           lock_timeout=120.0, by=None):
+    """Install the release this ctl runs from, switch to it, verify it; roll back when it fails."""
+    started = time.monotonic()
+    paths = Layout(app_dir)
     paths.make()
-    lock = operator_lock(paths, args.lock_timeout, "deploy %s" % args.stamp)
-    try:
-        partial = CODE_DIR  # this hostctl runs from the release it installs (unpacked by the operator's exec)
+    with operator_lock(paths, lock_timeout, "deploy %s" % stamp):
+        partial = CODE_DIR  # this ctl runs from the release it installs (unpacked by the operator's exec)
         removed = clean_leftovers(paths, partial)
         if removed:
             progress("removed leftovers of an interrupted deploy: %s" % ", ".join(removed))
         try:
-            installed = install(paths, partial, args.stamp, args.shared)
+            installed = install(paths, partial, stamp, shared)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         stamp = installed["stamp"]
-        env_backup = _apply_env(paths, args.env_incoming, stamp)
+        env_backup = _apply_env(paths, env_incoming, stamp)
         progress("switching to %s" % stamp)
         previous = switch_to(paths, stamp)
-        config = config_from(args)  # after the switch: current/.venv exists now, even on a first deploy
+        # after the switch: current/.venv exists now, even on a first deploy; it runs from current, always
+        config = stack_config(app_dir, dict(settings, code_dir=paths.current, python=None))
         try:
-            health = verify(paths, config, args.timeout)
+            health = verify(paths, config, timeout)
         except Failure as exc:
-            rolled = _roll_back(paths, config, previous, env_backup, args.timeout)
-            record(paths, stamp, args.commit, args.by, "failed, " + rolled)
+            rolled = _roll_back(paths, config, previous, env_backup, timeout)
+            record(paths, stamp, commit, by, "failed, " + rolled)
             raise Failure("release %s failed its health check (%s); %s; the failed release is kept in "
                           "releases/%s" % (stamp, exc, rolled, stamp), exc.log_tail) from None
-        record(paths, stamp, args.commit, args.by, "ok")
-        pruned = prune(paths, args.keep, {stamp, previous})
+        record(paths, stamp, commit, by, "ok")
+        pruned = prune(paths, keep, {stamp, previous})
         return dict(installed, ok=True, previous=previous, pruned=pruned, pid=health["pid"],
-                    healthy_in=health["elapsed"], elapsed=time.time() - started)
-    finally:
-        lock.close()
+                    healthy_in=health["elapsed"], elapsed=time.monotonic() - started)
 
 
 def _apply_env(paths, incoming, stamp):
-    """--env-file: the uploaded .env replaces shared/.env (mode 600); the old one is kept to roll back."""
+    """The uploaded .env replaces shared/.env (mode 600); the old one is kept to roll back."""
     if not incoming:
         return None
     target = os.path.join(paths.shared, ".env")
@@ -270,134 +260,42 @@ def _roll_back(paths, config, previous, env_backup, timeout):
     if env_backup:
         os.replace(env_backup, os.path.join(paths.shared, ".env"))
     if not previous:  # a first deploy has nothing to go back to: stop rather than serve a broken release
-        os.unlink(os.path.join(paths.app_dir, "current"))
+        os.unlink(paths.current)
         try:
-            request(paths, "stop", "all", timeout)
+            ask(paths, "stop", "all", timeout)
         except Failure:
             pass
         return "no previous release to go back to: the stack is stopped"
     switch_to(paths, previous)
     try:
-        restart_locked(paths, config, "all", False, 3.0, timeout)
+        restart_locked(paths, config, timeout=timeout)
     except Failure as exc:
         return "rolled back to %s, which did not come up either: %s" % (previous, exc)
     return "rolled back to %s, which is serving" % previous
 
 
-def rollback(args):
-    paths = Layout(args.app_dir)
-    lock = operator_lock(paths, args.lock_timeout, "rollback")
-    try:
+def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=None):
+    """Switch to ``to`` (default: the newest release older than current) and restart on it."""
+    paths = Layout(app_dir)
+    with operator_lock(paths, lock_timeout, "rollback"):
         current, known = current_stamp(paths), stamps(paths)
-        target = args.to
+        target = to
         if not target:
             older = [s for s in known if current and s < current]
             if not older:
                 raise Failure("no release older than the current one (%s) to roll back to" % current)
             target = older[-1]
         previous = switch_to(paths, target)
-        health = restart_locked(paths, config_from(args), "all", False, 3.0, args.timeout)
-        record(paths, target, None, args.by, "rollback from %s" % previous)
+        health = restart_locked(paths, stack_config(app_dir, settings), timeout=timeout)
+        record(paths, target, None, by, "rollback from %s" % previous)
         return {"ok": True, "stamp": target, "previous": previous, "pid": health["pid"]}
-    finally:
-        lock.close()
 
 
-def list_releases(args):
-    paths = Layout(args.app_dir)
+def list_releases(app_dir):
+    paths = Layout(app_dir)
     current, out = current_stamp(paths), []
     for stamp in stamps(paths):
-        info = {}
-        try:
-            with open(os.path.join(releases_dir(paths), stamp, "REVISION.json")) as handle:
-                info = json.load(handle)
-        except (OSError, ValueError):
-            pass
+        info = read_json(os.path.join(paths.releases, stamp, "REVISION.json"))
         out.append({"stamp": stamp, "commit": info.get("commit"), "by": info.get("by"),
                     "current": stamp == current})
     return {"ok": True, "releases": out}
-
-
-
-
-
-# ------------------------------------------------------------------------------------ autostart
-
-UNIT_NAME = "sulfur-ops.service"
-BOOT_NAME = "sulfur-ops"
-UNIT = """[Unit]
-Description=Sulfur bot stack (sulfur-ops supervisor of {app_dir})
-After=network-online.target
-
-[Service]
-ExecStart={python} {app_dir}/current/remote/supervisor.py run {app_dir}/run/supervisor.json
-Restart=on-failure
-RestartSec=5
-TimeoutStopSec=30
-
-[Install]
-WantedBy=default.target
-"""
-BOOT = """#!{prefix}/bin/sh
-# sulfur-ops: start the Sulfur stack when the phone boots (needs the Termux:Boot app)
-termux-wake-lock
-exec {python} {app_dir}/current/remote/supervisor.py run {app_dir}/run/supervisor.json \\
-    >> {app_dir}/logs/supervisor.log 2>&1
-"""
-
-
-def autostart_paths():
-    home = os.path.expanduser("~")
-    return (os.path.join(home, ".config", "systemd", "user", UNIT_NAME),
-            os.path.join(home, ".termux", "boot", BOOT_NAME))
-
-
-def _run_quiet(argv):
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 1, str(exc)
-    return out.returncode, (out.stderr or out.stdout).strip()
-
-
-def autostart(args):
-    """A systemd user unit (Linux) or a Termux:Boot script (Termux) that starts the supervisor."""
-    from remote.agent import detect_platform, which
-
-    paths = Layout(args.app_dir)
-    unit, boot = autostart_paths()
-    termux = detect_platform() == "termux"
-    target, notes = (boot if termux else unit), []
-    systemctl = None if termux else which("systemctl")
-    if args.remove:
-        if systemctl:
-            _run_quiet([systemctl, "--user", "disable", UNIT_NAME])
-        for path in (unit, boot):
-            if os.path.exists(path):
-                os.unlink(path)
-        return {"ok": True, "action": "removed", "path": target, "notes": notes}
-    if not os.path.exists(paths.config):
-        raise Failure("no supervisor settings on this host yet (run/supervisor.json): run invoke restart once first")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    values = {"python": sys.executable, "app_dir": paths.app_dir, "prefix": os.environ.get("PREFIX", "/usr")}
-    with open(target + ".tmp", "w") as handle:
-        handle.write((BOOT if termux else UNIT).format(**values))
-    os.chmod(target + ".tmp", 0o755 if termux else 0o644)
-    os.replace(target + ".tmp", target)
-    if termux:
-        notes.append("runs at boot once the Termux:Boot app is installed and opened once")
-    elif not systemctl:
-        notes.append("systemctl not found: the unit is written, enable it with your init system")
-    else:
-        for argv in ([systemctl, "--user", "daemon-reload"], [systemctl, "--user", "enable", UNIT_NAME]):
-            code, said = _run_quiet(argv)
-            if code != 0:
-                why = (said.splitlines() or ["no user manager"])[-1]
-                notes.append("systemctl --user is not available here (%s): the unit is written; enable it with "
-                             "systemctl --user enable %s in a login session" % (why, UNIT_NAME))
-                break
-        code, said = _run_quiet(["loginctl", "show-user", os.environ.get("USER", ""), "-p", "Linger"])
-        if "Linger=yes" not in said:
-            notes.append("lingering is off: the stack starts at your login, not at boot; an admin can run "
-                         "loginctl enable-linger %s" % os.environ.get("USER", "USER"))
-    return {"ok": True, "action": "installed", "path": target, "notes": notes}

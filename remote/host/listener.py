@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 #: first inherited descriptor in the systemd socket-activation protocol (sd_listen_fds)
 SD_LISTEN_FDS_START = 3
@@ -188,23 +188,16 @@ def _bind_failure(host: str, port: int, exc: OSError, who: Optional[str]) -> str
     return "cannot bind %s:%d: %s" % (host, port, exc.strerror or exc)
 
 
-def get_listener(
-    host: str,
-    port: object,
-    reuse_port: bool = False,
-    retries: int = 5,
-    backoff: float = 2.0,
-    log: Callable[[str], None] = lambda line: None,
-    holder: Callable[[int], Optional[str]] = lambda port: None,
-) -> Listener:
-    """The inherited socket when a parent passed one, else a socket created by create_listener."""
+def get_listener(host: str, port: object, log: Callable[[str], None] = lambda line: None,
+                 **options: Any) -> Listener:
+    """The inherited socket when a parent passed one, else create_listener(host, port, **options)."""
     sock = inherited_socket()
     if sock is not None:
         log("using inherited listening socket (LISTEN_FDS) on %s" % (sock.getsockname(),))
         reuse = hasattr(socket, "SO_REUSEPORT") and bool(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
         return Listener(sock, inherited=True, reuse_port=reuse, attempts=0)
-    return create_listener(host, port, reuse_port, retries, backoff, log, holder)
+    return create_listener(host, port, log=log, **options)
 
 
 def notify_ready(status: str = "") -> bool:

@@ -1,29 +1,32 @@
-"""Files the host side shares: where things live under app_dir, atomic JSON, .env, pidfiles, logs.
+"""Files the host side shares: where things live under app_dir, atomic JSON, .env, logs.
 
-Standard library only, Python 3.8+: the supervisor, hostctl, hostrelease and the dashboard use it.
+The supervisor, the stack and release libraries, the agent and the dashboard all use it.
 """
 
 import json
 import os
 import re
 
-from dashboard.logtail import last_lines
-from remote import agent
+from remote.host.logtail import last_lines
 
 ERROR_LINE = re.compile(r"error|exception|traceback|failed|in use", re.I)
 LOG_CAP = 5 * 1024 * 1024
 
 
 class Layout:
-    """Where things live under app_dir (DESIGN.md, Host layout)."""
+    """Where things live under app_dir (docs/architecture.md, "The host layout")."""
 
     def __init__(self, app_dir):
         self.app_dir = os.path.abspath(os.path.expanduser(app_dir))
         self.run, self.logs = os.path.join(self.app_dir, "run"), os.path.join(self.app_dir, "logs")
         self.shared = os.path.join(self.app_dir, "shared")
+        self.releases = os.path.join(self.app_dir, "releases")
+        self.current = os.path.join(self.app_dir, "current")
+        self.venvs = os.path.join(self.app_dir, "venvs")
         self.state = os.path.join(self.run, "state.json")
         self.config = os.path.join(self.run, "supervisor.json")
-        self.lock = os.path.join(self.run, "supervisor.lock")
+        self.supervisor_lock = os.path.join(self.run, "supervisor.lock")  # held by the running supervisor
+        self.operator_lock = os.path.join(self.run, "lock")  # one operator action at a time
         self.pidfile = os.path.join(self.run, "supervisor.pid")
         self.commands = os.path.join(self.run, "commands")
 
@@ -35,12 +38,33 @@ class Layout:
             os.makedirs(path, exist_ok=True)
 
 
+def existing_parent(path):
+    """``path`` or its nearest existing ancestor. Stops where dirname stops changing, so a relative
+    or empty path ends at '' instead of looping."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path or "."
+
+
 def write_json(path, data):
     """Atomic: readers see the old document or the new one, never half of one."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
     with open(tmp, "w") as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def read_json(path):
+    """A JSON object from a file, or {} when it is missing or unreadable."""
+    try:
+        with open(path) as handle:
+            doc = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def read_env_file(path):
@@ -65,11 +89,6 @@ def read_env_file(path):
     return env
 
 
-def pidfile_line(pid):
-    info = agent.process_info(pid)
-    return "%d %s %s\n" % (pid, info["start"], info["cmdline"] or "")
-
-
 def error_tail(path, count=20):
     """Up to 5 lines that look like the error, else the last ``count`` lines of the log."""
     lines = last_lines(path, 400)
@@ -90,12 +109,3 @@ def rotate(path, copy=False):
             os.replace(path, path + ".1")
     except OSError:
         pass
-
-
-def read_pid(pidfile):
-    """The pid in a pidfile, only while that process still has the recorded start time."""
-    record = agent.read_pidfile(pidfile)
-    try:
-        return record[0] if record and agent.process_start(record[0]) == record[1] else None
-    except (OSError, ValueError, IndexError):  # gone, or a zombie
-        return None

@@ -1,0 +1,110 @@
+"""The agent's operations (port-status, free-port, doctor, disk space), each written once for every runner.
+
+The agent travels inside the command itself: remote/host/agent.py and the host modules it imports,
+compressed behind `python -S -c`, so a host needs no release, no /tmp and no /usr/bin/env for it, and
+each operation is one exec round trip. Its request goes on stdin like every host command's.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import functools
+import json
+import shlex
+import zlib
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from remote.host import CODE_DIR
+
+from .connections import Runner, call
+from .errors import HostError
+from .inventory import Host
+
+HOST_DIR = Path(CODE_DIR) / "remote" / "host"
+AGENT_TIMEOUT = 60.0
+_BOOT = ("import base64,json,sys,types,zlib\n"
+         "for p in ('remote','remote.host'):\n m=types.ModuleType(p);m.__path__=[];sys.modules[p]=m\n"
+         "for n,s in json.loads(zlib.decompress(base64.b64decode('%s'))):\n"
+         " m=types.ModuleType(n);m.__file__='<agent>/'+n;sys.modules[n]=m;exec(compile(s,n,'exec'),m.__dict__)\n"
+         " setattr(sys.modules[n.rpartition('.')[0]],n.rpartition('.')[2],m)\n"
+         "sys.exit(sys.modules['remote.host.agent'].main())")
+
+
+def _host_imports(name: str) -> List[str]:
+    """The remote.host modules that module ``name`` imports (its own source says)."""
+    tree = ast.parse((HOST_DIR / (name.rsplit(".", 1)[1] + ".py")).read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("remote.host"):
+            if node.module == "remote.host":
+                found += ["remote.host." + alias.name for alias in node.names]
+            else:
+                found.append(node.module)
+    return [n for n in found if (HOST_DIR / (n.rsplit(".", 1)[1] + ".py")).exists()]
+
+
+def bundle(root: str = "remote.host.agent") -> List[str]:
+    """``root`` and every host module it needs, each after the modules it imports."""
+    order: List[str] = []
+
+    def visit(name: str, path: tuple) -> None:
+        if name in order:
+            return
+        if name in path:
+            raise RuntimeError("import cycle in the agent's modules: %s" % " -> ".join(path + (name,)))
+        for dep in _host_imports(name):
+            visit(dep, path + (name,))
+        order.append(name)
+
+    visit(root, ())
+    return order
+
+
+@functools.lru_cache(maxsize=1)
+def bootstrap() -> str:
+    modules = [(n, (HOST_DIR / (n.rsplit(".", 1)[1] + ".py")).read_text()) for n in bundle()]
+    payload = base64.b64encode(zlib.compress(json.dumps(modules).encode(), 9)).decode()
+    return _BOOT % payload
+
+
+def agent_command(host: Host) -> str:
+    """The shell command that runs the agent with the host's own interpreter (never via env)."""
+    # -S: the agent is stdlib-only, so skip site-packages (faster start, nothing of the host leaks in)
+    return " ".join(shlex.quote(a) for a in (host.python, "-S", "-c", bootstrap()))
+
+
+def call_agent(runner: Runner, host: Host, command: str, timeout: float = AGENT_TIMEOUT,
+               **request: Any) -> Dict[str, Any]:
+    """Run one agent operation; its JSON document, or HostError with the reason in one line."""
+    try:
+        return call(runner, host, agent_command(host), dict(request, command=command), "agent", timeout)
+    except HostError as exc:
+        if "not found" in str(exc) or "exit status 127" in str(exc):
+            raise HostError("%s not found on the host: set `python:` for it in the inventory" % host.python) from None
+        raise
+
+
+def port_status(runner: Runner, host: Host, port: Optional[int] = None) -> Dict[str, Any]:
+    return call_agent(runner, host, "probe", port=port or host.dashboard_port, app_dir=host.app_dir)
+
+
+def free_port(runner: Runner, host: Host, port: Optional[int] = None, force: bool = False,
+              grace: float = 3.0) -> Dict[str, Any]:
+    return call_agent(runner, host, "free", AGENT_TIMEOUT + 2 * grace, port=port or host.dashboard_port,
+                      app_dir=host.app_dir, force=force, grace=grace)
+
+
+def doctor(runner: Runner, host: Host) -> Dict[str, Any]:
+    doc = call_agent(runner, host, "doctor", port=host.dashboard_port, app_dir=host.app_dir)
+    doc["reachable"] = True
+    doc["auth"] = not host.is_local
+    if doc.get("platform") and doc["platform"] != host.platform:
+        doc["warning"] = "inventory says platform %s, the host is %s" % (host.platform, doc["platform"])
+    return doc
+
+
+def disk_free(runner: Runner, host: Host, path: str) -> Dict[str, Any]:
+    """Free bytes where ``path`` is (or will be: its nearest existing parent)."""
+    return call_agent(runner, host, "space", port=0, app_dir=path)

@@ -1,0 +1,133 @@
+"""The operations that run the host's ctl: restart, start, stop, status, logs, rollback, releases, autostart.
+
+Each is one exec of `python -S -m remote.host.ctl COMMAND` from the host's current release
+(app_dir/current), or, for a local host without a release, from this checkout with this Python: the
+same host-side code for every transport. Options and settings travel in the request on stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import tempfile
+from typing import Any, Callable, Dict, List, Optional
+
+from remote.host import CODE_DIR
+from remote.host.contract import PROTOCOL
+
+from .connections import RequestStream, Runner, call
+from .inventory import Host
+
+NO_RELEASE = 3  # exit status of the shell guard below
+
+
+def shell_path(path: str) -> str:
+    """Quote a path for sh, leaving a leading ~/ to the host's shell (quotes would stop the expansion)."""
+    if path == "~" or path.startswith("~/"):
+        return "~/" + shlex.quote(path[2:]) if len(path) > 2 else "~"
+    return shlex.quote(path)
+
+
+def code_location(host: Host) -> Dict[str, Optional[str]]:
+    """Where the stack's code runs from: the release, or this checkout for a local dev host."""
+    release = "%s/current" % host.app_dir.rstrip("/")
+    if host.is_local and not os.path.exists(os.path.expanduser(release)):
+        return {"code_dir": CODE_DIR, "python": sys.executable, "dashboard_python": sys.executable}
+    return {"code_dir": release, "python": host.python, "dashboard_python": None}
+
+
+def stack_settings(host: Host) -> Dict[str, Any]:
+    """The inventory's settings for the supervisor (contract.StackSettings)."""
+    where = code_location(host)
+    return {"code_dir": where["code_dir"], "python": where["dashboard_python"], "host": host.dashboard_host,
+            "port": host.dashboard_port, "bot_command": host.bot_command, "alert_webhook": host.alert_webhook,
+            "wake_lock": host.wake_lock}
+
+
+def ctl_request(host: Host, command: str, options: Optional[Dict[str, Any]] = None,
+                settings: bool = False) -> Dict[str, Any]:
+    request = {"protocol": PROTOCOL, "command": command, "app_dir": host.app_dir, "options": options or {}}
+    if settings:
+        request["settings"] = stack_settings(host)
+    return request
+
+
+def ctl_command(host: Host, command: str, code_dir: Optional[str] = None, python: Optional[str] = None) -> str:
+    """The shell command for one ctl call from the current release (or ``code_dir``)."""
+    where = code_location(host)
+    code_dir = code_dir or where["code_dir"]
+    missing = json.dumps({"ok": False, "protocol": PROTOCOL, "log_tail": [],
+                          "error": "no release on this host (%s is missing): run invoke deploy first" % code_dir})
+    return "cd %s 2>/dev/null || { echo %s; exit %d; }; exec %s -S -m remote.host.ctl %s" % (
+        shell_path(code_dir), shlex.quote(missing), NO_RELEASE, shlex.quote(python or where["python"]), command)
+
+
+def call_ctl(runner: Runner, host: Host, command: str, options: Optional[Dict[str, Any]] = None,
+             settings: bool = False, timeout: float = 60.0, code_dir: Optional[str] = None,
+             prefix: str = "", progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """One ctl command; its checked answer. ``prefix`` runs first in the same exec (deploy unpacks)."""
+    line = prefix + ctl_command(host, command, code_dir)
+    return call(runner, host, line, ctl_request(host, command, options, settings), "ctl", timeout, progress)
+
+
+def restart(runner: Runner, host: Host, service: str = "all", force: bool = False, timeout: float = 20.0,
+            start_only: bool = False) -> Dict[str, Any]:
+    options: Dict[str, Any] = {"timeout": timeout, "force": force}
+    if not start_only:
+        options["service"] = service
+    doc = call_ctl(runner, host, "start" if start_only else "restart", options, settings=True,
+                   timeout=timeout * 3 + 30)
+    if doc.get("ok"):
+        where = host.dashboard_host
+        if where in ("0.0.0.0", "::") and not host.is_local:
+            where = host.hostname
+        doc["url"] = "http://%s:%s" % ("[%s]" % where if ":" in where else where, host.dashboard_port)
+    return doc
+
+
+def stop(runner: Runner, host: Host, service: str = "all", timeout: float = 20.0) -> Dict[str, Any]:
+    return call_ctl(runner, host, "stop", {"service": service, "timeout": timeout}, timeout=timeout * 2 + 30)
+
+
+def status(runner: Runner, host: Host) -> Dict[str, Any]:
+    return call_ctl(runner, host, "status")
+
+
+def rollback(runner: Runner, host: Host, to: Optional[str] = None, timeout: float = 20.0,
+             by: Optional[str] = None) -> Dict[str, Any]:
+    return call_ctl(runner, host, "rollback", {"to": to, "timeout": timeout, "by": by}, settings=True,
+                    timeout=timeout * 3 + 60)
+
+
+def releases(runner: Runner, host: Host) -> Dict[str, Any]:
+    return call_ctl(runner, host, "releases")
+
+
+def autostart(runner: Runner, host: Host, remove: bool = False) -> Dict[str, Any]:
+    return call_ctl(runner, host, "autostart", {"remove": remove})
+
+
+def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool) -> None:
+    """The log's text straight to this terminal; with ``follow``, until Ctrl+C (stdin stays open
+    until then, and the host side stops when it ends)."""
+    request = ctl_request(host, "logs", {"service": service, "lines": lines, "follow": follow})
+    runner.run(ctl_command(host, "logs"), warn=True, in_stream=RequestStream(request, hold=follow))
+
+
+def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool) -> List[str]:
+    """`invoke dev`: ctl dev in the foreground, from this checkout, app dir var/dev.
+
+    The terminal stays its stdin (Ctrl+C), so the request goes in a private file that ctl removes."""
+    from dashboard.settings import DEV_APP_DIR
+
+    app_dir = os.environ.get("DASHBOARD_APP_DIR") or str(DEV_APP_DIR)
+    settings = {"code_dir": CODE_DIR, "python": sys.executable, "port": port or host.dashboard_port,
+                "host": "127.0.0.1", "bot_command": host.bot_command, "reload": reload}
+    request = {"protocol": PROTOCOL, "command": "dev", "app_dir": app_dir, "options": {"force": force},
+               "settings": settings}
+    fd, path = tempfile.mkstemp(prefix="sulfur-dev-", suffix=".json")  # mode 600
+    with os.fdopen(fd, "w") as handle:
+        json.dump(request, handle)
+    return [sys.executable, "-m", "remote.host.ctl", "dev", "--request", path]

@@ -1,0 +1,126 @@
+"""Start the stack at boot: a systemd user unit on Linux, a Termux:Boot script on Termux.
+
+Both start the supervisor of the *current* release with the settings the last restart saved in
+run/supervisor.json. Units written by releases before remote/host/ existed name remote/supervisor.py,
+which is kept as a shim for them.
+"""
+
+import os
+import shlex
+import subprocess
+import sys
+
+from remote.host.errors import Failure
+from remote.host.files import Layout
+from remote.host.system import detect_platform, which
+
+UNIT_NAME = "sulfur-ops.service"
+BOOT_NAME = "sulfur-ops"
+UNIT = """[Unit]
+Description=Sulfur bot stack (sulfur-ops supervisor of {description})
+After=network-online.target
+
+[Service]
+WorkingDirectory={current}
+ExecStart={python} -S -m remote.host.supervisor run {config}
+Restart=on-failure
+RestartSec=5
+TimeoutStopSec=30
+
+[Install]
+WantedBy=default.target
+"""
+BOOT = """#!{prefix}/bin/sh
+# sulfur-ops: start the Sulfur stack when the phone boots (needs the Termux:Boot app)
+termux-wake-lock
+cd {current} || exit 1
+exec {python} -S -m remote.host.supervisor run {config} >> {log} 2>&1
+"""
+
+
+def autostart_paths():
+    home = os.path.expanduser("~")
+    return (os.path.join(home, ".config", "systemd", "user", UNIT_NAME),
+            os.path.join(home, ".termux", "boot", BOOT_NAME))
+
+
+def _plain(value, what):
+    """A value written into a unit or script: no control characters (a newline would add a line)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise Failure("%s %r has control characters: it cannot go into a boot script" % (what, value))
+    return value
+
+
+def systemd_quote(value):
+    """One word for ExecStart=: double-quoted, with systemd's specifier (%) and variable ($) signs doubled."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return '"%s"' % escaped
+
+
+def unit_text(paths, python):
+    return UNIT.format(description=paths.app_dir.replace("%", "%%"), current=paths.current.replace("%", "%%"),
+                       python=systemd_quote(python), config=systemd_quote(paths.config))
+
+
+def boot_text(paths, python, prefix):
+    if not prefix.startswith("/") or any(c.isspace() for c in prefix):
+        raise Failure("PREFIX %r is not a plain absolute path: cannot write the boot script's #! line" % prefix)
+    return BOOT.format(prefix=prefix, current=shlex.quote(paths.current), python=shlex.quote(python),
+                       config=shlex.quote(paths.config), log=shlex.quote(paths.log("supervisor")))
+
+
+def _run_quiet(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 1, str(exc)
+    return out.returncode, (out.stderr or out.stdout).strip()
+
+
+def autostart(app_dir, remove=False):
+    """Install (or remove) the unit or boot script; notes say what the host still lacks."""
+    paths = Layout(app_dir)
+    unit, boot = autostart_paths()
+    termux = detect_platform() == "termux"
+    target, notes = (boot if termux else unit), []
+    systemctl = None if termux else which("systemctl")
+    if remove:
+        if systemctl:
+            _run_quiet([systemctl, "--user", "disable", UNIT_NAME])
+        for path in (unit, boot):
+            if os.path.exists(path):
+                os.unlink(path)
+        return {"ok": True, "action": "removed", "path": target, "notes": notes}
+    if not os.path.exists(paths.config):
+        raise Failure("no supervisor settings on this host yet (run/supervisor.json): run invoke restart once first")
+    python = _plain(sys.executable, "the interpreter")
+    _plain(paths.app_dir, "app_dir")
+    text = boot_text(paths, python, os.environ.get("PREFIX", "/usr")) if termux else unit_text(paths, python)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target + ".tmp", "w") as handle:
+        handle.write(text)
+    os.chmod(target + ".tmp", 0o700 if termux else 0o600)
+    os.replace(target + ".tmp", target)
+    if termux:
+        notes.append("runs at boot once the Termux:Boot app is installed and opened once")
+    elif not systemctl:
+        notes.append("systemctl not found: the unit is written, enable it with your init system")
+    else:
+        notes.extend(_enable(systemctl))
+    return {"ok": True, "action": "installed", "path": target, "notes": notes}
+
+
+def _enable(systemctl):
+    notes = []
+    for argv in ([systemctl, "--user", "daemon-reload"], [systemctl, "--user", "enable", UNIT_NAME]):
+        code, said = _run_quiet(argv)
+        if code != 0:
+            why = (said.splitlines() or ["no user manager"])[-1]
+            notes.append("systemctl --user is not available here (%s): the unit is written; enable it with "
+                         "systemctl --user enable %s in a login session" % (why, UNIT_NAME))
+            break
+    code, said = _run_quiet(["loginctl", "show-user", os.environ.get("USER", ""), "-p", "Linger"])
+    if "Linger=yes" not in said:
+        notes.append("lingering is off: the stack starts at your login, not at boot; an admin can run "
+                     "loginctl enable-linger %s" % os.environ.get("USER", "USER"))
+    return notes

@@ -1,0 +1,289 @@
+"""The contract between the operator and the host side: what goes in, what comes out, which version.
+
+The operator runs the host's *current* release, which may be older or newer than the operator's own
+code, so both directions carry a ``protocol`` number:
+
+- a request is one JSON line on the command's stdin (settings and secrets never go on the command
+  line, where every user of the host sees them in ``ps``); ``ctl --request FILE`` reads it from a
+  file instead, for ``invoke dev``, whose stdin is the user's terminal;
+- an answer is one JSON document, the last line of stdout, with the host's ``protocol`` in it.
+
+A request with a protocol this code does not speak is answered with ``kind: "protocol"`` and this
+side's number, so the operator can say which side to update. The TypedDicts below are the documents
+each command answers; ``docs/architecture.md`` explains how to change them (bump PROTOCOL when a
+field changes meaning or a request needs something an older host lacks).
+
+Long-running commands (``logs --follow``, and any that stream) end when their SSH channel closes:
+``Stdin.closed()`` sees the end of stdin (or the ETX byte invoke sends on Ctrl+C).
+"""
+
+import json
+import os
+import select
+import sys
+from typing import Any, Dict, List, Optional
+
+from remote.host.errors import BadRequest, ProtocolMismatch
+
+try:  # typing.TypedDict exists from Python 3.8 on; it documents, nothing checks it at run time
+    from typing import TypedDict
+except ImportError:  # pragma: no cover
+    TypedDict = dict  # type: ignore
+
+#: bump when a request or an answer changes in a way the other side must know about
+PROTOCOL = 1
+#: the oldest operator protocol this host side still answers
+MIN_PROTOCOL = 1
+ETX = b"\x03"
+
+
+# ------------------------------------------------------------------------------------ requests
+
+
+class AgentRequest(TypedDict, total=False):
+    protocol: int
+    command: str            # probe | free | doctor
+    port: int
+    app_dir: str
+    force: bool             # free: also stop a holder that is not ours
+    grace: float            # free: seconds between SIGTERM and SIGKILL
+
+
+class StackSettings(TypedDict, total=False):
+    """How the supervisor runs the stack; a change of these replaces the supervisor."""
+    code_dir: str
+    python: Optional[str]   # the dashboard's interpreter (None: the release's .venv, else this one)
+    host: str               # dashboard bind address
+    port: int
+    bot_command: Optional[str]
+    alert_webhook: Optional[str]   # secret: only ever on stdin and in run/supervisor.json (mode 600)
+    wake_lock: bool
+    max_failures: int
+    reload: bool
+
+
+class CtlRequest(TypedDict, total=False):
+    protocol: int
+    command: str            # also the first argument on the command line, for ps and old hosts
+    app_dir: str
+    options: Dict[str, Any]  # the command's own options (ctl.COMMANDS lists them)
+    settings: StackSettings  # restart, start, dev, deploy, rollback
+
+
+# ------------------------------------------------------------------------------------- answers
+
+
+class Answer(TypedDict, total=False):
+    protocol: int
+    ok: bool
+    error: Optional[str]
+    kind: str               # on failure: failed | request | protocol
+    log_tail: List[str]     # on failure: the lines of the log that say why
+
+
+class Listener(TypedDict, total=False):
+    pid: Optional[int]
+    process: Optional[str]
+    cmdline: Optional[str]
+    user: Optional[str]
+    address: str
+    managed: bool           # our stack's process for this app_dir
+    via: str                # how a hidden owner was found: pidfile | our process list
+
+
+class Tried(TypedDict):
+    method: str
+    ok: bool
+    detail: str
+
+
+class ProbeAnswer(Answer, total=False):
+    port: int
+    state: str              # free | listening | time_wait | unknown
+    listeners: List[Listener]
+    time_wait: Optional[int]
+    method: Optional[str]
+    tried: List[Tried]
+
+
+class FreeAnswer(ProbeAnswer, total=False):
+    stopped: List[Dict[str, Any]]   # listeners, each with the signal that ended it
+    refused: List[Dict[str, Any]]   # listeners, each with the reason it was left alone
+    listeners_before: List[Listener]
+
+
+class DoctorMethod(TypedDict):
+    method: str
+    ok: bool
+    owner: bool             # it could name the agent's own pid
+    detail: str
+
+
+class DoctorAnswer(Answer, total=False):
+    platform: str
+    python: str
+    python_path: str
+    user: str
+    uname: str
+    methods: List[DoctorMethod]
+    app_dir: str
+    app_dir_exists: bool
+    app_dir_writable: bool
+    disk_free: Optional[int]
+    autostart: List[str]
+
+
+class ServiceState(TypedDict, total=False):
+    state: str              # stopped | starting | running | backoff | failed
+    pid: Optional[int]
+    started_at: Optional[float]     # wall clock, for people
+    restarts: int
+    failures: int
+    last_exit: Optional[int]
+    last_error: List[str]
+    log: str
+
+
+class RestartAnswer(Answer, total=False):
+    action: str             # started | restarted | already running | restarted the supervisor (... changed)
+    pid: Optional[int]      # the dashboard's
+    port: int
+    port_before: str
+    elapsed: float
+
+
+class StopAnswer(Answer, total=False):
+    action: str
+
+
+class StatusAnswer(Answer, total=False):
+    supervisor: Dict[str, Any]      # running, pid, port
+    services: Dict[str, ServiceState]
+    now: float
+
+
+class DeployAnswer(Answer, total=False):
+    stamp: str
+    venv: str
+    venv_reused: bool
+    packages: int
+    previous: Optional[str]
+    pruned: List[str]
+    pid: Optional[int]
+    healthy_in: float
+    elapsed: float
+
+
+class RollbackAnswer(Answer, total=False):
+    stamp: str
+    previous: Optional[str]
+    pid: Optional[int]
+
+
+class ReleaseInfo(TypedDict):
+    stamp: str
+    commit: Optional[str]
+    by: Optional[str]
+    current: bool
+
+
+class ReleasesAnswer(Answer, total=False):
+    releases: List[ReleaseInfo]
+
+
+class AutostartAnswer(Answer, total=False):
+    action: str             # installed | removed
+    path: str
+    notes: List[str]
+
+
+# ------------------------------------------------------------------------------- the wire
+
+
+def answer(doc, exit_code=None):
+    """Print ``doc`` as the command's answer (one line, the host's protocol in it); the exit status."""
+    doc = dict(doc, protocol=PROTOCOL)
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+    return exit_code if exit_code is not None else (0 if doc.get("ok") else 1)
+
+
+def failure(exc):
+    """The answer for a Failure: its message, its kind, the log lines that explain it."""
+    return {"ok": False, "error": str(exc), "kind": exc.kind, "log_tail": exc.log_tail}
+
+
+def check_protocol(request):
+    """Refuse a request from an operator whose protocol this release does not speak."""
+    theirs = request.get("protocol")
+    if not isinstance(theirs, int):
+        raise BadRequest("the request has no protocol number: it was not sent by sulfur-ops")
+    if theirs > PROTOCOL:
+        raise ProtocolMismatch("the operator speaks protocol %d, this release %d: deploy a newer release"
+                               % (theirs, PROTOCOL))
+    if theirs < MIN_PROTOCOL:
+        raise ProtocolMismatch("the operator speaks protocol %d, this release needs %d or newer: update "
+                               "sulfur-ops on the operator's machine" % (theirs, MIN_PROTOCOL))
+    return request
+
+
+class Stdin:
+    """The command's stdin: one request line first, then watched for its end.
+
+    Reads with os.read, not sys.stdin: a buffered reader could swallow the end of the stream, and a
+    long-running command must see it to stop when the operator goes away.
+    """
+
+    def __init__(self, fd=0):
+        self.fd, self.buffer, self.eof = fd, b"", False
+
+    def _fill(self):
+        data = os.read(self.fd, 65536)
+        if data:
+            self.buffer += data
+        else:
+            self.eof = True
+
+    def request(self):
+        """The first line, as a dict; BadRequest when there is none or it is not JSON."""
+        while b"\n" not in self.buffer and not self.eof:
+            self._fill()
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return parse_request(line)
+
+    def closed(self, timeout):
+        """True once stdin has ended (the SSH channel closed) or brought ETX (Ctrl+C); waits up to
+        ``timeout`` seconds for either."""
+        if self.eof or ETX in self.buffer:
+            return True
+        try:
+            ready = select.select([self.fd], [], [], timeout)[0]
+            if ready:
+                self._fill()
+        except (OSError, ValueError):
+            self.eof = True
+        return self.eof or ETX in self.buffer
+
+
+def parse_request(raw):
+    """One request document from bytes; BadRequest with the reason when it is not one."""
+    if not raw.strip():
+        raise BadRequest("no request on stdin: this command is run by sulfur-ops (invoke ...), not by hand")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        raise BadRequest("the request is not JSON: %s" % exc) from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the request is not a JSON object")
+    return check_protocol(doc)
+
+
+def read_request_file(path):
+    """A request left in a file (mode 600) by the operator; the file is removed once read."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        os.unlink(path)
+    except OSError as exc:
+        raise BadRequest("cannot read the request file %s: %s" % (path, exc.strerror)) from None
+    return parse_request(raw)

@@ -1,0 +1,132 @@
+"""`python -S -m remote.host.ctl COMMAND`: the one entry the operator runs on a host (and locally).
+
+Thin on purpose: it reads the request (contract.py), checks the command's options against COMMANDS,
+calls the library that does the work (stack, release, autostart) and prints its answer. Run from the
+host's current release (or a release being installed, or the checkout for a local dev host), so a
+whole restart or deploy is one exec round trip and the same code serves every transport.
+"""
+
+import os
+import sys
+
+from remote.host import autostart, contract, release, stack
+from remote.host.errors import BadRequest, Failure
+from remote.host.files import Layout
+from remote.host.logtail import LogFollower, last_lines
+
+_LOCK = {"timeout": (float, 20.0), "lock_timeout": (float, 120.0), "by": (str, None)}
+#: command -> its options: name -> (type, default). Settings go to the commands in SETTINGS_COMMANDS.
+COMMANDS = {
+    "restart": {"service": (str, "all"), "force": (bool, False), "grace": (float, 3.0), "timeout": (float, 20.0)},
+    "start": {"force": (bool, False), "grace": (float, 3.0), "timeout": (float, 20.0)},
+    "stop": {"service": (str, "all"), "timeout": (float, 20.0)},
+    "status": {},
+    "logs": {"service": (str, "dashboard"), "lines": (int, 50), "follow": (bool, False)},
+    "dev": {"force": (bool, False), "grace": (float, 3.0)},
+    "deploy": dict(_LOCK, stamp=(str, None), commit=(str, None), keep=(int, 5), shared=(list, []),
+                   env_incoming=(str, None)),
+    "rollback": dict(_LOCK, to=(str, None)),
+    "releases": {},
+    "autostart": {"remove": (bool, False)},
+}
+SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback")
+SERVICES = ("dashboard", "bot", "all")
+
+
+def options(command, given):
+    """The command's options with defaults filled in; BadRequest for an unknown or ill-typed one."""
+    spec = COMMANDS[command]
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise BadRequest("%s takes no option %s (it takes: %s)" % (command, ", ".join(unknown),
+                                                                  ", ".join(sorted(spec)) or "none"))
+    out = {}
+    for name, (kind, default) in spec.items():
+        value = given.get(name, default)
+        if value is not None and kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if value is not None and not isinstance(value, kind):
+            raise BadRequest("%s: option %s must be %s, not %r" % (command, name, kind.__name__, value))
+        out[name] = value
+    if "service" in out and out["service"] not in SERVICES + (("supervisor",) if command == "logs" else ()):
+        raise BadRequest("unknown service %r (known: %s)" % (out["service"], ", ".join(SERVICES)))
+    if command == "deploy" and not out["stamp"]:
+        raise BadRequest("deploy needs a stamp")
+    return out
+
+
+def dispatch(command, app_dir, opts, settings, stdin):
+    if command in ("restart", "start"):
+        return stack.restart(app_dir, settings, opts.get("service", "all"), opts["force"], opts["grace"],
+                             opts["timeout"], start_only=command == "start")
+    if command == "stop":
+        return stack.stop(app_dir, opts["service"], opts["timeout"])
+    if command == "status":
+        return stack.status(app_dir)
+    if command == "deploy":
+        return release.deploy(app_dir, settings, opts["stamp"], opts["commit"], opts["keep"], opts["shared"],
+                              opts["env_incoming"], opts["timeout"], opts["lock_timeout"], opts["by"])
+    if command == "rollback":
+        return release.rollback(app_dir, settings, opts["to"], opts["timeout"], opts["lock_timeout"], opts["by"])
+    if command == "releases":
+        return release.list_releases(app_dir)
+    if command == "autostart":
+        return autostart.autostart(app_dir, opts["remove"])
+    if command == "logs":
+        return logs(app_dir, opts["service"], opts["lines"], opts["follow"], stdin)
+    return stack.dev(app_dir, settings, opts["force"], opts["grace"])  # execs the supervisor
+
+
+def logs(app_dir, service, lines, follow, stdin):
+    """Text, not JSON: the last lines, then (--follow) new ones until the operator goes away."""
+    path = Layout(app_dir).log(service)
+    for line in last_lines(path, lines):
+        print(line)
+    sys.stdout.flush()
+    if follow:
+        follower = LogFollower(path)
+        while not stdin.closed(0.25):
+            for line in follower.poll():
+                print(line, flush=True)
+    return None
+
+
+def read(argv, stdin):
+    """(command, request): the command named on the command line and the request that goes with it."""
+    if not argv or argv[0] not in COMMANDS:
+        raise BadRequest("unknown command %r (known: %s)" % (argv[0] if argv else "", ", ".join(COMMANDS)))
+    if argv[1:2] == ["--request"] and len(argv) == 3:
+        request = contract.read_request_file(argv[2])
+    elif len(argv) == 1:
+        request = stdin.request()
+    else:
+        raise BadRequest("usage: python -m remote.host.ctl COMMAND [--request FILE] (the request on stdin)")
+    if request.get("command", argv[0]) != argv[0]:
+        raise BadRequest("the request is for %r, the command line says %r" % (request.get("command"), argv[0]))
+    if not isinstance(request.get("app_dir"), str) or not request["app_dir"]:
+        raise BadRequest("the request names no app_dir")
+    return argv[0], request
+
+
+def main(argv=None):
+    os.umask(0o077)  # state, logs and settings (a webhook URL) are this user's alone
+    stdin = contract.Stdin()
+    try:
+        command, request = read(sys.argv[1:] if argv is None else argv, stdin)
+        opts = options(command, request.get("options") or {})
+        settings = request.get("settings") if command in SETTINGS_COMMANDS else None
+        out = dispatch(command, request["app_dir"], opts, settings or {}, stdin)
+    except BadRequest as exc:
+        return contract.answer(contract.failure(exc), exc.exit_code)
+    except Failure as exc:
+        return contract.answer(contract.failure(exc), exc.exit_code)
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 0
+    except Exception as exc:  # a bind error, a full disk: one line for the operator, never a traceback
+        return contract.answer({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc), "kind": "failed",
+                                "log_tail": []})
+    return 0 if out is None else contract.answer(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The supervisor's control inbox: request files under run/commands, woken by SIGUSR1.
+
+Files, not a socket: their permissions are the access control, no socket path length limit applies
+(Termux paths are long), and a lost signal only delays a request to the supervisor's next tick.
+A request is {"action": restart|stop|start, "service": NAME|all}; its answer is written next to it
+as NAME.result, {"ok": ..., "error": ..., "pid": ...}.
+"""
+
+import json
+import os
+import signal
+import time
+
+from remote.host.errors import Failure
+from remote.host.files import write_json
+from remote.host.system import read_pid
+
+ACTIONS = ("restart", "stop", "start")
+
+
+def ask(paths, action, service, timeout):
+    """Ask the running supervisor and wait (up to ``timeout`` s) for its answer."""
+    pid = read_pid(paths.pidfile)
+    if not pid:
+        raise Failure("the supervisor is not running")
+    name = "%d-%d" % (os.getpid(), time.monotonic_ns())
+    write_json(os.path.join(paths.commands, name + ".request"), {"action": action, "service": service})
+    os.kill(pid, signal.SIGUSR1)
+    result = os.path.join(paths.commands, name + ".result")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(result) as handle:
+                answer = json.load(handle)
+            os.unlink(result)
+            return answer
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    raise Failure("the supervisor (pid %d) did not answer %s %s within %.0f s" % (pid, action, service, timeout))
+
+
+class Inbox:
+    """The supervisor's side: the requests waiting, oldest first, each with where its answer goes."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def take(self):
+        """[(action, service, reply_path)], each request file removed as it is read."""
+        taken = []
+        for name in sorted(os.listdir(self.directory)):
+            if not name.endswith(".request"):
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path) as handle:
+                    request = json.load(handle)
+                os.unlink(path)
+            except (OSError, ValueError):
+                continue
+            if isinstance(request, dict):
+                reply = os.path.join(self.directory, name[:-len(".request")] + ".result")
+                taken.append((request.get("action"), request.get("service", "all"), reply))
+        return taken
+
+
+def reply(path, ok, error=None, **extra):
+    """Answer a request (nothing to do for a request nobody waits for: ``path`` None)."""
+    if path:
+        write_json(path, dict({"ok": ok, "error": error}, **extra))

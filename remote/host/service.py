@@ -1,0 +1,105 @@
+"""One supervised service (the dashboard, the bot): its process, its counters, its restart policy.
+
+Every interval here is measured on a monotonic clock that the owner passes in (a Raspberry Pi has no
+RTC and NTP steps the wall clock at boot); wall time is kept only for what people read
+(``started_at``). Tests pass a fake clock, so a day of crashes runs in milliseconds.
+"""
+
+import subprocess
+import time
+
+from remote.host.listener import spawn_on_socket
+
+
+class RestartPolicy:
+    """When a service that exited by itself is started again, and when it is given up.
+
+    The delay doubles from ``backoff`` up to ``cap``; ``max_failures`` exits in a row mark it failed;
+    a run of ``stable_after`` seconds or more forgets the earlier failures.
+    """
+
+    def __init__(self, backoff=1.0, cap=30.0, max_failures=5, stable_after=60.0):
+        self.backoff, self.cap = backoff, cap
+        self.max_failures, self.stable_after = max_failures, stable_after
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg["backoff"], cfg["backoff_cap"], cfg["max_failures"], cfg["stable_after"])
+
+    def after_exit(self, failures, uptime):
+        """(failures counted now, seconds until the next start or None to give up)."""
+        if uptime is not None and uptime >= self.stable_after:
+            failures = 0
+        failures += 1
+        if failures >= self.max_failures:
+            return failures, None
+        return failures, min(self.backoff * 2 ** (failures - 1), self.cap)
+
+
+class Service:
+    """A service's current process and what ``status`` shows of it."""
+
+    def __init__(self, name, argv, env, cwd, log_path, uses_socket, policy, clock=time.monotonic):
+        self.name, self.argv, self.env, self.cwd = name, argv, env, cwd
+        self.log_path, self.uses_socket = log_path, uses_socket
+        self.policy, self.clock = policy, clock
+        self.proc = None
+        self.state = "stopped"          # stopped | starting | running | backoff | failed
+        self.started = None             # monotonic, for uptime and the policy
+        self.started_at = None          # wall clock, for people
+        self.restarts = self.failures = 0
+        self.last_exit, self.last_error = None, []
+        self.next_start = None          # monotonic, while in backoff
+        self.alerted = False            # a "failed" alert went out; the next start says "recovered"
+
+    def spawn(self, sock=None, extra_env=None, new_session=True):
+        """Start a process of this service (on ``sock`` as fd 3 for the dashboard); output to its log."""
+        out = open(self.log_path, "ab")
+        try:
+            env = dict(self.env, **(extra_env or {}))
+            kwargs = dict(env=env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session)
+            if self.uses_socket:
+                return spawn_on_socket(self.argv, sock, **kwargs)
+            return subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, **kwargs)
+        finally:
+            out.close()
+
+    def running(self, proc, since=None):
+        """``proc`` is now this service's process (``since``: when it was started, monotonic)."""
+        self.proc, self.state, self.next_start = proc, "running", None
+        self.started = since if since is not None else self.clock()
+        self.started_at = time.time() - (self.clock() - self.started)
+
+    def uptime(self):
+        return self.clock() - self.started if self.started is not None else None
+
+    def exited(self, code, last_error):
+        """The process ended without being asked to. Returns the backoff delay, or None: failed."""
+        self.failures, delay = self.policy.after_exit(self.failures, self.uptime())
+        self.proc, self.last_exit, self.last_error = None, code, list(last_error)
+        if delay is None:
+            self.state, self.next_start = "failed", None
+        else:
+            self.state, self.next_start = "backoff", self.clock() + delay
+        return delay
+
+    def due(self):
+        """In backoff, and its time has come."""
+        return self.state == "backoff" and self.next_start is not None and self.clock() >= self.next_start
+
+    def detach(self):
+        """Forget the process (the caller retires it); returns it, or None when none runs."""
+        proc, self.proc = self.proc, None
+        return proc if proc is not None and proc.poll() is None else None
+
+    def stopped(self):
+        self.proc, self.state, self.next_start = None, "stopped", None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def describe(self):
+        return {"state": self.state, "pid": self.pid, "started_at": self.started_at,
+                "restarts": self.restarts, "failures": self.failures, "last_exit": self.last_exit,
+                "last_error": self.last_error, "log": self.log_path}

@@ -1,0 +1,228 @@
+"""The supervised stack on this host: the operator lock, the restart flow, stop, status, dev.
+
+The restart flow: take the host's operator lock; a running supervisor is asked to restart on its
+held socket; without one, the port is probed and freed of our own stale dashboard (a foreign holder
+stops the flow unless ``force``), the supervisor is started detached, and the dashboard's /healthz is
+awaited from here, on the host. Every wait is bounded and measured on the monotonic clock.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from http.client import HTTPConnection
+
+from remote.host import CODE_DIR, agent
+from remote.host.errors import Failure
+from remote.host.files import Layout, error_tail, read_json, write_json
+from remote.host.inbox import ask
+from remote.host.supervisor import DEFAULTS
+from remote.host.system import read_pid
+
+#: settings that only a new supervisor can apply (the socket, the commands it runs)
+RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock")
+#: settings an operator may send (contract.StackSettings)
+SETTINGS = ("code_dir", "python", "host", "port", "bot_command", "alert_webhook", "wake_lock", "max_failures",
+            "reload")
+
+
+@contextlib.contextmanager
+def operator_lock(paths, timeout, action):
+    """One operator action at a time per host: a second one waits, then says who holds the lock."""
+    os.makedirs(paths.run, exist_ok=True)
+    with open(paths.operator_lock, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    raise Failure("another operator action holds this host's lock (%s) for over %.0f s; "
+                                  "try again when it ends" % (holder, timeout)) from None
+                time.sleep(0.1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write("pid %d, %s since %s" % (os.getpid(), action, time.strftime("%H:%M:%S")))
+        handle.flush()
+        yield
+
+
+def read_state(paths):
+    return read_json(paths.state)
+
+
+def service_state(paths, name):
+    return read_state(paths).get("services", {}).get(name, {})
+
+
+def stack_config(app_dir, settings):
+    """The supervisor's settings: its defaults, what the operator sent, the code and interpreter to use."""
+    config = dict(DEFAULTS)
+    config.update({k: v for k, v in (settings or {}).items() if k in SETTINGS and v is not None})
+    config["app_dir"] = Layout(app_dir).app_dir
+    config["code_dir"] = os.path.abspath(os.path.expanduser(config.get("code_dir") or CODE_DIR))
+    venv = os.path.join(config["code_dir"], ".venv", "bin", "python")
+    python = config.get("python") or (venv if os.path.exists(venv) else sys.executable)
+    config["python"] = os.path.abspath(os.path.expanduser(python)) if os.sep in python else python
+    return config
+
+
+def preflight(paths, port, force, grace):
+    """Before a supervisor starts: the port must be free, TIME_WAIT, or held by our own stale process."""
+    found = agent.probe(port, paths.app_dir)
+    if found["state"] in ("free", "time_wait", "unknown"):
+        return found["state"]
+    foreign = [item for item in found["listeners"] if not item["managed"]]
+    if foreign and not force:
+        who = "; ".join(agent.who(item) if item["pid"] else "a process this user cannot see" for item in foreign)
+        raise Failure("port %d is held by %s: not ours, left alone (stop it, or use --force)" % (port, who))
+    freed = agent.free(port, paths.app_dir, force=force, grace=grace)
+    if not freed["ok"]:
+        raise Failure("could not free port %d: %s" % (port, freed["error"]))
+    return "freed " + ", ".join("pid %d" % s["pid"] for s in freed["stopped"])
+
+
+def supervisor_argv(config):
+    return [sys.executable, "-S", "-m", "remote.host.supervisor", "run", os.path.join(config["app_dir"], "run",
+                                                                                       "supervisor.json")]
+
+
+def spawn_supervisor(paths, config):
+    """Detached: new session, stdin /dev/null, output to logs/supervisor.log. A background child that
+    kept the SSH channel's streams open would hang the operator's connection. It runs the code of the
+    configured code dir (app_dir/current): this ctl may run from a release still being installed."""
+    write_json(paths.config, config)
+    with open(paths.log("supervisor"), "ab") as out:
+        return subprocess.Popen(supervisor_argv(config), cwd=config["code_dir"], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+
+
+def health_pid(config):
+    """The pid /healthz answers with, or None. http.client, not urllib: no ssl import on the way."""
+    host = config["host"]
+    conn = HTTPConnection({"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host),
+                          config["port"], timeout=2)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        return json.loads(resp.read()).get("pid") if resp.status == 200 else None
+    finally:
+        conn.close()
+
+
+def wait_healthy(paths, config, timeout, not_pid=None, supervisor=None):
+    """The dashboard's pid from state.json, once its /healthz answers with that pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor is not None and supervisor.poll() is not None:
+            raise Failure("the supervisor exited (%s)" % supervisor.returncode,
+                          error_tail(paths.log("supervisor")) + error_tail(paths.log("dashboard")))
+        dash = service_state(paths, "dashboard")
+        if dash.get("state") == "failed":
+            raise Failure("the dashboard failed to start", dash.get("last_error"))
+        pid = dash.get("pid") if dash.get("state") == "running" else None
+        if pid and pid != not_pid:
+            try:
+                if health_pid(config) == pid:
+                    return pid
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.01)
+    raise Failure("the dashboard was not healthy within %.0f s" % timeout, error_tail(paths.log("dashboard")))
+
+
+def wait_supervisor_gone(paths, timeout, pid):
+    deadline = time.monotonic() + timeout
+    while read_pid(paths.pidfile):
+        if time.monotonic() >= deadline:
+            raise Failure("the supervisor (pid %d) did not stop within %.0f s" % (pid, timeout),
+                          error_tail(paths.log("supervisor")))
+        time.sleep(0.05)
+
+
+def restart(app_dir, settings, service="all", force=False, grace=3.0, timeout=20.0, start_only=False):
+    """``invoke restart`` / ``start`` on this host, under the operator lock."""
+    paths = Layout(app_dir)
+    paths.make()
+    with operator_lock(paths, timeout, "start" if start_only else "restart"):
+        return restart_locked(paths, stack_config(app_dir, settings), service, force, grace, timeout, start_only)
+
+
+def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout=20.0, start_only=False):
+    """The restart flow, for a caller that holds the operator lock (restart, deploy, rollback)."""
+    started = time.monotonic()
+    running = read_pid(paths.pidfile)
+    old_config = read_json(paths.config)
+    changed = [k for k in RESTART_KEYS if old_config.get(k) != config.get(k)] if running else []
+    if changed:
+        # only a new supervisor can apply these; the port closes briefly, so say why
+        ask(paths, "stop", "all", timeout)
+        wait_supervisor_gone(paths, timeout, running)
+        running = None
+    done = {"ok": True, "port": config["port"]}
+    if running:
+        old = service_state(paths, "dashboard").get("pid")
+        if start_only:
+            return dict(done, action="already running", pid=old, elapsed=time.monotonic() - started)
+        answer = ask(paths, "restart", service, timeout)
+        if not answer.get("ok"):
+            raise Failure(answer.get("error") or "restart refused",
+                          error_tail(paths.log(service if service != "all" else "dashboard")))
+        pid = wait_healthy(paths, config, timeout, not_pid=old) if service in ("dashboard", "all") else old
+        return dict(done, action="restarted", pid=pid, elapsed=time.monotonic() - started)
+    before = preflight(paths, config["port"], force, grace)
+    supervisor = spawn_supervisor(paths, config)
+    pid = wait_healthy(paths, config, timeout, supervisor=supervisor)
+    action = "restarted the supervisor (%s changed)" % ", ".join(changed) if changed else "started"
+    return dict(done, action=action, pid=pid, port_before=before, elapsed=time.monotonic() - started)
+
+
+def stop(app_dir, service="all", timeout=20.0):
+    paths = Layout(app_dir)
+    with operator_lock(paths, timeout, "stop"):
+        pid = read_pid(paths.pidfile)
+        if not pid:
+            return {"ok": True, "action": "not running"}
+        answer = ask(paths, "stop", service, timeout)
+        if not answer.get("ok"):
+            raise Failure(answer.get("error") or "stop refused")
+        if service == "all":
+            deadline = time.monotonic() + timeout
+            while read_pid(paths.pidfile) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return {"ok": True, "action": "stopped %s" % service}
+
+
+def status(app_dir):
+    paths = Layout(app_dir)
+    state, pid = read_state(paths), read_pid(paths.pidfile)
+    services = state.get("services", {})
+    if not pid:  # whatever state.json says, nothing runs without the supervisor
+        for svc in services.values():
+            if svc.get("state") != "failed":
+                svc.update(state="stopped", pid=None)
+    return {"ok": True, "supervisor": {"running": bool(pid), "pid": pid,
+                                       "port": state.get("supervisor", {}).get("port")},
+            "services": services, "now": time.time()}
+
+
+def dev(app_dir, settings, force=False, grace=3.0):
+    """The restart flow's checks, then the supervisor in the foreground, logs streamed, Ctrl+C stops all."""
+    paths, config = Layout(app_dir), stack_config(app_dir, settings)
+    paths.make()
+    if read_pid(paths.pidfile):
+        raise Failure("a supervisor already runs for %s: invoke stop first" % paths.app_dir)
+    before = preflight(paths, config["port"], force, grace)
+    if before.startswith("freed"):
+        print("supervisor | %s (our stale dashboard)" % before, flush=True)
+    config["stream"] = True
+    write_json(paths.config, config)
+    os.chdir(config["code_dir"])
+    argv = supervisor_argv(config)
+    os.execv(argv[0], argv)

@@ -1,0 +1,483 @@
+"""The host's supervisor: holds the dashboard's listening socket, runs the dashboard and the bot.
+
+One event loop. Signals arrive through a self-pipe and are dispatched to ``handle_<name>`` methods,
+READY=1 through the notify socket (the sender's pid from SCM_CREDENTIALS), control requests through
+the inbox (remote/host/inbox.py). Alerts are posted from short-lived threads, never from the loop.
+The parts: Service (a process and its restart policy), Handover and WarmSpare (how a new dashboard
+takes the socket over), Inbox; docs/architecture.md draws them.
+
+Why it holds the socket: restarting the dashboard then never closes the port.
+"""
+
+import fcntl
+import json
+import os
+import select
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from remote.host import CODE_DIR, alerts
+from remote.host.agent import describe_holder
+from remote.host.files import Layout, error_tail, read_env_file, rotate, write_json
+from remote.host.handover import Handover, WarmSpare, code_key, code_mtimes
+from remote.host.inbox import ACTIONS, Inbox, reply
+from remote.host.listener import create_listener
+from remote.host.logtail import LogFollower
+from remote.host.service import RestartPolicy, Service
+from remote.host.system import detect_platform, pidfile_line, read_pid, which
+
+TICK = 0.5
+DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
+            "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
+            "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
+            "spare": True}
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP)
+
+
+class Supervisor:
+    def __init__(self, config, clock=time.monotonic):
+        self.cfg = dict(DEFAULTS, **config)
+        self.clock = clock
+        self.paths = Layout(self.cfg["app_dir"])
+        self.code_dir = os.path.abspath(self.cfg.get("code_dir") or CODE_DIR)
+        self.python = self.cfg.get("python") or sys.executable
+        self.policy = RestartPolicy.from_config(self.cfg)
+        self.services = {}
+        self.handover = None            # a new dashboard waiting for READY=1
+        self.spare = None               # the warm spare dashboard
+        self.spare_at = None            # when to start the next spare (monotonic)
+        self.retiring = []              # [(proc, SIGKILL deadline)]
+        self.stopping, self.stop_waiters = False, []
+        self.started_at, self.state = time.time(), "starting"
+        self.inbox = Inbox(self.paths.commands)
+        self._lock_file = None          # holds the supervisor lock while open
+        self.listener = self.notify = self.notify_name = self.address = self.port = None
+        self.mtimes = None              # --reload: the dashboard code's mtimes
+        self._followers = {}
+        self._signals = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # ----------------------------------------------------------------------------------- set-up
+    def log(self, message):
+        line = "%s supervisor[%d] %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), message)
+        if self.cfg["stream"]:
+            print("supervisor | " + line, flush=True)
+            with open(self.paths.log("supervisor"), "a") as handle:
+                handle.write(line + "\n")
+        else:
+            print(line, flush=True)  # detached: stdout is logs/supervisor.log
+
+    def _environment(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_SOCKET"))}
+        env.update(read_env_file(os.path.join(self.paths.shared, ".env")))
+        env["PATH"] = os.path.dirname(self.python) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _make_services(self):
+        env = self._environment()
+        dash_env = dict(env, DASHBOARD_APP_DIR=self.paths.app_dir, DASHBOARD_PORT=str(self.cfg["port"]),
+                        DASHBOARD_HOST=self.cfg["host"], NOTIFY_SOCKET=self.notify_name)
+        self.services["dashboard"] = Service("dashboard", [self.python, "-m", "dashboard"], dash_env, self.code_dir,
+                                             self.paths.log("dashboard"), True, self.policy, self.clock)
+        if self.cfg["bot_command"]:
+            self.services["bot"] = Service("bot", shlex.split(self.cfg["bot_command"]), env, self.code_dir,
+                                           self.paths.log("bot"), False, self.policy, self.clock)
+
+    def _notify_socket(self):
+        path = os.path.join(self.paths.run, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if len(path) < 100:
+            if os.path.exists(path):
+                os.unlink(path)
+            sock.bind(path)
+            self.notify_name = path
+        else:  # sun_path holds 108 bytes; a deep app_dir gets an abstract name instead
+            name = "sulfur-%d-%d" % (os.getuid(), abs(hash(self.paths.app_dir)) % 10 ** 12)
+            sock.bind("\0" + name)
+            self.notify_name = "@" + name
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.notify = sock
+
+    def _lock(self):
+        """One supervisor per app_dir: the lock lives as long as this process."""
+        self._lock_file = open(self.paths.supervisor_lock, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SystemExit("supervisor: already running for %s (pid %s)" % (
+                self.paths.app_dir, read_pid(self.paths.pidfile))) from None
+
+    def _write_pid(self, name, pid):
+        with open(os.path.join(self.paths.run, name + ".pid"), "w") as handle:
+            handle.write(pidfile_line(pid))
+
+    def _on_signal(self, signum, frame):
+        self._signals.append(signum)
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def setup(self):
+        self.paths.make()
+        self._lock()
+        self._write_pid("supervisor", os.getpid())
+        write_json(self.paths.config, self.cfg)
+        if self.cfg["wake_lock"] and which("termux-wake-lock"):
+            subprocess.run([which("termux-wake-lock")], timeout=10, check=False)
+        self._notify_socket()
+        self.listener = create_listener(self.cfg["host"], self.cfg["port"], False, self.cfg["bind_retries"],
+                                        self.cfg["bind_backoff"], log=self.log, holder=describe_holder)
+        self.address, self.port = self.listener.address, self.listener.port  # still known once it is closed
+        self.log("holding %s (bind attempts %d)" % (self.address, self.listener.attempts))
+        for signum in SIGNALS:
+            signal.signal(signum, self._on_signal)
+        self._make_services()
+        if detect_platform() == "termux":
+            self.cfg["spare"] = False  # Android kills apps' processes beyond a small budget
+        self.mtimes = code_mtimes(self.code_dir) if self.cfg["reload"] else None
+
+    # ----------------------------------------------------------------------------------- starting
+    def start(self, svc, waiter=None):
+        """Start a service; the dashboard by handover: it counts as started on its READY=1."""
+        try:
+            proc = self._take_spare() if svc.uses_socket else None
+            if proc is None:
+                if svc.uses_socket:
+                    rotate(svc.log_path)
+                proc = svc.spawn(self.listener.sock, new_session=not self.cfg["stream"])
+        except OSError as exc:
+            self._exited(svc, 127, ["cannot start %s: %s" % (shlex.join(svc.argv), exc)])
+            reply(waiter, False, "cannot start %s: %s" % (svc.name, exc))
+            return
+        self.log("%s: started pid %d" % (svc.name, proc.pid))
+        if svc.uses_socket:
+            self.handover = Handover(svc, proc, self.clock(), self.cfg["ready_timeout"], waiter)
+            if svc.proc is None:
+                svc.state = "starting"
+        else:
+            self._running(svc, proc)
+            reply(waiter, True, pid=proc.pid)
+        self.write_state()
+
+    def _running(self, svc, proc, since=None):
+        if svc.state == "failed" or svc.alerted:
+            self.alert("%s recovered on %s (pid %d)" % (svc.name, socket.gethostname(), proc.pid))
+            svc.alerted = False
+        svc.running(proc, since)
+        self._write_pid(svc.name, proc.pid)
+
+    def _ready(self, pid):
+        handover = self.handover
+        if not handover or not handover.is_from(pid):
+            return
+        svc, old = handover.service, handover.service.proc
+        self.handover = None
+        self._running(svc, handover.proc)
+        self.log("%s: pid %d ready in %.2f s" % (svc.name, pid, self.clock() - handover.started))
+        for waiter in handover.waiters:  # answered first: the old one may be the dashboard that asked
+            reply(waiter, True, pid=pid)
+        if old is not None and old.poll() is None:
+            self._retire(old)
+        if self.cfg["spare"] and self.spare is None:
+            self.spare_at = self.clock() + 0.1
+        self.write_state()
+
+    def restart(self, svc, waiter=None):
+        if svc.uses_socket and self.handover:  # a handover is under way: this request is answered with it
+            self.handover.join(waiter)
+            return
+        if not svc.uses_socket:
+            old = svc.detach()
+            if old is not None:
+                self._retire(old)
+        svc.restarts += 1
+        self.start(svc, waiter)
+
+    # ----------------------------------------------------------------------------------- the spare
+    def _code_key(self):
+        return code_key(self.code_dir, self.python, code_mtimes(self.code_dir))
+
+    def _spawn_spare(self):
+        self.spare_at = None
+        if self.stopping or self.spare is not None or not self.cfg["spare"]:
+            return
+        proc = self.services["dashboard"].spawn(self.listener.sock, {"DASHBOARD_SPARE": "1"},
+                                                new_session=not self.cfg["stream"])
+        self.spare = WarmSpare(proc, self._code_key())
+        self.log("dashboard: spare pid %d" % proc.pid)
+
+    def _take_spare(self):
+        """The armed spare, woken (SIGUSR2), if it still has the code a new dashboard would load.
+        A stale or unarmed one is retired: a cold start is always right, a stale spare never."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        deadline = self.clock() + 0.5
+        while not spare.armed and spare.alive and self.clock() < deadline:
+            # still starting: it blocks SIGUSR2 within milliseconds, and a spare half through its imports
+            # beats a cold start; a signal it gets mid-import waits for it
+            select.select([self.notify], [], [], 0.05)
+            self._drain_notify(spare)
+        if spare.fits(self._code_key()):
+            spare.proc.send_signal(signal.SIGUSR2)
+            self.log("dashboard: spare pid %d takes over" % spare.proc.pid)
+            return spare.proc
+        if spare.alive:
+            self._retire(spare.proc)
+        return None
+
+    # ----------------------------------------------------------------------------------- stopping
+    def _retire(self, proc):
+        """SIGTERM an old process; SIGKILL it if it is still there after the grace period."""
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except OSError:
+            pass
+        self.retiring.append((proc, self.clock() + self.cfg["grace"]))
+
+    def stop_service(self, svc):
+        old = svc.detach()
+        if old is not None:
+            self._retire(old)
+        svc.stopped()
+
+    def _exited(self, svc, code, last_error=None):
+        """A service's current process ended without being asked: back off, or give up."""
+        delay = svc.exited(code, last_error or error_tail(svc.log_path))
+        if delay is None:
+            self.log("%s: exited %s; %d failures in a row: marked failed" % (svc.name, code, svc.failures))
+            if not svc.alerted:
+                self.alert("%s failed on %s after %d tries (exit %s): %s" % (
+                    svc.name, socket.gethostname(), svc.failures, code, " | ".join(svc.last_error[-3:])))
+                svc.alerted = True
+        else:
+            self.log("%s: exited %s; restart %d in %.1f s" % (svc.name, code, svc.failures, delay))
+        self.write_state()
+
+    def shutdown(self):
+        if self.stopping:
+            return
+        self.stopping, self.state = True, "stopping"
+        self.log("stopping: SIGTERM to every service")
+        if self.handover:
+            self._retire(self.handover.proc)
+        if self.spare:
+            self._retire(self.spare.proc)
+            self.spare = None
+        for svc in self.services.values():
+            self.stop_service(svc)
+        self.write_state()
+
+    # ----------------------------------------------------------------------------------- each tick
+    def reap(self):
+        if self.spare and not self.spare.alive:
+            self.log("dashboard: spare pid %d exited %s" % (self.spare.proc.pid, self.spare.proc.returncode))
+            self.spare = None  # a new one comes with the next ready dashboard, never in a loop
+        self.retiring = [(proc, deadline) for proc, deadline in self.retiring if proc.poll() is None]
+        handover = self.handover
+        if handover and handover.proc.poll() is not None:
+            self.handover = None
+            svc, code = handover.service, handover.proc.returncode
+            error = "%s exited %s before it was ready: %s" % (svc.name, code, " | ".join(error_tail(svc.log_path)))
+            for waiter in handover.waiters:
+                reply(waiter, False, error)
+            if svc.proc is None and not self.stopping:
+                svc.started = handover.started
+                self._exited(svc, code)
+        for svc in self.services.values():
+            if svc.proc is not None and svc.proc.poll() is not None and not self.stopping:
+                self._exited(svc, svc.proc.returncode)
+
+    def timers(self):
+        now = self.clock()
+        if self.spare_at and now >= self.spare_at:
+            self._spawn_spare()
+        if self.handover and self.handover.expired(now):
+            self.log("%s: no READY=1 within %.0f s: stopped" % (self.handover.service.name, self.cfg["ready_timeout"]))
+            self.handover.proc.kill()
+        for proc, deadline in self.retiring:
+            if now >= deadline and proc.poll() is None:
+                self.log("pid %d ignored SIGTERM for %.0f s: SIGKILL" % (proc.pid, self.cfg["grace"]))
+                proc.kill()
+        for svc in self.services.values():
+            if svc.due() and not self.stopping:
+                svc.restarts += 1
+                self.start(svc)
+        if self.mtimes is not None:
+            mtimes = code_mtimes(self.code_dir)
+            if mtimes != self.mtimes:
+                self.mtimes = mtimes
+                self.log("dashboard code changed: restarting it on the held socket")
+                self.restart(self.services["dashboard"])
+
+    def commands(self):
+        for action, service, waiter in self.inbox.take():
+            self.handle(action, service, waiter)
+
+    def handle(self, action, service, waiter):
+        """One control request: restart, stop or start a service (or all of them)."""
+        names = list(self.services) if service == "all" else [service]
+        if any(n not in self.services for n in names) or action not in ACTIONS:
+            reply(waiter, False, "unknown service or action: %s %s (services: %s)"
+                  % (action, service, ", ".join(self.services)))
+            return
+        if action == "stop" and service == "all":
+            self.stop_waiters.append(waiter)
+            self.shutdown()
+            return
+        for i, name in enumerate(names):
+            svc = self.services[name]
+            answer = waiter if i == len(names) - 1 else None
+            if action == "stop":
+                self.stop_service(svc)
+                reply(answer, True)
+            elif action == "start" and svc.proc is not None:
+                reply(answer, True, pid=svc.proc.pid)
+            else:
+                svc.failures = 0  # an operator's start or restart gives a failed service a fresh count
+                (self.restart if svc.proc is not None else self.start)(svc, answer)
+        self.write_state()
+
+    def alert(self, text):
+        self.log("alert: " + text)
+        alerts.post(self.cfg["alert_webhook"], text, self.log)
+
+    def write_state(self):
+        write_json(self.paths.state, {
+            "supervisor": {"pid": os.getpid(), "started_at": self.started_at, "address": self.address,
+                           "port": self.port, "code_dir": self.code_dir, "state": self.state},
+            "services": {name: svc.describe() for name, svc in self.services.items()},
+            "spare_pid": self.spare.proc.pid if self.spare and self.spare.armed else None,
+            "updated_at": time.time(),
+        })
+
+    def _drain_notify(self, spare=None):
+        spare = spare or self.spare
+        while True:
+            try:
+                data, ancillary, _, _ = self.notify.recvmsg(4096, socket.CMSG_SPACE(12), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            pid = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", payload[:12])[0]
+            lines = data.split(b"\n")
+            if b"READY=1" in lines and pid:
+                self._ready(pid)
+            elif b"SPARE=1" in lines and spare and spare.proc.pid == pid:
+                spare.armed = True
+                self.write_state()
+
+    def _stream_logs(self):
+        for svc in self.services.values():
+            follower = self._followers.setdefault(svc.name, LogFollower(svc.log_path))
+            for line in follower.poll():
+                print("%-9s | %s" % (svc.name, line), flush=True)
+
+    # ----------------------------------------------------------------------------------- signals
+    def handle_sigterm(self):
+        self.shutdown()
+
+    handle_sigint = handle_sigterm
+
+    def handle_sighup(self):
+        if not self.stopping:
+            self.restart(self.services["dashboard"])
+
+    def handle_sigusr1(self):
+        pass  # a control request: the inbox is read on every tick, right after the signals
+
+    def handle_sigchld(self):
+        pass  # a child exited: reap() runs on every tick
+
+    def _dispatch_signals(self):
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except OSError:  # drained (EAGAIN)
+            pass
+        received, self._signals = self._signals, []
+        for signum in dict.fromkeys(received):
+            getattr(self, "handle_" + signal.Signals(signum).name.lower())()
+
+    # ----------------------------------------------------------------------------------- the loop
+    def loop(self):
+        self.state = "running"
+        for svc in self.services.values():
+            self.start(svc)
+        last_rotate = self.clock()
+        while True:
+            select.select([self._wake_r, self.notify], [], [], 0.2 if self.cfg["stream"] else TICK)
+            self._dispatch_signals()
+            self._drain_notify()
+            self.reap()
+            if not self.stopping:
+                self.commands()
+            self.timers()
+            if self.cfg["stream"]:
+                self._stream_logs()
+            if self.clock() - last_rotate > 30:
+                last_rotate = self.clock()
+                for svc in self.services.values():
+                    rotate(svc.log_path, copy=True)
+            if self.stopping and not self.retiring and not self.handover:
+                return
+
+    def run(self):
+        self.setup()
+        self.log("supervising %s from %s" % (self.paths.app_dir, self.code_dir))
+        try:
+            self.loop()
+        finally:
+            self.finish()
+
+    def finish(self):
+        self.listener.sock.close()
+        self.state = "stopped"
+        for name in list(self.services) + ["supervisor"]:
+            try:
+                os.unlink(os.path.join(self.paths.run, name + ".pid"))
+            except OSError:
+                pass
+        self.write_state()
+        for waiter in self.stop_waiters:
+            reply(waiter, True)
+        self.log("stopped")
+
+
+def main(argv=None):
+    """supervisor run CONFIG_JSON: supervise in the foreground (detaching is the stack library's job)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "run":
+        print("usage: python -m remote.host.supervisor run CONFIG_JSON", file=sys.stderr)
+        return 2
+    os.umask(0o077)
+    with open(args[1]) as handle:
+        config = json.load(handle)
+    if config.get("app_dir") and os.path.isdir(config["app_dir"]):
+        os.chdir(config["app_dir"])  # not the release it was started from: that one may be pruned
+    try:
+        Supervisor(config).run()
+    except SystemExit as exc:
+        if exc.code and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+            return 1
+        raise
+    except Exception as exc:  # BindError and friends: one line in the log, a failed start for the operator
+        print("supervisor: %s" % exc, file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
