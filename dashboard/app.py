@@ -4,7 +4,6 @@ Threading mode everywhere (gevent does not build on Termux); websockets come fro
 The app only shows things: it never decides what to kill. Restart actions arrive with the supervisor.
 """
 
-import hashlib
 import hmac
 import json
 import os
@@ -19,6 +18,7 @@ from flask_socketio import SocketIO, emit, join_room
 from remote.host.logtail import LogFollower, last_lines
 
 from . import hostinfo
+from .security import CSRF_FIELD, CSRF_HEADER, HostGuard, LoginLimiter, SessionKeys, csrf_ok, new_csrf
 from .settings import Settings
 
 LOG_ROOM = "log"
@@ -59,13 +59,17 @@ class Dashboard:
         self.listener = listener
         self.started = time.time()
         self.app = Flask(__name__)
-        # a key derived from the token: a new token logs every browser out, a restart does not
-        self.app.secret_key = hashlib.sha256(
-            b"sulfur-dashboard-session\0" + (settings.token or os.urandom(16).hex()).encode()
-        ).digest()
-        self.app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+        self.keys = SessionKeys(str(settings.app_dir / "run"), settings.token)
+        self.app.secret_key = self.keys.secret
+        # named per instance: dashboards, tunnels and the fleet page on one machine share its cookie jar
+        self.app.config.update(SESSION_COOKIE_NAME="sulfur_dashboard_%d" % settings.port,
+                               SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
         self.app.add_template_filter(human_duration, "duration")
-        self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=[])
+        self.app.context_processor(lambda: {"csrf_token": self.csrf_token()})
+        # the same-origin default: another site's page may not open our Socket.IO (None, not [])
+        self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=settings.allowed_origins)
+        self.app.wsgi_app = HostGuard(self.app.wsgi_app, settings.host, settings.allowed_hosts)
+        self.limiter = LoginLimiter()
         self._follower_started = False
         self.draining = False
         self._lock = threading.Lock()
@@ -76,13 +80,27 @@ class Dashboard:
         token = self.settings.token
         return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
+    def bearer(self) -> bool:
+        header = request.headers.get("Authorization", "")
+        return bool(self.settings.token) and header.startswith("Bearer ") and self._token_ok(header[7:].strip())
+
     def authorized(self) -> bool:
         if not self.settings.token:
             return True
-        if session.get("auth") is True:
+        if session.get("auth") is True and session.get("v") == self.keys.version:
             return True
-        header = request.headers.get("Authorization", "")
-        return header.startswith("Bearer ") and self._token_ok(header[7:].strip())
+        return self.bearer()
+
+    def csrf_token(self) -> str:
+        if not session.get("csrf"):
+            session["csrf"] = new_csrf()
+        return session["csrf"]
+
+    def csrf_checked(self) -> bool:
+        """A state-changing request from our own page (its token) or with a Bearer header."""
+        if self.bearer():
+            return True
+        return csrf_ok(session.get("csrf"), [request.form.get(CSRF_FIELD), request.headers.get(CSRF_HEADER)])
 
     # ------------------------------------------------------------------------------- data
     def health(self) -> Dict[str, Any]:
@@ -130,17 +148,32 @@ class Dashboard:
                 return jsonify({"error": "restarts from the page need DASHBOARD_TOKEN (shared/.env)"}), 403
             if not self.authorized():
                 return jsonify({"error": "token required"}), 401
+            if not self.csrf_checked():
+                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             return self.restart(service)
 
         @app.post("/login")
         def login() -> Any:
+            client = request.remote_addr or "?"
+            wait = self.limiter.retry_after(client)
+            if wait is not None:
+                return render_template("login.html", error="too many wrong tokens: wait %d s" % wait), 429, {
+                    "Retry-After": str(wait)}
+            if not self.csrf_checked():
+                return render_template("login.html", error="the form expired: try again"), 403
             if self.settings.token and self._token_ok(request.form.get("token", "")):
-                session["auth"] = True
+                session.clear()  # a new session: nothing chosen before login survives it
+                session.update(auth=True, v=self.keys.version, csrf=new_csrf())
                 return redirect(url_for("index"))
+            self.limiter.failed(client)
             return render_template("login.html", error="wrong token"), 401
 
         @app.post("/logout")
         def logout() -> Any:
+            if not self.csrf_checked():
+                return redirect(url_for("index"))
+            if self.settings.token and self.authorized():
+                self.keys.revoke()  # every browser signed in is signed out, captured cookies included
             session.clear()
             return redirect(url_for("index"))
 

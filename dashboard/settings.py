@@ -8,13 +8,15 @@ show it to every user of the machine in `ps`.
 import argparse
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 from remote.host import CODE_DIR
 from remote.host.listener import BindError, check_port
 
+#: shortest DASHBOARD_TOKEN accepted for an address other machines can reach
+MIN_TOKEN = 16
 #: the development app dir: git-ignored, inside the checkout
 DEV_APP_DIR = Path(CODE_DIR) / "var" / "dev"
 
@@ -31,6 +33,8 @@ class Settings:
     bot_log: Optional[Path] = None
     release: str = "dev"
     drain_timeout: float = 10.0
+    allowed_hosts: List[str] = field(default_factory=list)   # Host names answered besides the bound address
+    allowed_origins: Optional[List[str]] = None              # Socket.IO origins; None: the same origin only
 
     @property
     def log_path(self) -> Path:
@@ -105,6 +109,12 @@ def parse(argv: Optional[List[str]] = None, environ: Optional[dict] = None) -> S
             "refusing to serve on %s without DASHBOARD_TOKEN: set a token, or use 127.0.0.1"
             % args.host
         )
+    if not is_loopback(args.host) and len(token) < MIN_TOKEN:
+        raise SettingsError(
+            "refusing to serve on %s with a DASHBOARD_TOKEN of %d characters: use at least %d (python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(24))')" % (args.host, len(token), MIN_TOKEN)
+        )
+    origins = [o.strip() for o in env.get("DASHBOARD_ALLOWED_ORIGINS", "").split(",") if o.strip()]
     app_dir = Path(os.path.expanduser(args.app_dir)).resolve()
     return Settings(
         host=args.host,
@@ -117,4 +127,6 @@ def parse(argv: Optional[List[str]] = None, environ: Optional[dict] = None) -> S
         bot_log=Path(os.path.expanduser(args.bot_log)) if args.bot_log else None,
         release=release_name(),
         drain_timeout=_number("DASHBOARD_DRAIN_TIMEOUT", args.drain_timeout, float, 0),
+        allowed_hosts=[h.strip() for h in env.get("DASHBOARD_ALLOWED_HOSTS", "").split(",") if h.strip()],
+        allowed_origins=origins or None,
     )

@@ -37,13 +37,16 @@ def test_page_and_api_need_the_token(guarded):
 
 
 def test_login_form_sets_a_session_cookie(guarded):
+    from test_web_security import csrf_of
+
     session = requests.Session()
-    wrong = session.post(guarded.url("/login"), data={"token": "guess"}, timeout=10)
+    form = session.get(guarded.url("/"), timeout=10).text
+    wrong = session.post(guarded.url("/login"), data={"token": "guess", "csrf": csrf_of(form)}, timeout=10)
     assert wrong.status_code == 401 and "wrong token" in wrong.text
-    right = session.post(guarded.url("/login"), data={"token": TOKEN}, timeout=10)
+    right = session.post(guarded.url("/login"), data={"token": TOKEN, "csrf": csrf_of(wrong.text)}, timeout=10)
     assert right.status_code == 200 and 'id="host-card"' in right.text
     assert session.get(guarded.url("/api/status"), timeout=10).status_code == 200
-    session.post(guarded.url("/logout"), timeout=10)
+    session.post(guarded.url("/logout"), data={"csrf": csrf_of(right.text)}, timeout=10)
     assert session.get(guarded.url("/api/status"), timeout=10).status_code == 401
 
 

@@ -42,7 +42,7 @@ def server_closes_first(port):
     """One request with Connection: close, read to EOF before closing: the server's close comes
     first, so the TIME_WAIT lands on the server's side of the connection (local port = ``port``)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         data = b""
         while True:
             chunk = sock.recv(65536)
@@ -114,7 +114,7 @@ def test_port_never_released_exits_3_naming_the_holder(dashboards, port):
 @pytest.mark.parametrize(
     "env, expected",
     [
-        ({"DASHBOARD_HOST": "192.0.2.1", "DASHBOARD_TOKEN": "t"}, "not an address of this machine"),
+        ({"DASHBOARD_HOST": "192.0.2.1", "DASHBOARD_TOKEN": "t" * 16}, "not an address of this machine"),
         ({"DASHBOARD_PORT": "70000"}, "invalid port 70000"),
         ({"DASHBOARD_PORT": "http"}, "invalid port 'http'"),
         ({"DASHBOARD_BIND_RETRIES": "many"}, "DASHBOARD_BIND_RETRIES='many' is not a number"),

@@ -50,15 +50,22 @@ def test_page_shows_host_card_and_a_log_line_appended_after_load(browser, dashbo
 def test_login_page_in_the_browser(browser, dashboards):
     from dashproc import free_port
 
-    board = dashboards(free_port("0.0.0.0"), env={"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": "tok"})
+    token = "tok-of-16-chars-or-more"
+    board = dashboards(free_port("0.0.0.0"), env={"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": token})
     board.wait_healthy()
+    run = board.app_dir / "run"  # a state as a supervisor writes it, so the page shows its buttons
+    (run / "state.json").write_text('{"services": {"dashboard": {"state": "running", "pid": 1}}}')
     page = browser.new_page()
     try:
         page.goto(board.url("/"))
         assert page.locator("#host-card").count() == 0
-        page.fill("input[name=token]", "tok")
+        page.fill("input[name=token]", token)
         page.click("button[type=submit]")
         page.locator("#host-card").wait_for(timeout=10000)
         page.wait_for_function("document.getElementById('log-state').textContent === 'live'", timeout=15000)
+        # the restart button posts with the page's CSRF token: the request gets past the check to the
+        # supervisor, which is not running here
+        page.click("button.restart[data-service=dashboard]")
+        page.get_by_text("failed: the supervisor is not running").wait_for(timeout=20000)
     finally:
         page.close()

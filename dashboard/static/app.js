@@ -36,14 +36,16 @@
   }
   setInterval(refresh, 5000);
 
-  // restart buttons: the supervisor does the work; the page only asks (with the session's token)
+  // restart buttons: the supervisor does the work; the page only asks, with the session's CSRF token
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   for (const button of document.querySelectorAll("button.restart")) {
     button.addEventListener("click", async () => {
       const result = document.getElementById("restart-result");
       result.textContent = "restarting " + button.dataset.service + "…";
       try {
         const response = await fetch("/api/restart/" + button.dataset.service,
-                                     { method: "POST", credentials: "same-origin" });
+                                     { method: "POST", credentials: "same-origin",
+                                       headers: { "X-CSRF-Token": csrf } });
         const answer = await response.json();
         result.textContent = response.ok ? button.dataset.service + " restarted (pid " + answer.pid + ")"
                                          : "failed: " + answer.error;

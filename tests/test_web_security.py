@@ -1,0 +1,137 @@
+"""What another web page, another name or a guesser can do to a dashboard: nothing, each tried for real.
+
+A browser sends Origin and Host headers and cookies as set here; these requests send the same.
+"""
+
+import json
+import os
+import re
+
+import pytest
+import requests
+from dashproc import free_port
+
+TOKEN = "a-token-of-twenty-chars"
+
+
+def csrf_of(html):
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def login(session, board, token=TOKEN):
+    form = session.get(board.url("/"), timeout=10)
+    return session.post(board.url("/login"), data={"token": token, "csrf": csrf_of(form.text)}, timeout=10)
+
+
+@pytest.fixture
+def guarded(dashboards):
+    board = dashboards(free_port("0.0.0.0"), env={"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": TOKEN})
+    board.wait_healthy()
+    return board
+
+
+def polling(board, **headers):
+    return requests.get(board.url("/socket.io/?EIO=4&transport=polling"), headers=headers, timeout=10)
+
+
+def test_another_sites_page_cannot_open_socketio(dashboards, port):
+    board = dashboards(port)  # loopback, no token: only the same origin may read the log
+    board.wait_healthy()
+    assert polling(board, Origin="http://evil.example").status_code == 400
+    assert polling(board, Origin="http://127.0.0.1:%d" % (port + 1)).status_code == 400  # another port, too
+    same = polling(board, Origin="http://127.0.0.1:%d" % port)
+    assert same.status_code == 200 and '"sid"' in same.text
+
+
+def test_only_known_host_names_are_answered(dashboards, port):
+    board = dashboards(port, env={"DASHBOARD_ALLOWED_HOSTS": "pi.lan"})
+    board.wait_healthy()
+
+    def status(host):
+        return requests.get(board.url("/healthz"), headers={"Host": host}, timeout=10).status_code
+
+    assert status("rebind.evil.example") == 400  # DNS rebinding: a hostile name resolving to 127.0.0.1
+    assert status("rebind.evil.example:%d" % port) == 400
+    assert status("localhost:40123") == 200  # an SSH tunnel's local port, whatever it is
+    assert status("127.0.0.1:%d" % port) == 200
+    assert status("pi.lan:8080") == 200
+    assert polling(board, Host="rebind.evil.example").status_code == 400  # Socket.IO too
+
+
+def test_state_changing_requests_need_the_csrf_token(guarded):
+    session = requests.Session()
+    form = session.get(guarded.url("/"), timeout=10)
+    refused = session.post(guarded.url("/login"), data={"token": TOKEN}, timeout=10)  # no csrf field
+    assert refused.status_code == 403 and "#host-card" not in refused.text
+    right = session.post(guarded.url("/login"), data={"token": TOKEN, "csrf": csrf_of(form.text)}, timeout=10)
+    assert right.status_code == 200 and 'id="host-card"' in right.text
+    page_csrf = re.search(r'name="csrf-token" content="([^"]+)"', right.text).group(1)
+    # a page elsewhere posts with the operator's cookie, but cannot know the token
+    forged = session.post(guarded.url("/api/restart/dashboard"), timeout=10)
+    assert forged.status_code == 403 and "CSRF" in forged.json()["error"]
+    ours = session.post(guarded.url("/api/restart/dashboard"), headers={"X-CSRF-Token": page_csrf}, timeout=30)
+    assert ours.status_code == 409 and ours.json()["error"] == "the supervisor is not running"  # past the check
+    bearer = requests.post(guarded.url("/api/restart/dashboard"), headers={"Authorization": "Bearer " + TOKEN},
+                           timeout=30)
+    assert bearer.status_code == 409  # a Bearer header is a custom header: no other page can send it
+
+
+def test_cookies_are_per_instance_strict_and_http_only(dashboards, tmp_path):
+    boards = [dashboards(free_port("0.0.0.0"), env={"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": TOKEN + str(n),
+                                                     "DASHBOARD_APP_DIR": str(tmp_path / ("app%d" % n))})
+              for n in (1, 2)]
+    for board in boards:
+        board.wait_healthy()
+    session = requests.Session()  # one browser: cookies do not tell ports apart
+    for n, board in enumerate(boards, 1):
+        answer = login(session, board, TOKEN + str(n))
+        assert answer.status_code == 200
+        cookie = answer.history[0].headers["Set-Cookie"]
+        assert cookie.startswith("sulfur_dashboard_%d=" % board.port)
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    for board in boards:  # signing in to the second did not sign the first out
+        assert session.get(board.url("/api/status"), timeout=10).status_code == 200
+
+
+def test_the_session_secret_is_random_private_and_logout_revokes_cookies(guarded):
+    path = guarded.app_dir / "run" / "dashboard-session.json"
+    doc = json.loads(path.read_text())
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert TOKEN not in path.read_text() and len(bytes.fromhex(doc["secret"])) == 32
+    session = requests.Session()
+    assert login(session, guarded).status_code == 200
+    captured = dict(session.cookies)  # what an attacker copied from this browser
+    page = session.get(guarded.url("/"), timeout=10).text
+    session.post(guarded.url("/logout"), data={"csrf": csrf_of(page)}, timeout=10)
+    thief = requests.Session()
+    thief.cookies.update(captured)
+    assert thief.get(guarded.url("/api/status"), timeout=10).status_code == 401
+
+
+def test_a_new_token_signs_everyone_out(dashboards, tmp_path):
+    env = {"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": TOKEN}
+    port = free_port("0.0.0.0")
+    board = dashboards(port, env=env)
+    board.wait_healthy()
+    session = requests.Session()
+    assert login(session, board).status_code == 200
+    board.stop()
+    board = dashboards(port, env=dict(env, DASHBOARD_TOKEN=TOKEN + "-rotated"))
+    board.wait_healthy()
+    assert session.get(board.url("/api/status"), timeout=10).status_code == 401
+
+
+def test_logins_are_rate_limited_per_client(guarded):
+    session = requests.Session()
+    for _ in range(10):
+        assert login(session, guarded, "wrong-guess").status_code == 401
+    limited = login(session, guarded, "wrong-guess")
+    assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert login(session, guarded).status_code == 429  # even the right token waits: no oracle
+
+
+def test_a_short_token_is_refused_off_loopback(dashboards):
+    board = dashboards(free_port("0.0.0.0"), env={"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": "x"})
+    assert board.wait_exit() == 2
+    out = board.output.strip()
+    assert len(out.splitlines()) == 1 and "DASHBOARD_TOKEN of 1 characters: use at least 16" in out
