@@ -42,6 +42,15 @@ def _matches(pattern: re.Pattern, what: str):
     return check
 
 
+def _plain_text(value: str, what: str) -> Optional[str]:
+    """No empty value and no control characters: these go into paths, scripts and units on hosts."""
+    if not value.strip():
+        return "must name %s, not be empty" % what
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "%r has control characters" % value
+    return None
+
+
 def _one_of(*choices: str):
     def check(value: str) -> Optional[str]:
         return None if value in choices else "%r is not one of: %s" % (value, ", ".join(choices))
@@ -54,7 +63,7 @@ SETTINGS: Dict[str, tuple] = {
     "port": ((int,), 22, _port),
     "platform": ((str,), "linux", _one_of("linux", "termux")),
     "python": ((str,), None, _matches(_COMMAND_WORD, "interpreter")),
-    "app_dir": ((str,), "~/sulfur", None),
+    "app_dir": ((str,), "~/sulfur", lambda v: _plain_text(v, "a directory")),
     "dashboard_port": ((int,), 5000, _port),
     "dashboard_host": ((str,), "127.0.0.1", _matches(_HOSTNAME, "bind address")),  # 0.0.0.0 needs a token
     "bot_command": ((str, type(None)), None, None),
@@ -195,14 +204,29 @@ class _Checker:
             raise self.fail(node, key, problem)
         return value
 
-    def settings(self, node: yaml.Node, prefix: str, allowed: Dict[str, tuple]) -> Dict[str, Any]:
+    def settings(self, node: yaml.Node, prefix: str, allowed: Dict[str, tuple],
+                 nodes: Optional[Dict[str, yaml.Node]] = None) -> Dict[str, Any]:
+        """The mapping's settings, checked; ``nodes`` (if given) learns where each one was written."""
         out = {}
         for knode, vnode in self.mapping(node, prefix.rstrip(".")):
             key = knode.value
             if key not in allowed:
                 raise self.fail(knode, prefix + key, "unknown key (known: %s)" % ", ".join(sorted(allowed)))
             out[key] = self.value(vnode, prefix + key, allowed[key])
+            if nodes is not None:
+                nodes[key] = vnode
         return out
+
+
+def _app_dir(check: _Checker, value: str, connection: str, path: Path, key: str, node: yaml.Node) -> str:
+    """Absolute or ~/...; a relative one only for this machine, taken from the inventory's folder
+    (a host's working directory over SSH is nobody's choice)."""
+    if value.startswith(("/", "~/")) or value == "~":
+        return value
+    if connection == LOCAL:
+        return str((path.resolve().parent / value).resolve())
+    raise check.fail(node, key, "%r is relative: use ~/%s or an absolute path (relative ones are for "
+                                "connection: local hosts only)" % (value, value))
 
 
 def _names(types: Sequence[type]) -> str:
@@ -236,9 +260,10 @@ def load(path: Optional[Path] = None) -> Inventory:
         sections[knode.value] = (knode, vnode)
 
     defaults = {k: v[1] for k, v in SETTINGS.items()}
-    explicit_defaults = set()
+    explicit_defaults: set = set()
+    default_nodes: Dict[str, yaml.Node] = {}
     if "defaults" in sections:
-        given = check.settings(sections["defaults"][1], "defaults.", SETTINGS)
+        given = check.settings(sections["defaults"][1], "defaults.", SETTINGS, default_nodes)
         defaults.update(given)
         explicit_defaults = set(given)
 
@@ -247,13 +272,17 @@ def load(path: Optional[Path] = None) -> Inventory:
         name = knode.value
         if not _NAME.match(str(name)):
             raise check.fail(knode, "hosts." + str(name), "host names use letters, digits, _ and - only")
-        own = check.settings(vnode, "hosts.%s." % name, dict(SETTINGS, **HOST_ONLY))
+        own_nodes: Dict[str, yaml.Node] = {}
+        own = check.settings(vnode, "hosts.%s." % name, dict(SETTINGS, **HOST_ONLY), own_nodes)
         connection = own.pop("connection", "ssh")
         hostname = own.pop("hostname", None)
         if connection == "ssh" and not hostname:
             raise check.fail(vnode, "hosts.%s.hostname" % name, "missing (or set connection: local)")
         settings = dict(defaults, **own)
         _fill_platform_defaults(settings)
+        where = ("hosts.%s.app_dir" % name, own_nodes["app_dir"]) if "app_dir" in own else (
+            "defaults.app_dir", default_nodes.get("app_dir", vnode))
+        settings["app_dir"] = _app_dir(check, settings["app_dir"], connection, path, *where)
         hosts[name] = Host(name, hostname, connection, **settings, explicit=explicit_defaults | set(own))
 
     groups: Dict[str, List[str]] = {}

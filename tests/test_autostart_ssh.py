@@ -41,7 +41,7 @@ def test_autostart_install_report_and_remove(lab):
     boot = Path(termux.user.pw_dir, ".termux/boot/sulfur-ops")
     script = boot.read_text()
     assert script.startswith("#!%s/bin/sh\n" % termux.prefix)  # an explicit interpreter: no /usr/bin/env
-    assert "termux-wake-lock" in script and "/usr/bin/env" not in script
+    assert "/usr/bin/env" not in script
     assert "cd %s/current || exit 1\nexec " % termux.app_dir in script
     assert "-S -m remote.host.supervisor run %s/run/supervisor.json" % termux.app_dir in script
     assert os.access(boot, os.X_OK)
@@ -56,7 +56,7 @@ def test_autostart_install_report_and_remove(lab):
 
 
 def test_the_boot_script_really_starts_the_stack(lab):
-    """Run the Termux:Boot script as Termux:Boot would (it has no termux-wake-lock here: harmless)."""
+    """Run the Termux:Boot script as Termux:Boot would."""
     termux = lab.hosts["termux"]
     assert invoke(lab.inventory_path, "autostart", "--host", "termux").returncode == 0
     assert invoke(lab.inventory_path, "stop", "--host", "termux").returncode == 0  # as after a reboot

@@ -60,6 +60,11 @@ CASES = [
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local}\n  pi: {hostname: other}\n", 4, "hosts.pi: given twice"),
     ("hosts:\n" + GOOD + "  pi: [hostname, pi.local\n", 4, "not valid YAML"),
     ("servers:\n" + GOOD, 1, "servers: unknown section"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, app_dir: ''}\n", 3, "hosts.pi.app_dir: must name a directory"),
+    ("defaults:\n  app_dir: sulfur\nhosts:\n" + GOOD, 2,
+     "defaults.app_dir: 'sulfur' is relative: use ~/sulfur or an absolute path"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, app_dir: \"~/x\\ny\"}\n", 3,
+     "hosts.pi.app_dir: '~/x\\ny' has control"),
 ]
 
 
@@ -124,3 +129,18 @@ def test_selection_defaults_groups_and_order(tmp_path):
 def test_the_shipped_example_inventory_is_valid():
     inv = load(ROOT / "inventory.yml")
     assert [h.name for h in inv.select()] == ["local"]
+
+
+def test_a_relative_app_dir_of_this_machine_is_taken_from_the_inventorys_folder(tmp_path):
+    path = tmp_path / "inventory.yml"
+    path.write_text("hosts:\n  local: {connection: local, app_dir: var/app}\n")
+    assert load(path).hosts["local"].app_dir == str(tmp_path.resolve() / "var" / "app")
+
+
+def test_every_setting_is_a_declared_field_of_host():
+    from dataclasses import fields
+
+    from remote.inventory import SETTINGS, Host
+
+    declared = {f.name for f in fields(Host)} - {"name", "hostname", "connection", "groups", "explicit"}
+    assert declared == set(SETTINGS)

@@ -31,8 +31,8 @@ TimeoutStopSec=30
 WantedBy=default.target
 """
 BOOT = """#!{prefix}/bin/sh
-# sulfur-ops: start the Sulfur stack when the phone boots (needs the Termux:Boot app)
-termux-wake-lock
+# sulfur-ops: start the Sulfur stack when the phone boots (needs the Termux:Boot app); the supervisor
+# takes termux-wake-lock itself when the inventory's wake_lock is on (the default on Termux)
 cd {current} || exit 1
 exec {python} -S -m remote.host.supervisor run {config} >> {log} 2>&1
 """
