@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Sequence
+import re
+from typing import IO, Any, Dict, Iterable, List, Sequence
+
+#: what a remote string must not bring to a terminal: C0 and C1 controls (escape sequences start with
+#: one), and the invisible marks that reorder or hide text
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def for_terminal(text: str) -> str:
+    """``text`` with every control character but newline and tab made visible as '?'."""
+    return _CONTROL.sub("?", text)
+
+
+class TerminalStream:
+    """An out_stream that passes a host's output on with control characters made harmless."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, data: str) -> None:
+        self.stream.write(for_terminal(data))
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    rows = [["-" if v is None or v == "" else str(v) for v in row] for row in rows]
+    rows = [["-" if v is None or v == "" else for_terminal(str(v)).replace("\n", "?").replace("\t", " ")
+             for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     last = len(headers) - 1
     lines = ["  ".join(h.ljust(w) if i < last else h for i, (h, w) in enumerate(zip(headers, widths)))]
@@ -150,7 +174,7 @@ def releases_table(docs: List[Dict[str, Any]]) -> str:
             rows.append([d["host"], "error", None, None, d.get("error")])
         for r in d.get("releases") or []:
             rows.append([d["host"], r["stamp"], (r.get("commit") or "")[:12] or None, r.get("by"),
-                         "current" if r["current"] else None])
+                         " ".join(w for w, on in (("current", r["current"]), ("FAILED", r.get("failed"))) if on)])
     return table(["HOST", "RELEASE", "COMMIT", "BY", ""], rows)
 
 

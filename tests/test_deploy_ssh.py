@@ -131,6 +131,43 @@ def test_a_bot_that_fails_its_health_check_is_rolled_back(lab):
     assert "result=failed, rolled back to %s" % good in Path(linux.app_dir, "revisions.log").read_text()
 
 
+def test_rollback_skips_a_release_whose_deploy_failed(lab):
+    """A healthy, B crashes (kept for inspection), C healthy: rollback goes to A, never to B."""
+    linux = lab.hosts["linux"]
+    inventory = lab.dir / "inv-keep.yml"  # room for all three: pruning would take the failed one first
+    inventory.write_text(lab.inventory_path.read_text().replace("  connect_timeout: 5",
+                                                                "  connect_timeout: 5\n  keep_releases: 20"))
+
+    def deploy():
+        time.sleep(1.0)  # a stamp of its own
+        return invoke(inventory, "deploy", "--wheels", "--host", "linux")
+
+    assert deploy().returncode == 0
+    a = current(linux)
+    write_bot(lab.source, 2, crash=True)
+    try:
+        assert deploy().returncode == 1
+    finally:
+        write_bot(lab.source, 1)
+    b = [n for n in releases(linux) if n > a][-1]
+    assert current(linux) == a and json.loads(Path(linux.app_dir, "releases", b, "DEPLOY.json").read_text())[
+        "result"] == "failed"
+    assert deploy().returncode == 0
+    c = current(linux)
+    listed = json.loads(invoke(inventory, "releases", "--host", "linux", "--json").stdout)[0]["releases"]
+    assert {r["stamp"]: r["failed"] for r in listed if r["stamp"] in (a, b, c)} == {a: False, b: True, c: False}
+    table = invoke(inventory, "releases", "--host", "linux").stdout
+    assert [line for line in table.splitlines() if b in line][0].rstrip().endswith("FAILED")
+    out = invoke(inventory, "rollback", "--host", "linux")
+    assert out.returncode == 0, out.stdout
+    assert current(linux) == a and "now on %s (was %s)" % (a, c) in out.stdout
+    out = invoke(inventory, "rollback", "--host", "linux", "--to", b)
+    assert out.returncode == 1 and "release %s failed its deploy" % b in out.stdout and current(linux) == a
+    out = invoke(inventory, "rollback", "--host", "linux", "--to", b, "--force")
+    assert out.returncode == 0 and current(linux) == b  # the operator insisted, loudly
+    assert deploy().returncode == 0  # and a healthy release for the tests after this one
+
+
 def test_requirements_that_cannot_be_installed_change_nothing(lab):
     linux = lab.hosts["linux"]
     assert invoke(lab.inventory_path, "deploy", "--wheels", "--host", "linux").returncode == 0

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 from dashproc import ROOT
@@ -91,3 +92,17 @@ def test_a_bumped_stamp_is_one_utc_second_later_in_any_timezone(monkeypatch):
         assert next_stamp("20261231235959") == "20270101000000"
     monkeypatch.delenv("TZ")
     time.tzset()
+
+
+def test_pruning_removes_failed_releases_first(tmp_path):
+    from remote.host import release as host_release
+    from remote.host.files import Layout
+
+    paths = Layout(tmp_path / "app")
+    stamps = ["2026010100000%d" % n for n in range(1, 8)]
+    for n, stamp in enumerate(stamps):
+        Path(paths.releases, stamp).mkdir(parents=True)
+        host_release.mark(paths, stamp, "failed" if n in (4, 5) else "ok", "boom")
+    removed = host_release.prune(paths, 4, {stamps[-1], stamps[-2]})
+    assert removed == [stamps[4], stamps[0], stamps[1]]  # the failed one first, then the oldest healthy
+    assert host_release.stamps(paths) == [stamps[2], stamps[3], stamps[5], stamps[6]]

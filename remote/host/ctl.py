@@ -25,7 +25,7 @@ COMMANDS = {
     "dev": {"force": (bool, False), "grace": (float, 3.0)},
     "deploy": dict(_LOCK, stamp=(str, None), commit=(str, None), keep=(int, 5), shared=(list, []),
                    env_incoming=(str, None)),
-    "rollback": dict(_LOCK, to=(str, None)),
+    "rollback": dict(_LOCK, to=(str, None), force=(bool, False)),
     "releases": {},
     "autostart": {"remove": (bool, False)},
 }
@@ -67,7 +67,8 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return release.deploy(app_dir, settings, opts["stamp"], opts["commit"], opts["keep"], opts["shared"],
                               opts["env_incoming"], opts["timeout"], opts["lock_timeout"], opts["by"])
     if command == "rollback":
-        return release.rollback(app_dir, settings, opts["to"], opts["timeout"], opts["lock_timeout"], opts["by"])
+        return release.rollback(app_dir, settings, opts["to"], opts["timeout"], opts["lock_timeout"], opts["by"],
+                                opts["force"])
     if command == "releases":
         return release.list_releases(app_dir)
     if command == "autostart":
@@ -116,9 +117,7 @@ def main(argv=None):
         opts = options(command, request.get("options") or {})
         settings = request.get("settings") if command in SETTINGS_COMMANDS else None
         out = dispatch(command, request["app_dir"], opts, settings or {}, stdin)
-    except BadRequest as exc:
-        return contract.answer(contract.failure(exc), exc.exit_code)
-    except Failure as exc:
+    except Failure as exc:  # BadRequest and ProtocolMismatch too, each with its own exit status
         return contract.answer(contract.failure(exc), exc.exit_code)
     except (KeyboardInterrupt, BrokenPipeError):
         return 0

@@ -16,7 +16,7 @@ import time
 
 from remote.host import CODE_DIR
 from remote.host.errors import Failure
-from remote.host.files import Layout, error_tail, read_json
+from remote.host.files import Layout, error_tail, read_json, write_json
 from remote.host.inbox import ask
 from remote.host.stack import operator_lock, restart_locked, service_state, stack_config
 from remote.host.system import open_paths
@@ -138,7 +138,8 @@ def install(paths, release, stamp, shared):
     digest, reused, packages = environment(paths, release)
     shutil.rmtree(os.path.join(release, "_wheels"), ignore_errors=True)
     relink(os.path.join(release, ".venv"), os.path.relpath(os.path.join(paths.venvs, digest), release))
-    os.makedirs(paths.shared, exist_ok=True)
+    os.makedirs(paths.shared, mode=0o700, exist_ok=True)
+    os.chmod(paths.shared, 0o700)  # .env and the bot's data: this user's alone
     for name in [".env"] + list(shared or []):
         target = os.path.join(paths.shared, name)
         if name != ".env":
@@ -168,6 +169,16 @@ def switch_to(paths, stamp):
     return previous
 
 
+def mark(paths, stamp, result, reason=None):
+    """The release's own record of how its deploy went: DEPLOY.json, {"result": "ok"|"failed", ...}."""
+    write_json(os.path.join(paths.releases, stamp, "DEPLOY.json"),
+               {"result": result, "reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def failed(paths, stamp):
+    return read_json(os.path.join(paths.releases, stamp, "DEPLOY.json")).get("result") == "failed"
+
+
 def record(paths, stamp, commit, by, result):
     """revisions.log: one line per deploy or rollback, like Capistrano's."""
     line = "%s stamp=%s commit=%s by=%s result=%s\n" % (
@@ -177,8 +188,10 @@ def record(paths, stamp, commit, by, result):
 
 
 def prune(paths, keep, protect):
-    """Keep the newest ``keep`` releases; never the ones in ``protect`` (current, previous)."""
+    """Keep the newest ``keep`` releases; failed ones go first, and never the ones in ``protect``
+    (current, previous)."""
     old = [s for s in stamps(paths) if s not in protect]
+    old.sort(key=lambda s: (not failed(paths, s), s))
     removed = old[:max(0, len(stamps(paths)) - keep)]
     for stamp in removed:
         shutil.rmtree(os.path.join(paths.releases, stamp), ignore_errors=True)
@@ -232,10 +245,12 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
         try:
             health = verify(paths, config, timeout)
         except Failure as exc:
+            mark(paths, stamp, "failed", str(exc))  # before anything else: a rollback must never pick it
             rolled = _roll_back(paths, config, previous, env_backup, timeout)
             record(paths, stamp, commit, by, "failed, " + rolled)
             raise Failure("release %s failed its health check (%s); %s; the failed release is kept in "
                           "releases/%s" % (stamp, exc, rolled, stamp), exc.log_tail) from None
+        mark(paths, stamp, "ok")
         record(paths, stamp, commit, by, "ok")
         pruned = prune(paths, keep, {stamp, previous})
         return dict(installed, ok=True, previous=previous, pruned=pruned, pid=health["pid"],
@@ -274,17 +289,20 @@ def _roll_back(paths, config, previous, env_backup, timeout):
     return "rolled back to %s, which is serving" % previous
 
 
-def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=None):
-    """Switch to ``to`` (default: the newest release older than current) and restart on it."""
+def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=None, force=False):
+    """Switch to ``to`` (default: the newest healthy release older than current) and restart on it."""
     paths = Layout(app_dir)
     with operator_lock(paths, lock_timeout, "rollback"):
         current, known = current_stamp(paths), stamps(paths)
         target = to
         if not target:
-            older = [s for s in known if current and s < current]
+            older = [s for s in known if current and s < current and not failed(paths, s)]
             if not older:
-                raise Failure("no release older than the current one (%s) to roll back to" % current)
+                raise Failure("no healthy release older than the current one (%s) to roll back to" % current)
             target = older[-1]
+        elif failed(paths, target) and not force:
+            raise Failure("release %s failed its deploy (%s): roll back to it with --force only"
+                          % (target, read_json(os.path.join(paths.releases, target, "DEPLOY.json")).get("reason")))
         previous = switch_to(paths, target)
         health = restart_locked(paths, stack_config(app_dir, settings), timeout=timeout)
         record(paths, target, None, by, "rollback from %s" % previous)
@@ -297,5 +315,5 @@ def list_releases(app_dir):
     for stamp in stamps(paths):
         info = read_json(os.path.join(paths.releases, stamp, "REVISION.json"))
         out.append({"stamp": stamp, "commit": info.get("commit"), "by": info.get("by"),
-                    "current": stamp == current})
+                    "current": stamp == current, "failed": failed(paths, stamp)})
     return {"ok": True, "releases": out}
