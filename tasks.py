@@ -31,10 +31,10 @@ HELP = {
     "force": "also act on a holder of the port that is not ours",
     "grace": "seconds between SIGTERM and SIGKILL (default 3)",
     "service": "dashboard, bot or all (default all)",
-    "timeout": "seconds to wait for health and for the host's lock (default 20)",
+    "timeout": "seconds to wait for health (and, but for deploy and rollback, for the host's lock; default 20)",
     "wheels": "build wheels here and install them on the hosts with --no-index (hosts without internet)",
     "env_file": "upload this file as the hosts' shared/.env (mode 600); otherwise .env is never sent",
-    "to": "release stamp to go back to (default: the one before current)",
+    "to": "release stamp to go back to (default: the newest healthy one before current)",
     "remove": "remove the autostart instead of installing it",
 }
 
@@ -57,7 +57,7 @@ def _hosts(host, all_):
 
 
 def _finish(docs, text, as_json):
-    print(render.as_json(docs) if as_json else text)
+    print(render.as_json(docs) if as_json else render.for_terminal(text))
     if not all(d.get("ok") for d in docs):
         raise Exit(code=1)
 
@@ -155,7 +155,7 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
 
         def one(runner, target):
             def report(line):  # one write per line: hosts report from parallel threads
-                sys.stdout.write("%s: %s\n" % (target.name, line))
+                sys.stdout.write(render.for_terminal("%s: %s\n" % (target.name, line)))
                 sys.stdout.flush()
 
             return release.deploy_host(runner, target, packages[target.source], report, env_path, float(timeout))
@@ -166,10 +166,11 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
     _finish(docs, render.deploy_lines(docs), json)
 
 
-@task(help=_help("host", "all", "parallel", "json", "to", "timeout"))
-def rollback(c, host=None, all=False, to=None, timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
-    """Go back to the previous (or --to) release and restart on it."""
-    op = functools.partial(ctlcalls.rollback, to=to, timeout=float(timeout), by=release.operator())
+@task(help=dict(_help("host", "all", "parallel", "json", "to", "timeout"),
+                force="also go back to a release whose deploy failed (--to)"))
+def rollback(c, host=None, all=False, to=None, force=False, timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
+    """Go back to the newest healthy release before current (or --to one) and restart on it."""
+    op = functools.partial(ctlcalls.rollback, to=to, timeout=float(timeout), by=release.operator(), force=force)
     _stack(host, all or not host, parallel, op, json, render.rollback_lines)
 
 
@@ -186,20 +187,24 @@ def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
 
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",
-            "lines": "lines to show (default 50)", "follow": "keep printing new lines until Ctrl+C"})
-def logs(c, host=None, service="dashboard", lines=50, follow=False):
+            "lines": "lines to show (default 50)", "follow": "keep printing new lines until Ctrl+C",
+            "raw": "keep colours and other control characters (only when printing to a terminal)"})
+def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False):
     """Print a service's log from each host; --follow keeps streaming it."""
     targets = _hosts(host, False)
     if follow and len(targets) > 1:
         raise _fail(UsageError("--follow takes one host"))
+    failed = False
     for target in targets:
         if len(targets) > 1:
             print("==> %s <==" % target.name)
         try:
             with open_runner(target) as runner:
-                ctlcalls.logs(runner, target, service, int(lines), follow)
+                failed |= ctlcalls.logs(runner, target, service, int(lines), follow, raw and sys.stdout.isatty()) != 0
         except SulfurError as exc:
             raise _fail(exc) from None
+    if failed:
+        raise Exit(code=1)
 
 
 @task(help={"port": "dashboard port (default: the local host's dashboard_port)",

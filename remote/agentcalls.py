@@ -24,12 +24,13 @@ from .inventory import Host
 
 HOST_DIR = Path(CODE_DIR) / "remote" / "host"
 AGENT_TIMEOUT = 60.0
+AGENT = "remote.host.agent"
 _BOOT = ("import base64,json,sys,types,zlib\n"
          "for p in ('remote','remote.host'):\n m=types.ModuleType(p);m.__path__=[];sys.modules[p]=m\n"
          "for n,s in json.loads(zlib.decompress(base64.b64decode('%s'))):\n"
          " m=types.ModuleType(n);m.__file__='<agent>/'+n;sys.modules[n]=m;exec(compile(s,n,'exec'),m.__dict__)\n"
          " setattr(sys.modules[n.rpartition('.')[0]],n.rpartition('.')[2],m)\n"
-         "sys.exit(sys.modules['remote.host.agent'].main())")
+         "sys.exit(sys.modules[%r].main())")
 
 
 def _host_imports(name: str) -> List[str]:
@@ -45,7 +46,7 @@ def _host_imports(name: str) -> List[str]:
     return [n for n in found if (HOST_DIR / (n.rsplit(".", 1)[1] + ".py")).exists()]
 
 
-def bundle(root: str = "remote.host.agent") -> List[str]:
+def bundle(root: str = AGENT) -> List[str]:
     """``root`` and every host module it needs, each after the modules it imports."""
     order: List[str] = []
 
@@ -62,17 +63,22 @@ def bundle(root: str = "remote.host.agent") -> List[str]:
     return order
 
 
-@functools.lru_cache(maxsize=1)
-def bootstrap() -> str:
-    modules = [(n, (HOST_DIR / (n.rsplit(".", 1)[1] + ".py")).read_text()) for n in bundle()]
+@functools.lru_cache(maxsize=4)
+def bootstrap(root: str = AGENT) -> str:
+    """`python -c` code that installs ``root`` and the modules it needs from the command, then runs its main()."""
+    modules = [(n, (HOST_DIR / (n.rsplit(".", 1)[1] + ".py")).read_text()) for n in bundle(root)]
     payload = base64.b64encode(zlib.compress(json.dumps(modules).encode(), 9)).decode()
-    return _BOOT % payload
+    return _BOOT % (payload, root)
+
+
+def host_command(host: Host, root: str = AGENT) -> str:
+    """The shell command that runs host module ``root`` with the host's own interpreter (never via env)."""
+    # -S: the host side is stdlib-only, so skip site-packages (faster start, nothing of the host leaks in)
+    return " ".join(shlex.quote(a) for a in (host.python, "-S", "-c", bootstrap(root)))
 
 
 def agent_command(host: Host) -> str:
-    """The shell command that runs the agent with the host's own interpreter (never via env)."""
-    # -S: the agent is stdlib-only, so skip site-packages (faster start, nothing of the host leaks in)
-    return " ".join(shlex.quote(a) for a in (host.python, "-S", "-c", bootstrap()))
+    return host_command(host, AGENT)
 
 
 def call_agent(runner: Runner, host: Host, command: str, timeout: float = AGENT_TIMEOUT,

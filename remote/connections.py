@@ -95,7 +95,7 @@ def put(runner: Runner, local: str, target: str, mode: Optional[int] = None) -> 
     """Copy a file to the host; ``target`` is absolute or starts with ~/ (SFTP starts at home)."""
     remote = target[2:] if target.startswith("~/") else target
     try:
-        runner.put(str(local), remote)
+        runner.put(str(local), remote, preserve_mode=mode is None)
         if mode is not None:
             if isinstance(runner, LocalRunner):
                 os.chmod(os.path.join(os.path.expanduser("~"), remote), mode)

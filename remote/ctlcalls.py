@@ -19,6 +19,7 @@ from remote.host.contract import PROTOCOL
 
 from .connections import RequestStream, Runner, call
 from .inventory import Host
+from .render import TerminalStream
 
 NO_RELEASE = 3  # exit status of the shell guard below
 
@@ -43,7 +44,7 @@ def stack_settings(host: Host) -> Dict[str, Any]:
     where = code_location(host)
     return {"code_dir": where["code_dir"], "python": where["dashboard_python"], "host": host.dashboard_host,
             "port": host.dashboard_port, "bot_command": host.bot_command, "alert_webhook": host.alert_webhook,
-            "wake_lock": host.wake_lock}
+            "wake_lock": host.wake_lock, "name": host.name}
 
 
 def ctl_request(host: Host, command: str, options: Optional[Dict[str, Any]] = None,
@@ -96,9 +97,9 @@ def status(runner: Runner, host: Host) -> Dict[str, Any]:
 
 
 def rollback(runner: Runner, host: Host, to: Optional[str] = None, timeout: float = 20.0,
-             by: Optional[str] = None) -> Dict[str, Any]:
-    return call_ctl(runner, host, "rollback", {"to": to, "timeout": timeout, "by": by}, settings=True,
-                    timeout=timeout * 3 + 60)
+             by: Optional[str] = None, force: bool = False) -> Dict[str, Any]:
+    return call_ctl(runner, host, "rollback", {"to": to, "timeout": timeout, "by": by, "force": force},
+                    settings=True, timeout=timeout * 3 + 60)
 
 
 def releases(runner: Runner, host: Host) -> Dict[str, Any]:
@@ -109,11 +110,14 @@ def autostart(runner: Runner, host: Host, remove: bool = False) -> Dict[str, Any
     return call_ctl(runner, host, "autostart", {"remove": remove})
 
 
-def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool) -> None:
-    """The log's text straight to this terminal; with ``follow``, until Ctrl+C (stdin stays open
-    until then, and the host side stops when it ends)."""
+def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw: bool = False) -> int:
+    """The log's text to this terminal, control characters made harmless unless ``raw``; with
+    ``follow``, until Ctrl+C (stdin stays open until then, and the host side stops when it ends)."""
     request = ctl_request(host, "logs", {"service": service, "lines": lines, "follow": follow})
-    runner.run(ctl_command(host, "logs"), warn=True, in_stream=RequestStream(request, hold=follow))
+    out = sys.stdout if raw else TerminalStream(sys.stdout)
+    result = runner.run(ctl_command(host, "logs"), warn=True, in_stream=RequestStream(request, hold=follow),
+                        out_stream=out, err_stream=TerminalStream(sys.stderr))
+    return result.exited  # not 0: no release, a bad request (its one-line answer was printed)
 
 
 def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool) -> List[str]:

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -146,10 +145,6 @@ def _no_caches(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
     return None if set(Path(info.name).parts) & NEVER else info
 
 
-#: stdlib, Python 3.8+: extract, refusing absolute paths and ../ (3.12's data filter does it where it exists)
-UNPACK = ("import os,sys,tarfile;t,d=sys.argv[1],sys.argv[2];os.makedirs(d);f=tarfile.open(t);"
-          "m=[i for i in f.getmembers() if not (i.name.startswith('/') or '..' in i.name.split('/'))];"
-          "f.extractall(d,m,**({'filter':'data'} if hasattr(tarfile,'data_filter') else {}));f.close();os.unlink(t)")
 def check_space(runner: Runner, host: Host, package: Package) -> None:
     """Before anything is written: the release, its unpacked copy and a new venv must fit."""
     releases = host.app_dir.rstrip("/") + "/releases"
@@ -183,13 +178,15 @@ def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[
                                   "by": operator(), "commit": package.commit, "shared": list(host.shared_paths)}
     if env_file is not None:
         env_target = "%s/shared/.env.incoming-%s" % (host.app_dir.rstrip("/"), os.urandom(4).hex())
-        run(runner, "mkdir -p %s" % shell_path(host.app_dir.rstrip("/") + "/shared"), 60)
+        # created empty and private first: the upload then writes into a file nobody else can open
+        run(runner, "umask 077 && mkdir -p %s && : > %s" % (shell_path(host.app_dir.rstrip("/") + "/shared"),
+                                                             shell_path(env_target)), 60)
         put(runner, env_file, env_target, mode=0o600)
         options["env_incoming"] = env_target
     # unpacked outside the lock into a name of its own; that release's ctl then does the rest
     partial = "%s/releases/.partial-%s-%s" % (host.app_dir.rstrip("/"), package.stamp, os.urandom(4).hex())
-    unpack = "%s -S -c %s %s %s && " % (shlex.quote(host.python), shlex.quote(UNPACK), shell_path(incoming),
-                                        shell_path(partial))
+    unpack = "%s %s %s || exit 1; " % (agentcalls.host_command(host, "remote.host.unpack"), shell_path(incoming),
+                                       shell_path(partial))  # its own words on stderr, not "no release"
     try:
         return call_ctl(runner, host, "deploy", options, settings=True, timeout=900, code_dir=partial,
                         prefix=unpack, progress=report)

@@ -190,3 +190,14 @@ def test_the_agent_travels_whole_in_its_command(tmp_path):
     assert out.returncode == 0, out.stderr
     assert doc["protocol"] == PROTOCOL and doc["state"] == "free" and doc["method"]
     assert not Path(tmp_path, "remote").exists()
+
+
+@pytest.mark.parametrize("app_dir", ["", "relative/dir/that/is/not/there"])
+def test_doctor_ends_for_an_app_dir_that_is_empty_or_relative(tmp_path, app_dir):
+    """The walk up to an existing parent stops where dirname stops changing (it looped forever on '')."""
+    host = load(local_inventory(tmp_path / "inventory.yml", tmp_path / "app")).select()[0]
+    request = json.dumps({"protocol": PROTOCOL, "command": "doctor", "port": free_port(), "app_dir": app_dir})
+    out = subprocess.run(["sh", "-c", agentcalls.agent_command(host)], cwd=tmp_path, input=request + "\n",
+                         capture_output=True, text=True, timeout=60)
+    doc = json.loads(out.stdout)
+    assert doc["ok"] and doc["disk_free"] is not None and doc["app_dir_exists"] is False

@@ -93,3 +93,19 @@ def test_a_missing_interpreter_is_named_with_what_to_do(tmp_path):
     doc = json.loads(out.stdout)[0]
     assert out.returncode == 1
     assert doc["error"] == "python-that-is-not-here not found on the host: set `python:` for it in the inventory"
+
+
+def test_a_holders_escape_sequences_never_reach_the_terminal(tmp_path, port):
+    """A process whose command line rewrites the terminal's title (OSC 0) is shown, harmlessly."""
+    code = "import socket,time,sys\ns=socket.socket();s.bind(('127.0.0.1',%d));s.listen(1);print('ok',flush=True)\n" \
+           "time.sleep(60)" % port
+    holder = subprocess.Popen(["\x1b]0;pwned\x07\x1b[2J", "-c", code], executable=sys.executable,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "ok\n"
+        out = invoke(local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port), "port-status")
+        assert "\x1b" not in out.stdout and "\x07" not in out.stdout
+        assert "?]0;pwned??[2J" in out.stdout  # still there to read, as text
+    finally:
+        holder.kill()
+        holder.wait()

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from dashproc import ROOT, ctl_run, free_port, invoke, local_inventory
 
@@ -166,3 +167,85 @@ def test_start_after_a_stop_with_other_settings_says_started(tmp_path, port):
         assert doc["ok"] and doc["action"] == "restarted the supervisor (port changed)" and doc["port"] == port
     finally:
         invoke(inventory, "stop")
+
+
+def _environ(pid):
+    raw = Path("/proc/%d/environ" % pid).read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_each_service_gets_only_its_own_secrets(tmp_path, port):
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port)
+    text = inventory.read_text().replace("connection: local,", "connection: local, bot_command: 'python3 -c "
+                                         "\"import time; time.sleep(600)\"',")
+    inventory.write_text(text)
+    (tmp_path / "app" / "shared").mkdir(parents=True)
+    (tmp_path / "app" / "shared" / ".env").write_text("BOT_TOKEN=the-bots-secret\nDASHBOARD_TOKEN=page-token\n")
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        services = _state(tmp_path / "app")["services"]
+        dashboard, bot = _environ(services["dashboard"]["pid"]), _environ(services["bot"]["pid"])
+        assert bot["BOT_TOKEN"] == "the-bots-secret"
+        assert "BOT_TOKEN" not in dashboard and dashboard["DASHBOARD_TOKEN"] == "page-token"
+        # a new .env (deploy --env-file) reaches the next start without a new supervisor
+        (tmp_path / "app" / "shared" / ".env").write_text("BOT_TOKEN=rotated\nDASHBOARD_TOKEN=page-token\n")
+        doc = json.loads(invoke(inventory, "restart", "--json").stdout)[0]
+        assert doc["action"] == "restarted"
+        assert _environ(_state(tmp_path / "app")["services"]["bot"]["pid"])["BOT_TOKEN"] == "rotated"
+    finally:
+        invoke(inventory, "stop")
+
+
+def test_logs_strip_control_characters_unless_raw_on_a_terminal(tmp_path):
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app")
+    log = tmp_path / "app" / "logs" / "bot.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("plain line\n\x1b[2J\x1b]0;pwned\x07cleared your screen\n")
+    for extra in ([], ["--raw"]):  # --raw keeps them only for a terminal, and this stdout is a pipe
+        out = invoke(inventory, "logs", "--service", "bot", *extra)
+        assert out.returncode == 0 and "plain line" in out.stdout and "cleared your screen" in out.stdout
+        assert "\x1b" not in out.stdout and "\x07" not in out.stdout
+
+
+def test_a_release_whose_venv_is_gone_is_named_in_one_line_at_once(tmp_path, port):
+    """A cut deploy or a Python upgrade left current/.venv pointing nowhere: say so, start nothing."""
+    import shutil
+
+    app = tmp_path / "app"
+    release = app / "releases" / "20260101000000"
+    for part in ("dashboard", "remote"):
+        shutil.copytree(ROOT / part, release / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (release / ".venv").symlink_to("../../venvs/0123456789abcdef")  # removed
+    (app / "current").symlink_to(release)
+    inventory = local_inventory(tmp_path / "inventory.yml", app, port)
+    out = invoke(inventory, "restart")
+    assert out.returncode == 1
+    assert out.stdout.strip() == ("local: FAILED: the dashboard's interpreter %s/current/.venv/bin/python cannot run "
+                                  "(No such file or directory): its venv is gone; run invoke deploy --host local"
+                                  % app)
+    assert not (app / "run" / "supervisor.pid").exists() and not (app / "logs" / "dashboard.log").exists()
+
+
+def test_state_settings_and_commands_stay_private_under_a_loose_umask(tmp_path, port):
+    app = tmp_path / "app"
+    settings = {"code_dir": str(ROOT), "python": sys.executable, "port": port, "alert_webhook": "http://127.0.0.1:9/x"}
+    try:
+        out = ctl_run(ROOT, "restart", app, settings=settings, preexec_fn=lambda: os.umask(0o002))
+        assert json.loads(out.stdout)["ok"], out.stdout + out.stderr
+        for folder in ("run", "run/commands", "logs"):
+            assert (app / folder).stat().st_mode & 0o777 == 0o700, folder
+        for private in ("run/supervisor.json", "run/state.json", "logs/dashboard.log", "logs/supervisor.log"):
+            assert (app / private).stat().st_mode & 0o077 == 0, private
+    finally:
+        ctl_run(ROOT, "stop", app)
+
+
+def test_private_files_never_follow_a_planted_symlink(tmp_path):
+    from remote.host.files import create_private
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "planted").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        create_private(str(tmp_path / "planted"))
+    assert victim.read_text() == "keep me"

@@ -208,14 +208,34 @@ def test_a_bot_that_exits_at_once_is_marked_failed_with_its_last_lines_and_an_al
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Webhook.received.clear()
     url = "http://%s:%d/api/webhooks/1/x" % server.server_address
-    bot = "python -c \"import sys; print('starting'); print('LoginFailure: improper token'); sys.exit(3)\""
+    bot = "python -c \"import sys; print('starting @everyone'); print('LoginFailure: improper token'); sys.exit(3)\""
     inventory = Path(lab.inventory_path).read_text().replace(
         "  %s: {" % host.name, "  %s: {bot_command: '%s', alert_webhook: '%s', " % (
             host.name, bot.replace("'", "''"), url))
     path = lab.dir / "inv-bot.yml"
     path.write_text(inventory)
+    seen, done = set(), threading.Event()
+
+    def watch_argv():  # the webhook URL is a secret: no process of the host may carry it in argv
+        while not done.is_set():
+            seen.update(processes(url))
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch_argv)
+    watcher.start()
     try:
-        assert invoke(path, "restart", "--host", host.name).returncode == 0
+        try:
+            assert invoke(path, "restart", "--host", host.name).returncode == 0
+        finally:
+            done.set()
+            watcher.join()
+        assert seen == set()
+        run = Path(host.app_dir, "run")
+        assert url in (run / "supervisor.json").read_text()  # it is there, for the supervisor alone:
+        for private in (run / "supervisor.json", run / "state.json", Path(host.app_dir, "logs", "bot.log")):
+            assert private.stat().st_mode & 0o077 == 0, private
+        for folder in (run, run / "commands", Path(host.app_dir, "logs")):
+            assert folder.stat().st_mode & 0o777 == 0o700, folder
         deadline = time.monotonic() + 40  # backoff 1 + 2 + 4 + 8 s before the fifth failure
         while time.monotonic() < deadline and state(host)["services"]["bot"]["state"] != "failed":
             time.sleep(0.2)
@@ -231,6 +251,7 @@ def test_a_bot_that_exits_at_once_is_marked_failed_with_its_last_lines_and_an_al
             time.sleep(0.1)
         kind, body = Webhook.received[0]
         assert kind == "application/json" and "bot failed" in body["content"]
+        assert body["allowed_mentions"] == {"parse": []}  # "@everyone" in a log line pings nobody
         assert "LoginFailure" in body["content"]
         assert state(host)["services"]["dashboard"]["state"] == "running"  # the rest keeps going
     finally:

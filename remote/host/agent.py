@@ -300,6 +300,8 @@ def main():
         return contract.answer(handle(contract.Stdin().request()))
     except BadRequest as exc:
         return contract.answer(contract.failure(exc), exc.exit_code)
+    except Exception as exc:  # a bug or an odd host: one line for the operator, never a traceback
+        return contract.answer({"ok": False, "error": "agent: %s: %s" % (type(exc).__name__, exc), "kind": "failed"})
 
 
 if __name__ == "__main__":

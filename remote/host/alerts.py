@@ -12,7 +12,8 @@ def post(url, text, log):
     def send():
         import urllib.request  # only here: it pulls in ssl, which every start would pay for
 
-        body = json.dumps({"content": text[:1900]}).encode()
+        # allowed_mentions: a crash that prints @everyone must not ping the whole Discord server
+        body = json.dumps({"content": text[:1900], "allowed_mentions": {"parse": []}}).encode()
         request = urllib.request.Request(url, body, {"Content-Type": "application/json",
                                                      "User-Agent": "sulfur-supervisor"})
         try:

@@ -30,10 +30,9 @@ try:  # typing.TypedDict exists from Python 3.8 on; it documents, nothing checks
 except ImportError:  # pragma: no cover
     TypedDict = dict  # type: ignore
 
-#: bump when a request or an answer changes in a way the other side must know about
+#: bump when a request or an answer changes in a way the other side must know about; the two sides
+#: must speak the same number (the operator refuses any other answer, the host any other request)
 PROTOCOL = 1
-#: the oldest operator protocol this host side still answers
-MIN_PROTOCOL = 1
 ETX = b"\x03"
 
 
@@ -42,7 +41,7 @@ ETX = b"\x03"
 
 class AgentRequest(TypedDict, total=False):
     protocol: int
-    command: str            # probe | free | doctor
+    command: str            # probe | free | doctor | space
     port: int
     app_dir: str
     force: bool             # free: also stop a holder that is not ours
@@ -50,7 +49,7 @@ class AgentRequest(TypedDict, total=False):
 
 
 class StackSettings(TypedDict, total=False):
-    """How the supervisor runs the stack; a change of these replaces the supervisor."""
+    """How the supervisor runs the stack; a change of those in stack.RESTART_KEYS replaces it."""
     code_dir: str
     python: Optional[str]   # the dashboard's interpreter (None: the release's .venv, else this one)
     host: str               # dashboard bind address
@@ -60,6 +59,7 @@ class StackSettings(TypedDict, total=False):
     wake_lock: bool
     max_failures: int
     reload: bool
+    name: str               # the inventory's name for this host, for messages
 
 
 class CtlRequest(TypedDict, total=False):
@@ -185,6 +185,7 @@ class ReleaseInfo(TypedDict):
     commit: Optional[str]
     by: Optional[str]
     current: bool
+    failed: bool            # its deploy failed (DEPLOY.json): rollback skips it
 
 
 class ReleasesAnswer(Answer, total=False):
@@ -221,9 +222,9 @@ def check_protocol(request):
     if theirs > PROTOCOL:
         raise ProtocolMismatch("the operator speaks protocol %d, this release %d: deploy a newer release"
                                % (theirs, PROTOCOL))
-    if theirs < MIN_PROTOCOL:
-        raise ProtocolMismatch("the operator speaks protocol %d, this release needs %d or newer: update "
-                               "sulfur-ops on the operator's machine" % (theirs, MIN_PROTOCOL))
+    if theirs < PROTOCOL:
+        raise ProtocolMismatch("the operator speaks protocol %d, this release %d: update sulfur-ops on the "
+                               "operator's machine" % (theirs, PROTOCOL))
     return request
 
 

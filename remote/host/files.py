@@ -34,8 +34,13 @@ class Layout:
         return os.path.join(self.logs, name + ".log")
 
     def make(self):
+        """run/, logs/ and run/commands/, private to this user whatever the umask or an older release
+        left: a group member could otherwise read the settings (a webhook URL) or plant requests."""
         for path in (self.run, self.logs, self.commands):
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            os.chmod(path, 0o700)
+        for name in os.listdir(self.logs):
+            os.chmod(os.path.join(self.logs, name), 0o600)
 
 
 def existing_parent(path):
@@ -49,10 +54,17 @@ def existing_parent(path):
     return path or "."
 
 
+def create_private(path):
+    """A new file only this user may read, opened for writing; never through a planted symlink
+    (O_NOFOLLOW) and never someone else's file (O_EXCL)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "w")
+
+
 def write_json(path, data):
-    """Atomic: readers see the old document or the new one, never half of one."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w") as handle:
+    """Atomic and private (mode 600): readers see the old document or the new one, never half of one."""
+    tmp = "%s.%d-%s.tmp" % (path, os.getpid(), os.urandom(4).hex())
+    with create_private(tmp) as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
     os.replace(tmp, path)
 

@@ -23,7 +23,7 @@ def ask(paths, action, service, timeout):
     pid = read_pid(paths.pidfile)
     if not pid:
         raise Failure("the supervisor is not running")
-    name = "%d-%d" % (os.getpid(), time.monotonic_ns())
+    name = "%020d-%d" % (time.monotonic_ns(), os.getpid())  # names sort in the order they were asked
     write_json(os.path.join(paths.commands, name + ".request"), {"action": action, "service": service})
     os.kill(pid, signal.SIGUSR1)
     result = os.path.join(paths.commands, name + ".result")

@@ -26,7 +26,11 @@ from remote.host.system import read_pid
 RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock")
 #: settings an operator may send (contract.StackSettings)
 SETTINGS = ("code_dir", "python", "host", "port", "bot_command", "alert_webhook", "wake_lock", "max_failures",
-            "reload")
+            "reload", "name")
+#: what `python -m dashboard` imports from its venv
+DASHBOARD_PACKAGES = ("flask", "flask_socketio", "simple_websocket", "werkzeug")
+_FIND = ("import importlib.util as u,sys\nm=[n for n in sys.argv[1:] if u.find_spec(n) is None]\n"
+         "print(' '.join(m));sys.exit(1 if m else 0)")
 
 
 @contextlib.contextmanager
@@ -67,10 +71,29 @@ def stack_config(app_dir, settings):
     config.update({k: v for k, v in (settings or {}).items() if k in SETTINGS and v is not None})
     config["app_dir"] = Layout(app_dir).app_dir
     config["code_dir"] = os.path.abspath(os.path.expanduser(config.get("code_dir") or CODE_DIR))
-    venv = os.path.join(config["code_dir"], ".venv", "bin", "python")
-    python = config.get("python") or (venv if os.path.exists(venv) else sys.executable)
+    venv = os.path.join(config["code_dir"], ".venv")
+    # a release's .venv, even a broken one (check_dashboard_python says so); the checkout may have none
+    python = config.get("python") or (os.path.join(venv, "bin", "python") if os.path.lexists(venv) else sys.executable)
     config["python"] = os.path.abspath(os.path.expanduser(python)) if os.sep in python else python
     return config
+
+
+def check_dashboard_python(config, timeout=3.0):
+    """Before a supervisor starts: can the dashboard's interpreter import what the dashboard needs?
+    Without this a removed venv shows as three identical tracebacks and a 15 s give-up."""
+    python, fix = config["python"], "run invoke deploy --host %s" % (config.get("name") or "HOST")
+    try:
+        out = subprocess.run([python, "-c", _FIND] + list(DASHBOARD_PACKAGES), cwd=config["code_dir"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except OSError as exc:
+        raise Failure("the dashboard's interpreter %s cannot run (%s): its venv is gone; %s"
+                      % (python, exc.strerror, fix)) from None
+    except subprocess.TimeoutExpired:
+        raise Failure("the dashboard's interpreter %s did not answer within %.0f s" % (python, timeout)) from None
+    if out.returncode != 0:
+        missing = out.stdout.split() or [(out.stderr.strip().splitlines() or ["?"])[-1]]
+        raise Failure("the dashboard's interpreter %s lacks %s: its venv is missing or broken; %s"
+                      % (python, ", ".join(missing), fix))
 
 
 def preflight(paths, port, force, grace):
@@ -176,6 +199,7 @@ def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout
                           error_tail(paths.log(service if service != "all" else "dashboard")))
         pid = wait_healthy(paths, config, timeout, not_pid=old) if service in ("dashboard", "all") else old
         return dict(done, action="restarted", pid=pid, elapsed=time.monotonic() - started)
+    check_dashboard_python(config)
     before = preflight(paths, config["port"], force, grace)
     supervisor = spawn_supervisor(paths, config)
     pid = wait_healthy(paths, config, timeout, supervisor=supervisor)
@@ -218,6 +242,7 @@ def dev(app_dir, settings, force=False, grace=3.0):
     paths.make()
     if read_pid(paths.pidfile):
         raise Failure("a supervisor already runs for %s: invoke stop first" % paths.app_dir)
+    check_dashboard_python(config)
     before = preflight(paths, config["port"], force, grace)
     if before.startswith("freed"):
         print("supervisor | %s (our stale dashboard)" % before, flush=True)

@@ -74,21 +74,29 @@ class Supervisor:
         else:
             print(line, flush=True)  # detached: stdout is logs/supervisor.log
 
-    def _environment(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_SOCKET"))}
-        env.update(read_env_file(os.path.join(self.paths.shared, ".env")))
-        env["PATH"] = os.path.dirname(self.python) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+    def _environments(self):
+        """(the dashboard's, the bot's): each service gets only what it needs of shared/.env. The bot
+        gets all of it (its token); the dashboard only the DASHBOARD_* settings (its own token)."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_SOCKET"))}
+        base["PATH"] = os.path.dirname(self.python) + os.pathsep + base.get("PATH", "/usr/bin:/bin")
+        base["PYTHONUNBUFFERED"] = "1"
+        dotenv = read_env_file(os.path.join(self.paths.shared, ".env"))
+        dashboard = dict(base, **{k: v for k, v in dotenv.items() if k.startswith("DASHBOARD_")})
+        dashboard.update(DASHBOARD_APP_DIR=self.paths.app_dir, DASHBOARD_PORT=str(self.cfg["port"]),
+                         DASHBOARD_HOST=self.cfg["host"], NOTIFY_SOCKET=self.notify_name)
+        return dashboard, dict(base, **dotenv)
+
+    def _refresh_environment(self, svc):
+        """shared/.env as it is now: a deploy with --env-file changes it under a running supervisor."""
+        dash_env, bot_env = self._environments()
+        svc.env = dash_env if svc.uses_socket else bot_env
 
     def _make_services(self):
-        env = self._environment()
-        dash_env = dict(env, DASHBOARD_APP_DIR=self.paths.app_dir, DASHBOARD_PORT=str(self.cfg["port"]),
-                        DASHBOARD_HOST=self.cfg["host"], NOTIFY_SOCKET=self.notify_name)
+        dash_env, bot_env = self._environments()
         self.services["dashboard"] = Service("dashboard", [self.python, "-m", "dashboard"], dash_env, self.code_dir,
                                              self.paths.log("dashboard"), True, self.policy, self.clock)
         if self.cfg["bot_command"]:
-            self.services["bot"] = Service("bot", shlex.split(self.cfg["bot_command"]), env, self.code_dir,
+            self.services["bot"] = Service("bot", shlex.split(self.cfg["bot_command"]), bot_env, self.code_dir,
                                            self.paths.log("bot"), False, self.policy, self.clock)
 
     def _notify_socket(self):
@@ -148,6 +156,7 @@ class Supervisor:
     # ----------------------------------------------------------------------------------- starting
     def start(self, svc, waiter=None):
         """Start a service; the dashboard by handover: it counts as started on its READY=1."""
+        self._refresh_environment(svc)
         try:
             proc = self._take_spare() if svc.uses_socket else None
             if proc is None:
@@ -204,12 +213,14 @@ class Supervisor:
 
     # ----------------------------------------------------------------------------------- the spare
     def _code_key(self):
-        return code_key(self.code_dir, self.python, code_mtimes(self.code_dir))
+        """What a spare must have loaded to stand in: the code, and the environment a new one would get."""
+        return code_key(self.code_dir, self.python, code_mtimes(self.code_dir)), sorted(self._environments()[0].items())
 
     def _spawn_spare(self):
         self.spare_at = None
         if self.stopping or self.spare is not None or not self.cfg["spare"]:
             return
+        self._refresh_environment(self.services["dashboard"])
         proc = self.services["dashboard"].spawn(self.listener.sock, {"DASHBOARD_SPARE": "1"},
                                                 new_session=not self.cfg["stream"])
         self.spare = WarmSpare(proc, self._code_key())
