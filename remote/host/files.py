@@ -29,6 +29,13 @@ class Layout:
         self.operator_lock = os.path.join(self.run, "lock")  # one operator action at a time
         self.pidfile = os.path.join(self.run, "supervisor.pid")
         self.commands = os.path.join(self.run, "commands")
+        self.notify = os.path.join(self.run, "notify.sock")
+        self.session = os.path.join(self.run, "dashboard-session.json")  # the dashboard's cookie secret
+        self.revisions = os.path.join(self.app_dir, "revisions.log")
+
+    def pid(self, name):
+        """run/NAME.pid: "PID START CMDLINE" of a process the supervisor runs."""
+        return os.path.join(self.run, name + ".pid")
 
     def log(self, name):
         return os.path.join(self.logs, name + ".log")

@@ -183,7 +183,7 @@ def record(paths, stamp, commit, by, result):
     """revisions.log: one line per deploy or rollback, like Capistrano's."""
     line = "%s stamp=%s commit=%s by=%s result=%s\n" % (
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), stamp, commit or "-", by or "-", result)
-    with open(os.path.join(paths.app_dir, "revisions.log"), "a") as handle:
+    with open(paths.revisions, "a") as handle:
         handle.write(line)
 
 

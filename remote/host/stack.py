@@ -112,8 +112,7 @@ def preflight(paths, port, force, grace):
 
 
 def supervisor_argv(config):
-    return [sys.executable, "-S", "-m", "remote.host.supervisor", "run", os.path.join(config["app_dir"], "run",
-                                                                                       "supervisor.json")]
+    return [sys.executable, "-S", "-m", "remote.host.supervisor", "run", Layout(config["app_dir"]).config]
 
 
 def spawn_supervisor(paths, config):

@@ -16,7 +16,6 @@ import select
 import shlex
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from remote.host.handover import Handover, WarmSpare, code_key, code_mtimes
 from remote.host.inbox import ACTIONS, Inbox, reply
 from remote.host.listener import create_listener
 from remote.host.logtail import LogFollower
+from remote.host.notify import NotifySocket
 from remote.host.service import RestartPolicy, Service
 from remote.host.system import detect_platform, pidfile_line, read_pid, which
 
@@ -56,7 +56,7 @@ class Supervisor:
         self.started_at, self.state = time.time(), "starting"
         self.inbox = Inbox(self.paths.commands)
         self._lock_file = None          # holds the supervisor lock while open
-        self.listener = self.notify = self.notify_name = self.address = self.port = None
+        self.listener = self.notify = self.address = self.port = None
         self.mtimes = None              # --reload: the dashboard code's mtimes
         self._followers = {}
         self._signals = []
@@ -83,7 +83,7 @@ class Supervisor:
         dotenv = read_env_file(os.path.join(self.paths.shared, ".env"))
         dashboard = dict(base, **{k: v for k, v in dotenv.items() if k.startswith("DASHBOARD_")})
         dashboard.update(DASHBOARD_APP_DIR=self.paths.app_dir, DASHBOARD_PORT=str(self.cfg["port"]),
-                         DASHBOARD_HOST=self.cfg["host"], NOTIFY_SOCKET=self.notify_name)
+                         DASHBOARD_HOST=self.cfg["host"], NOTIFY_SOCKET=self.notify.name)
         return dashboard, dict(base, **dotenv)
 
     def _refresh_environment(self, svc):
@@ -99,21 +99,6 @@ class Supervisor:
             self.services["bot"] = Service("bot", shlex.split(self.cfg["bot_command"]), bot_env, self.code_dir,
                                            self.paths.log("bot"), False, self.policy, self.clock)
 
-    def _notify_socket(self):
-        path = os.path.join(self.paths.run, "notify.sock")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        if len(path) < 100:
-            if os.path.exists(path):
-                os.unlink(path)
-            sock.bind(path)
-            self.notify_name = path
-        else:  # sun_path holds 108 bytes; a deep app_dir gets an abstract name instead
-            name = "sulfur-%d-%d" % (os.getuid(), abs(hash(self.paths.app_dir)) % 10 ** 12)
-            sock.bind("\0" + name)
-            self.notify_name = "@" + name
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.notify = sock
-
     def _lock(self):
         """One supervisor per app_dir: the lock lives as long as this process."""
         self._lock_file = open(self.paths.supervisor_lock, "a+")
@@ -124,7 +109,7 @@ class Supervisor:
                 self.paths.app_dir, read_pid(self.paths.pidfile))) from None
 
     def _write_pid(self, name, pid):
-        with open(os.path.join(self.paths.run, name + ".pid"), "w") as handle:
+        with open(self.paths.pid(name), "w") as handle:
             handle.write(pidfile_line(pid))
 
     def _on_signal(self, signum, frame):
@@ -141,7 +126,7 @@ class Supervisor:
         write_json(self.paths.config, self.cfg)
         if self.cfg["wake_lock"] and which("termux-wake-lock"):
             subprocess.run([which("termux-wake-lock")], timeout=10, check=False)
-        self._notify_socket()
+        self.notify = NotifySocket(self.paths.notify, self.paths.app_dir)
         self.listener = create_listener(self.cfg["host"], self.cfg["port"], False, self.cfg["bind_retries"],
                                         self.cfg["bind_backoff"], log=self.log, holder=describe_holder)
         self.address, self.port = self.listener.address, self.listener.port  # still known once it is closed
@@ -373,16 +358,7 @@ class Supervisor:
 
     def _drain_notify(self, spare=None):
         spare = spare or self.spare
-        while True:
-            try:
-                data, ancillary, _, _ = self.notify.recvmsg(4096, socket.CMSG_SPACE(12), socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            pid = None
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = struct.unpack("3i", payload[:12])[0]
-            lines = data.split(b"\n")
+        for pid, lines in self.notify.messages():
             if b"READY=1" in lines and pid:
                 self._ready(pid)
             elif b"SPARE=1" in lines and spare and spare.proc.pid == pid:
@@ -457,7 +433,7 @@ class Supervisor:
         self.state = "stopped"
         for name in list(self.services) + ["supervisor"]:
             try:
-                os.unlink(os.path.join(self.paths.run, name + ".pid"))
+                os.unlink(self.paths.pid(name))
             except OSError:
                 pass
         self.write_state()

@@ -1,0 +1,43 @@
+"""The supervisor's end of sd_notify: a datagram socket its children send READY=1 or SPARE=1 to.
+
+The sender's pid comes from SCM_CREDENTIALS, checked by the kernel: a health request could be
+answered by the old dashboard that still shares the socket, this datagram only by the new one.
+"""
+
+import os
+import socket
+import struct
+
+
+class NotifySocket:
+    """run/notify.sock, or an abstract name where the path would not fit in sun_path (108 bytes)."""
+
+    def __init__(self, path, app_dir):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if len(path) < 100:
+            if os.path.exists(path):
+                os.unlink(path)
+            self.sock.bind(path)
+            self.name = path
+        else:
+            name = "sulfur-%d-%d" % (os.getuid(), abs(hash(app_dir)) % 10 ** 12)
+            self.sock.bind("\0" + name)
+            self.name = "@" + name  # NOTIFY_SOCKET's spelling of the abstract namespace
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def messages(self):
+        """[(sender pid or None, [lines])] of every datagram waiting now; never blocks."""
+        found = []
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return found
+            pid = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", payload[:12])[0]
+            found.append((pid, data.split(b"\n")))
