@@ -4,6 +4,7 @@ Threading mode everywhere (gevent does not build on Termux); websockets come fro
 The app only shows things: it never decides what to kill. Restart actions arrive with the supervisor.
 """
 
+import hashlib
 import hmac
 import json
 import os
@@ -15,10 +16,11 @@ from typing import Any, Dict, Optional, Tuple
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
+from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
 
 from . import hostinfo
-from .security import CSRF_FIELD, CSRF_HEADER, HostGuard, LoginLimiter, SessionKeys, csrf_ok, new_csrf
+from .security import CSRF_FIELD, CSRF_HEADER, HostGuard, LoginLimiter, SessionKeys, client_key, csrf_ok, new_csrf
 from .settings import Settings
 
 LOG_ROOM = "log"
@@ -28,7 +30,7 @@ LOG_BACKLOG = 200
 
 def read_services(app_dir: str) -> Dict[str, Any]:
     """run/state.json as the supervisor wrote it, or a plain statement that there is none yet."""
-    path = os.path.join(str(app_dir), "run", "state.json")
+    path = Layout(str(app_dir)).state
     try:
         with open(path) as handle:
             state = json.load(handle)
@@ -59,7 +61,7 @@ class Dashboard:
         self.listener = listener
         self.started = time.time()
         self.app = Flask(__name__)
-        self.keys = SessionKeys(str(settings.app_dir / "run"), settings.token)
+        self.keys = SessionKeys(Layout(str(settings.app_dir)), settings.token)
         self.app.secret_key = self.keys.secret
         # named per instance: dashboards, tunnels and the fleet page on one machine share its cookie jar
         self.app.config.update(SESSION_COOKIE_NAME="sulfur_dashboard_%d" % settings.port,
@@ -70,15 +72,27 @@ class Dashboard:
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=settings.allowed_origins)
         self.app.wsgi_app = HostGuard(self.app.wsgi_app, settings.host, settings.allowed_hosts)
         self.limiter = LoginLimiter()
+        self.token_digest = hashlib.sha256(b"sulfur-session-token\0" + (settings.token or "").encode()).hexdigest()[:16]
+        self._clients: Dict[str, int] = {}  # Socket.IO sid -> the session version it connected under
         self._follower_started = False
         self.draining = False
         self._lock = threading.Lock()
         self._routes()
 
     # ------------------------------------------------------------------------------- auth
-    def _token_ok(self, given: Optional[str]) -> bool:
+    def _token_ok(self, given: object) -> bool:
+        """The token, from any of its three ways in (form, Bearer, Socket.IO auth), all under one
+        per-client limit of failures: no way in guesses faster than the login form."""
         token = self.settings.token
-        return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+        if not token or not isinstance(given, str) or not given:
+            return False
+        client = client_key(request.remote_addr)
+        if self.limiter.retry_after(client) is not None:
+            return False
+        if hmac.compare_digest(given.encode(), token.encode()):
+            return True
+        self.limiter.failed(client)
+        return False
 
     def bearer(self) -> bool:
         header = request.headers.get("Authorization", "")
@@ -87,7 +101,10 @@ class Dashboard:
     def authorized(self) -> bool:
         if not self.settings.token:
             return True
-        if session.get("auth") is True and session.get("v") == self.keys.version:
+        # the version: not signed out since; the digest: signed in with this token, not an older one
+        # that the previous dashboard of a handover still accepted
+        if session.get("auth") is True and session.get("v") == self.keys.version and session.get(
+                "t") == self.token_digest:
             return True
         return self.bearer()
 
@@ -152,10 +169,17 @@ class Dashboard:
                 return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             return self.restart(service)
 
+        @app.after_request
+        def no_framing(response: Any) -> Any:
+            # another local port is the same site to a browser: it must not frame us to steal a click
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            return response
+
         @app.post("/login")
         def login() -> Any:
-            client = request.remote_addr or "?"
-            wait = self.limiter.retry_after(client)
+            wait = self.limiter.retry_after(client_key(request.remote_addr))
             if wait is not None:
                 return render_template("login.html", error="too many wrong tokens: wait %d s" % wait), 429, {
                     "Retry-After": str(wait)}
@@ -163,9 +187,8 @@ class Dashboard:
                 return render_template("login.html", error="the form expired: try again"), 403
             if self.settings.token and self._token_ok(request.form.get("token", "")):
                 session.clear()  # a new session: nothing chosen before login survives it
-                session.update(auth=True, v=self.keys.version, csrf=new_csrf())
+                session.update(auth=True, v=self.keys.version, t=self.token_digest, csrf=new_csrf())
                 return redirect(url_for("index"))
-            self.limiter.failed(client)
             return render_template("login.html", error="wrong token"), 401
 
         @app.post("/logout")
@@ -184,15 +207,21 @@ class Dashboard:
             given = (auth or {}).get("token") if isinstance(auth, dict) else None
             if not (self.authorized() or (self.settings.token and self._token_ok(given))):
                 return False  # refused: the client gets a connect_error
+            with self._lock:
+                self._clients[request.sid] = self.keys.version  # cut when a sign-out revokes it
             join_room(LOG_ROOM)
             emit("log_init", {"lines": last_lines(str(self.settings.log_path), LOG_BACKLOG)})
             self._start_follower()
             return True
 
+        @sio.on("disconnect")
+        def on_disconnect(*args: Any) -> None:
+            with self._lock:
+                self._clients.pop(request.sid, None)
+
     def restart(self, service: str) -> Tuple[Any, int]:
         """Ask the host's supervisor, through the same control files the operator's tasks use."""
         from remote.host.errors import Failure  # the host side's inbox: the supervisor decides
-        from remote.host.files import Layout
         from remote.host.inbox import ask
 
         if service not in ("dashboard", "bot", "all"):
@@ -213,10 +242,22 @@ class Dashboard:
     def _follow(self) -> None:
         follower = LogFollower(str(self.settings.log_path))
         while True:
+            self._cut_revoked()
             lines = follower.poll()
             if lines:
                 self.socketio.emit("log_lines", {"lines": lines}, to=LOG_ROOM)
             self.socketio.sleep(LOG_POLL_SECONDS)
+
+    def _cut_revoked(self) -> None:
+        """A sign-out (here or in the other dashboard of a handover) disconnects the log's readers that
+        connected before it: a revoked cookie must not go on reading through a socket it opened."""
+        if not self.settings.token:
+            return
+        version = self.keys.version
+        with self._lock:
+            revoked = [sid for sid, seen in self._clients.items() if seen != version]
+        for sid in revoked:
+            self.socketio.server.disconnect(sid, namespace="/")
 
     def close_clients(self) -> None:
         """Disconnect every Socket.IO client cleanly: they reconnect to the next instance."""

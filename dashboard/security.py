@@ -24,7 +24,7 @@ import time
 from collections import defaultdict, deque
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
-from remote.host.files import write_json
+from remote.host.files import Layout, write_json
 
 CSRF_FIELD, CSRF_HEADER = "csrf", "X-CSRF-Token"
 
@@ -80,12 +80,12 @@ class SessionKeys:
     the new dashboard of a handover agree on it.
     """
 
-    def __init__(self, run_dir: str, token: Optional[str]) -> None:
-        self.path = os.path.join(run_dir, "dashboard-session.json")
+    def __init__(self, paths: Layout, token: Optional[str]) -> None:
+        self.path = paths.session
         self._lock = threading.Lock()
         self._seen: Optional[Tuple[int, int]] = None
         self._doc: Dict[str, object] = {}
-        os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        os.makedirs(paths.run, mode=0o700, exist_ok=True)
         digest = hashlib.sha256(b"sulfur-token\0" + (token or "").encode()).hexdigest()
         with self._lock:
             doc = self._read()
@@ -128,6 +128,15 @@ class SessionKeys:
             self._write(doc)
 
 
+def client_key(address: Optional[str]) -> str:
+    """Whom the login limit counts: an IPv4 address, or an IPv6 /64 (one host has a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "?"
+    return str(ipaddress.ip_network("%s/64" % ip, strict=False)) if ip.version == 6 else str(ip)
+
+
 class LoginLimiter:
     """At most ``limit`` failed logins per client address in ``window`` seconds (monotonic clock)."""
 
@@ -140,6 +149,8 @@ class LoginLimiter:
         failures, now = self._failures[client], self.clock()
         while failures and failures[0] <= now - self.window:
             failures.popleft()
+        for old in [c for c, f in self._failures.items() if not f and c != client]:
+            del self._failures[old]  # forget addresses whose failures have all expired
         return failures
 
     def retry_after(self, client: str) -> Optional[int]:

@@ -135,3 +135,56 @@ def test_a_short_token_is_refused_off_loopback(dashboards):
     assert board.wait_exit() == 2
     out = board.output.strip()
     assert len(out.splitlines()) == 1 and "DASHBOARD_TOKEN of 1 characters: use at least 16" in out
+
+
+def test_signing_out_cuts_the_log_readers_that_connected_before(guarded):
+    import socketio
+
+    session = requests.Session()
+    assert login(session, guarded).status_code == 200
+    cookie = "; ".join("%s=%s" % kv for kv in session.cookies.items())
+    client = socketio.Client(reconnection=False)
+    got = []
+    client.on("log_init", lambda msg: got.append(msg))
+    client.connect(guarded.url(""), transports=["websocket"], headers={"Cookie": cookie}, wait_timeout=10)
+    try:
+        client.sleep(0.5)
+        assert client.connected and got
+        page = session.get(guarded.url("/"), timeout=10).text
+        session.post(guarded.url("/logout"), data={"csrf": csrf_of(page)}, timeout=10)
+        for _ in range(100):
+            if not client.connected:
+                break
+            client.sleep(0.1)
+        assert not client.connected, "a revoked session kept reading the log"
+    finally:
+        client.disconnect()
+
+
+def test_bearer_guesses_count_against_the_same_limit(guarded):
+    for n in range(10):
+        wrong = {"Authorization": "Bearer guess-%d" % n}
+        assert requests.get(guarded.url("/api/status"), headers=wrong, timeout=10).status_code == 401
+    right = {"Authorization": "Bearer " + TOKEN}
+    assert requests.get(guarded.url("/api/status"), headers=right, timeout=10).status_code == 401  # locked out
+    assert login(requests.Session(), guarded).status_code == 429
+
+
+def test_a_cookie_for_the_old_token_is_refused_by_the_dashboard_of_the_new_one(dashboards, tmp_path):
+    """A handover to a new token: for a moment both dashboards run, sharing the cookie secret."""
+    old = dashboards(free_port("0.0.0.0"), env={"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": TOKEN})
+    old.wait_healthy()
+    new = dashboards(free_port("0.0.0.0"), env={"DASHBOARD_HOST": "0.0.0.0", "DASHBOARD_TOKEN": TOKEN + "-new"})
+    new.wait_healthy()
+    session = requests.Session()
+    assert login(session, old).status_code == 200  # the old one still takes the old token...
+    value = session.cookies["sulfur_dashboard_%d" % old.port]
+    thief = requests.Session()
+    thief.cookies.set("sulfur_dashboard_%d" % new.port, value)
+    assert thief.get(new.url("/api/status"), timeout=10).status_code == 401  # ...the new one never
+
+
+def test_pages_may_not_be_framed_by_another_site(guarded):
+    headers = requests.get(guarded.url("/"), timeout=10).headers
+    assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
