@@ -249,3 +249,27 @@ def test_private_files_never_follow_a_planted_symlink(tmp_path):
     with pytest.raises(FileExistsError):
         create_private(str(tmp_path / "planted"))
     assert victim.read_text() == "keep me"
+
+
+def test_a_supervisor_of_an_older_release_is_replaced_by_the_next_restart(tmp_path, port):
+    """Deploys hand the dashboard over and leave the supervisor running: one from before a fix must go."""
+    import shutil
+
+    code, app = tmp_path / "code", tmp_path / "app"
+    for part in ("dashboard", "remote"):
+        shutil.copytree(ROOT / part, code / part, ignore=shutil.ignore_patterns("__pycache__"))
+    module = code / "remote" / "host" / "supervisor.py"
+    current = module.read_text()
+    module.write_text(current.replace("\nVERSION = ", "\nVERSION = -1 + "))  # an older supervisor
+    settings = {"code_dir": str(code), "python": sys.executable, "port": port}
+    try:
+        assert json.loads(ctl_run(code, "restart", app, settings=settings).stdout)["ok"]
+        old = _state(app)["supervisor"]["pid"]
+        module.write_text(current)  # the new release is deployed into the code dir
+        doc = json.loads(ctl_run(code, "restart", app, settings=settings).stdout)
+        assert doc["ok"] and doc["action"] == "restarted the supervisor (supervisor code changed)"
+        assert _state(app)["supervisor"]["pid"] != old
+        doc = json.loads(ctl_run(code, "restart", app, {"service": "dashboard"}, settings).stdout)
+        assert doc["action"] == "restarted"  # and from then on, handovers again
+    finally:
+        ctl_run(code, "stop", app)

@@ -19,7 +19,7 @@ from remote.host import CODE_DIR, agent
 from remote.host.errors import Failure
 from remote.host.files import Layout, error_tail, read_json, write_json
 from remote.host.inbox import ask
-from remote.host.supervisor import DEFAULTS
+from remote.host.supervisor import DEFAULTS, VERSION
 from remote.host.system import read_pid
 
 #: settings that only a new supervisor can apply (the socket, the commands it runs)
@@ -182,6 +182,8 @@ def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout
     running = read_pid(paths.pidfile)
     old_config = read_json(paths.config)
     changed = [k for k in RESTART_KEYS if old_config.get(k) != config.get(k)] if running else []
+    if running and read_state(paths).get("supervisor", {}).get("version") != VERSION:
+        changed.append("supervisor code")  # one from an older release: its fixes reach the host only so
     if changed:
         # only a new supervisor can apply these; the port closes briefly, so say why
         ask(paths, "stop", "all", timeout)

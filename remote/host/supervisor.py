@@ -32,6 +32,9 @@ from remote.host.service import RestartPolicy, Service
 from remote.host.system import detect_platform, pidfile_line, read_pid, which
 
 TICK = 0.5
+#: bump when a running supervisor must be replaced for a release's changes to reach it (a supervisor
+#: outlives deploys: they hand the dashboard over, they do not restart the supervisor)
+VERSION = 2
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
             "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
@@ -349,8 +352,8 @@ class Supervisor:
 
     def write_state(self):
         write_json(self.paths.state, {
-            "supervisor": {"pid": os.getpid(), "started_at": self.started_at, "address": self.address,
-                           "port": self.port, "code_dir": self.code_dir, "state": self.state},
+            "supervisor": {"pid": os.getpid(), "version": VERSION, "started_at": self.started_at,
+                           "address": self.address, "port": self.port, "code_dir": self.code_dir, "state": self.state},
             "services": {name: svc.describe() for name, svc in self.services.items()},
             "spare_pid": self.spare.proc.pid if self.spare and self.spare.armed else None,
             "updated_at": time.time(),
