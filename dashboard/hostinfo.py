@@ -12,8 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from remote.host.files import existing_parent
-from remote.host.system import detect_platform
+from remote.host.system import detect_platform, existing_parent
 
 
 def _uptime() -> Optional[float]:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from invoke import Context
 from invoke.exceptions import CommandTimedOut
 
-from remote.host.contract import PROTOCOL
+from remote.host.wire import PROTOCOL
 
 from .errors import ContractError, HostError
 from .inventory import Host

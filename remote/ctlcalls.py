@@ -15,7 +15,7 @@ import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
 from remote.host import CODE_DIR
-from remote.host.contract import PROTOCOL
+from remote.host.wire import PROTOCOL
 
 from .connections import RequestStream, Runner, call
 from .inventory import Host

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -166,6 +167,38 @@ def test_rollback_skips_a_release_whose_deploy_failed(lab):
     out = invoke(inventory, "rollback", "--host", "linux", "--to", b, "--force")
     assert out.returncode == 0 and current(linux) == b  # the operator insisted, loudly
     assert deploy().returncode == 0  # and a healthy release for the tests after this one
+
+
+def test_an_uploaded_env_file_is_private_from_its_first_byte(lab):
+    """Watched while it arrives: the upload must never sit on the host readable by others."""
+    linux = lab.hosts["linux"]
+    env_file = lab.dir / "big.env"
+    padding = "# padding, so that the upload takes a while %s\n" % ("x" * 60)
+    env_file.write_text("BOT_TOKEN=secret-token\n" + padding * 100000)
+    shared = Path(linux.app_dir, "shared")
+    modes, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for name in os.listdir(shared) if shared.is_dir() else []:
+                if name.startswith(".env.incoming-"):
+                    try:
+                        modes.add(os.stat(shared / name).st_mode & 0o777)
+                    except OSError:
+                        pass
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        out = invoke(lab.inventory_path, "deploy", "--wheels", "--host", "linux", "--env-file", str(env_file))
+    finally:
+        done.set()
+        watcher.join()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert modes == {0o600}, "seen while uploading: %s" % sorted(oct(m) for m in modes)
+    assert (shared / ".env").stat().st_mode & 0o777 == 0o600
+    (shared / ".env").write_text("BOT_TOKEN=secret-token\n")  # small again for the tests after this one
 
 
 def test_requirements_that_cannot_be_installed_change_nothing(lab):

@@ -3,7 +3,7 @@
 The operator sends this module (with the host-side modules it imports) inside the command itself,
 `python -S -c <bootstrap>`, with the inventory's interpreter: one exec per host, nothing installed,
 no reliance on #!/usr/bin/env, /bin/bash or python3. The request comes as one JSON line on stdin
-(remote/host/contract.py). Which tool answers "who holds the port" is remote/host/ports.py's job;
+(remote/host/wire.py). Which tool answers "who holds the port" is remote/host/ports.py's job;
 this module decides what is ours, what may be stopped, and how.
 """
 
@@ -16,13 +16,13 @@ import socket
 import sys
 import time
 
-from remote.host import contract
+from remote.host import wire
 from remote.host.errors import BadRequest
-from remote.host.files import existing_parent
 from remote.host.ports import METHODS, MethodFailed
 from remote.host.system import (
     detect_platform,
     environ,
+    existing_parent,
     is_alive,
     is_dashboard,
     live_pidfile_pids,
@@ -275,7 +275,7 @@ def space(path):
 
 
 def handle(request):
-    """One agent request (contract.AgentRequest) -> its answer."""
+    """One agent request (wire.AgentRequest) -> its answer."""
     command = request.get("command")
     try:
         app_dir = str(request.get("app_dir") or "~/sulfur")
@@ -297,11 +297,11 @@ def main():
     """Read one request from stdin, answer one JSON document on stdout."""
     os.umask(0o077)
     try:
-        return contract.answer(handle(contract.Stdin().request()))
+        return wire.answer(handle(wire.Stdin().request()))
     except BadRequest as exc:
-        return contract.answer(contract.failure(exc), exc.exit_code)
+        return wire.answer(wire.failure(exc), exc.exit_code)
     except Exception as exc:  # a bug or an odd host: one line for the operator, never a traceback
-        return contract.answer({"ok": False, "error": "agent: %s: %s" % (type(exc).__name__, exc), "kind": "failed"})
+        return wire.answer({"ok": False, "error": "agent: %s: %s" % (type(exc).__name__, exc), "kind": "failed"})
 
 
 if __name__ == "__main__":

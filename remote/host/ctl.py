@@ -1,6 +1,6 @@
 """`python -S -m remote.host.ctl COMMAND`: the one entry the operator runs on a host (and locally).
 
-Thin on purpose: it reads the request (contract.py), checks the command's options against COMMANDS,
+Thin on purpose: it reads the request (wire.py), checks the command's options against COMMANDS,
 calls the library that does the work (stack, release, autostart) and prints its answer. Run from the
 host's current release (or a release being installed, or the checkout for a local dev host), so a
 whole restart or deploy is one exec round trip and the same code serves every transport.
@@ -9,7 +9,7 @@ whole restart or deploy is one exec round trip and the same code serves every tr
 import os
 import sys
 
-from remote.host import autostart, contract, release, stack
+from remote.host import autostart, release, stack, wire
 from remote.host.errors import BadRequest, Failure
 from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
@@ -97,7 +97,7 @@ def read(argv, stdin):
     if not argv or argv[0] not in COMMANDS:
         raise BadRequest("unknown command %r (known: %s)" % (argv[0] if argv else "", ", ".join(COMMANDS)))
     if argv[1:2] == ["--request"] and len(argv) == 3:
-        request = contract.read_request_file(argv[2])
+        request = wire.read_request_file(argv[2])
     elif len(argv) == 1:
         request = stdin.request()
     else:
@@ -111,20 +111,20 @@ def read(argv, stdin):
 
 def main(argv=None):
     os.umask(0o077)  # state, logs and settings (a webhook URL) are this user's alone
-    stdin = contract.Stdin()
+    stdin = wire.Stdin()
     try:
         command, request = read(sys.argv[1:] if argv is None else argv, stdin)
         opts = options(command, request.get("options") or {})
         settings = request.get("settings") if command in SETTINGS_COMMANDS else None
         out = dispatch(command, request["app_dir"], opts, settings or {}, stdin)
     except Failure as exc:  # BadRequest and ProtocolMismatch too, each with its own exit status
-        return contract.answer(contract.failure(exc), exc.exit_code)
+        return wire.answer(wire.failure(exc), exc.exit_code)
     except (KeyboardInterrupt, BrokenPipeError):
         return 0
     except Exception as exc:  # a bind error, a full disk: one line for the operator, never a traceback
-        return contract.answer({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc), "kind": "failed",
+        return wire.answer({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc), "kind": "failed",
                                 "log_tail": []})
-    return 0 if out is None else contract.answer(out)
+    return 0 if out is None else wire.answer(out)
 
 
 if __name__ == "__main__":

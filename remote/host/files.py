@@ -50,17 +50,6 @@ class Layout:
             os.chmod(os.path.join(self.logs, name), 0o600)
 
 
-def existing_parent(path):
-    """``path`` or its nearest existing ancestor. Stops where dirname stops changing, so a relative
-    or empty path ends at '' instead of looping."""
-    while path and not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path or "."
-
-
 def create_private(path):
     """A new file only this user may read, opened for writing; never through a planted symlink
     (O_NOFOLLOW) and never someone else's file (O_EXCL)."""

@@ -33,6 +33,17 @@ def detect_platform(environ=None):
     return "linux"
 
 
+def existing_parent(path):
+    """``path`` or its nearest existing ancestor. Stops where dirname stops changing, so a relative
+    or empty path ends at '' instead of looping."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path or "."
+
+
 def read_file(path, mode="r"):
     with open(path, mode) as handle:
         return handle.read()
