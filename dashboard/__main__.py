@@ -28,13 +28,15 @@ def spare_mode() -> bool:
     """DASHBOARD_SPARE: the supervisor's warm spare. SIGUSR2 is blocked before anything slow is
     imported, and SPARE=1 tells the supervisor so: from then on its activation signal cannot kill us.
 
-    A supervisor started by a release before the word "spare" (it keeps running across deploys) asks
-    with DASHBOARD_STANDBY and listens for STANDBY=1: it is answered in its own words."""
+    A supervisor from a release before the word "spare" (one keeps running across deploys) asks with
+    DASHBOARD_STANDBY only and listens for STANDBY=1: it is answered in its own words. A newer one
+    sets both, for the older dashboards a rollback may bring, and hears either."""
     legacy = os.environ.pop("DASHBOARD_STANDBY", None)
-    if not (os.environ.pop("DASHBOARD_SPARE", None) or legacy):
+    current = os.environ.pop("DASHBOARD_SPARE", None)
+    if not (current or legacy):
         return False
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGTERM, signal.SIGINT})
-    notify("STANDBY=1" if legacy else "SPARE=1")
+    notify("SPARE=1" if current else "STANDBY=1")
     return True
 
 

@@ -4,7 +4,6 @@ Threading mode everywhere (gevent does not build on Termux); websockets come fro
 The app only shows things: it never decides what to kill. Restart actions arrive with the supervisor.
 """
 
-import hashlib
 import hmac
 import json
 import os
@@ -72,7 +71,6 @@ class Dashboard:
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=settings.allowed_origins)
         self.app.wsgi_app = HostGuard(self.app.wsgi_app, settings.host, settings.allowed_hosts)
         self.limiter = LoginLimiter()
-        self.token_digest = hashlib.sha256(b"sulfur-session-token\0" + (settings.token or "").encode()).hexdigest()[:16]
         self._clients: Dict[str, int] = {}  # Socket.IO sid -> the session version it connected under
         self._follower_started = False
         self.draining = False
@@ -104,7 +102,7 @@ class Dashboard:
         # the version: not signed out since; the digest: signed in with this token, not an older one
         # that the previous dashboard of a handover still accepted
         if session.get("auth") is True and session.get("v") == self.keys.version and session.get(
-                "t") == self.token_digest:
+                "t") == self.keys.digest:
             return True
         return self.bearer()
 
@@ -187,7 +185,7 @@ class Dashboard:
                 return render_template("login.html", error="the form expired: try again"), 403
             if self.settings.token and self._token_ok(request.form.get("token", "")):
                 session.clear()  # a new session: nothing chosen before login survives it
-                session.update(auth=True, v=self.keys.version, t=self.token_digest, csrf=new_csrf())
+                session.update(auth=True, v=self.keys.version, t=self.keys.digest, csrf=new_csrf())
                 return redirect(url_for("index"))
             return render_template("login.html", error="wrong token"), 401
 

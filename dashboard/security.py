@@ -15,7 +15,6 @@ host's venv stays small (it must install on Termux and from a wheelhouse).
 import hashlib
 import hmac
 import ipaddress
-import json
 import math
 import os
 import secrets
@@ -24,7 +23,7 @@ import time
 from collections import defaultdict, deque
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
-from remote.host.files import Layout, write_json
+from remote.host.files import Layout, read_json, write_json
 
 CSRF_FIELD, CSRF_HEADER = "csrf", "X-CSRF-Token"
 
@@ -87,6 +86,7 @@ class SessionKeys:
         self._doc: Dict[str, object] = {}
         os.makedirs(paths.run, mode=0o700, exist_ok=True)
         digest = hashlib.sha256(b"sulfur-token\0" + (token or "").encode()).hexdigest()
+        self.digest = digest  # of the token this process accepts: sessions carry it
         with self._lock:
             doc = self._read()
             if not doc.get("secret"):
@@ -101,11 +101,9 @@ class SessionKeys:
             st = os.stat(self.path)
             if self._seen == (st.st_mtime_ns, st.st_ino):
                 return self._doc
-            with open(self.path) as handle:
-                doc = json.load(handle)
-        except (OSError, ValueError):
+        except OSError:
             return {}
-        self._seen, self._doc = (st.st_mtime_ns, st.st_ino), doc if isinstance(doc, dict) else {}
+        self._seen, self._doc = (st.st_mtime_ns, st.st_ino), read_json(self.path)
         return self._doc
 
     def _write(self, doc: Dict[str, object]) -> None:
@@ -134,6 +132,7 @@ def client_key(address: Optional[str]) -> str:
         ip = ipaddress.ip_address(address or "")
     except ValueError:
         return address or "?"
+    ip = getattr(ip, "ipv4_mapped", None) or ip  # a dual-stack bind sees IPv4 clients as ::ffff:a.b.c.d
     return str(ipaddress.ip_network("%s/64" % ip, strict=False)) if ip.version == 6 else str(ip)
 
 

@@ -188,3 +188,11 @@ def test_pages_may_not_be_framed_by_another_site(guarded):
     headers = requests.get(guarded.url("/"), timeout=10).headers
     assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_login_limit_counts_an_ipv4_client_of_a_dual_stack_bind_as_itself():
+    from dashboard.security import client_key
+
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7" != client_key("::ffff:192.0.2.8")
+    assert client_key("::1") != client_key("::ffff:127.0.0.1")
+    assert client_key("2001:db8::1") == client_key("2001:db8::2") == "2001:db8::/64"  # one host, one /64

@@ -250,15 +250,11 @@ def doctor(port, app_dir):
                             "detail": "" if found else "did not see a listener the agent opened"})
     path = os.path.expanduser(app_dir)
     existing = existing_parent(path)
-    try:
-        free_bytes = shutil.disk_usage(existing).free
-    except OSError:
-        free_bytes = None
     return {"ok": True, "error": None, "platform": detect_platform(), "python": platform.python_version(),
             "python_path": sys.executable, "user": pwd.getpwuid(os.getuid()).pw_name,
             "uname": " ".join(platform.uname()[:3]), "methods": methods, "app_dir": path,
             "app_dir_exists": os.path.isdir(path), "app_dir_writable": os.access(existing, os.W_OK),
-            "disk_free": free_bytes,
+            "disk_free": space(path).get("free"),
             "autostart": [p for p in map(os.path.expanduser, AUTOSTART_FILES) if os.path.exists(p)]}
 
 

@@ -58,7 +58,9 @@ def clean_leftovers(paths, keep):
     busy = in_use()
     for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
         path = os.path.realpath(os.path.join(base, name))
-        if path == os.path.realpath(keep) or path in busy or not name.startswith((".partial-", ".incoming-")):
+        if path == os.path.realpath(keep) or not name.startswith((".partial-", ".incoming-")):
+            continue
+        if any(b == path or b.startswith(path + os.sep) for b in busy):  # open, or a file in it is
             continue
         shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
         removed.append(name)

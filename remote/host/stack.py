@@ -218,9 +218,7 @@ def stop(app_dir, service="all", timeout=20.0):
         if not answer.get("ok"):
             raise Failure(answer.get("error") or "stop refused")
         if service == "all":
-            deadline = time.monotonic() + timeout
-            while read_pid(paths.pidfile) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_supervisor_gone(paths, timeout, pid)
         return {"ok": True, "action": "stopped %s" % service}
 
 

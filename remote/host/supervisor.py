@@ -202,14 +202,17 @@ class Supervisor:
     # ----------------------------------------------------------------------------------- the spare
     def _code_key(self):
         """What a spare must have loaded to stand in: the code, and the environment a new one would get."""
-        return code_key(self.code_dir, self.python, code_mtimes(self.code_dir)), sorted(self._environments()[0].items())
+        env = self.services["dashboard"].env  # as _refresh_environment just read it
+        return code_key(self.code_dir, self.python, code_mtimes(self.code_dir)), sorted(env.items())
 
     def _spawn_spare(self):
         self.spare_at = None
         if self.stopping or self.spare is not None or not self.cfg["spare"]:
             return
         self._refresh_environment(self.services["dashboard"])
-        proc = self.services["dashboard"].spawn(self.listener.sock, {"DASHBOARD_SPARE": "1"},
+        # DASHBOARD_STANDBY too: after a rollback to a release from before the word "spare", its
+        # dashboard must still know it is a spare, not serve unlisted on the held socket
+        proc = self.services["dashboard"].spawn(self.listener.sock, {"DASHBOARD_SPARE": "1", "DASHBOARD_STANDBY": "1"},
                                                 new_session=not self.cfg["stream"])
         self.spare = WarmSpare(proc, self._code_key())
         self.log("dashboard: spare pid %d" % proc.pid)
@@ -364,7 +367,7 @@ class Supervisor:
         for pid, lines in self.notify.messages():
             if b"READY=1" in lines and pid:
                 self._ready(pid)
-            elif b"SPARE=1" in lines and spare and spare.proc.pid == pid:
+            elif (b"SPARE=1" in lines or b"STANDBY=1" in lines) and spare and spare.proc.pid == pid:
                 spare.armed = True
                 self.write_state()
 

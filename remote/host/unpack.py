@@ -44,7 +44,9 @@ def check_member(member, dest):
 
 
 def unpack(tar_path, dest):
+    tar_path, dest = os.path.abspath(tar_path), os.path.abspath(dest)
     os.makedirs(dest)
+    os.chdir(dest)  # working in it marks it as in use: another deploy's cleanup leaves it alone
     with tarfile.open(tar_path) as tar:
         members = [check_member(m, dest) for m in tar.getmembers()]
         if hasattr(tarfile, "data_filter"):
