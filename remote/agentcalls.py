@@ -33,9 +33,14 @@ _BOOT = ("import base64,json,sys,types,zlib\n"
          "sys.exit(sys.modules[%r].main())")
 
 
+def _source(name: str) -> Path:
+    """remote.host.NAME -> remote/host/NAME.py"""
+    return HOST_DIR / (name.rsplit(".", 1)[1] + ".py")
+
+
 def _host_imports(name: str) -> List[str]:
     """The remote.host modules that module ``name`` imports (its own source says)."""
-    tree = ast.parse((HOST_DIR / (name.rsplit(".", 1)[1] + ".py")).read_text())
+    tree = ast.parse(_source(name).read_text())
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("remote.host"):
@@ -43,7 +48,7 @@ def _host_imports(name: str) -> List[str]:
                 found += ["remote.host." + alias.name for alias in node.names]
             else:
                 found.append(node.module)
-    return [n for n in found if (HOST_DIR / (n.rsplit(".", 1)[1] + ".py")).exists()]
+    return [n for n in found if _source(n).exists()]
 
 
 def bundle(root: str = AGENT) -> List[str]:
@@ -66,7 +71,7 @@ def bundle(root: str = AGENT) -> List[str]:
 @functools.lru_cache(maxsize=4)
 def bootstrap(root: str = AGENT) -> str:
     """`python -c` code that installs ``root`` and the modules it needs from the command, then runs its main()."""
-    modules = [(n, (HOST_DIR / (n.rsplit(".", 1)[1] + ".py")).read_text()) for n in bundle(root)]
+    modules = [(n, _source(n).read_text()) for n in bundle(root)]
     payload = base64.b64encode(zlib.compress(json.dumps(modules).encode(), 9)).decode()
     return _BOOT % (payload, root)
 
@@ -113,4 +118,4 @@ def doctor(runner: Runner, host: Host) -> Dict[str, Any]:
 
 def disk_free(runner: Runner, host: Host, path: str) -> Dict[str, Any]:
     """Free bytes where ``path`` is (or will be: its nearest existing parent)."""
-    return call_agent(runner, host, "space", port=0, app_dir=path)
+    return call_agent(runner, host, "space", app_dir=path)

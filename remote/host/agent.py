@@ -20,6 +20,7 @@ from remote.host import wire
 from remote.host.errors import BadRequest
 from remote.host.ports import METHODS, MethodFailed
 from remote.host.system import (
+    autostart_paths,
     detect_platform,
     environ,
     existing_parent,
@@ -33,9 +34,6 @@ from remote.host.system import (
     read_pidfiles,
     which,
 )
-
-AUTOSTART_FILES = ("~/.config/systemd/user/sulfur-ops.service", "~/.termux/boot/sulfur-ops")
-
 
 # ----------------------------------------------------------------------------------------- probe
 
@@ -255,7 +253,7 @@ def doctor(port, app_dir):
             "uname": " ".join(platform.uname()[:3]), "methods": methods, "app_dir": path,
             "app_dir_exists": os.path.isdir(path), "app_dir_writable": os.access(existing, os.W_OK),
             "disk_free": space(path).get("free"),
-            "autostart": [p for p in map(os.path.expanduser, AUTOSTART_FILES) if os.path.exists(p)]}
+            "autostart": [p for p in autostart_paths() if os.path.exists(p)]}
 
 
 def space(path):

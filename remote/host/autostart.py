@@ -12,10 +12,8 @@ import sys
 
 from remote.host.errors import Failure
 from remote.host.files import Layout
-from remote.host.system import detect_platform, which
+from remote.host.system import UNIT_NAME, autostart_paths, detect_platform, which
 
-UNIT_NAME = "sulfur-ops.service"
-BOOT_NAME = "sulfur-ops"
 UNIT = """[Unit]
 Description=Sulfur bot stack (sulfur-ops supervisor of {description})
 After=network-online.target
@@ -36,12 +34,6 @@ BOOT = """#!{prefix}/bin/sh
 cd {current} || exit 1
 exec {python} -S -m remote.host.supervisor run {config} >> {log} 2>&1
 """
-
-
-def autostart_paths():
-    home = os.path.expanduser("~")
-    return (os.path.join(home, ".config", "systemd", "user", UNIT_NAME),
-            os.path.join(home, ".termux", "boot", BOOT_NAME))
 
 
 def _plain(value, what):

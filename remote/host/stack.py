@@ -16,6 +16,7 @@ import time
 from http.client import HTTPConnection
 
 from remote.host import CODE_DIR, agent
+from remote.host.contract import StackSettings
 from remote.host.errors import Failure
 from remote.host.files import Layout, error_tail, read_json, write_json
 from remote.host.inbox import ask
@@ -24,9 +25,8 @@ from remote.host.system import read_pid
 
 #: settings that only a new supervisor can apply (the socket, the commands it runs)
 RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock")
-#: settings an operator may send (contract.StackSettings)
-SETTINGS = ("code_dir", "python", "host", "port", "bot_command", "alert_webhook", "wake_lock", "max_failures",
-            "reload", "name")
+#: settings an operator may send: the keys of the document that describes them
+SETTINGS = tuple(StackSettings.__annotations__)
 #: what `python -m dashboard` imports from its venv
 DASHBOARD_PACKAGES = ("flask", "flask_socketio", "simple_websocket", "werkzeug")
 _FIND = ("import importlib.util as u,sys\nm=[n for n in sys.argv[1:] if u.find_spec(n) is None]\n"

@@ -13,6 +13,17 @@ import sys
 
 #: non-login SSH sessions often lack the sbin directories, where ss and fuser live
 EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+#: where autostart writes its systemd user unit and its Termux:Boot script (doctor reports them)
+UNIT_NAME, BOOT_NAME = "sulfur-ops.service", "sulfur-ops"
+
+
+def autostart_paths():
+    """(the systemd user unit, the Termux:Boot script) of this user."""
+    home = os.path.expanduser("~")
+    return (os.path.join(home, ".config", "systemd", "user", UNIT_NAME),
+            os.path.join(home, ".termux", "boot", BOOT_NAME))
+
+
 #: how our dashboard appears in a command line: `python -m dashboard`
 _DASHBOARD = re.compile(r"(^|\s)-m dashboard(\s|$)")
 
