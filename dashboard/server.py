@@ -14,6 +14,8 @@ from typing import Callable, Optional, Set
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, make_server
 
+from remote.host.listener import store_socket
+
 IDLE_POLL_SECONDS = 0.2
 
 
@@ -71,8 +73,14 @@ class Server:
                 # shutdown() waits for serve_forever to return: it must not run in this thread
                 threading.Thread(target=self.httpd.shutdown, daemon=True).start()
 
+        def hand_over(signum: int, frame: object) -> None:
+            # our supervisor died and a new one asks for the socket we serve on (remote/host/orphans.py)
+            if not self.draining.is_set():
+                store_socket(self.httpd.socket)
+
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, hand_over)
         on_ready()
         self.httpd.serve_forever(poll_interval=0.1)  # closes our copy of the listening socket
         if on_drain is not None:

@@ -32,6 +32,8 @@ class Layout:
         self.notify = os.path.join(self.run, "notify.sock")
         self.session = os.path.join(self.run, "dashboard-session.json")  # the dashboard's cookie secret
         self.revisions = os.path.join(self.app_dir, "revisions.log")
+        self.bot_role = os.path.join(self.run, "bot-role")  # active | standby, written by failover
+        self.bot_starts = os.path.join(self.run, "bot-starts.json")  # the start budget's record
 
     def pid(self, name):
         """run/NAME.pid: "PID START CMDLINE" of a process the supervisor runs."""

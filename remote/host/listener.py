@@ -8,6 +8,7 @@ no retry around it can run, and SO_REUSEADDR set after bind does nothing. Here t
 before bind, EADDRINUSE alone is retried with backoff, and every attempt says who holds the port.
 """
 
+import array
 import errno
 import os
 import shutil
@@ -225,6 +226,28 @@ def notify(message: str) -> bool:
     return True
 
 
+def store_socket(sock: socket.socket) -> bool:
+    """FDSTORE=1 with ``sock`` attached (SCM_RIGHTS) to $NOTIFY_SOCKET: how a dashboard whose
+    supervisor died hands its listening socket to the next supervisor, which keeps the port open."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]).tobytes())]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+        try:
+            out.sendmsg([b"FDSTORE=1\nFDNAME=listener\n"], rights, 0, path)
+        except OSError:
+            return False
+    return True
+
+
+def shell() -> str:
+    """/bin/sh exists on Linux and on Android (Termux's own sh is on PATH too)."""
+    return "/bin/sh" if os.path.exists("/bin/sh") else (shutil.which("sh") or "sh")
+
+
 def spawn_on_socket(argv: List[str], sock: socket.socket, env: dict, **popen_kwargs) -> subprocess.Popen:
     """Start ``argv`` with ``sock`` as its fd 3 and LISTEN_FDS=1, LISTEN_PID=its own pid (systemd style).
 
@@ -236,7 +259,6 @@ def spawn_on_socket(argv: List[str], sock: socket.socket, env: dict, **popen_kwa
     """
     script = ('LISTEN_PID=$$; LISTEN_FDS=1; export LISTEN_PID LISTEN_FDS; '
               'exec "$@" 3<&0 0</dev/null')
-    shell = "/bin/sh" if os.path.exists("/bin/sh") else (shutil.which("sh") or "sh")
     env = {k: v for k, v in env.items() if k not in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")}
-    return subprocess.Popen([shell, "-c", script, "sh"] + list(argv), env=env, stdin=sock.fileno(),
+    return subprocess.Popen([shell(), "-c", script, "sh"] + list(argv), env=env, stdin=sock.fileno(),
                             **popen_kwargs)

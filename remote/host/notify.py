@@ -1,12 +1,16 @@
-"""The supervisor's end of sd_notify: a datagram socket its children send READY=1 or SPARE=1 to.
+"""The supervisor's end of sd_notify: a datagram socket its children send READY=1, SPARE=1, the
+bot STATUS= and WATCHDOG=1, and an orphaned dashboard its socket (FDSTORE=1) to.
 
 The sender's pid comes from SCM_CREDENTIALS, checked by the kernel: a health request could be
 answered by the old dashboard that still shares the socket, this datagram only by the new one.
 """
 
+import array
 import os
 import socket
 import struct
+
+MAX_FDS = 4
 
 
 class NotifySocket:
@@ -29,15 +33,21 @@ class NotifySocket:
         return self.sock.fileno()
 
     def messages(self):
-        """[(sender pid or None, [lines])] of every datagram waiting now; never blocks."""
+        """[(sender pid or None, [lines], [descriptors])] of every datagram waiting now; never blocks.
+
+        Descriptors come with FDSTORE=1 (an orphaned dashboard handing its socket over); the caller
+        owns them and closes those it does not keep."""
         found = []
+        space = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4 * MAX_FDS)
         while True:
             try:
-                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12), socket.MSG_DONTWAIT)
+                data, ancillary, _, _ = self.sock.recvmsg(4096, space, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return found
-            pid = None
+            pid, fds = None, []
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = struct.unpack("3i", payload[:12])[0]
-            found.append((pid, data.split(b"\n")))
+                elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
+            found.append((pid, data.split(b"\n"), fds))

@@ -8,7 +8,7 @@ RTC and NTP steps the wall clock at boot); wall time is kept only for what peopl
 import subprocess
 import time
 
-from remote.host.listener import spawn_on_socket
+from remote.host.listener import shell, spawn_on_socket
 
 
 class RestartPolicy:
@@ -44,13 +44,16 @@ class Service:
         self.log_path, self.uses_socket = log_path, uses_socket
         self.policy, self.clock = policy, clock
         self.proc = None
-        self.state = "stopped"          # stopped | starting | running | backoff | failed
+        self.state = "stopped"          # stopped | starting | running | backoff | failed | stopping | standby
         self.started = None             # monotonic, for uptime and the policy
         self.started_at = None          # wall clock, for people
         self.restarts = self.failures = 0
         self.last_exit, self.last_error = None, []
         self.next_start = None          # monotonic, while in backoff
         self.alerted = False            # a "failed" alert went out; the next start says "recovered"
+        self.reason = None              # why it is not running: standby, a spent budget, a watchdog kill
+        self.waiters = []               # control requests answered once a deferred start happens
+        self.deferred = False           # in backoff only to keep logins apart: not one more restart
 
     def spawn(self, sock=None, extra_env=None, new_session=True):
         """Start a process of this service (on ``sock`` as fd 3 for the dashboard); output to its log."""
@@ -60,13 +63,16 @@ class Service:
             kwargs = dict(env=env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session)
             if self.uses_socket:
                 return spawn_on_socket(self.argv, sock, **kwargs)
-            return subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, **kwargs)
+            argv = self.argv
+            if "WATCHDOG_USEC" in env:  # WATCHDOG_PID is the bot's own pid: set by a shim that execs it
+                argv = [shell(), "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh"] + list(argv)
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
         finally:
             out.close()
 
     def running(self, proc, since=None):
         """``proc`` is now this service's process (``since``: when it was started, monotonic)."""
-        self.proc, self.state, self.next_start = proc, "running", None
+        self.proc, self.state, self.next_start, self.reason = proc, "running", None, None
         self.started = since if since is not None else self.clock()
         self.started_at = time.time() - (self.clock() - self.started)
 
@@ -84,8 +90,14 @@ class Service:
         return delay
 
     def due(self):
-        """In backoff, and its time has come."""
-        return self.state == "backoff" and self.next_start is not None and self.clock() >= self.next_start
+        """In backoff (or failed with a retry time: a spent start budget), and its time has come."""
+        return (self.state in ("backoff", "failed") and self.next_start is not None
+                and self.clock() >= self.next_start)
+
+    def take_waiters(self, waiter=None):
+        """The requests to answer now: those waiting for a deferred start, and ``waiter``."""
+        waiting, self.waiters = [w for w in self.waiters + [waiter] if w], []
+        return waiting
 
     def detach(self):
         """Forget the process (the caller retires it); returns it, or None when none runs."""
@@ -100,6 +112,6 @@ class Service:
         return self.proc.pid if self.proc else None
 
     def describe(self):
-        return {"state": self.state, "pid": self.pid, "started_at": self.started_at,
+        return {"state": self.state, "pid": self.pid, "started_at": self.started_at, "reason": self.reason,
                 "restarts": self.restarts, "failures": self.failures, "last_exit": self.last_exit,
                 "last_error": self.last_error, "log": self.log_path}

@@ -22,8 +22,10 @@ import time
 
 from remote.host import CODE_DIR, alerts
 from remote.host.agent import describe_holder
+from remote.host.bot import Keeper
+from remote.host.botduties import BotDuties
 from remote.host.files import Layout, error_tail, read_env_file, rotate, write_json
-from remote.host.handover import Handover, WarmSpare, code_key, code_mtimes
+from remote.host.handover import Handover, SpareDuties, code_mtimes
 from remote.host.inbox import ACTIONS, Inbox, reply
 from remote.host.listener import create_listener
 from remote.host.logtail import LogFollower
@@ -34,15 +36,16 @@ from remote.host.system import detect_platform, pidfile_line, read_pid, which
 TICK = 0.5
 #: bump when a running supervisor must be replaced for a release's changes to reach it (a supervisor
 #: outlives deploys: they hand the dashboard over, they do not restart the supervisor)
-VERSION = 2
+VERSION = 3
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
             "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
-            "spare": True}
+            "spare": True, "standby": False, "watchdog_sec": 0, "bot_starts_per_day": 50, "shard_count": 1,
+            "shards": None, "bot_token_env": None}
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP)
 
 
-class Supervisor:
+class Supervisor(BotDuties, SpareDuties):
     def __init__(self, config, clock=time.monotonic):
         self.cfg = dict(DEFAULTS, **config)
         self.clock = clock
@@ -51,6 +54,7 @@ class Supervisor:
         self.python = self.cfg.get("python") or sys.executable
         self.policy = RestartPolicy.from_config(self.cfg)
         self.services = {}
+        self.keeper = None              # the bot's role, start budget and liveness (remote/host/bot.py)
         self.handover = None            # a new dashboard waiting for READY=1
         self.spare = None               # the warm spare dashboard
         self.spare_at = None            # when to start the next spare (monotonic)
@@ -59,6 +63,7 @@ class Supervisor:
         self.started_at, self.state = time.time(), "starting"
         self.inbox = Inbox(self.paths.commands)
         self._lock_file = None          # holds the supervisor lock while open
+        self.wake_locked = False        # Termux: termux-wake-lock was taken (doctor reports it)
         self.listener = self.notify = self.address = self.port = None
         self.mtimes = None              # --reload: the dashboard code's mtimes
         self._followers = {}
@@ -87,7 +92,10 @@ class Supervisor:
         dashboard = dict(base, **{k: v for k, v in dotenv.items() if k.startswith("DASHBOARD_")})
         dashboard.update(DASHBOARD_APP_DIR=self.paths.app_dir, DASHBOARD_PORT=str(self.cfg["port"]),
                          DASHBOARD_HOST=self.cfg["host"], NOTIFY_SOCKET=self.notify.name)
-        return dashboard, dict(base, **dotenv)
+        bot = dict(base, **dotenv)
+        if self.keeper:
+            bot.update(self.keeper.environment(dotenv), NOTIFY_SOCKET=self.notify.name)
+        return dashboard, bot
 
     def _refresh_environment(self, svc):
         """shared/.env as it is now: a deploy with --env-file changes it under a running supervisor."""
@@ -99,6 +107,7 @@ class Supervisor:
         self.services["dashboard"] = Service("dashboard", [self.python, "-m", "dashboard"], dash_env, self.code_dir,
                                              self.paths.log("dashboard"), True, self.policy, self.clock)
         if self.cfg["bot_command"]:
+            self.keeper = Keeper(self.cfg, self.paths, self.clock)
             self.services["bot"] = Service("bot", shlex.split(self.cfg["bot_command"]), bot_env, self.code_dir,
                                            self.paths.log("bot"), False, self.policy, self.clock)
 
@@ -128,15 +137,19 @@ class Supervisor:
         self._write_pid("supervisor", os.getpid())
         write_json(self.paths.config, self.cfg)
         if self.cfg["wake_lock"] and which("termux-wake-lock"):
-            subprocess.run([which("termux-wake-lock")], timeout=10, check=False)
+            self.wake_locked = subprocess.run([which("termux-wake-lock")], timeout=10, check=False).returncode == 0
         self.notify = NotifySocket(self.paths.notify, self.paths.app_dir)
-        self.listener = create_listener(self.cfg["host"], self.cfg["port"], False, self.cfg["bind_retries"],
-                                        self.cfg["bind_backoff"], log=self.log, holder=describe_holder)
+        orphan_dashboard = self._orphans()
+        if self.listener is None:
+            self.listener = create_listener(self.cfg["host"], self.cfg["port"], False, self.cfg["bind_retries"],
+                                            self.cfg["bind_backoff"], log=self.log, holder=describe_holder)
         self.address, self.port = self.listener.address, self.listener.port  # still known once it is closed
         self.log("holding %s (bind attempts %d)" % (self.address, self.listener.attempts))
         for signum in SIGNALS:
             signal.signal(signum, self._on_signal)
         self._make_services()
+        if orphan_dashboard is not None:  # it serves until the first dashboard of ours is ready
+            self.services["dashboard"].running(orphan_dashboard)
         if detect_platform() == "termux":
             self.cfg["spare"] = False  # Android kills apps' processes beyond a small budget
         self.mtimes = code_mtimes(self.code_dir) if self.cfg["reload"] else None
@@ -144,6 +157,8 @@ class Supervisor:
     # ----------------------------------------------------------------------------------- starting
     def start(self, svc, waiter=None):
         """Start a service; the dashboard by handover: it counts as started on its READY=1."""
+        if not svc.uses_socket and not self._bot_may_start(svc, waiter):
+            return
         self._refresh_environment(svc)
         try:
             proc = self._take_spare() if svc.uses_socket else None
@@ -161,8 +176,10 @@ class Supervisor:
             if svc.proc is None:
                 svc.state = "starting"
         else:
+            self.keeper.started()
             self._running(svc, proc)
-            reply(waiter, True, pid=proc.pid)
+            for each in svc.take_waiters(waiter):
+                reply(each, True, pid=proc.pid)
         self.write_state()
 
     def _running(self, svc, proc, since=None):
@@ -194,59 +211,25 @@ class Supervisor:
             return
         if not svc.uses_socket:
             old = svc.detach()
-            if old is not None:
+            if old is not None:  # never two bots at once: the new one starts once the old one is gone
                 self._retire(old)
+                self.keeper.pending, svc.state = (old, waiter), "stopping"
+                return
         svc.restarts += 1
         self.start(svc, waiter)
 
-    # ----------------------------------------------------------------------------------- the spare
-    def _code_key(self):
-        """What a spare must have loaded to stand in: the code, and the environment a new one would get."""
-        env = self.services["dashboard"].env  # as _refresh_environment just read it
-        return code_key(self.code_dir, self.python, code_mtimes(self.code_dir)), sorted(env.items())
-
-    def _spawn_spare(self):
-        self.spare_at = None
-        if self.stopping or self.spare is not None or not self.cfg["spare"]:
-            return
-        self._refresh_environment(self.services["dashboard"])
-        # DASHBOARD_STANDBY too: after a rollback to a release from before the word "spare", its
-        # dashboard must still know it is a spare, not serve unlisted on the held socket
-        proc = self.services["dashboard"].spawn(self.listener.sock, {"DASHBOARD_SPARE": "1", "DASHBOARD_STANDBY": "1"},
-                                                new_session=not self.cfg["stream"])
-        self.spare = WarmSpare(proc, self._code_key())
-        self.log("dashboard: spare pid %d" % proc.pid)
-
-    def _take_spare(self):
-        """The armed spare, woken (SIGUSR2), if it still has the code a new dashboard would load.
-        A stale or unarmed one is retired: a cold start is always right, a stale spare never."""
-        spare, self.spare = self.spare, None
-        if spare is None:
-            return None
-        deadline = self.clock() + 0.5
-        while not spare.armed and spare.alive and self.clock() < deadline:
-            # still starting: it blocks SIGUSR2 within milliseconds, and a spare half through its imports
-            # beats a cold start; a signal it gets mid-import waits for it
-            select.select([self.notify], [], [], 0.05)
-            self._drain_notify(spare)
-        if spare.fits(self._code_key()):
-            spare.proc.send_signal(signal.SIGUSR2)
-            self.log("dashboard: spare pid %d takes over" % spare.proc.pid)
-            return spare.proc
-        if spare.alive:
-            self._retire(spare.proc)
-        return None
-
     # ----------------------------------------------------------------------------------- stopping
-    def _retire(self, proc):
+    def _retire(self, proc, grace=None):
         """SIGTERM an old process; SIGKILL it if it is still there after the grace period."""
         try:
             proc.send_signal(signal.SIGTERM)
         except OSError:
             pass
-        self.retiring.append((proc, self.clock() + self.cfg["grace"]))
+        self.retiring.append((proc, self.clock() + (self.cfg["grace"] if grace is None else grace)))
 
     def stop_service(self, svc):
+        if not svc.uses_socket and self.keeper.pending:
+            self.keeper.pending = None
         old = svc.detach()
         if old is not None:
             self._retire(old)
@@ -312,8 +295,11 @@ class Supervisor:
                 proc.kill()
         for svc in self.services.values():
             if svc.due() and not self.stopping:
-                svc.restarts += 1
+                svc.restarts += 0 if svc.deferred else 1
+                svc.deferred = False
                 self.start(svc)
+        if self.keeper and not self.stopping:
+            self._bot_timers(self.services["bot"])
         if self.mtimes is not None:
             mtimes = code_mtimes(self.code_dir)
             if mtimes != self.mtimes:
@@ -354,18 +340,26 @@ class Supervisor:
         alerts.post(self.cfg["alert_webhook"], text, self.log)
 
     def write_state(self):
+        if self.keeper:
+            self.keeper.status_written, self.keeper.live.status_changed = self.clock(), False
         write_json(self.paths.state, {
             "supervisor": {"pid": os.getpid(), "version": VERSION, "started_at": self.started_at,
-                           "address": self.address, "port": self.port, "code_dir": self.code_dir, "state": self.state},
-            "services": {name: svc.describe() for name, svc in self.services.items()},
+                           "address": self.address, "port": self.port, "code_dir": self.code_dir, "state": self.state,
+                           "wake_lock": self.wake_locked},
+            "services": {name: dict(svc.describe(), **(self.keeper.describe() if name == "bot" else {}))
+                         for name, svc in self.services.items()},
             "spare_pid": self.spare.proc.pid if self.spare and self.spare.armed else None,
             "updated_at": time.time(),
         })
 
     def _drain_notify(self, spare=None):
         spare = spare or self.spare
-        for pid, lines in self.notify.messages():
-            if b"READY=1" in lines and pid:
+        for pid, lines, fds in self.notify.messages():
+            for fd in fds:  # only an orphaned dashboard may hand a socket over, and only in setup
+                os.close(fd)
+            if pid and self._from_bot(pid):
+                self.keeper.live.heard(lines)
+            elif b"READY=1" in lines and pid:
                 self._ready(pid)
             elif (b"SPARE=1" in lines or b"STANDBY=1" in lines) and spare and spare.proc.pid == pid:
                 spare.armed = True
@@ -408,9 +402,11 @@ class Supervisor:
         self.state = "running"
         for svc in self.services.values():
             self.start(svc)
-        last_rotate = self.clock()
+        last_rotate = last_beat = self.clock()
         while True:
-            select.select([self._wake_r, self.notify], [], [], 0.2 if self.cfg["stream"] else TICK)
+            wait = 0.2 if self.cfg["stream"] else TICK
+            due = self.keeper.live.due_in() if self.keeper and self.services["bot"].proc else None
+            select.select([self._wake_r, self.notify], [], [], max(0.01, min(wait, due + 0.01)) if due else wait)
             self._dispatch_signals()
             self._drain_notify()
             self.reap()
@@ -419,12 +415,21 @@ class Supervisor:
             self.timers()
             if self.cfg["stream"]:
                 self._stream_logs()
+            if self.clock() - last_beat > 5:  # `status` tells a dead supervisor by this heartbeat
+                last_beat = self.clock()
+                self._beat()
             if self.clock() - last_rotate > 30:
                 last_rotate = self.clock()
                 for svc in self.services.values():
                     rotate(svc.log_path, copy=True)
             if self.stopping and not self.retiring and not self.handover:
                 return
+
+    def _beat(self):
+        try:
+            os.utime(self.paths.pidfile)
+        except OSError:
+            pass
 
     def run(self):
         self.setup()
