@@ -53,6 +53,12 @@ class StackSettings(TypedDict, total=False):
     max_failures: int
     reload: bool
     name: str               # the inventory's name for this host, for messages
+    standby: bool           # the bot's initial role; run/bot-role (failover) wins once written
+    watchdog_sec: float     # > 0: the bot must send WATCHDOG=1 this often, or it is restarted
+    bot_starts_per_day: int  # the start budget over any sliding 24 h
+    shard_count: int
+    shards: Optional[str]   # "0-3", "0,2"; None: all of them
+    bot_token_env: Optional[str]   # the .env variable with the token (None: DISCORD_TOKEN, BOT_TOKEN, TOKEN)
 
 
 class CtlRequest(TypedDict, total=False):
@@ -124,10 +130,12 @@ class DoctorAnswer(Answer, total=False):
     app_dir_writable: bool
     disk_free: Optional[int]
     autostart: List[str]
+    android: Optional[Dict[str, Any]]   # Termux: wake_lock, phantom_killer, notes (what kills bots there)
 
 
 class ServiceState(TypedDict, total=False):
-    state: str              # stopped | starting | running | backoff | failed
+    state: str              # stopped | starting | running | backoff | failed | stopping | standby | orphaned
+    reason: Optional[str]   # why it is not running: standby, start budget spent, watchdog
     pid: Optional[int]
     started_at: Optional[float]     # wall clock, for people
     restarts: int
@@ -149,10 +157,34 @@ class StopAnswer(Answer, total=False):
     action: str
 
 
+class BotUnit(TypedDict, total=False):
+    """What must run once fleet-wide: a bot (sha256(token)[:12]) and its shards."""
+    bot_id: str
+    shard_count: int
+    shards: List[int]
+    state: str              # as ServiceState, or "orphaned": alive, its supervisor dead
+    pid: Optional[int]
+    started_at: Optional[float]
+
+
+class BotStatus(TypedDict, total=False):
+    env_bot_id: Optional[str]       # the bot id of the token in shared/.env (None: no token)
+    running: Optional[BotUnit]      # what this host runs now (None: no bot running)
+    role: Optional[str]             # run/bot-role as failover wrote it (None: the inventory decides)
+
+
 class StatusAnswer(Answer, total=False):
-    supervisor: Dict[str, Any]      # running, pid, port
-    services: Dict[str, ServiceState]
+    supervisor: Dict[str, Any]      # running, pid, port, state (running | stopped | dead), last_seen
+    services: Dict[str, ServiceState]   # the bot's also has bot_id, shards, role, status, budget, ...
+    bot: BotStatus
     now: float
+
+
+class RoleAnswer(Answer, total=False):
+    role: str               # active | standby
+    pid: Optional[int]      # active: the bot's pid, up for the settle time
+    stopped_pid: Optional[int]      # standby: the bot process that was stopped
+    notes: List[str]
 
 
 class DeployAnswer(Answer, total=False):

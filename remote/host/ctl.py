@@ -9,27 +9,31 @@ whole restart or deploy is one exec round trip and the same code serves every tr
 import os
 import sys
 
-from remote.host import autostart, release, stack, wire
+from remote.host import autostart, release, roles, stack, wire
 from remote.host.errors import BadRequest, Failure
 from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
 
 _LOCK = {"timeout": (float, 20.0), "lock_timeout": (float, 120.0), "by": (str, None)}
+#: what the other hosts run, gathered by the operator for the exactly-once check (guard.check)
+_CHECKS = {"checks": (dict, None)}
+_START = dict(_CHECKS, force=(bool, False), grace=(float, 3.0), timeout=(float, 20.0))
 #: command -> its options: name -> (type, default). Settings go to the commands in SETTINGS_COMMANDS.
 COMMANDS = {
-    "restart": {"service": (str, "all"), "force": (bool, False), "grace": (float, 3.0), "timeout": (float, 20.0)},
-    "start": {"force": (bool, False), "grace": (float, 3.0), "timeout": (float, 20.0)},
+    "restart": dict(_START, service=(str, "all")),
+    "start": dict(_START, service=(str, "all"), reset_budget=(bool, False)),
     "stop": {"service": (str, "all"), "timeout": (float, 20.0)},
-    "status": {},
+    "status": {"token_env": (str, None)},
     "logs": {"service": (str, "dashboard"), "lines": (int, 50), "follow": (bool, False)},
-    "dev": {"force": (bool, False), "grace": (float, 3.0)},
-    "deploy": dict(_LOCK, stamp=(str, None), commit=(str, None), keep=(int, 5), shared=(list, []),
+    "dev": dict(_CHECKS, force=(bool, False), grace=(float, 3.0)),
+    "deploy": dict(_LOCK, **_CHECKS, stamp=(str, None), commit=(str, None), keep=(int, 5), shared=(list, []),
                    env_incoming=(str, None)),
-    "rollback": dict(_LOCK, to=(str, None), force=(bool, False)),
+    "rollback": dict(_LOCK, **_CHECKS, to=(str, None), force=(bool, False)),
     "releases": {},
     "autostart": {"remove": (bool, False)},
+    "role": dict(_CHECKS, role=(str, None), settle=(float, 5.0), timeout=(float, 20.0)),
 }
-SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback")
+SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role")
 SERVICES = ("dashboard", "bot", "all")
 
 
@@ -52,30 +56,35 @@ def options(command, given):
         raise BadRequest("unknown service %r (known: %s)" % (out["service"], ", ".join(SERVICES)))
     if command == "deploy" and not out["stamp"]:
         raise BadRequest("deploy needs a stamp")
+    if command == "role" and out["role"] not in ("active", "standby"):
+        raise BadRequest("role must be active or standby, not %r" % out["role"])
     return out
 
 
 def dispatch(command, app_dir, opts, settings, stdin):
     if command in ("restart", "start"):
-        return stack.restart(app_dir, settings, opts.get("service", "all"), opts["force"], opts["grace"],
-                             opts["timeout"], start_only=command == "start")
+        return stack.restart(app_dir, settings, opts["service"], opts["force"], opts["grace"], opts["timeout"],
+                             start_only=command == "start", checks=opts["checks"],
+                             reset_budget=opts.get("reset_budget", False))
     if command == "stop":
         return stack.stop(app_dir, opts["service"], opts["timeout"])
     if command == "status":
-        return stack.status(app_dir)
+        return stack.status(app_dir, opts["token_env"])
+    if command == "role":
+        return roles.set_role(app_dir, settings, opts["role"], opts["checks"], opts["settle"], opts["timeout"])
     if command == "deploy":
         return release.deploy(app_dir, settings, opts["stamp"], opts["commit"], opts["keep"], opts["shared"],
-                              opts["env_incoming"], opts["timeout"], opts["lock_timeout"], opts["by"])
+                              opts["env_incoming"], opts["timeout"], opts["lock_timeout"], opts["by"], opts["checks"])
     if command == "rollback":
         return release.rollback(app_dir, settings, opts["to"], opts["timeout"], opts["lock_timeout"], opts["by"],
-                                opts["force"])
+                                opts["force"], opts["checks"])
     if command == "releases":
         return release.list_releases(app_dir)
     if command == "autostart":
         return autostart.autostart(app_dir, opts["remove"])
     if command == "logs":
         return logs(app_dir, opts["service"], opts["lines"], opts["follow"], stdin)
-    return stack.dev(app_dir, settings, opts["force"], opts["grace"])  # execs the supervisor
+    return stack.dev(app_dir, settings, opts["force"], opts["grace"], opts["checks"])  # execs the supervisor
 
 
 def logs(app_dir, service, lines, follow, stdin):

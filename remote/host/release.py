@@ -14,11 +14,11 @@ import subprocess
 import sys
 import time
 
-from remote.host import CODE_DIR
+from remote.host import CODE_DIR, guard
 from remote.host.errors import Failure
-from remote.host.files import Layout, error_tail, read_json, write_json
+from remote.host.files import Layout, read_json, write_json
 from remote.host.inbox import ask
-from remote.host.stack import operator_lock, restart_locked, service_state, stack_config
+from remote.host.stack import operator_lock, restart_locked, stack_config, wait_bot_up
 from remote.host.system import open_paths
 
 STAMP = "%Y%m%d%H%M%S"
@@ -212,24 +212,26 @@ def verify(paths, config, timeout):
     """Restart the stack on the new current, then the health check: dashboard and bot."""
     result = restart_locked(paths, config, timeout=timeout)
     if config.get("bot_command"):
-        pid, deadline = service_state(paths, "bot").get("pid"), time.monotonic() + BOT_GRACE
-        while time.monotonic() < deadline:
-            bot = service_state(paths, "bot")
-            if bot.get("pid") != pid or bot.get("state") != "running":
-                raise Failure("the bot did not stay up (exit %s)" % bot.get("last_exit"),
-                              bot.get("last_error") or error_tail(paths.log("bot")))
-            time.sleep(0.1)
+        wait_bot_up(paths, BOT_GRACE, timeout)
     return result
 
 
 def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incoming=None, timeout=20.0,
-           lock_timeout=120.0, by=None):
+           lock_timeout=120.0, by=None, checks=None):
     """Install the release this ctl runs from, switch to it, verify it; roll back when it fails."""
     started = time.monotonic()
     paths = Layout(app_dir)
     paths.make()
     with operator_lock(paths, lock_timeout, "deploy %s" % stamp):
         partial = CODE_DIR  # this ctl runs from the release it installs (unpacked by the operator's exec)
+        try:  # before anything changes: the bot it would start (with the .env it brings) runs elsewhere
+            notes = guard.check(paths, stack_config(app_dir, settings), checks,
+                                os.path.expanduser(env_incoming) if env_incoming else None)
+        except Failure:
+            shutil.rmtree(partial, ignore_errors=True)
+            if env_incoming:
+                os.unlink(os.path.expanduser(env_incoming))
+            raise
         removed = clean_leftovers(paths, partial)
         if removed:
             progress("removed leftovers of an interrupted deploy: %s" % ", ".join(removed))
@@ -256,7 +258,7 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
         record(paths, stamp, commit, by, "ok")
         pruned = prune(paths, keep, {stamp, previous})
         return dict(installed, ok=True, previous=previous, pruned=pruned, pid=health["pid"],
-                    healthy_in=health["elapsed"], elapsed=time.monotonic() - started)
+                    healthy_in=health["elapsed"], elapsed=time.monotonic() - started, notes=notes or [])
 
 
 def _apply_env(paths, incoming, stamp):
@@ -291,7 +293,7 @@ def _roll_back(paths, config, previous, env_backup, timeout):
     return "rolled back to %s, which is serving" % previous
 
 
-def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=None, force=False):
+def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=None, force=False, checks=None):
     """Switch to ``to`` (default: the newest healthy release older than current) and restart on it."""
     paths = Layout(app_dir)
     with operator_lock(paths, lock_timeout, "rollback"):
@@ -305,8 +307,10 @@ def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=No
         elif failed(paths, target) and not force:
             raise Failure("release %s failed its deploy (%s): roll back to it with --force only"
                           % (target, read_json(os.path.join(paths.releases, target, "DEPLOY.json")).get("reason")))
+        config = stack_config(app_dir, settings)
+        guard.check(paths, config, checks)
         previous = switch_to(paths, target)
-        health = restart_locked(paths, stack_config(app_dir, settings), timeout=timeout)
+        health = restart_locked(paths, config, timeout=timeout)
         record(paths, target, None, by, "rollback from %s" % previous)
         return {"ok": True, "stamp": target, "previous": previous, "pid": health["pid"]}
 

@@ -15,16 +15,17 @@ import sys
 import time
 from http.client import HTTPConnection
 
-from remote.host import CODE_DIR, agent
+from remote.host import CODE_DIR, agent, bot, guard, orphans
 from remote.host.contract import StackSettings
 from remote.host.errors import Failure
 from remote.host.files import Layout, error_tail, read_json, write_json
 from remote.host.inbox import ask
 from remote.host.supervisor import DEFAULTS, VERSION
-from remote.host.system import read_pid
+from remote.host.system import is_alive, read_pid, read_pidfile
 
 #: settings that only a new supervisor can apply (the socket, the commands it runs)
-RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock")
+RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock", "standby",
+                "watchdog_sec", "bot_starts_per_day", "shard_count", "shards", "bot_token_env")
 #: settings an operator may send: the keys of the document that describes them
 SETTINGS = tuple(StackSettings.__annotations__)
 #: what `python -m dashboard` imports from its venv
@@ -159,6 +160,29 @@ def wait_healthy(paths, config, timeout, not_pid=None, supervisor=None):
     raise Failure("the dashboard was not healthy within %.0f s" % timeout, error_tail(paths.log("dashboard")))
 
 
+def wait_bot_up(paths, settle, timeout):
+    """The bot's pid once it has stayed up (same pid) for ``settle`` s; None when this host is standby.
+
+    Its failures count from 0 since the start or restart that came before (both reset them), so any
+    failure seen here is this start's. A start may wait its turn first (5 s between logins)."""
+    deadline = time.monotonic() + timeout + bot.MIN_SPACING + settle
+    pid = since = None
+    while time.monotonic() < deadline:
+        svc = service_state(paths, "bot")
+        if svc.get("state") == "standby":
+            return None
+        if svc.get("state") == "failed" or svc.get("failures"):
+            raise Failure("the bot did not stay up (%s)" % (svc.get("reason") or "exit %s" % svc.get("last_exit")),
+                          svc.get("last_error") or error_tail(paths.log("bot")))
+        if svc.get("state") == "running" and svc.get("pid"):
+            if svc["pid"] != pid:
+                pid, since = svc["pid"], time.monotonic()
+            elif time.monotonic() - since >= settle:
+                return pid
+        time.sleep(0.1)
+    raise Failure("the bot did not stay up for %.0f s" % settle, error_tail(paths.log("bot")))
+
+
 def wait_supervisor_gone(paths, timeout, pid):
     deadline = time.monotonic() + timeout
     while read_pid(paths.pidfile):
@@ -168,12 +192,19 @@ def wait_supervisor_gone(paths, timeout, pid):
         time.sleep(0.05)
 
 
-def restart(app_dir, settings, service="all", force=False, grace=3.0, timeout=20.0, start_only=False):
-    """``invoke restart`` / ``start`` on this host, under the operator lock."""
+def restart(app_dir, settings, service="all", force=False, grace=3.0, timeout=20.0, start_only=False,
+            checks=None, reset_budget=False):
+    """``invoke restart`` / ``start`` on this host, under the operator lock. ``checks``: what the other
+    hosts run (guard.check); ``reset_budget``: forget the bot's starts of the last 24 h first."""
     paths = Layout(app_dir)
     paths.make()
     with operator_lock(paths, timeout, "start" if start_only else "restart"):
-        return restart_locked(paths, stack_config(app_dir, settings), service, force, grace, timeout, start_only)
+        config = stack_config(app_dir, settings)
+        notes = guard.check(paths, config, checks) if service in ("bot", "all") else None
+        if reset_budget:
+            bot.reset_budget(paths.bot_starts, config["bot_starts_per_day"])
+        result = restart_locked(paths, config, service, force, grace, timeout, start_only)
+        return dict(result, notes=notes) if notes else result
 
 
 def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout=20.0, start_only=False):
@@ -192,8 +223,14 @@ def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout
     done = {"ok": True, "port": config["port"]}
     if running:
         old = service_state(paths, "dashboard").get("pid")
-        if start_only:
+        if start_only and service == "all":
             return dict(done, action="already running", pid=old, elapsed=time.monotonic() - started)
+        if start_only:
+            answer = ask(paths, "start", service, timeout)
+            if not answer.get("ok"):
+                raise Failure(answer.get("error") or "start refused", error_tail(paths.log(service)))
+            return dict(done, action="%s %s" % (service, answer.get("state") or "running"),
+                        pid=old if service == "bot" else answer.get("pid"), elapsed=time.monotonic() - started)
         answer = ask(paths, "restart", service, timeout)
         if not answer.get("ok"):
             raise Failure(answer.get("error") or "restart refused",
@@ -201,10 +238,15 @@ def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout
         pid = wait_healthy(paths, config, timeout, not_pid=old) if service in ("dashboard", "all") else old
         return dict(done, action="restarted", pid=pid, elapsed=time.monotonic() - started)
     check_dashboard_python(config)
-    before = preflight(paths, config["port"], force, grace)
+    # an orphaned dashboard hands its socket to the new supervisor: the port is not to be freed of it
+    orphan = orphans.recorded(paths, "dashboard")
+    before = "kept open by the orphaned dashboard pid %d" % orphan.pid if orphan else preflight(
+        paths, config["port"], force, grace)
     supervisor = spawn_supervisor(paths, config)
-    pid = wait_healthy(paths, config, timeout, supervisor=supervisor)
+    pid = wait_healthy(paths, config, timeout, not_pid=orphan and orphan.pid, supervisor=supervisor)
     action = "restarted the supervisor (%s changed)" % ", ".join(changed) if changed else "started"
+    if orphan:
+        action = "started a new supervisor (the last one had died; its dashboard handed the port over)"
     return dict(done, action=action, pid=pid, port_before=before, elapsed=time.monotonic() - started)
 
 
@@ -222,25 +264,50 @@ def stop(app_dir, service="all", timeout=20.0):
         return {"ok": True, "action": "stopped %s" % service}
 
 
-def status(app_dir):
+def status(app_dir, token_env=None):
+    """What runs here, truthfully: a dead supervisor is "dead" (with when it was last seen), and a
+    process of ours that outlived it is "orphaned", never "stopped"."""
     paths = Layout(app_dir)
     state, pid = read_state(paths), read_pid(paths.pidfile)
-    services = state.get("services", {})
-    if not pid:  # whatever state.json says, nothing runs without the supervisor
-        for svc in services.values():
-            if svc.get("state") != "failed":
+    services, recorded = state.get("services", {}), state.get("supervisor", {})
+    supervisor = {"running": bool(pid), "pid": pid, "port": recorded.get("port"),
+                  "state": "running" if pid else "stopped",
+                  "started_at": recorded.get("started_at") if pid else None}
+    if not pid:
+        left = read_pidfile(paths.pidfile)
+        if left and not is_alive(left[0], left[1]):  # it died without cleaning up: killed
+            supervisor.update(state="dead", last_pid=left[0], last_seen=_mtime(paths.pidfile))
+        for name, svc in services.items():
+            orphan = orphans.recorded(paths, name)
+            if orphan is not None:
+                svc.update(state="orphaned", pid=orphan.pid)
+            elif svc.get("state") != "failed":
                 svc.update(state="stopped", pid=None)
-    return {"ok": True, "supervisor": {"running": bool(pid), "pid": pid,
-                                       "port": state.get("supervisor", {}).get("port")},
-            "services": services, "now": time.time()}
+    bot_state = {"env_bot_id": guard.env_bot_id(paths, token_env), "running": guard.running(paths),
+                 "role": _recorded_role(paths)}
+    return {"ok": True, "supervisor": supervisor, "services": services, "bot": bot_state, "now": time.time()}
 
 
-def dev(app_dir, settings, force=False, grace=3.0):
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _recorded_role(paths):
+    """run/bot-role as failover wrote it, or None (the inventory's standby setting decides)."""
+    return bot.read_role(paths.bot_role) if os.path.exists(paths.bot_role) else None
+
+
+def dev(app_dir, settings, force=False, grace=3.0, checks=None):
     """The restart flow's checks, then the supervisor in the foreground, logs streamed, Ctrl+C stops all."""
     paths, config = Layout(app_dir), stack_config(app_dir, settings)
     paths.make()
     if read_pid(paths.pidfile):
         raise Failure("a supervisor already runs for %s: invoke stop first" % paths.app_dir)
+    for note in guard.check(paths, config, checks) or []:
+        print("supervisor | %s" % note, flush=True)
     check_dashboard_python(config)
     before = preflight(paths, config["port"], force, grace)
     if before.startswith("freed"):

@@ -1,0 +1,86 @@
+"""This host's half of "the bot runs exactly once": which bot it would start, which it runs, and the
+check of the one against what the other hosts run.
+
+The operator asks every other host (`ctl status`, in parallel) and sends their answers with the
+start; this host decides under its operator lock, with its own shared/.env, before anything
+changes. The token never leaves the host: only its bot id travels.
+"""
+
+import os
+import time
+
+from remote.host import bot, orphans
+from remote.host.errors import Failure
+from remote.host.files import read_env_file, read_json
+from remote.host.system import read_pid
+
+#: states in which a host counts as running its bot: it is up, or about to be again by itself
+RUNNING = ("running", "starting", "backoff", "stopping", "orphaned")
+
+
+def env_path(paths):
+    return os.path.join(paths.shared, ".env")
+
+
+def env_bot_id(paths, token_env=None, path=None):
+    """The bot id of the token in shared/.env (or ``path``), or None without a token."""
+    return bot.bot_id(bot.token(read_env_file(path or env_path(paths)), token_env))
+
+
+def would_run(paths, config, path=None, role=None):
+    """The unit a start here would run, or None: no bot, no token (demo mode), or the standby role."""
+    role = role or bot.read_role(paths.bot_role, bool(config.get("standby")))
+    if role == "standby":
+        return None
+    return bot.unit(read_env_file(path or env_path(paths)), config)
+
+
+def running(paths):
+    """The unit this host runs now, with its state, pid and start, or None. A bot whose supervisor
+    died counts while its process lives (orphaned)."""
+    state = read_json(paths.state)
+    svc = state.get("services", {}).get("bot") or {}
+    if not svc.get("bot_id"):
+        return None
+    alive = read_pid(paths.pidfile)
+    orphan = None if alive else orphans.recorded(paths, "bot")
+    current = svc.get("state") if alive else ("orphaned" if orphan else "stopped")
+    if current not in RUNNING:
+        return None
+    return {"bot_id": svc["bot_id"], "shard_count": svc.get("shard_count") or 1, "shards": svc.get("shards") or [0],
+            "state": current, "pid": orphan.pid if orphan else svc.get("pid"), "started_at": svc.get("started_at")}
+
+
+def _age(seconds):
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60) if seconds >= 3600 else "%dm%02ds" % divmod(seconds, 60)
+
+
+def check(paths, config, guard, path=None, role=None):
+    """Refuse (Failure, exit 1) a start that would run a bot another host runs. ``guard`` is what
+    the operator gathered: {"others": [{host, cached, seen_at, units: [...]}], "takeover": bool}."""
+    if not guard:
+        return None
+    mine = would_run(paths, config, path, role)
+    if mine is None:
+        return None
+    notes = []
+    for other in guard.get("others") or []:
+        for unit in other.get("units") or []:
+            if not bot.overlaps(mine, unit):
+                continue
+            what = "bot %s (%s)" % (mine["bot_id"], bot.shard_text(unit))
+            if not other.get("cached"):
+                raise Failure("%s already runs on %s (pid %s, up %s): refused before anything changed; stop it "
+                              "there, or move it with invoke failover --to %s" % (
+                                  what, other["host"], unit.get("pid"), _age(unit.get("uptime")),
+                                  config.get("name") or "HOST"))
+            seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(other.get("seen_at") or 0))
+            if not guard.get("takeover"):
+                raise Failure("%s cannot be reached and was last seen running %s at %s (pid %s): refused; "
+                              "check that host, or use --takeover to start it here anyway"
+                              % (other["host"], what, seen, unit.get("pid")))
+            notes.append("TAKEOVER: %s was last seen running %s at %s" % (other["host"], what, seen))
+    return notes
