@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from remote.host import wire
+from remote.host import android, wire
 from remote.host.errors import BadRequest
 from remote.host.ports import METHODS, MethodFailed
 from remote.host.system import (
@@ -253,7 +253,8 @@ def doctor(port, app_dir):
             "uname": " ".join(platform.uname()[:3]), "methods": methods, "app_dir": path,
             "app_dir_exists": os.path.isdir(path), "app_dir_writable": os.access(existing, os.W_OK),
             "disk_free": space(path).get("free"),
-            "autostart": [p for p in autostart_paths() if os.path.exists(p)]}
+            "autostart": [p for p in autostart_paths() if os.path.exists(p)],
+            "android": android.report(path) if detect_platform() == "termux" else None}
 
 
 def space(path):

@@ -32,6 +32,8 @@ BOOT = """#!{prefix}/bin/sh
 # sulfur-ops: start the Sulfur stack when the phone boots (needs the Termux:Boot app); the supervisor
 # takes termux-wake-lock itself when the inventory's wake_lock is on (the default on Termux)
 cd {current} || exit 1
+# the wake lock first: without it Android dozes the app, and the bot's connection with it
+command -v termux-wake-lock >/dev/null 2>&1 && termux-wake-lock
 exec {python} -S -m remote.host.supervisor run {config} >> {log} 2>&1
 """
 
