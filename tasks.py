@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from remote import agentcalls, ctlcalls, release, render  # noqa: E402
+from remote import failover as moves  # noqa: E402
+from remote.botguard import Guard, refuse_conflicts  # noqa: E402
 from remote.connections import open_runner  # noqa: E402
 from remote.errors import SulfurError, UsageError  # noqa: E402
 from remote.fanout import DEFAULT_PARALLEL, on_hosts  # noqa: E402
@@ -36,6 +38,7 @@ HELP = {
     "env_file": "upload this file as the hosts' shared/.env (mode 600); otherwise .env is never sent",
     "to": "release stamp to go back to (default: the newest healthy one before current)",
     "remove": "remove the autostart instead of installing it",
+    "takeover": "start the bot even though an unreachable host was last seen running it",
 }
 
 
@@ -50,10 +53,29 @@ def _fail(exc):
 
 
 def _hosts(host, all_):
+    return _select(host, all_)[1]
+
+
+def _select(host, all_):
+    """(the inventory, the hosts --host/--all name)."""
     try:
-        return load().select(host, all_)
+        inventory = load()
+        return inventory, inventory.select(host, all_)
     except SulfurError as exc:
         raise _fail(exc) from None
+
+
+def _guarded(inventory, targets, takeover, env_file=None):
+    """Ask the other hosts what they run (in parallel, while the targets connect); refuse targets
+    that would run the same bot as each other before anything starts."""
+    guard = Guard(inventory, targets, takeover, env_file)
+    try:
+        refuse_conflicts(guard)
+    except SulfurError as exc:
+        raise _fail(exc) from None
+    if takeover:
+        print("TAKEOVER: a host that cannot be reached does not block starting the bot", flush=True)
+    return guard
 
 
 def _finish(docs, text, as_json):
@@ -103,19 +125,33 @@ def _stack(host, all_, parallel, operation, as_json, text=render.restart_lines):
     _finish(docs, text(docs), as_json)
 
 
-@task(help=_help("host", "all", "parallel", "json", "service", "force", "timeout"))
-def restart(c, host=None, all=False, service="all", force=False, timeout=20.0, json=False,
+def _start_bot(host, all_, service, json, parallel, takeover, **options):
+    """restart and start: the bot is checked against the other hosts first (unless only the dashboard)."""
+    inventory, targets = _select(host, all_)
+    guard = _guarded(inventory, targets, takeover) if service in ("bot", "all") else None
+
+    def op(runner, target):
+        checks = guard.checks_for(target) if guard else None
+        return ctlcalls.restart(runner, target, service=service, checks=checks, **options)
+
+    docs = on_hosts(targets, op, parallel)
+    _finish(docs, render.restart_lines(docs), json)
+
+
+@task(help=_help("host", "all", "parallel", "json", "service", "force", "timeout", "takeover"))
+def restart(c, host=None, all=False, service="all", force=False, timeout=20.0, json=False, takeover=False,
             parallel=DEFAULT_PARALLEL):
     """Restart the dashboard (on the held socket) and the bot; start the stack if it is not running."""
-    op = functools.partial(ctlcalls.restart, service=service, force=force, timeout=float(timeout))
-    _stack(host, all, parallel, op, json)
+    _start_bot(host, all, service, json, parallel, takeover, force=force, timeout=float(timeout))
 
 
-@task(help=_help("host", "all", "parallel", "json", "force", "timeout"))
-def start(c, host=None, all=False, force=False, timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
-    """Start the stack where it is not running (a running one is left as it is)."""
-    op = functools.partial(ctlcalls.restart, force=force, timeout=float(timeout), start_only=True)
-    _stack(host, all, parallel, op, json)
+@task(help=dict(_help("host", "all", "parallel", "json", "service", "force", "timeout", "takeover"),
+                reset_budget="forget the bot's starts of the last 24 h (after a spent start budget)"))
+def start(c, host=None, all=False, service="all", force=False, timeout=20.0, json=False, takeover=False,
+          reset_budget=False, parallel=DEFAULT_PARALLEL):
+    """Start the stack, or one service, where it is not running (a running one is left as it is)."""
+    _start_bot(host, all, service, json, parallel, takeover, force=force, timeout=float(timeout),
+               start_only=True, reset_budget=reset_budget)
 
 
 @task(help=_help("host", "all", "parallel", "json", "service", "timeout"))
@@ -130,16 +166,17 @@ def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     _stack(host, all, parallel, ctlcalls.status, json, render.status_table)
 
 
-@task(help=_help("host", "all", "parallel", "json", "wheels", "env_file", "timeout"))
-def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, json=False,
+@task(help=_help("host", "all", "parallel", "json", "wheels", "env_file", "timeout", "takeover"))
+def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, json=False, takeover=False,
            parallel=DEFAULT_PARALLEL):
     """Ship a new release to every host (or --host): switch atomically, verify, roll back on failure."""
-    targets = _hosts(host, not host)  # deploy goes to every host unless told otherwise
+    inventory, targets = _select(host, not host)  # deploy goes to every host unless told otherwise
     if not targets:
         raise _fail(UsageError("no hosts to deploy to: add some to the inventory, or use --host local"))
     env_path = Path(env_file).expanduser() if env_file else None
     if env_path is not None and not env_path.is_file():
         raise _fail(UsageError("--env-file %s is not a readable file" % env_path))
+    guard = _guarded(inventory, targets, takeover, env_path)
     workdir = Path(tempfile.mkdtemp(prefix="sulfur-deploy-"))
     try:
         packages = {}
@@ -158,7 +195,8 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
                 sys.stdout.write(render.for_terminal("%s: %s\n" % (target.name, line)))
                 sys.stdout.flush()
 
-            return release.deploy_host(runner, target, packages[target.source], report, env_path, float(timeout))
+            return release.deploy_host(runner, target, packages[target.source], report, env_path, float(timeout),
+                                       guard.checks_for(target))
 
         docs = on_hosts(targets, one, parallel)
     finally:
@@ -166,12 +204,42 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
     _finish(docs, render.deploy_lines(docs), json)
 
 
-@task(help=dict(_help("host", "all", "parallel", "json", "to", "timeout"),
+@task(help=dict(_help("host", "all", "parallel", "json", "to", "timeout", "takeover"),
                 force="also go back to a release whose deploy failed (--to)"))
-def rollback(c, host=None, all=False, to=None, force=False, timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
+def rollback(c, host=None, all=False, to=None, force=False, timeout=20.0, json=False, takeover=False,
+             parallel=DEFAULT_PARALLEL):
     """Go back to the newest healthy release before current (or --to one) and restart on it."""
-    op = functools.partial(ctlcalls.rollback, to=to, timeout=float(timeout), by=release.operator(), force=force)
-    _stack(host, all or not host, parallel, op, json, render.rollback_lines)
+    inventory, targets = _select(host, all or not host)
+    guard = _guarded(inventory, targets, takeover)
+
+    def op(runner, target):
+        return ctlcalls.rollback(runner, target, to=to, timeout=float(timeout), by=release.operator(), force=force,
+                                 checks=guard.checks_for(target))
+
+    docs = on_hosts(targets, op, parallel)
+    _finish(docs, render.rollback_lines(docs), json)
+
+
+@task(help={"to": "the host to run the bot on", "from_": "the host to take it from (default: whichever runs it)",
+            "takeover": "start it on --to even if the host running it cannot be reached",
+            "settle": "seconds the bot must stay up on --to (default 5)", "json": "print JSON instead of lines",
+            "timeout": "seconds to wait for each host (default 20)"})
+def failover(c, to, from_=None, takeover=False, settle=5.0, timeout=20.0, json=False):
+    """Move the bot: stop it where it runs, start it on --to, confirm it stays up; undo if it does not."""
+    inventory, _ = _select(None, False)
+
+    def report(step):
+        if not json:
+            print(render.for_terminal(render.failover_line(step)), flush=True)
+
+    try:
+        steps = moves.failover(inventory, to, from_, takeover, float(settle), float(timeout), report)
+    except SulfurError as exc:
+        raise _fail(exc) from None
+    if json:
+        print(render.as_json(steps))
+    if not all(step["ok"] for step in steps):
+        raise Exit(code=1)
 
 
 @task(help=_help("host", "all", "parallel", "json", "remove"))
@@ -209,11 +277,15 @@ def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False):
 
 @task(help={"port": "dashboard port (default: the local host's dashboard_port)",
             "reload": "restart the dashboard on the held socket when its code changes",
-            "force": "replace a foreign holder of the port"})
-def dev(c, port=None, reload=False, force=False):
+            "force": "replace a foreign holder of the port", "takeover": HELP["takeover"]})
+def dev(c, port=None, reload=False, force=False, takeover=False):
     """This machine's stack in the foreground: dashboard (+ bot), logs streamed; Ctrl+C stops it all."""
-    local = _hosts(None, False)[0]
-    argv = ctlcalls.dev_argv(local, port and int(port), reload, force)
+    inventory, (local,) = _select(None, False)
+    checks = None
+    if local.bot_command:  # the dev bot too must not be a second copy of one a host runs
+        guard = _guarded(inventory, [local], takeover)
+        checks = guard.checks_for(local)
+    argv = ctlcalls.dev_argv(local, port and int(port), reload, force, checks)
     os.chdir(ROOT)
     # exec: Ctrl+C reaches the supervisor's whole process group, so nothing is left holding the port
     os.execv(argv[0], argv)

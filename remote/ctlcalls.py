@@ -44,7 +44,9 @@ def stack_settings(host: Host) -> Dict[str, Any]:
     where = code_location(host)
     return {"code_dir": where["code_dir"], "python": where["dashboard_python"], "host": host.dashboard_host,
             "port": host.dashboard_port, "bot_command": host.bot_command, "alert_webhook": host.alert_webhook,
-            "wake_lock": host.wake_lock, "name": host.name}
+            "wake_lock": host.wake_lock, "name": host.name, "standby": host.standby,
+            "watchdog_sec": host.watchdog_sec, "bot_starts_per_day": host.bot_starts_per_day,
+            "shard_count": host.shard_count, "shards": host.shards, "bot_token_env": host.bot_token_env}
 
 
 def ctl_request(host: Host, command: str, options: Optional[Dict[str, Any]] = None,
@@ -74,10 +76,13 @@ def call_ctl(runner: Runner, host: Host, command: str, options: Optional[Dict[st
 
 
 def restart(runner: Runner, host: Host, service: str = "all", force: bool = False, timeout: float = 20.0,
-            start_only: bool = False) -> Dict[str, Any]:
-    options: Dict[str, Any] = {"timeout": timeout, "force": force}
-    if not start_only:
-        options["service"] = service
+            start_only: bool = False, checks: Optional[Dict[str, Any]] = None,
+            reset_budget: bool = False) -> Dict[str, Any]:
+    options: Dict[str, Any] = {"timeout": timeout, "force": force, "service": service}
+    if checks is not None:
+        options["checks"] = checks
+    if reset_budget:
+        options["reset_budget"] = True
     doc = call_ctl(runner, host, "start" if start_only else "restart", options, settings=True,
                    timeout=timeout * 3 + 30)
     if doc.get("ok"):
@@ -92,14 +97,25 @@ def stop(runner: Runner, host: Host, service: str = "all", timeout: float = 20.0
     return call_ctl(runner, host, "stop", {"service": service, "timeout": timeout}, timeout=timeout * 2 + 30)
 
 
-def status(runner: Runner, host: Host) -> Dict[str, Any]:
-    return call_ctl(runner, host, "status")
+def status(runner: Runner, host: Host, token_env: Optional[str] = None, timeout: float = 60.0) -> Dict[str, Any]:
+    return call_ctl(runner, host, "status", {"token_env": token_env or host.bot_token_env}, timeout=timeout)
+
+
+def role(runner: Runner, host: Host, role: str, checks: Optional[Dict[str, Any]] = None, settle: float = 5.0,
+         timeout: float = 20.0) -> Dict[str, Any]:
+    """Record the bot's role on the host and stop (standby) or start (active) it there."""
+    options: Dict[str, Any] = {"role": role, "settle": settle, "timeout": timeout}
+    if checks is not None:
+        options["checks"] = checks
+    return call_ctl(runner, host, "role", options, settings=True, timeout=timeout * 3 + settle + 60)
 
 
 def rollback(runner: Runner, host: Host, to: Optional[str] = None, timeout: float = 20.0,
-             by: Optional[str] = None, force: bool = False) -> Dict[str, Any]:
-    return call_ctl(runner, host, "rollback", {"to": to, "timeout": timeout, "by": by, "force": force},
-                    settings=True, timeout=timeout * 3 + 60)
+             by: Optional[str] = None, force: bool = False, checks: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    options = {"to": to, "timeout": timeout, "by": by, "force": force}
+    if checks is not None:
+        options["checks"] = checks
+    return call_ctl(runner, host, "rollback", options, settings=True, timeout=timeout * 3 + 60)
 
 
 def releases(runner: Runner, host: Host) -> Dict[str, Any]:
@@ -120,17 +136,20 @@ def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw
     return result.exited  # not 0: no release, a bad request (its one-line answer was printed)
 
 
-def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool) -> List[str]:
+def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool,
+             checks: Optional[Dict[str, Any]] = None) -> List[str]:
     """`invoke dev`: ctl dev in the foreground, from this checkout, app dir var/dev.
 
     The terminal stays its stdin (Ctrl+C), so the request goes in a private file that ctl removes."""
     from dashboard.settings import DEV_APP_DIR
 
     app_dir = os.environ.get("DASHBOARD_APP_DIR") or str(DEV_APP_DIR)
-    settings = {"code_dir": CODE_DIR, "python": sys.executable, "port": port or host.dashboard_port,
-                "host": "127.0.0.1", "bot_command": host.bot_command, "reload": reload}
-    request = {"protocol": PROTOCOL, "command": "dev", "app_dir": app_dir, "options": {"force": force},
-               "settings": settings}
+    settings = dict(stack_settings(host), code_dir=CODE_DIR, python=sys.executable, port=port or host.dashboard_port,
+                    host="127.0.0.1", reload=reload)
+    options: Dict[str, Any] = {"force": force}
+    if checks is not None:
+        options["checks"] = checks
+    request = {"protocol": PROTOCOL, "command": "dev", "app_dir": app_dir, "options": options, "settings": settings}
     fd, path = tempfile.mkstemp(prefix="sulfur-dev-", suffix=".json")  # mode 600
     with os.fdopen(fd, "w") as handle:
         json.dump(request, handle)

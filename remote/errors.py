@@ -41,3 +41,9 @@ class UnknownHostKey(HostError):
 
 class ContractError(HostError):
     """The host's release and this sulfur-ops speak different protocol versions."""
+
+
+class BotConflict(SulfurError):
+    """Two hosts would run the same bot (same token, a shard in common): refused before anything starts."""
+
+    exit_code = 1

@@ -24,6 +24,7 @@ LOCAL = "local"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9._:%-]+$")  # DNS names, IPv4, IPv6 (with zone); no shell syntax
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COMMAND_WORD = re.compile(r"^[A-Za-z0-9._/+~-]+$")  # an interpreter name or path
 
 
@@ -76,6 +77,14 @@ SETTINGS: Dict[str, tuple] = {
     "source": ((str, type(None)), None, None),
     "shared_paths": ((list,), [], None),
     "keep_releases": ((int,), 5, lambda v: None if v >= 2 else "keep at least 2 releases"),
+    # the bot: which token names it, its role, its liveness, its start budget, its shards
+    "bot_token_env": ((str, type(None)), None, _matches(_ENV_NAME, "variable name")),
+    "standby": ((bool,), False, None),
+    "watchdog_sec": ((int, float), 0, lambda v: None if v >= 0 else "%s must be 0 (off) or more" % v),
+    "bot_starts_per_day": ((int,), 50, lambda v: None if 1 <= v <= 1000 else
+                           "%s is outside 1-1000 (Discord resets a token after 1000 logins a day)" % v),
+    "shard_count": ((int,), 1, _positive),
+    "shards": ((str, int, type(None)), None, None),
 }
 HOST_ONLY = {
     "hostname": ((str,), None, _matches(_HOSTNAME, "host name")),
@@ -109,6 +118,12 @@ class Host:
     source: Optional[str]
     shared_paths: List[str]
     keep_releases: int
+    bot_token_env: Optional[str]
+    standby: bool
+    watchdog_sec: float
+    bot_starts_per_day: int
+    shard_count: int
+    shards: Optional[str]
     groups: List[str] = field(default_factory=list)
     explicit: set = field(default_factory=set)  # keys the file sets: the rest may come from ~/.ssh/config
 
@@ -229,6 +244,19 @@ def _app_dir(check: _Checker, value: str, connection: str, path: Path, key: str,
                                 "connection: local hosts only)" % (value, value))
 
 
+def _check_shards(check: _Checker, settings: Dict[str, Any], name: str, node: yaml.Node) -> None:
+    """shards ("0-3", "0,2") within shard_count, as the supervisor will read them."""
+    from remote.host.bot import parse_shards
+    from remote.host.errors import BadRequest
+
+    if settings["shards"] is not None:
+        settings["shards"] = str(settings["shards"])
+    try:
+        parse_shards(settings["shards"], settings["shard_count"])
+    except BadRequest as exc:
+        raise check.fail(node, "hosts.%s.shards" % name, str(exc)) from None
+
+
 def _names(types: Sequence[type]) -> str:
     names = {int: "a number", float: "a number", str: "text", bool: "true or false", list: "a list",
              type(None): "nothing"}
@@ -283,6 +311,7 @@ def load(path: Optional[Path] = None) -> Inventory:
         where = ("hosts.%s.app_dir" % name, own_nodes["app_dir"]) if "app_dir" in own else (
             "defaults.app_dir", default_nodes.get("app_dir", vnode))
         settings["app_dir"] = _app_dir(check, settings["app_dir"], connection, path, *where)
+        _check_shards(check, settings, name, own_nodes.get("shards") or default_nodes.get("shards") or vnode)
         hosts[name] = Host(name, hostname, connection, **settings, explicit=explicit_defaults | set(own))
 
     groups: Dict[str, List[str]] = {}

@@ -169,13 +169,16 @@ def upload(runner: Runner, host: Host, package: Package) -> str:
 
 
 def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[str], None],
-                env_file: Optional[Path] = None, timeout: float = 20.0) -> Dict[str, object]:
+                env_file: Optional[Path] = None, timeout: float = 20.0,
+                checks: Optional[Dict[str, object]] = None) -> Dict[str, object]:
     """Upload, then one ctl deploy under the host's lock: install, switch, verify, roll back."""
     check_space(runner, host, package)
     report("uploading %.1f MB" % (package.size / 2**20))
     incoming = upload(runner, host, package)
     options: Dict[str, object] = {"stamp": package.stamp, "keep": host.keep_releases, "timeout": timeout,
                                   "by": operator(), "commit": package.commit, "shared": list(host.shared_paths)}
+    if checks is not None:
+        options["checks"] = checks
     if env_file is not None:
         env_target = "%s/shared/.env.incoming-%s" % (host.app_dir.rstrip("/"), os.urandom(4).hex())
         # created empty and private first: the upload then writes into a file nobody else can open

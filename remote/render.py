@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import IO, Any, Dict, Iterable, List, Sequence
 
 #: what a remote string must not bring to a terminal: C0 and C1 controls (escape sequences start with
@@ -108,13 +109,26 @@ def doctor_report(docs: List[Dict[str, Any]]) -> str:
                 "writable" if d["app_dir_writable"] else "NOT writable"),
             "  disk free   %s" % ("%.1f GiB" % (disk / 2**30) if disk is not None else "unknown"),
             "  autostart   %s" % (", ".join(d.get("autostart") or []) or "not installed (invoke autostart)"),
-        ] + (["  warning     %s" % d["warning"]] if d.get("warning") else [])))
+        ] + _android(d.get("android")) + (["  warning     %s" % d["warning"]] if d.get("warning") else [])))
     return "\n".join(out)
+
+
+def _notes(d: Dict[str, Any]) -> List[str]:
+    """A host's loud notes (a --takeover that mattered) under its line."""
+    return ["    " + note for note in d.get("notes") or []]
+
+
+def _android(info: Any) -> List[str]:
+    if not info:
+        return []
+    return (["  wake lock   %s" % info.get("wake_lock"), "  phantom     %s" % info.get("phantom_killer")]
+            + ["  note        %s" % note for note in info.get("notes") or []])
 
 
 def restart_lines(docs: List[Dict[str, Any]]) -> str:
     out = []
     for d in docs:
+        out.extend(_notes(d))
         if d.get("ok"):
             if d.get("action", "").startswith("stopped") or d.get("action") == "not running":
                 out.append("%s: %s" % (d["host"], d["action"]))
@@ -130,33 +144,62 @@ def restart_lines(docs: List[Dict[str, Any]]) -> str:
 
 
 def _uptime(svc: Dict[str, Any], now: float) -> str:
-    if svc.get("state") != "running" or not svc.get("started_at"):
+    if svc.get("state") not in ("running", "orphaned") or not svc.get("started_at"):
         return "-"
     seconds = int(now - svc["started_at"])
     return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60) if seconds >= 3600 else "%dm%02ds" % divmod(seconds, 60)
+
+
+def _supervisor_row(d: Dict[str, Any]) -> List[Any]:
+    sup = d.get("supervisor") or {}
+    state = sup.get("state") or ("running" if sup.get("running") else "stopped")
+    when = None
+    if state == "dead" and sup.get("last_seen"):
+        when = "dead since %s" % time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sup["last_seen"]))
+    return [d["host"], "supervisor", state, sup.get("pid") or sup.get("last_pid"),
+            _uptime({"state": state, "started_at": sup.get("started_at")}, d.get("now", 0)), None, None, None, when]
+
+
+def _bot_detail(svc: Dict[str, Any]) -> str:
+    """What the bot said (STATUS=), or why it does not run, and its shards if it has several."""
+    parts = [svc.get("reason") if svc.get("state") != "running" else None, svc.get("status")]
+    if (svc.get("shard_count") or 1) > 1:
+        parts.append("shards %s/%s" % (",".join(map(str, svc.get("shards") or [])), svc["shard_count"]))
+    budget = svc.get("budget") or {}
+    if budget.get("used"):
+        parts.append("starts %s/%s in 24 h" % (budget["used"], budget.get("limit")))
+    return "; ".join(_short(p, 70) for p in parts if p)
 
 
 def status_table(docs: List[Dict[str, Any]]) -> str:
     rows, notes = [], []
     for d in docs:
         if not d.get("ok"):
-            rows.append([d["host"], "-", "error", None, None, None, d.get("error")])
+            rows.append([d["host"], "-", "error", None, None, None, None, None, d.get("error")])
             continue
         services = d.get("services") or {}
-        if not services:
-            rows.append([d["host"], "-", "not running", None, None, None, None])
+        rows.append(_supervisor_row(d))
         for name, svc in services.items():
+            bot = name == "bot"
             rows.append([d["host"], name, svc.get("state"), svc.get("pid"), _uptime(svc, d.get("now", 0)),
-                         svc.get("restarts"), svc.get("last_exit")])
+                         svc.get("restarts"), svc.get("last_exit"), svc.get("bot_id") if bot else None,
+                         _bot_detail(svc) if bot else None])
             if svc.get("state") == "failed" and svc.get("last_error"):
                 notes.append("%s %s failed; last lines:" % (d["host"], name))
                 notes.extend("    " + line for line in svc["last_error"])
-    return "\n".join([table(["HOST", "SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT"], rows)] + notes)
+    headers = ["HOST", "SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT", "BOT-ID", "DETAIL"]
+    return "\n".join([table(headers, rows)] + notes)
+
+
+def failover_line(step: Dict[str, Any]) -> str:
+    line = "%s: %s" % (step["host"], step["step"])
+    return "\n".join([line] + ["    " + text for text in step.get("log_tail") or []])
 
 
 def deploy_lines(docs: List[Dict[str, Any]]) -> str:
     out = []
     for d in docs:
+        out.extend(_notes(d))
         if d.get("ok"):
             venv = "reused venv" if d.get("venv_reused") else "new venv, %s packages" % d.get("packages")
             out.append("%s: deployed %s (%s), dashboard pid %s healthy in %.1f s; %.1f s in all%s" % (

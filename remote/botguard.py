@@ -1,0 +1,162 @@
+"""The operator's half of "the bot runs exactly once": before a task starts a bot anywhere, ask the
+other hosts what they run, in parallel, and hand that to the host that would start it (which decides
+with its own shared/.env, under its lock: remote/host/guard.py).
+
+- Each question has a 2 s connect timeout: a dead host must not stall a restart for its full
+  connect_timeout. Its last answer is kept in the user's cache dir, keyed by inventory file, so an
+  unreachable host last seen running the bot still blocks the start (unless --takeover).
+- A task with several targets checks them against each other first, from their answers: two
+  targets that would both start an overlapping bot are refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from remote.host import bot
+
+from . import ctlcalls
+from .connections import open_runner
+from .errors import BotConflict
+from .inventory import Host, Inventory
+
+CONNECT_TIMEOUT = 2.0
+QUERY_TIMEOUT = 10.0
+
+
+def cache_path(inventory_path: Path) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sulfur-ops"
+    key = hashlib.sha256(str(Path(inventory_path).resolve()).encode()).hexdigest()[:12]
+    return base / ("bots-%s.json" % key)
+
+
+def _read_cache(path: Path) -> Dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _write_cache(path: Path, doc: Dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(".%s.%d.tmp" % (path.name, os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(doc, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def ask(host: Host) -> Dict[str, Any]:
+    """One host's `status`, with a short connect timeout; {"ok": False, "error": ...} if unreachable."""
+    quick = dataclasses.replace(host, connect_timeout=min(host.connect_timeout, CONNECT_TIMEOUT))
+    try:
+        with open_runner(quick) as runner:
+            return ctlcalls.status(runner, host, token_env=host.bot_token_env, timeout=QUERY_TIMEOUT)
+    except Exception as exc:  # unreachable, refused, timed out: the cache answers for it
+        return {"ok": False, "error": str(exc)}
+
+
+def running_units(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
+    unit = (doc.get("bot") or {}).get("running")
+    if not unit:
+        return []
+    started = unit.get("started_at")
+    return [dict(unit, uptime=doc["now"] - started if started and doc.get("now") else None)]
+
+
+def would_run(host: Host, doc: Dict[str, Any], bot_id: Optional[str] = None,
+              role: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The unit a start on ``host`` would run, from its answer and the inventory (``bot_id``: the
+    one of an --env-file that a deploy brings)."""
+    if not host.bot_command:
+        return None
+    info = doc.get("bot") or {}
+    role = role or info.get("role") or ("standby" if host.standby else "active")
+    ident = bot_id or info.get("env_bot_id")
+    if role == "standby" or not ident:
+        return None
+    return {"bot_id": ident, "shard_count": host.shard_count, "shards": bot.parse_shards(host.shards, host.shard_count)}
+
+
+def env_file_bot_id(path: Optional[Path], host: Host) -> Optional[str]:
+    if path is None:
+        return None
+    from remote.host.files import read_env_file
+
+    return bot.bot_id(bot.token(read_env_file(str(path)), host.bot_token_env))
+
+
+class Guard:
+    """Answers of the other hosts (and of the targets, when there are several), asked at once."""
+
+    def __init__(self, inventory: Inventory, targets: List[Host], takeover: bool = False,
+                 env_file: Optional[Path] = None, with_targets: bool = False) -> None:
+        self.inventory, self.targets, self.takeover, self.env_file = inventory, targets, takeover, env_file
+        names = {t.name for t in targets}
+        self.others = [h for h in inventory.hosts.values() if h.name not in names]
+        asked = self.others + (targets if with_targets or len(targets) > 1 else [])
+        self.cache_file = cache_path(inventory.path)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(asked))))
+        self._futures: Dict[str, Future] = {h.name: self._pool.submit(ask, h) for h in asked}
+        self._answers: Optional[Dict[str, Dict[str, Any]]] = None
+        self._pool.shutdown(wait=False)
+
+    def answers(self) -> Dict[str, Dict[str, Any]]:
+        """Every answer (waiting for them), the cache updated with those that came."""
+        if self._answers is None:
+            self._answers = {name: future.result() for name, future in self._futures.items()}
+            cache, now = _read_cache(self.cache_file), time.time()
+            for name, doc in self._answers.items():
+                if doc.get("ok"):
+                    cache[name] = {"units": running_units(doc), "seen_at": now}
+            try:
+                _write_cache(self.cache_file, cache)
+            except OSError:
+                pass  # a read-only home: the guard still works, only without memory
+            self._cache = cache
+        return self._answers
+
+    def entry(self, host: Host) -> Dict[str, Any]:
+        doc = self.answers()[host.name]
+        if doc.get("ok"):
+            return {"host": host.name, "cached": False, "units": running_units(doc)}
+        seen = self._cache.get(host.name) or {}
+        return {"host": host.name, "cached": True, "seen_at": seen.get("seen_at"), "units": seen.get("units") or [],
+                "error": doc.get("error")}
+
+    def checks_for(self, target: Host, leave_out: tuple = ()) -> Dict[str, Any]:
+        """What ``target`` must check its bot against: every other host but the task's targets
+        (those are checked against each other by conflicts())."""
+        return {"others": [self.entry(h) for h in self.others if h.name not in leave_out], "takeover": self.takeover}
+
+    def conflicts(self) -> List[str]:
+        """Pairs of this task's targets that would both start an overlapping bot."""
+        if len(self.targets) < 2:
+            return []
+        answers, units = self.answers(), []
+        for host in self.targets:
+            unit = would_run(host, answers[host.name], env_file_bot_id(self.env_file, host))
+            if unit:
+                units.append((host, unit))
+        lines = []
+        for i, (one, unit) in enumerate(units):
+            for other, other_unit in units[i + 1:]:
+                if bot.overlaps(unit, other_unit):
+                    lines.append("%s and %s would both run bot %s (%s): refused before anything started; set "
+                                 "`standby: true` on one of them in the inventory (or give them disjoint shards)"
+                                 % (one.name, other.name, unit["bot_id"], bot.shard_text(other_unit)))
+        return lines
+
+
+def refuse_conflicts(guard: Guard) -> None:
+    lines = guard.conflicts()
+    if lines:
+        raise BotConflict("\n".join(lines))
