@@ -91,7 +91,7 @@ class _Result:
 
 def test_bad_requests_are_one_line_and_exit_2(tmp_path):
     out = ctl_run(ROOT, "status", tmp_path / "app", {"by": "me"})
-    assert out.returncode == 2 and json.loads(out.stdout)["error"] == "status takes no option by (it takes: none)"
+    assert out.returncode == 2 and json.loads(out.stdout)["error"] == "status takes no option by (it takes: token_env)"
     out = ctl_run(ROOT, "restart", tmp_path / "app", {"grace": "soon"})
     assert out.returncode == 2 and "option grace must be float" in json.loads(out.stdout)["error"]
     out = subprocess.run([sys.executable, "-m", "remote.host.ctl", "status"], cwd=ROOT, capture_output=True,

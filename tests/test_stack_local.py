@@ -29,7 +29,8 @@ def test_restart_status_stop_locally(tmp_path, port):
         assert doc["action"] == "restarted" and doc["pid"] != first
         status = invoke(inventory, "status")
         assert status.returncode == 0
-        row = status.stdout.splitlines()[1].split()
+        supervisor, row = (line.split() for line in status.stdout.splitlines()[1:3])
+        assert supervisor[:3] == ["local", "supervisor", "running"]
         assert row[:4] == ["local", "dashboard", "running", str(doc["pid"])] and row[5] == "1"
         page = requests.get("http://127.0.0.1:%d/api/status" % port, timeout=5).json()
         assert page["services"]["services"]["dashboard"]["pid"] == doc["pid"]  # the page's card reads it

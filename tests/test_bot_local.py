@@ -1,0 +1,223 @@
+"""The supervisor's bot duties on this machine, with real processes: the example bot (demo mode) as
+the bot, its watchdog, login spacing, the start budget, roles, a killed supervisor's orphans, and
+the host-side exactly-once check."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dashproc import ROOT, ctl_run, invoke, local_inventory
+
+LOADGEN = Path(__file__).with_name("loadgen.py")
+EXAMPLE = ROOT / "examples" / "bot" / "bot.py"
+TOKEN = "token-for-tests-only"  # each app below has its own, with its path in it: bots() tells them apart
+
+
+def setup(tmp_path, port, env="", **keys):
+    """A local inventory running the example bot (demo mode with a token: it has a bot id)."""
+    app = tmp_path / "app"
+    (app / "shared").mkdir(parents=True)
+    (app / "shared" / ".env").write_text("BOT_TOKEN=%s\nEXAMPLE_BOT_DEMO=1\n%s" % (token(app), env))
+    inventory = local_inventory(tmp_path / "inventory.yml", app, port)
+    extra = "".join(", %s: %s" % item for item in keys.items())
+    inventory.write_text(inventory.read_text().replace(
+        "connection: local,", "connection: local, bot_command: '%s %s'%s," % (sys.executable, EXAMPLE, extra)))
+    return app, inventory
+
+
+def token(app):
+    return "%s-%s" % (TOKEN, app)
+
+
+def ident(app):
+    return hashlib.sha256(token(app).encode()).hexdigest()[:12]
+
+
+def state(app):
+    return json.loads((app / "run" / "state.json").read_text())
+
+
+def bot(app):
+    return state(app)["services"]["bot"]
+
+
+def wait_for(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("not within %.0f s: %s" % (timeout, what))
+
+
+def starts(app):
+    return sorted(s["mono"] for s in json.loads((app / "run" / "bot-starts.json").read_text())["starts"])
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return Path("/proc/%d/stat" % pid).read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def bots(app):
+    """Live processes of the example bot with this app's token in their environment."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path("/proc", entry, "cmdline").read_bytes()
+                env = Path("/proc", entry, "environ").read_bytes()
+            except OSError:
+                continue
+            if str(EXAMPLE).encode() in cmd and ("BOT_TOKEN=%s\0" % token(app)).encode() in env \
+                    and alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+def test_the_bot_has_its_id_shards_notify_socket_and_status_line(tmp_path, port):
+    app, inventory = setup(tmp_path, port, shard_count=4, shards="'1-2'")
+    try:
+        assert invoke(inventory, "restart").returncode == 0, "restart failed"
+        svc = wait_for(lambda: bot(app).get("status") and bot(app), 15, "a STATUS line")
+        assert svc["bot_id"] == ident(app)
+        assert (svc["shard_count"], svc["shards"], svc["role"]) == (4, [1, 2], "active")
+        assert "guilds" in svc["status"] and svc["budget"]["used"] == 1 and svc["budget"]["limit"] == 50
+        env = dict(item.split("=", 1) for item in Path("/proc/%d/environ" % svc["pid"]).read_text().split("\0")
+                   if "=" in item)
+        assert env["SHARD_COUNT"] == "4" and env["SHARD_IDS"] == "1,2" and env["NOTIFY_SOCKET"]
+        assert "WATCHDOG_USEC" not in env
+        out = invoke(inventory, "status")
+        assert svc["bot_id"] in out.stdout and "BOT-ID" in out.stdout and TOKEN not in out.stdout + out.stderr
+    finally:
+        invoke(inventory, "stop")
+
+
+def test_a_bot_that_stops_its_watchdog_is_restarted_within_the_bound(tmp_path, port):
+    app, inventory = setup(tmp_path, port, "EXAMPLE_BOT_HANG_AFTER=2\n", watchdog_sec=2)
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        first = bot(app)
+        env = Path("/proc/%d/environ" % first["pid"]).read_bytes()
+        assert b"WATCHDOG_USEC=2000000" in env and ("WATCHDOG_PID=%d" % first["pid"]).encode() in env
+        second = wait_for(lambda: bot(app)["pid"] != first["pid"] and bot(app).get("state") == "running"
+                          and bot(app), 20, "a restart by the watchdog")
+        # it hung at 2 s; the bound is max(watchdog_sec + 2 s, 5 s after the previous start) from its last ping
+        assert second["started_at"] - first["started_at"] <= 2 + max(2 + 2, 5) + 1.0
+        assert second["last_exit"] == "watchdog" and not alive(first["pid"])
+        log = (app / "logs" / "supervisor.log").read_text()
+        assert "no WATCHDOG=1 for 2 s" in log and "alert: bot on" in log and "missed its watchdog" in log
+    finally:
+        invoke(inventory, "stop")
+
+
+def test_a_crashing_bot_starts_5_s_apart_spends_a_small_budget_and_reset_budget_starts_it(tmp_path, port):
+    app, inventory = setup(tmp_path, port, "EXAMPLE_BOT_CRASH_AFTER=0.2\n", bot_starts_per_day=3)
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        svc = wait_for(lambda: bot(app).get("state") == "failed" and bot(app), 40, "the budget spent")
+        assert svc["reason"] == "start budget spent (3 in 24 h)" and svc["budget"]["used"] == 3
+        times = starts(app)
+        assert len(times) == 3 and all(b - a >= 4.99 for a, b in zip(times, times[1:])), times
+        log = (app / "logs" / "supervisor.log").read_text()
+        assert "alert: bot on" in log and "start budget spent (3 in 24 h)" in log
+        out = invoke(inventory, "start", "--service", "bot")
+        assert out.returncode == 1 and "start budget spent" in out.stdout
+        (app / "shared" / ".env").write_text("BOT_TOKEN=%s\nEXAMPLE_BOT_DEMO=1\n" % token(app))  # fixed
+        out = invoke(inventory, "start", "--service", "bot", "--reset-budget")
+        assert out.returncode == 0, out.stdout + out.stderr
+        svc = wait_for(lambda: bot(app).get("state") == "running" and bot(app), 15, "the bot running again")
+        assert svc["budget"]["used"] == 1
+        assert "recovered" in (app / "logs" / "supervisor.log").read_text()
+    finally:
+        invoke(inventory, "stop")
+
+
+def test_a_standby_host_runs_no_bot_until_its_role_is_active_and_keeps_it_across_restarts(tmp_path, port):
+    app, inventory = setup(tmp_path, port, standby="true")
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        assert bot(app)["state"] == "standby" and bot(app)["pid"] is None and not bots(app)
+        settings = json.loads((app / "run" / "supervisor.json").read_text())
+        doc = json.loads(ctl_run(ROOT, "role", app, {"role": "active", "settle": 1.0}, settings).stdout)
+        assert doc["ok"] and doc["role"] == "active" and doc["pid"] in bots(app)
+        assert invoke(inventory, "restart").returncode == 0
+        svc = wait_for(lambda: bot(app).get("state") == "running" and bot(app), 15, "the bot after a restart")
+        assert svc["role"] == "active" and len(bots(app)) == 1
+        doc = json.loads(ctl_run(ROOT, "role", app, {"role": "standby"}, settings).stdout)
+        assert doc["ok"] and doc["stopped_pid"] == svc["pid"] and not alive(svc["pid"]) and not bots(app)
+        assert invoke(inventory, "restart").returncode == 0
+        assert bot(app)["state"] == "standby" and not bots(app)
+    finally:
+        invoke(inventory, "stop")
+
+
+def test_the_host_refuses_a_start_that_another_host_runs_and_takeover_passes_a_cached_one(tmp_path, port):
+    app, inventory = setup(tmp_path, port)
+    settings = {"code_dir": str(ROOT), "python": sys.executable, "port": port,
+                "bot_command": "%s %s" % (sys.executable, EXAMPLE)}
+    unit = {"bot_id": ident(app), "shard_count": 1, "shards": [0], "pid": 812, "uptime": 7400, "state": "running"}
+    checks = {"others": [{"host": "pi", "cached": False, "units": [unit]}], "takeover": False}
+    out = ctl_run(ROOT, "restart", app, {"checks": checks}, settings)
+    doc = json.loads(out.stdout)
+    assert out.returncode == 1 and not doc["ok"]
+    expected = "bot %s (the only shard) already runs on pi (pid 812, up 2h03m): refused" % ident(app)
+    assert doc["error"].startswith(expected)
+    assert not (app / "run" / "supervisor.pid").exists()  # nothing changed
+    other = dict(unit, bot_id="0" * 12)
+    out = ctl_run(ROOT, "restart", app, {"checks": dict(checks, others=[{"host": "pi", "units": [other]}]),
+                                         "service": "dashboard"}, settings)
+    assert json.loads(out.stdout)["ok"]
+    cached = {"others": [{"host": "pi", "cached": True, "seen_at": time.time() - 60, "units": [unit]}]}
+    out = json.loads(ctl_run(ROOT, "restart", app, {"checks": cached}, settings).stdout)
+    assert not out["ok"] and "pi cannot be reached and was last seen running bot" in out["error"]
+    assert "--takeover" in out["error"]
+    out = json.loads(ctl_run(ROOT, "restart", app, {"checks": dict(cached, takeover=True)}, settings).stdout)
+    try:
+        assert out["ok"] and out["notes"][0].startswith("TAKEOVER: pi was last seen running bot %s" % ident(app))
+    finally:
+        ctl_run(ROOT, "stop", app)
+
+
+def test_kill_9_of_the_supervisor_status_is_truthful_and_restart_leaves_one_bot_and_never_refuses(tmp_path, port):
+    app, inventory = setup(tmp_path, port)
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        before = state(app)
+        old_bot, old_dash = before["services"]["bot"]["pid"], before["services"]["dashboard"]["pid"]
+        time.sleep(1.0)  # the spare is up: an orphan too
+        os.kill(before["supervisor"]["pid"], signal.SIGKILL)
+        time.sleep(0.3)
+        doc = json.loads(invoke(inventory, "status", "--json").stdout)[0]
+        assert doc["supervisor"]["state"] == "dead" and doc["supervisor"]["last_seen"]
+        assert doc["services"]["bot"]["state"] == "orphaned" and doc["services"]["bot"]["pid"] == old_bot
+        assert doc["services"]["dashboard"]["state"] == "orphaned"
+        assert "dead since" in invoke(inventory, "status").stdout
+        stop_file = tmp_path / "stop"
+        load = subprocess.Popen([sys.executable, str(LOADGEN), str(port), str(stop_file), "4"],
+                                stdout=subprocess.PIPE, text=True)
+        assert load.stdout.readline().strip() == "started"
+        time.sleep(0.3)
+        out = invoke(inventory, "restart")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "the last one had died" in out.stdout
+        time.sleep(0.5)
+        stop_file.touch()
+        result = json.loads(load.stdout.readline())
+        load.wait(10)
+        assert result["errors"] == {}, result  # the orphan served until the new dashboard was ready
+        wait_for(lambda: bot(app).get("state") == "running", 15, "the new bot")
+        assert not alive(old_bot) and not alive(old_dash) and bots(app) == [bot(app)["pid"]]
+        log = (app / "logs" / "supervisor.log").read_text()
+        assert "orphan bot pid %d stopped" % old_bot in log and "handed its socket over" in log
+    finally:
+        invoke(inventory, "stop")
