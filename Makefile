@@ -36,6 +36,7 @@ bench: $(VENV)/.devtools
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/dashboard_start.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/guard.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

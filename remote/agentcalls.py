@@ -12,6 +12,7 @@ import base64
 import functools
 import json
 import shlex
+import threading
 import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -23,6 +24,7 @@ from .errors import HostError
 from .inventory import Host
 
 HOST_DIR = Path(CODE_DIR) / "remote" / "host"
+_BUILDING = threading.Lock()
 AGENT_TIMEOUT = 60.0
 AGENT = "remote.host.agent"
 _BOOT = ("import base64,json,sys,types,zlib\n"
@@ -68,9 +70,17 @@ def bundle(root: str = AGENT) -> List[str]:
     return order
 
 
-@functools.lru_cache(maxsize=4)
 def bootstrap(root: str = AGENT) -> str:
-    """`python -c` code that installs ``root`` and the modules it needs from the command, then runs its main()."""
+    """`python -c` code that installs ``root`` and the modules it needs from the command, then runs its main().
+
+    Built once, under a lock: hosts ask for it from parallel threads, and CPython 3.11's ast.parse
+    is not safe to run in two threads at once ("AST constructor recursion depth mismatch")."""
+    with _BUILDING:
+        return _bootstrap(root)
+
+
+@functools.lru_cache(maxsize=4)
+def _bootstrap(root: str) -> str:
     modules = [(n, _source(n).read_text()) for n in bundle(root)]
     payload = base64.b64encode(zlib.compress(json.dumps(modules).encode(), 9)).decode()
     return _BOOT % (payload, root)

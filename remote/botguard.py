@@ -64,6 +64,11 @@ def ask(host: Host) -> Dict[str, Any]:
         return {"ok": False, "error": str(exc)}
 
 
+def answered(doc: Dict[str, Any]) -> bool:
+    """The host told what it runs: its status, or that it has no release (so it runs nothing)."""
+    return bool(doc.get("ok")) or doc.get("kind") == "no_release"
+
+
 def running_units(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     unit = (doc.get("bot") or {}).get("running")
     if not unit:
@@ -115,7 +120,7 @@ class Guard:
             self._answers = {name: future.result() for name, future in self._futures.items()}
             cache, now = _read_cache(self.cache_file), time.time()
             for name, doc in self._answers.items():
-                if doc.get("ok"):
+                if answered(doc):
                     cache[name] = {"units": running_units(doc), "seen_at": now}
             try:
                 _write_cache(self.cache_file, cache)
@@ -126,7 +131,7 @@ class Guard:
 
     def entry(self, host: Host) -> Dict[str, Any]:
         doc = self.answers()[host.name]
-        if doc.get("ok"):
+        if answered(doc):
             return {"host": host.name, "cached": False, "units": running_units(doc)}
         seen = self._cache.get(host.name) or {}
         return {"host": host.name, "cached": True, "seen_at": seen.get("seen_at"), "units": seen.get("units") or [],

@@ -61,7 +61,7 @@ def ctl_command(host: Host, command: str, code_dir: Optional[str] = None, python
     """The shell command for one ctl call from the current release (or ``code_dir``)."""
     where = code_location(host)
     code_dir = code_dir or where["code_dir"]
-    missing = json.dumps({"ok": False, "protocol": PROTOCOL, "log_tail": [],
+    missing = json.dumps({"ok": False, "protocol": PROTOCOL, "log_tail": [], "kind": "no_release",
                           "error": "no release on this host (%s is missing): run invoke deploy first" % code_dir})
     return "cd %s 2>/dev/null || { echo %s; exit %d; }; exec %s -S -m remote.host.ctl %s" % (
         shell_path(code_dir), shlex.quote(missing), NO_RELEASE, shlex.quote(python or where["python"]), command)

@@ -42,7 +42,9 @@ def test_autostart_install_report_and_remove(lab):
     script = boot.read_text()
     assert script.startswith("#!%s/bin/sh\n" % termux.prefix)  # an explicit interpreter: no /usr/bin/env
     assert "/usr/bin/env" not in script
-    assert "cd %s/current || exit 1\nexec " % termux.app_dir in script
+    assert "cd %s/current || exit 1\n" % termux.app_dir in script
+    # the wake lock before the supervisor: without it Android dozes the app and the bot with it
+    assert script.index("&& termux-wake-lock\n") < script.index("\nexec ")
     assert "-S -m remote.host.supervisor run %s/run/supervisor.json" % termux.app_dir in script
     assert os.access(boot, os.X_OK)
 

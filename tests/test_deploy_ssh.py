@@ -37,7 +37,9 @@ def lab():
         write_bot(lab.source, 1)
         text = lab.inventory_path.read_text().replace(
             "  connect_timeout: 5", "  connect_timeout: 5\n  source: %s\n  bot_command: python -m sulfur_bot\n"
-            "  shared_paths: [data]" % lab.source)
+            "  shared_paths: [data]\n  shard_count: 2" % lab.source)
+        # one token everywhere: each host runs its own shard of the bot, or the second would be refused
+        text = text.replace("  linux: {", "  linux: {shards: '0', ").replace("  termux: {", "  termux: {shards: '1', ")
         lab.inventory_path.write_text(text)
         yield lab
 

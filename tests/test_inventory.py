@@ -65,6 +65,12 @@ CASES = [
      "defaults.app_dir: 'sulfur' is relative: use ~/sulfur or an absolute path"),
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, app_dir: \"~/x\\ny\"}\n", 3,
      "hosts.pi.app_dir: '~/x\\ny' has control"),
+    ("defaults:\n  shard_count: 2\nhosts:\n" + GOOD + "  pi: {hostname: pi.local, shards: '1-2'}\n", 5,
+     "hosts.pi.shards: shards '1-2': 1-2 is outside 0-1 (shard_count 2)"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, bot_starts_per_day: 5000}\n", 3,
+     "hosts.pi.bot_starts_per_day: 5000 is outside 1-1000"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, bot_token_env: 'A B'}\n", 3, "hosts.pi.bot_token_env: 'A B'"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, standby: 'yes'}\n", 3, "hosts.pi.standby: expected true or false"),
 ]
 
 

@@ -1,5 +1,6 @@
 """The page in a real headless Chromium (Debian's), driven by Playwright: cards and the live log."""
 
+import json
 import shutil
 import time
 
@@ -67,5 +68,28 @@ def test_login_page_in_the_browser(browser, dashboards):
         # supervisor, which is not running here
         page.click("button.restart[data-service=dashboard]")
         page.get_by_text("failed: the supervisor is not running").wait_for(timeout=20000)
+    finally:
+        page.close()
+
+
+def test_the_bot_card_shows_its_id_role_status_line_and_budget_and_escapes_what_the_bot_said(browser, dashboards):
+    board = dashboards()
+    board.wait_healthy()
+    hostile = '<img src=x onerror="document.title=1">12 guilds, 45 ms'
+    state = {"services": {"bot": {"state": "running", "pid": 4242, "bot_id": "0123456789ab", "role": "active",
+                                  "status": hostile, "shards": [1, 2], "shard_count": 4, "watchdog_sec": 30,
+                                  "budget": {"used": 3, "limit": 50}}}}
+    (board.app_dir / "run").mkdir(parents=True, exist_ok=True)
+    (board.app_dir / "run" / "state.json").write_text(json.dumps(state))
+    page = browser.new_page()
+    try:
+        page.goto(board.url("/"), wait_until="load")
+        assert page.locator("#bot-id").inner_text() == "0123456789ab"
+        assert page.locator("#bot-role").inner_text() == "active"
+        assert page.locator("#bot-status").inner_text() == hostile  # shown as text, not markup
+        assert page.locator("#bot-card img").count() == 0 and page.title() != "1"
+        assert page.locator("#bot-shards").inner_text() == "1,2 of 4"
+        assert page.locator("#bot-budget").inner_text() == "3 of 50 in 24 h"
+        assert page.locator("#bot-watchdog").inner_text() == "30 s"
     finally:
         page.close()

@@ -244,7 +244,7 @@ def test_a_bot_that_exits_at_once_is_marked_failed_with_its_last_lines_and_an_al
         out = invoke(path, "status", "--host", host.name)
         assert out.returncode == 0
         row = [line.split() for line in out.stdout.splitlines() if line.split()[1:2] == ["bot"]][0]
-        assert row[2] == "failed" and row[-1] == "3" and row[-2] == "4"
+        assert row[2] == "failed" and row[6] == "3" and row[5] == "4"  # STATE, RESTARTS, LAST-EXIT
         assert "LoginFailure: improper token" in out.stdout
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not Webhook.received:

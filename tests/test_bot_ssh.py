@@ -1,0 +1,237 @@
+"""The bot runs exactly once, on real SSH test hosts (linux and termux profiles): the same token on
+two hosts, failover, standby, shards, a killed supervisor, and the watchdog and start budget on a
+Termux-like host. The bot is the example bot in demo mode, with a token so that it has a bot id."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import sshlab
+from dashproc import ROOT, invoke
+
+pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
+LOADGEN = Path(__file__).with_name("loadgen.py")
+TOKEN = "the-same-token-on-every-host"
+BOT_ID = hashlib.sha256(TOKEN.encode()).hexdigest()[:12]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with sshlab.lab_with("linux", "termux") as lab:
+        lab.install_release()
+        shutil.copy(ROOT / "examples" / "bot" / "bot.py", lab.dir / "bot.py")
+        (lab.dir / "bot.py").chmod(0o644)
+        yield lab
+
+
+@pytest.fixture(autouse=True)
+def clean(lab):
+    """Every test starts with both stacks stopped, no role recorded, a fresh budget, the token set."""
+    for host in lab.hosts.values():
+        write_env(host, "")
+    yield
+    path = lab.dir / "bot-inventory.yml"
+    if path.exists():
+        invoke(path, "stop", "--all")
+    for host in lab.hosts.values():
+        for name in ("bot-role", "bot-starts.json"):
+            try:
+                os.unlink(Path(host.app_dir, "run", name))
+            except FileNotFoundError:
+                pass
+        for pid in bots(host):
+            os.kill(pid, signal.SIGKILL)
+        host.kill_children()
+
+
+def write_env(host, extra):
+    path = Path(host.app_dir, "shared", ".env")
+    path.write_text("BOT_TOKEN=%s\nEXAMPLE_BOT_DEMO=1\n%s" % (TOKEN, extra))
+    os.chown(path, host.user.pw_uid, host.user.pw_gid)
+    path.chmod(0o600)
+
+
+def inventory(lab, common="", **per_host):
+    """The lab's inventory with the example bot on every host, plus settings per host."""
+    text = lab.inventory(list(lab.hosts.values()), path=lab.dir / "bot-inventory.yml").read_text()
+    for name in lab.hosts:
+        extra = per_host.get(name, "")
+        text = text.replace("  %s: {" % name, "  %s: {bot_command: 'python %s/bot.py', %s%s" % (
+            name, lab.dir, extra + ", " if extra else "", common + ", " if common else ""))
+    path = lab.dir / "bot-inventory.yml"
+    path.write_text(text)
+    return path
+
+
+def state(host):
+    return json.loads(Path(host.app_dir, "run", "state.json").read_text())
+
+
+def bot(host):
+    return state(host)["services"]["bot"]
+
+
+def bots(host):
+    """Live example bots of this host's user: what really runs, whatever any state file says."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path("/proc", entry, "cmdline").read_bytes()
+                owner = os.stat("/proc/%s" % entry).st_uid
+                stat = Path("/proc", entry, "stat").read_text()
+            except OSError:
+                continue
+            if b"bot.py" in cmd and owner == host.user.pw_uid and stat.rsplit(") ", 1)[1][0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def wait_for(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("not within %.0f s: %s" % (timeout, what))
+
+
+def running_bot(host, timeout=20):
+    return wait_for(lambda: bot(host).get("state") == "running" and bot(host), timeout, "a bot on " + host.name)
+
+
+def test_the_same_token_on_a_second_host_is_refused_naming_the_first(lab):
+    path = inventory(lab)
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    first = running_bot(linux)
+    assert first["bot_id"] == BOT_ID
+    out = invoke(path, "restart", "--host", "termux")
+    assert out.returncode == 1
+    assert "termux: FAILED: bot %s (the only shard) already runs on linux (pid %d, up " % (BOT_ID, first["pid"]) \
+        in out.stdout
+    assert not bots(termux) and not Path(termux.app_dir, "run", "supervisor.pid").exists()  # nothing started
+    # two targets of one task are checked against each other before anything starts
+    out = invoke(path, "restart", "--all")
+    assert out.returncode == 1 and "linux and termux would both run bot %s" % BOT_ID in out.stderr
+    assert "standby: true" in out.stderr and bot(linux)["pid"] == first["pid"]
+    # the status shows the bot id, never the token
+    out = invoke(path, "status", "--all")
+    assert BOT_ID in out.stdout and TOKEN not in out.stdout
+    # unreachable: the operator's memory of linux still blocks, --takeover passes, loudly
+    linux.stop_sshd()
+    try:
+        out = invoke(path, "restart", "--host", "termux")
+        assert out.returncode == 1 and "linux cannot be reached and was last seen running bot %s" % BOT_ID \
+            in out.stdout and "--takeover" in out.stdout
+        out = invoke(path, "restart", "--host", "termux", "--takeover")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "TAKEOVER" in out.stdout and "linux was last seen running bot" in out.stdout
+    finally:
+        linux.start_sshd()
+
+
+def test_failover_moves_the_bot_and_each_role_holds_across_restarts(lab):
+    path = inventory(lab)
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    old = running_bot(linux)["pid"]
+    out = invoke(path, "failover", "--to", "termux", "--settle", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "linux: bot stopped (pid %d); role standby" % old
+    assert lines[1].startswith("termux: bot running (pid ")
+    assert old not in bots(linux) and not bots(linux) and len(bots(termux)) == 1
+    assert invoke(path, "restart", "--host", "termux").returncode == 0
+    new = running_bot(termux)
+    assert new["role"] == "active" and bots(termux) == [new["pid"]]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    assert bot(linux)["state"] == "standby" and not bots(linux)
+    out = invoke(path, "failover", "--to", "linux", "--from", "termux", "--settle", "2", "--json")
+    steps = json.loads(out.stdout)
+    assert out.returncode == 0 and [s["host"] for s in steps[:2]] == ["termux", "linux"]
+    assert not bots(termux) and len(bots(linux)) == 1
+
+
+def test_a_standby_host_gets_the_release_but_no_bot_and_keeps_it_after_failover(lab):
+    path = inventory(lab, termux="standby: true")
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    out = invoke(path, "deploy", "--host", "linux,termux", timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert running_bot(linux) and bot(termux)["state"] == "standby" and not bots(termux)
+    assert state(termux)["services"]["dashboard"]["state"] == "running"
+    assert invoke(path, "failover", "--to", "termux", "--settle", "2").returncode == 0
+    assert invoke(path, "restart", "--host", "termux").returncode == 0
+    assert running_bot(termux)["role"] == "active" and len(bots(termux)) == 1 and not bots(linux)
+
+
+def test_overlapping_shards_are_refused_and_disjoint_ones_run_side_by_side(lab):
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    path = inventory(lab, "shard_count: 2", linux="shards: '0'", termux="shards: '0-1'")
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    out = invoke(path, "restart", "--host", "termux")
+    assert out.returncode == 1 and "(shard 0 of 2) already runs on linux" in out.stdout
+    path = inventory(lab, "shard_count: 2", linux="shards: '0'", termux="shards: '1'")
+    out = invoke(path, "restart", "--host", "termux")
+    assert out.returncode == 0, out.stdout
+    one, two = running_bot(linux), running_bot(termux)
+    assert (one["shards"], two["shards"]) == ([0], [1]) and len(bots(linux)) == len(bots(termux)) == 1
+    env = Path("/proc/%d/environ" % two["pid"]).read_bytes()
+    assert b"SHARD_COUNT=2\0" in env and b"SHARD_IDS=1\0" in env
+
+
+@pytest.mark.parametrize("name", ["linux", "termux"])
+def test_kill_9_of_the_supervisor_then_status_is_truthful_and_restart_leaves_one_bot(lab, name):
+    host = lab.hosts[name]
+    path = inventory(lab)
+    assert invoke(path, "restart", "--host", name).returncode == 0
+    old = running_bot(host)["pid"]
+    time.sleep(1.0)
+    os.kill(state(host)["supervisor"]["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    doc = json.loads(invoke(path, "status", "--host", name, "--json").stdout)[0]
+    assert doc["supervisor"]["state"] == "dead"
+    assert doc["services"]["bot"]["state"] == "orphaned" and doc["services"]["bot"]["pid"] == old
+    assert doc["services"]["dashboard"]["state"] == "orphaned"
+    stop_file = os.path.join(host.app_dir, "stop-load")
+    load = host.spawn_as_user(["/usr/bin/python3", str(LOADGEN), "5000", stop_file, "4"], stdout=subprocess.PIPE,
+                              text=True)
+    assert load.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    out = invoke(path, "restart", "--host", name)
+    assert out.returncode == 0, out.stdout + out.stderr
+    time.sleep(0.5)
+    Path(stop_file).touch()
+    result = json.loads(load.stdout.readline())
+    os.unlink(stop_file)
+    assert result["errors"] == {}, result  # the port never refused a connection
+    new = running_bot(host)
+    assert new["pid"] != old and bots(host) == [new["pid"]]
+
+
+def test_on_termux_a_hung_bot_is_restarted_by_its_watchdog_and_a_crash_loop_spends_a_small_budget(lab):
+    termux = lab.hosts["termux"]
+    write_env(termux, "EXAMPLE_BOT_HANG_AFTER=2\n")
+    path = inventory(lab, termux="watchdog_sec: 2")
+    assert invoke(path, "restart", "--host", "termux").returncode == 0
+    first = running_bot(termux)
+    second = wait_for(lambda: bot(termux)["pid"] not in (None, first["pid"]) and bot(termux), 20, "a watchdog restart")
+    assert second["started_at"] - first["started_at"] <= 2 + max(2 + 2, 5) + 1.0
+    assert second["last_exit"] == "watchdog" and first["pid"] not in bots(termux)
+    os.unlink(Path(termux.app_dir, "run", "bot-starts.json"))  # the watchdog's starts are not this part's
+    write_env(termux, "EXAMPLE_BOT_CRASH_AFTER=0.2\n")
+    path = inventory(lab, termux="bot_starts_per_day: 2")
+    assert invoke(path, "restart", "--host", "termux").returncode == 0  # a new supervisor: new settings
+    svc = wait_for(lambda: bot(termux)["state"] == "failed" and bot(termux), 30, "the budget spent")
+    assert svc["reason"] == "start budget spent (2 in 24 h)"
+    starts = sorted(s["mono"] for s in json.loads(Path(termux.app_dir, "run", "bot-starts.json").read_text())["starts"])
+    assert all(b - a >= 4.99 for a, b in zip(starts, starts[1:])), starts
+    out = invoke(path, "status", "--host", "termux")
+    assert "start budget spent (2 in 24 h)" in out.stdout
