@@ -126,12 +126,13 @@ def _stack(host, all_, parallel, operation, as_json, text=render.restart_lines):
 
 
 def _start_bot(host, all_, service, json, parallel, takeover, **options):
-    """restart and start: the bot is checked against the other hosts first (unless only the dashboard)."""
+    """restart and start: the bot is checked against the other hosts first. Even with --service
+    dashboard: a host whose supervisor is down (or must be replaced) starts its bot along with it."""
     inventory, targets = _select(host, all_)
-    guard = _guarded(inventory, targets, takeover) if service in ("bot", "all") else None
+    guard = _guarded(inventory, targets, takeover)
 
     def op(runner, target):
-        checks = guard.checks_for(target) if guard else None
+        checks = guard.checks_for(target)
         return ctlcalls.restart(runner, target, service=service, checks=checks, **options)
 
     docs = on_hosts(targets, op, parallel)

@@ -37,7 +37,7 @@ def restart_time(inventory, cache):
 def interleaved(runs, variants, cache):
     """Median per variant, the variants taking turns so that the machine's drift hits all alike."""
     times = {name: [] for name in variants}
-    for name, path in variants.items():
+    for path in variants.values():
         restart_time(path, cache)  # warm-up
     for _ in range(runs):
         for name, path in variants.items():

@@ -24,7 +24,7 @@ from remote.host import bot
 
 from . import ctlcalls
 from .connections import open_runner
-from .errors import BotConflict
+from .errors import BotConflict, ContractError
 from .inventory import Host, Inventory
 
 CONNECT_TIMEOUT = 2.0
@@ -60,8 +60,10 @@ def ask(host: Host) -> Dict[str, Any]:
     try:
         with open_runner(quick) as runner:
             return ctlcalls.status(runner, host, token_env=host.bot_token_env, timeout=QUERY_TIMEOUT)
-    except Exception as exc:  # unreachable, refused, timed out: the cache answers for it
+    except ContractError as exc:  # it answered, in a contract this sulfur-ops does not share
         return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # unreachable, refused, timed out: the cache answers for it
+        return {"ok": False, "error": str(exc), "unreachable": True}
 
 
 def answered(doc: Dict[str, Any]) -> bool:
@@ -133,6 +135,8 @@ class Guard:
         doc = self.answers()[host.name]
         if answered(doc):
             return {"host": host.name, "cached": False, "units": running_units(doc)}
+        if not doc.get("unreachable"):  # reachable, but it cannot say what it runs (an older release)
+            return {"host": host.name, "cached": False, "unknown": True, "units": [], "error": doc.get("error")}
         seen = self._cache.get(host.name) or {}
         return {"host": host.name, "cached": True, "seen_at": seen.get("seen_at"), "units": seen.get("units") or [],
                 "error": doc.get("error")}

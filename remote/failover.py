@@ -77,17 +77,26 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
                                                             else ""), True, role="standby")
         stopped.append(source)
     checks = guard.checks_for(target, leave_out=tuple(h.name for h in stopped))
+    shown = stopped + [target]
     doc = _on(target, ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
     if doc.get("ok"):
         step(target.name, "bot running (pid %s), up %.0f s; role active" % (doc.get("pid"), settle), True,
              role="active", pid=doc.get("pid"))
     else:
         step(target.name, "FAILED to start the bot: %s" % doc.get("error"), False, log_tail=doc.get("log_tail"))
+        # a lost connection looks like a refusal: the bot may be starting there after all. Only once
+        # it is confirmed stopped there does it go back, or the two would both run it
+        undo = _on(target, ctlcalls.role, "standby", timeout=timeout)
+        if not undo.get("ok"):
+            step(target.name, "cannot confirm the bot is stopped here (%s): %s left as they are (standby); "
+                 "check with invoke status --all" % (undo.get("error"), ", ".join(h.name for h in stopped)
+                                                     or "the other hosts"), False)
+            stopped = []
         for source in stopped:
             back = _on(source, ctlcalls.role, "active", settle=settle, timeout=timeout)
             step(source.name, "bot started again (pid %s); role active" % back.get("pid") if back.get("ok")
                  else "could not start the bot again: %s" % back.get("error"), bool(back.get("ok")))
-    for host in stopped + [target]:
+    for host in shown:
         final = guard_state(host)
         step(host.name, "now: %s" % final["text"], True, final=True, bot=final.get("bot"))
     return steps

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def bots(app):
             except OSError:
                 continue
             if str(EXAMPLE).encode() in cmd and ("BOT_TOKEN=%s\0" % token(app)).encode() in env \
-                    and alive(int(entry)):
+                    and not cmd.split(b"\0")[0].endswith(b"sh") and alive(int(entry)):  # python, not a launcher
                 found.append(int(entry))
     return found
 
@@ -173,6 +174,13 @@ def test_the_host_refuses_a_start_that_another_host_runs_and_takeover_passes_a_c
     expected = "bot %s (the only shard) already runs on pi (pid 812, up 2h03m): refused" % ident(app)
     assert doc["error"].startswith(expected)
     assert not (app / "run" / "supervisor.pid").exists()  # nothing changed
+    # a dashboard-only restart of a stopped stack starts a supervisor, and the bot with it: checked too
+    out = ctl_run(ROOT, "restart", app, {"checks": checks, "service": "dashboard"}, settings)
+    assert out.returncode == 1 and "already runs on pi" in json.loads(out.stdout)["error"]
+    # a host that answered but could not say what it runs (an older release) blocks like one running it
+    unknown = {"others": [{"host": "pi", "unknown": True, "units": [], "error": "older release"}]}
+    out = json.loads(ctl_run(ROOT, "restart", app, {"checks": unknown}, settings).stdout)
+    assert not out["ok"] and out["error"].startswith("pi cannot tell which bot it runs (older release): refused")
     other = dict(unit, bot_id="0" * 12)
     out = ctl_run(ROOT, "restart", app, {"checks": dict(checks, others=[{"host": "pi", "units": [other]}]),
                                          "service": "dashboard"}, settings)
@@ -221,3 +229,42 @@ def test_kill_9_of_the_supervisor_status_is_truthful_and_restart_leaves_one_bot_
         assert "orphan bot pid %d stopped" % old_bot in log and "handed its socket over" in log
     finally:
         invoke(inventory, "stop")
+
+
+def test_restarts_asked_at_once_never_run_two_bots_and_a_launchers_child_goes_with_it(tmp_path, port):
+    app, inventory = setup(tmp_path, port)
+    launcher = "/bin/sh -c '%s %s; exit 1'" % (sys.executable, EXAMPLE)  # the bot is sh's child, not sh
+    inventory.write_text(inventory.read_text().replace("bot_command: '%s %s'" % (sys.executable, EXAMPLE),
+                                                       'bot_command: "%s"' % launcher))
+    from remote.host.files import Layout
+    from remote.host.inbox import ask
+
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        first = wait_for(lambda: bots(app), 15, "the bot under its launcher")
+        assert len(first) == 1 and first[0] != bot(app)["pid"]  # the launcher is the service's pid
+        seen, done = [], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                seen.append(len(bots(app)))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        answers = []
+        askers = [threading.Thread(target=lambda: answers.append(ask(Layout(str(app)), "restart", "bot", 30)))
+                  for _ in range(3)]  # three clicks of the page's button at once
+        for thread in askers:
+            thread.start()
+        for thread in askers:
+            thread.join()
+        wait_for(lambda: bot(app).get("state") == "running" and len(bots(app)) == 1, 20, "one bot again")
+        time.sleep(1.0)
+        done.set()
+        sampler.join()
+        assert all(a["ok"] for a in answers) and max(seen) == 1, (answers, max(seen))
+        assert not alive(first[0])  # the launcher's child was stopped with it
+    finally:
+        invoke(inventory, "stop")
+    assert not bots(app)

@@ -118,6 +118,11 @@ def test_the_same_token_on_a_second_host_is_refused_naming_the_first(lab):
     assert "termux: FAILED: bot %s (the only shard) already runs on linux (pid %d, up " % (BOT_ID, first["pid"]) \
         in out.stdout
     assert not bots(termux) and not Path(termux.app_dir, "run", "supervisor.pid").exists()  # nothing started
+    # a deploy is refused before it installs anything: current stays, no new release
+    before = sorted(os.listdir(Path(termux.app_dir, "releases")))
+    out = invoke(path, "deploy", "--host", "termux", timeout=300)
+    assert out.returncode == 1 and "already runs on linux" in out.stdout
+    assert sorted(os.listdir(Path(termux.app_dir, "releases"))) == before and not bots(termux)
     # two targets of one task are checked against each other before anything starts
     out = invoke(path, "restart", "--all")
     assert out.returncode == 1 and "linux and termux would both run bot %s" % BOT_ID in out.stderr
@@ -166,6 +171,7 @@ def test_a_standby_host_gets_the_release_but_no_bot_and_keeps_it_after_failover(
     out = invoke(path, "deploy", "--host", "linux,termux", timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert running_bot(linux) and bot(termux)["state"] == "standby" and not bots(termux)
+    assert bot(termux)["bot_id"] == BOT_ID  # a standby host still names the bot it would run
     assert state(termux)["services"]["dashboard"]["state"] == "running"
     assert invoke(path, "failover", "--to", "termux", "--settle", "2").returncode == 0
     assert invoke(path, "restart", "--host", "termux").returncode == 0

@@ -125,17 +125,22 @@ class StartBudget:
 
     def _load(self):
         now_wall, now_mono = self.wall(), self.mono()
-        starts = []
+        starts, rebased = [], False
         for item in read_json(self.path).get("starts", []):
             try:
                 wall, mono, boot = float(item["wall"]), float(item["mono"]), item.get("boot")
             except (KeyError, TypeError, ValueError):
                 continue
-            if boot != self.boot or boot is None:
+            if self.boot is None:  # no boot id on this machine: the wall clock is all there is
+                mono = now_mono - (now_wall - wall)
+            elif boot != self.boot:
                 age = max(now_wall - wall, now_mono)
                 mono, boot = now_mono - age, self.boot
+                rebased = True
             if now_mono - mono < WINDOW:
                 starts.append({"wall": wall, "mono": mono, "boot": boot})
+        if rebased:  # aged once: a wall clock stepped later changes nothing
+            self._save(starts)
         return starts
 
     def _save(self, starts):
@@ -244,6 +249,7 @@ class Keeper:
         self.budget = StartBudget(paths.bot_starts, self.limit, mono=clock)
         self.live = Liveness(cfg.get("watchdog_sec"), clock)
         self.unit = None                # what the running bot is: {bot_id, shard_count, shards}
+        self.next_unit = None           # what a start now would run (shared/.env as it is now)
         self.pending = None             # (old process, waiter): a restart waits until the old one is gone
         self.status_written = 0.0
 
@@ -264,7 +270,7 @@ class Keeper:
 
     def environment(self, dotenv):
         """The bot's own variables: its shards, its watchdog. Recorded as the unit it now runs."""
-        self.unit = unit(dotenv, dict(self.cfg, bot_command=self.cfg.get("bot_command") or "bot"))
+        self.next_unit = unit(dotenv, dict(self.cfg, bot_command=self.cfg.get("bot_command") or "bot"))
         count = int(self.cfg.get("shard_count") or 1)
         env = {"SHARD_COUNT": str(count),
                "SHARD_IDS": ",".join(map(str, parse_shards(self.cfg.get("shards"), count)))}
@@ -272,11 +278,14 @@ class Keeper:
         return env
 
     def started(self):
+        """The bot was just spawned, with the environment built last: that is the unit it runs."""
+        self.unit = self.next_unit
         self.budget.record()
         self.live.reset()
 
-    def describe(self):
-        unit_ = self.unit or {}
+    def describe(self, running=True):
+        """For state.json: the unit the running bot runs; else the one a start would run."""
+        unit_ = (self.unit if running else self.next_unit) or {}
         return {"bot_id": unit_.get("bot_id"), "shard_count": unit_.get("shard_count"),
                 "shards": unit_.get("shards"), "role": self.role(), "status": self.live.status,
                 "ready": self.live.ready, "watchdog_sec": self.live.watchdog_sec, "budget": self.budget.describe()}

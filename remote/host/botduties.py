@@ -12,6 +12,7 @@ import socket
 from remote.host import orphans
 from remote.host.inbox import reply
 from remote.host.listener import Listener
+from remote.host.service import group_alive, kill_group
 from remote.host.system import parent_pid
 
 
@@ -30,7 +31,7 @@ class BotDuties:
         dash = orphans.recorded(self.paths, "dashboard")
         if dash is None:
             return None
-        sock = orphans.take_socket(self.notify, dash, self.cfg["port"])
+        sock = orphans.take_socket(self.notify, dash, self.cfg["host"], self.cfg["port"])
         if sock is None:
             self.log("orphan dashboard pid %d cannot hand its socket over: stopped (%s)"
                      % (dash.pid, orphans.stop(dash, grace)))
@@ -40,7 +41,15 @@ class BotDuties:
         return dash
 
     def _bot_may_start(self, svc, waiter):
-        """The bot starts only in the active role, within its start budget, 5 s after its last start."""
+        """The bot starts only in the active role, within its start budget, 5 s after its last start,
+        and never beside another of its processes: a start asked for while one runs or is being
+        stopped is answered by that one, or once the new one starts."""
+        if self.keeper.pending:
+            svc.waiters.append(waiter)
+            return False
+        if svc.proc is not None and svc.proc.poll() is None:
+            reply(waiter, True, pid=svc.proc.pid)
+            return False
         decision, reason, seconds = self.keeper.gate()
         if decision == "start":
             return True
@@ -67,10 +76,13 @@ class BotDuties:
 
     def _bot_timers(self, bot):
         pending = self.keeper.pending
-        if pending and pending[0].poll() is not None:  # the old bot is gone: now the new one
+        if pending and pending[0].poll() is not None and not group_alive(pending[0]):
+            # the old bot is gone, and what it started with it: now the new one
             self.keeper.pending = None
             bot.restarts += 1
             self.start(bot, pending[1])
+        elif pending and pending[0].poll() is not None:  # its leader exited, its children linger
+            kill_group(pending[0])
         elif bot.proc is not None and self.keeper.live.overdue():
             self._watchdog_kill(bot)
         if self.keeper.live.status_changed and self.clock() - self.keeper.status_written >= 2.0:
@@ -79,9 +91,11 @@ class BotDuties:
     def _watchdog_kill(self, bot):
         """No WATCHDOG=1 for watchdog_sec: stop it (short grace: it hangs) and start it again."""
         seconds = self.keeper.live.watchdog_sec
-        self.log("bot: no WATCHDOG=1 for %.0f s: stopping pid %d" % (seconds, bot.pid))
-        self.alert("bot on %s missed its watchdog (%.0f s): restarted" % (socket.gethostname(), seconds))
         old = bot.detach()
+        if old is None:  # it exited just now: reap() handles that on the next tick
+            return
+        self.log("bot: no WATCHDOG=1 for %.0f s: stopping pid %d" % (seconds, old.pid))
+        self.alert("bot on %s missed its watchdog (%.0f s): restarted" % (socket.gethostname(), seconds))
         bot.failures, delay = self.policy.after_exit(bot.failures, bot.uptime())
         bot.last_exit, bot.reason = "watchdog", "watchdog"
         self._retire(old, grace=min(self.cfg["grace"], 1.0))

@@ -45,7 +45,9 @@ def running(paths):
     alive = read_pid(paths.pidfile)
     orphan = None if alive else orphans.recorded(paths, "bot")
     current = svc.get("state") if alive else ("orphaned" if orphan else "stopped")
-    if current not in RUNNING:
+    # a bot failed with a retry time (a spent budget) starts again by itself when the window slides
+    waiting = alive and current == "failed" and svc.get("next_start_in") is not None
+    if current not in RUNNING and not waiting:
         return None
     return {"bot_id": svc["bot_id"], "shard_count": svc.get("shard_count") or 1, "shards": svc.get("shards") or [0],
             "state": current, "pid": orphan.pid if orphan else svc.get("pid"), "started_at": svc.get("started_at")}
@@ -68,6 +70,11 @@ def check(paths, config, guard, path=None, role=None):
         return None
     notes = []
     for other in guard.get("others") or []:
+        if other.get("unknown"):  # it answered, but not what it runs: it may run this very bot
+            if not guard.get("takeover"):
+                raise Failure("%s cannot tell which bot it runs (%s): refused; update it (invoke deploy --host "
+                              "%s), or use --takeover" % (other["host"], other.get("error"), other["host"]))
+            notes.append("TAKEOVER: %s could not tell which bot it runs" % other["host"])
         for unit in other.get("units") or []:
             if not bot.overlaps(mine, unit):
                 continue

@@ -6,6 +6,7 @@ answered by the old dashboard that still shares the socket, this datagram only b
 """
 
 import array
+import hashlib
 import os
 import socket
 import struct
@@ -24,7 +25,9 @@ class NotifySocket:
             self.sock.bind(path)
             self.name = path
         else:
-            name = "sulfur-%d-%d" % (os.getuid(), abs(hash(app_dir)) % 10 ** 12)
+            # the same name for every supervisor of this app_dir: an orphaned dashboard hands its socket
+            # to the next one by it (hash() is salted per process: hashlib is not)
+            name = "sulfur-%d-%s" % (os.getuid(), hashlib.sha256(app_dir.encode()).hexdigest()[:12])
             self.sock.bind("\0" + name)
             self.name = "@" + name  # NOTIFY_SOCKET's spelling of the abstract namespace
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)

@@ -74,33 +74,49 @@ def catches(pid, sig):
 
 
 def stop(orphan, grace):
-    return stop_process(orphan.pid, grace, orphan.start)
+    """Stop it (TERM, grace, KILL, confirmed gone); a group it led (a launcher's children) goes too."""
+    try:
+        leader = int(read_file("/proc/%d/stat" % orphan.pid).rsplit(")", 1)[1].split()[2]) == orphan.pid
+    except (OSError, ValueError, IndexError):
+        leader = False
+    how = stop_process(orphan.pid, grace, orphan.start)
+    if leader:
+        try:
+            os.killpg(orphan.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return how
 
 
-def take_socket(notify, orphan, port, timeout=3.0):
-    """The orphaned dashboard's listening socket, asked for with SIGUSR1, or None."""
+def take_socket(notify, orphan, host, port, timeout=3.0):
+    """The orphaned dashboard's listening socket, asked for with SIGUSR1, or None (also when it is
+    bound otherwise than the settings say now: a new bind address is a new socket)."""
     if not catches(orphan.pid, signal.SIGUSR1):
         return None
     os.kill(orphan.pid, signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    deadline, found = time.monotonic() + timeout, None
+    while found is None and time.monotonic() < deadline:
         select.select([notify], [], [], 0.1)
-        for pid, lines, fds in notify.messages():
-            wanted = pid == orphan.pid and b"FDSTORE=1" in lines
-            for fd in fds[1:] if wanted else fds:
+        for pid, lines, fds in notify.messages():  # every descriptor but the one kept is closed
+            if found is None and fds and pid == orphan.pid and b"FDSTORE=1" in lines:
+                found, fds = fds[0], fds[1:]
+            for fd in fds:
                 os.close(fd)
-            if wanted and fds:
-                sock = socket.socket(fileno=fds[0])
-                if listening_on(sock, port):
-                    return sock
-                sock.close()
-                return None
+    if found is None:
+        return None
+    sock = socket.socket(fileno=found)
+    if listening_on(sock, host, port):
+        return sock
+    sock.close()
     return None
 
 
-def listening_on(sock, port):
+def listening_on(sock, host, port):
+    """A listening TCP socket on exactly the address the settings name."""
     try:
+        wanted = {(info[0], info[4][0]) for info in socket.getaddrinfo(host, port, socket.AF_UNSPEC,
+                                                                       socket.SOCK_STREAM, 0, socket.AI_PASSIVE)}
         return (sock.type == socket.SOCK_STREAM and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
-                and sock.getsockname()[1] == port)
-    except OSError:
+                and sock.getsockname()[1] == port and (sock.family, sock.getsockname()[0]) in wanted)
+    except (OSError, ValueError):  # socket.gaierror is an OSError
         return False

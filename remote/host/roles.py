@@ -31,7 +31,7 @@ def set_role(app_dir, settings, role, checks=None, settle=5.0, timeout=20.0):
         bot.write_role(paths.bot_role, "active")
         try:
             pid = start_bot(paths, config, settle, timeout)
-        except Failure:
+        except BaseException:  # whatever went wrong, this host must not keep the bot by itself
             bot.write_role(paths.bot_role, "standby")
             stop_bot(paths, config, timeout)
             raise

@@ -5,6 +5,8 @@ RTC and NTP steps the wall clock at boot); wall time is kept only for what peopl
 (``started_at``). Tests pass a fake clock, so a day of crashes runs in milliseconds.
 """
 
+import os
+import signal
 import subprocess
 import time
 
@@ -34,6 +36,40 @@ class RestartPolicy:
         if failures >= self.max_failures:
             return failures, None
         return failures, min(self.backoff * 2 ** (failures - 1), self.cap)
+
+
+class GroupPopen(subprocess.Popen):
+    """A process started in a session of its own, signalled as a group: a bot started by a launcher
+    (`sh run.sh`, `npm start`) must not outlive its stop in a child while a new one starts."""
+
+    def send_signal(self, sig):
+        if self.poll() is None or group_alive(self):
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+
+def group_alive(proc):
+    """Some process of ``proc``'s group (it leads one: GroupPopen) is still there."""
+    if not isinstance(proc, GroupPopen):
+        return False
+    try:
+        os.killpg(proc.pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def kill_group(proc):
+    if isinstance(proc, GroupPopen):
+        proc.kill()
 
 
 class Service:
@@ -66,7 +102,7 @@ class Service:
             argv = self.argv
             if "WATCHDOG_USEC" in env:  # WATCHDOG_PID is the bot's own pid: set by a shim that execs it
                 argv = [shell(), "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh"] + list(argv)
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
+            return (GroupPopen if new_session else subprocess.Popen)(argv, stdin=subprocess.DEVNULL, **kwargs)
         finally:
             out.close()
 
@@ -112,6 +148,8 @@ class Service:
         return self.proc.pid if self.proc else None
 
     def describe(self):
+        retry = self.next_start - self.clock() if self.next_start is not None else None
         return {"state": self.state, "pid": self.pid, "started_at": self.started_at, "reason": self.reason,
+                "next_start_in": retry,
                 "restarts": self.restarts, "failures": self.failures, "last_exit": self.last_exit,
                 "last_error": self.last_error, "log": self.log_path}

@@ -200,21 +200,30 @@ def restart(app_dir, settings, service="all", force=False, grace=3.0, timeout=20
     paths.make()
     with operator_lock(paths, timeout, "start" if start_only else "restart"):
         config = stack_config(app_dir, settings)
-        notes = guard.check(paths, config, checks) if service in ("bot", "all") else None
+        # a new supervisor starts the bot too, whatever service was named
+        spawns = not read_pid(paths.pidfile) or replacing(paths, config)
+        notes = guard.check(paths, config, checks) if service in ("bot", "all") or spawns else None
         if reset_budget:
             bot.reset_budget(paths.bot_starts, config["bot_starts_per_day"])
         result = restart_locked(paths, config, service, force, grace, timeout, start_only)
         return dict(result, notes=notes) if notes else result
 
 
+def replacing(paths, config):
+    """Why the running supervisor must make way for a new one: the settings only a new one applies
+    that changed, and "supervisor code" when it came with an older release ([]: it stays)."""
+    old_config = read_json(paths.config)
+    changed = [k for k in RESTART_KEYS if old_config.get(k) != config.get(k)]
+    if read_state(paths).get("supervisor", {}).get("version") != VERSION:
+        changed.append("supervisor code")  # its fixes reach the host only so
+    return changed
+
+
 def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout=20.0, start_only=False):
     """The restart flow, for a caller that holds the operator lock (restart, deploy, rollback)."""
     started = time.monotonic()
     running = read_pid(paths.pidfile)
-    old_config = read_json(paths.config)
-    changed = [k for k in RESTART_KEYS if old_config.get(k) != config.get(k)] if running else []
-    if running and read_state(paths).get("supervisor", {}).get("version") != VERSION:
-        changed.append("supervisor code")  # one from an older release: its fixes reach the host only so
+    changed = replacing(paths, config) if running else []
     if changed:
         # only a new supervisor can apply these; the port closes briefly, so say why
         ask(paths, "stop", "all", timeout)

@@ -103,11 +103,12 @@ class Supervisor(BotDuties, SpareDuties):
         svc.env = dash_env if svc.uses_socket else bot_env
 
     def _make_services(self):
+        if self.cfg["bot_command"]:  # first: the bot's environment names its unit (a standby one's too)
+            self.keeper = Keeper(self.cfg, self.paths, self.clock)
         dash_env, bot_env = self._environments()
         self.services["dashboard"] = Service("dashboard", [self.python, "-m", "dashboard"], dash_env, self.code_dir,
                                              self.paths.log("dashboard"), True, self.policy, self.clock)
         if self.cfg["bot_command"]:
-            self.keeper = Keeper(self.cfg, self.paths, self.clock)
             self.services["bot"] = Service("bot", shlex.split(self.cfg["bot_command"]), bot_env, self.code_dir,
                                            self.paths.log("bot"), False, self.policy, self.clock)
 
@@ -134,6 +135,8 @@ class Supervisor(BotDuties, SpareDuties):
     def setup(self):
         self.paths.make()
         self._lock()
+        for signum in SIGNALS:  # before the pidfile names us: SIGUSR1's default action would kill us
+            signal.signal(signum, self._on_signal)
         self._write_pid("supervisor", os.getpid())
         write_json(self.paths.config, self.cfg)
         if self.cfg["wake_lock"] and which("termux-wake-lock"):
@@ -145,8 +148,6 @@ class Supervisor(BotDuties, SpareDuties):
                                             self.cfg["bind_backoff"], log=self.log, holder=describe_holder)
         self.address, self.port = self.listener.address, self.listener.port  # still known once it is closed
         self.log("holding %s (bind attempts %d)" % (self.address, self.listener.attempts))
-        for signum in SIGNALS:
-            signal.signal(signum, self._on_signal)
         self._make_services()
         if orphan_dashboard is not None:  # it serves until the first dashboard of ours is ready
             self.services["dashboard"].running(orphan_dashboard)
@@ -228,6 +229,9 @@ class Supervisor(BotDuties, SpareDuties):
         self.retiring.append((proc, self.clock() + (self.cfg["grace"] if grace is None else grace)))
 
     def stop_service(self, svc):
+        for waiter in svc.take_waiters():
+            reply(waiter, False, "%s was stopped before it started" % svc.name)
+        svc.deferred = False
         if not svc.uses_socket and self.keeper.pending:
             self.keeper.pending = None
         old = svc.detach()
@@ -329,6 +333,7 @@ class Supervisor(BotDuties, SpareDuties):
                 self.stop_service(svc)
                 reply(answer, True)
             elif action == "start" and svc.proc is not None:
+                svc.failures = 0  # acknowledged: what fails from now on is this start's to answer for
                 reply(answer, True, pid=svc.proc.pid)
             else:
                 svc.failures = 0  # an operator's start or restart gives a failed service a fresh count
@@ -346,7 +351,8 @@ class Supervisor(BotDuties, SpareDuties):
             "supervisor": {"pid": os.getpid(), "version": VERSION, "started_at": self.started_at,
                            "address": self.address, "port": self.port, "code_dir": self.code_dir, "state": self.state,
                            "wake_lock": self.wake_locked},
-            "services": {name: dict(svc.describe(), **(self.keeper.describe() if name == "bot" else {}))
+            "services": {name: dict(svc.describe(), **(self.keeper.describe(svc.proc is not None) if name == "bot"
+                                                         else {}))
                          for name, svc in self.services.items()},
             "spare_pid": self.spare.proc.pid if self.spare and self.spare.armed else None,
             "updated_at": time.time(),
