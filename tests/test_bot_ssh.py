@@ -241,3 +241,32 @@ def test_on_termux_a_hung_bot_is_restarted_by_its_watchdog_and_a_crash_loop_spen
     assert all(b - a >= 4.99 for a, b in zip(starts, starts[1:])), starts
     out = invoke(path, "status", "--host", "termux")
     assert "start budget spent (2 in 24 h)" in out.stdout
+
+
+def test_doctor_on_termux_reports_the_wake_lock_and_the_phantom_process_killer(lab):
+    """Stub `settings` and `termux-wake-lock` in the termux profile's PREFIX: no Android exists here."""
+    termux = lab.hosts["termux"]
+    bin_dir = termux.prefix / "bin"
+    stubs = {"settings": 'echo "$*" >> %s/settings.calls; echo true' % termux.dir,
+             "termux-wake-lock": ": > %s/wake-lock-taken" % termux.dir}  # sh builtins: PATH is PREFIX/bin
+    for name, body in stubs.items():
+        (bin_dir / name).write_text("#!/bin/sh\n%s\n" % body)
+        (bin_dir / name).chmod(0o755)
+        os.chown(bin_dir / name, termux.user.pw_uid, termux.user.pw_gid)
+    path = inventory(lab)
+    try:
+        doc = json.loads(invoke(path, "doctor", "--host", "termux", "--json").stdout)[0]
+        android = doc["android"]
+        assert android["phantom_killer"].startswith("ON (settings_enable_monitor_phantom_procs=true")
+        assert any("max_phantom_processes 2147483647" in note for note in android["notes"])
+        assert android["wake_lock"].startswith("available, not taken")
+        assert "get global settings_enable_monitor_phantom_procs" in (termux.dir / "settings.calls").read_text()
+        assert invoke(path, "restart", "--host", "termux").returncode == 0  # wake_lock is on by default there
+        assert (termux.dir / "wake-lock-taken").exists()
+        out = invoke(path, "doctor", "--host", "termux")
+        assert "wake lock   held (taken by the supervisor)" in out.stdout and "phantom     ON" in out.stdout
+        linux = json.loads(invoke(path, "doctor", "--host", "linux", "--json").stdout)[0]
+        assert linux["android"] is None
+    finally:
+        for name in stubs:
+            os.unlink(bin_dir / name)
