@@ -121,6 +121,10 @@ def doctor(runner: Runner, host: Host) -> Dict[str, Any]:
     doc = call_agent(runner, host, "doctor", port=host.dashboard_port, app_dir=host.app_dir)
     doc["reachable"] = True
     doc["auth"] = not host.is_local
+    if not host.is_local:
+        from .ssh import route  # imported only once a host is reached over SSH
+
+        doc["route"] = route(host)
     if doc.get("platform") and doc["platform"] != host.platform:
         doc["warning"] = "inventory says platform %s, the host is %s" % (host.platform, doc["platform"])
     return doc

@@ -85,6 +85,9 @@ SETTINGS: Dict[str, tuple] = {
                            "%s is outside 1-1000 (Discord resets a token after 1000 logins a day)" % v),
     "shard_count": ((int,), 1, _positive),
     "shards": ((str, int, type(None)), None, None),
+    # reaching hosts: another inventory host or user@host[:port] in between (a list: a chain)
+    "jump": ((str, list, type(None)), None, None),
+    "ssh_config": ((str, type(None)), None, lambda v: _plain_text(v, "an ssh_config file")),
 }
 HOST_ONLY = {
     "hostname": ((str,), None, _matches(_HOSTNAME, "host name")),
@@ -124,8 +127,11 @@ class Host:
     bot_starts_per_day: int
     shard_count: int
     shards: Optional[str]
+    jump: Any
+    ssh_config: Optional[str]
     groups: List[str] = field(default_factory=list)
     explicit: set = field(default_factory=set)  # keys the file sets: the rest may come from ~/.ssh/config
+    hops: List[Host] = field(default_factory=list)  # the jump hosts in between, first one first
 
     @property
     def is_local(self) -> bool:
@@ -244,6 +250,52 @@ def _app_dir(check: _Checker, value: str, connection: str, path: Path, key: str,
                                 "connection: local hosts only)" % (value, value))
 
 
+_JUMP = re.compile(r"^(?:([A-Za-z0-9._][A-Za-z0-9._@-]*)@)?([A-Za-z0-9._%-]+|\[[0-9A-Fa-f:.%]+\])(?::(\d{1,5}))?$")
+
+
+def jump_host(spec: str, defaults: Dict[str, Any], name: str) -> Optional[Host]:
+    """``user@host[:port]`` as a Host with the defaults' settings, or None when it is not one."""
+    match = _JUMP.match(spec)
+    if not match or not 1 <= int(match.group(3) or 22) <= 65535:
+        return None
+    settings = dict(defaults, jump=None, user=match.group(1) or defaults["user"], port=int(match.group(3) or 22))
+    _fill_platform_defaults(settings)
+    explicit = {"user"} if match.group(1) else set()
+    return Host(name, match.group(2).strip("[]"), "ssh", **settings, explicit=explicit | ({"port"} if match.group(3)
+                                                                                      else set()))
+
+
+def _resolve_jumps(check: _Checker, hosts: Dict[str, Host], defaults: Dict[str, Any],
+                   nodes: Dict[str, yaml.Node]) -> None:
+    """Each host's hops: inventory hosts (with their own settings, and their own jumps before them)
+    or user@host[:port] with the defaults'. A loop, local or a malformed entry: one line."""
+    def chain(name: str, seen: tuple) -> List[Host]:
+        host, key = hosts[name], "hosts.%s.jump" % name
+        specs = host.jump if isinstance(host.jump, list) else [host.jump] if host.jump else []
+        hops: List[Host] = []
+        for spec in specs:
+            if not isinstance(spec, str):
+                raise check.fail(nodes[name], key, "expected host names or user@host[:port], got %r" % (spec,))
+            if spec in hosts:
+                if spec in seen or spec == name:
+                    raise check.fail(nodes[name], key, "jump loop: %s" % " -> ".join(seen + (name, spec)))
+                if hosts[spec].is_local:
+                    raise check.fail(nodes[name], key, "%r is this machine: it cannot be a jump host" % spec)
+                hops += chain(spec, seen + (name,)) + [hosts[spec]]
+            else:
+                found = jump_host(spec, defaults, spec)
+                if found is None:
+                    raise check.fail(nodes[name], key, "%r is neither a host of this inventory nor user@host[:port]"
+                                     % spec)
+                hops.append(found)
+        return hops
+
+    for name, host in hosts.items():
+        if host.jump and host.is_local:
+            raise check.fail(nodes[name], "hosts.%s.jump" % name, "a connection: local host has no jump")
+        host.hops = chain(name, ())
+
+
 def _check_shards(check: _Checker, settings: Dict[str, Any], name: str, node: yaml.Node) -> None:
     """shards ("0-3", "0,2") within shard_count, as the supervisor will read them."""
     from remote.host.bot import parse_shards
@@ -296,12 +348,14 @@ def load(path: Optional[Path] = None) -> Inventory:
         explicit_defaults = set(given)
 
     hosts: Dict[str, Host] = {}
+    host_nodes: Dict[str, yaml.Node] = {}
     for knode, vnode in check.mapping(sections["hosts"][1], "hosts") if "hosts" in sections else []:
         name = knode.value
         if not _NAME.match(str(name)):
             raise check.fail(knode, "hosts." + str(name), "host names use letters, digits, _ and - only")
         own_nodes: Dict[str, yaml.Node] = {}
         own = check.settings(vnode, "hosts.%s." % name, dict(SETTINGS, **HOST_ONLY), own_nodes)
+        host_nodes[name] = own_nodes.get("jump") or default_nodes.get("jump") or vnode
         connection = own.pop("connection", "ssh")
         hostname = own.pop("hostname", None)
         if connection == "ssh" and not hostname:
@@ -314,6 +368,7 @@ def load(path: Optional[Path] = None) -> Inventory:
         _check_shards(check, settings, name, own_nodes.get("shards") or default_nodes.get("shards") or vnode)
         hosts[name] = Host(name, hostname, connection, **settings, explicit=explicit_defaults | set(own))
 
+    _resolve_jumps(check, hosts, defaults, host_nodes)
     groups: Dict[str, List[str]] = {}
     for knode, vnode in check.mapping(sections["groups"][1], "groups") if "groups" in sections else []:
         name = knode.value

@@ -94,12 +94,15 @@ def doctor_report(docs: List[Dict[str, Any]]) -> str:
         if not d.get("ok"):
             out.append("%s: unreachable or failed: %s" % (d["host"], d.get("error")))
             continue
+        if d.get("route"):
+            out.append("%s: via %s" % (d["host"], " -> ".join(d["route"])))
         works = [m["method"] + ("" if m["owner"] else " (no owner)") for m in d["methods"] if m["ok"]]
         broken = ["%s (%s)" % (m["method"], m["detail"]) for m in d["methods"] if not m["ok"]]
         disk = d.get("disk_free")
         out.append("\n".join([
             "%s:" % d["host"],
-            "  reachable   yes%s" % (", auth ok" if d.get("auth") else " (local)"),
+            "  reachable   yes%s%s" % (", auth ok" if d.get("auth") else " (local)",
+                                    ", via %s" % " -> ".join(d["route"]) if d.get("route") else ""),
             "  platform    %s  (%s, user %s)" % (d["platform"], d["uname"], d["user"]),
             "  python      %s  %s" % (d["python"], d["python_path"]),
             "  port tools  %s" % (", ".join(works) or "none"),

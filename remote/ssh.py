@@ -8,18 +8,19 @@ over SSH: Fabric and paramiko take a quarter of a second to import, which local 
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 import paramiko
 from fabric import Config, Connection
 from fabric.runners import Remote
 
 from .errors import HostError, UnknownHostKey
-from .inventory import Host
+from .inventory import SETTINGS, Host, jump_host
 
 _known_hosts_lock = threading.Lock()
 
@@ -76,9 +77,44 @@ def _expand(path: Optional[str]) -> Optional[Path]:
     return Path(os.path.expanduser(path)) if path else None
 
 
-def connection_for(host: Host) -> Connection:
-    """A Fabric Connection for ``host``; ~/.ssh/config fills what the inventory does not set."""
-    config = Config(overrides={"runners": {"remote": QuietStdinRemote}})
+def _config(host: Host) -> Config:
+    """Fabric's config with our runner, reading ``ssh_config:`` from the inventory or ~/.ssh/config."""
+    path = _expand(host.ssh_config)
+    if path is not None and not path.is_file():
+        raise HostError("ssh_config %s is not a readable file: fix ssh_config in the inventory" % path)
+    return Config(overrides={"runners": {"remote": QuietStdinRemote}},
+                  runtime_ssh_path=str(path) if path else None)
+
+
+def ssh_config_hops(host: Host) -> List[Host]:
+    """The ProxyJump of the ssh_config entry for ``host`` as hops with ``host``'s own key settings
+    (the inventory's ``jump`` wins); a ProxyCommand is refused: it runs a shell command per host."""
+    if host.hops or host.jump:
+        return list(host.hops)
+    found = _config(host).base_ssh_config.lookup(host.hostname)
+    if "proxycommand" in found:
+        raise HostError("%s: ProxyCommand in ssh_config is not supported: use ProxyJump there, or jump: in the "
+                        "inventory" % host.name)
+    hops = []
+    for spec in (found.get("proxyjump") or "").split(","):
+        spec = spec.strip()
+        if spec and spec.lower() != "none":
+            hop = jump_host(spec, dict(_settings(host), jump=None), spec)
+            if hop is None:
+                raise HostError("%s: ProxyJump %r in ssh_config is not user@host[:port]" % (host.name, spec))
+            hops.append(hop)
+    return hops
+
+
+def _settings(host: Host) -> dict:
+    return {k: getattr(host, k) for k in SETTINGS}
+
+
+def connection_for(host: Host, sock: Any = None) -> Connection:
+    """A Fabric Connection for ``host`` (through ``sock``, a channel of the previous hop); ssh_config
+    fills what the inventory does not set. Fabric's own gateway is off: it would trust any key on
+    the jump hop and connect it without a timeout."""
+    config = _config(host)
     ssh_config = config.base_ssh_config.lookup(host.hostname)
     user = host.user if "user" in host.explicit or "user" not in ssh_config else None
     port = host.port if "port" in host.explicit or "port" not in ssh_config else None
@@ -88,7 +124,9 @@ def connection_for(host: Host) -> Connection:
     identity = _expand(host.identity_file)
     if identity:
         connect_kwargs["key_filename"] = [str(identity)]
-    conn = Connection(host.hostname, user=user, port=port, config=config,
+    if sock is not None:
+        connect_kwargs["sock"] = sock
+    conn = Connection(host.hostname, user=user, port=port, config=config, gateway=False,
                       connect_timeout=host.connect_timeout, connect_kwargs=connect_kwargs)
     known_hosts = _expand(host.known_hosts)
     if known_hosts and known_hosts.exists():
@@ -99,15 +137,72 @@ def connection_for(host: Host) -> Connection:
     return conn
 
 
-def connect(host: Host) -> Connection:
-    """An open connection, or HostError with the reason in one line."""
-    conn = connection_for(host)
+def _open(host: Host, sock: Any = None, hop_of: Optional[Host] = None) -> Connection:
+    conn = connection_for(host, sock)
     try:
         conn.open()
     except Exception as exc:  # every way a connect can fail becomes one line
         conn.close()
-        raise HostError(describe_connect_error(host, conn, exc)) from None
+        text = describe_connect_error(host, conn, exc)
+        raise HostError("jump host %s (for %s): %s" % (host.name, hop_of.name, text) if hop_of else text) from None
     return conn
+
+
+class _Hops:
+    """Jump hosts connected once per task, whatever number of hosts sit behind them (and from
+    however many threads): kept open until the task ends."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open: Dict[tuple, Connection] = {}
+        self.locks: Dict[tuple, threading.Lock] = {}
+
+    def through(self, chain: List[Host], target: Host) -> Any:
+        """A direct-tcpip channel to ``target`` through ``chain`` (None: no chain)."""
+        sock, key = None, ()
+        for i, hop in enumerate(chain):
+            key += ((hop.user, hop.hostname, hop.port),)
+            with self.lock:
+                hop_lock = self.locks.setdefault(key, threading.Lock())
+            with hop_lock:
+                conn = self.open.get(key)
+                if conn is None or not conn.is_connected:
+                    conn = self.open[key] = _open(hop, sock, target)
+            after = chain[i + 1] if i + 1 < len(chain) else target
+            sock = self.channel(conn, hop, after, target)
+        return sock
+
+    @staticmethod
+    def channel(conn: Connection, hop: Host, after: Host, target: Host) -> Any:
+        where = connection_for(after)  # not connected: its HostName and Port as ssh_config resolves them
+        try:
+            return conn.transport.open_channel("direct-tcpip", (where.host, where.port), ("127.0.0.1", 0),
+                                               timeout=after.connect_timeout)
+        except Exception as exc:  # refused forwarding, an unreachable next hop, a timeout
+            raise HostError("jump host %s (for %s): cannot reach %s:%s from there: %s" % (
+                hop.name, target.name, where.host, where.port, str(exc).strip() or type(exc).__name__)) from None
+
+    def close(self) -> None:
+        for conn in reversed(list(self.open.values())):
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self.open.clear()
+
+
+HOPS = _Hops()
+atexit.register(HOPS.close)
+
+
+def connect(host: Host) -> Connection:
+    """An open connection (through its jump hosts), or HostError with the reason in one line."""
+    return _open(host, HOPS.through(ssh_config_hops(host), host))
+
+
+def route(host: Host) -> List[str]:
+    """The names of the hops to ``host``, first one first (doctor prints them)."""
+    return [hop.name for hop in ssh_config_hops(host)]
 
 
 def describe_connect_error(host: Host, conn: Connection, exc: BaseException) -> str:
@@ -118,6 +213,9 @@ def describe_connect_error(host: Host, conn: Connection, exc: BaseException) -> 
         return ("HOST KEY CHANGED for %s: refusing to connect (possible man-in-the-middle). If the host "
                 "was reinstalled, remove the old key: ssh-keygen -R '%s' -f %s"
                 % (where, exc.hostname, host.known_hosts))
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return ("key %s is encrypted: add it to ssh-agent with ssh-add %s (a parallel run never asks for a "
+                "passphrase)" % (host.identity_file, host.identity_file))
     if isinstance(exc, paramiko.AuthenticationException):
         return "authentication failed for %s: check user and identity_file, or ssh-copy-id" % where
     if isinstance(exc, socket.gaierror):

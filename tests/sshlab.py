@@ -78,8 +78,9 @@ def ensure_user(name: str) -> pwd.struct_passwd:
 
 
 class Host:
-    def __init__(self, lab: "Lab", index: int, name: str, profile: str) -> None:
+    def __init__(self, lab: "Lab", index: int, name: str, profile: str, behind: Optional["Host"] = None) -> None:
         self.lab, self.index, self.name, self.profile = lab, index, name, profile
+        self.behind = behind  # reachable only from this host's namespace, never from the operator
         self.ns = "%s%d-%d" % (NS_PREFIX, os.getpid(), index)
         self.address = "%s.%d.2" % (SUBNET, index)
         self.port = 8022 if profile == "termux" else 22
@@ -98,8 +99,12 @@ class Host:
         sh("ip", "netns", "add", self.ns)
         sh("ip", "link", "add", host_side, "type", "veth", "peer", "name", ns_side)
         sh("ip", "link", "set", ns_side, "netns", self.ns)
-        sh("ip", "addr", "add", "%s.%d.1/30" % (SUBNET, self.index), "dev", host_side)
-        sh("ip", "link", "set", host_side, "up")
+        # behind another host: this end of the link lives in that host's namespace, not the operator's
+        outer = ["ip", "netns", "exec", self.behind.ns] if self.behind else []
+        if self.behind:
+            sh("ip", "link", "set", host_side, "netns", self.behind.ns)
+        sh(*outer, "ip", "addr", "add", "%s.%d.1/30" % (SUBNET, self.index), "dev", host_side)
+        sh(*outer, "ip", "link", "set", host_side, "up")
         self.netns("ip", "addr", "add", "%s/30" % self.address, "dev", ns_side)
         self.netns("ip", "link", "set", ns_side, "up")
         self.netns("ip", "link", "set", "lo", "up")
@@ -163,6 +168,7 @@ class Host:
         return self.dir / "sshd.log"
 
     def start_sshd(self) -> None:
+        heard = self._listening_lines()
         self.sshd = subprocess.Popen(self.sshd_argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
@@ -170,12 +176,20 @@ class Host:
             if self.sshd.poll() is not None:
                 log = self.sshd_log.read_text() if self.sshd_log.exists() else ""
                 raise RuntimeError("sshd of %s exited %s: %s" % (self.name, self.sshd.returncode, log))
+            if self.behind:  # the operator has no route to it: its log says when it listens
+                if self._listening_lines() > heard:
+                    return
+                time.sleep(0.05)
+                continue
             try:
                 socket.create_connection((self.address, self.port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("sshd of %s did not listen within 15 s" % self.name)
+
+    def _listening_lines(self) -> int:
+        return self.sshd_log.read_text().count("Server listening on") if self.sshd_log.exists() else 0
 
     def stop_sshd(self) -> None:
         if self.sshd and self.sshd.poll() is None:
@@ -219,6 +233,8 @@ class Host:
                                     "platform": "termux" if self.profile == "termux" else "linux",
                                     "app_dir": self.app_dir}
         entry["python"] = "python" if self.profile == "termux" else "/usr/bin/python3"
+        if self.behind:
+            entry["jump"] = self.behind.name
         return entry
 
     def kill_children(self) -> None:
@@ -241,6 +257,8 @@ class Lab:
 
     def __init__(self) -> None:
         remove_stale_namespaces()
+        # a packet for a lab address with no host (or one behind another host) never leaves the machine
+        sh("ip", "route", "replace", "blackhole", "%s.0.0/16" % SUBNET)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         self.dir = Path(tempfile.mkdtemp(prefix="sulfur-lab-"))
         self.dir.chmod(0o755)  # the termux profile's sshd runs as its user and reads files here
@@ -254,10 +272,10 @@ class Lab:
         self.hosts: Dict[str, Host] = {}
         self._next = 1
 
-    def add(self, profile: str, name: Optional[str] = None) -> Host:
+    def add(self, profile: str, name: Optional[str] = None, behind: Optional[Host] = None) -> Host:
         index = self._next
         self._next += 1
-        host = Host(self, index, name or "%s%d" % (profile, index), profile)
+        host = Host(self, index, name or "%s%d" % (profile, index), profile, behind)
         self.hosts[host.name] = host
         try:
             host.create()
@@ -284,8 +302,9 @@ class Lab:
         return path
 
     def close(self) -> None:
-        for host in self.hosts.values():
+        for host in reversed(list(self.hosts.values())):  # hosts behind others first
             host.close()
+        sh("ip", "route", "del", "blackhole", "%s.0.0/16" % SUBNET, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def install_release(self, stop: bool = True) -> None:

@@ -71,6 +71,12 @@ CASES = [
      "hosts.pi.bot_starts_per_day: 5000 is outside 1-1000"),
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, bot_token_env: 'A B'}\n", 3, "hosts.pi.bot_token_env: 'A B'"),
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, standby: 'yes'}\n", 3, "hosts.pi.standby: expected true or false"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, jump: 'a b'}\n", 3,
+     "hosts.pi.jump: 'a b' is neither a host of this inventory nor user@host[:port]"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, jump: good}\n  good2: {hostname: x, jump: pi}\n"
+     "  a: {hostname: a, jump: b}\n  b: {hostname: b, jump: a}\n", 6, "hosts.b.jump: jump loop: a -> b -> a"),
+    ("hosts:\n" + GOOD + "  me: {connection: local}\n  pi: {hostname: pi.local, jump: me}\n", 4,
+     "hosts.pi.jump: 'me' is this machine"),
 ]
 
 
@@ -148,5 +154,17 @@ def test_every_setting_is_a_declared_field_of_host():
 
     from remote.inventory import SETTINGS, Host
 
-    declared = {f.name for f in fields(Host)} - {"name", "hostname", "connection", "groups", "explicit"}
+    declared = {f.name for f in fields(Host)} - {"name", "hostname", "connection", "groups", "explicit", "hops"}
     assert declared == set(SETTINGS)
+
+
+def test_jump_chains_resolve_to_hops_with_their_own_settings(tmp_path):
+    path = tmp_path / "inventory.yml"
+    path.write_text("defaults:\n  user: bot\nhosts:\n  vps: {hostname: 1.2.3.4, user: admin, connect_timeout: 3}\n"
+                    "  phone: {hostname: 10.0.0.5, port: 8022, jump: vps}\n"
+                    "  pi: {hostname: pi.lan, jump: [phone, 'ops@gw.example:2222']}\n")
+    hosts = load(path).hosts
+    assert [(h.name, h.user, h.port, h.connect_timeout) for h in hosts["phone"].hops] == [("vps", "admin", 22, 3)]
+    assert [(h.name, h.user, h.hostname, h.port) for h in hosts["pi"].hops] == [
+        ("vps", "admin", "1.2.3.4", 22), ("phone", "bot", "10.0.0.5", 8022), ("ops@gw.example:2222", "ops",
+                                                                               "gw.example", 2222)]
