@@ -105,3 +105,19 @@ def test_an_encrypted_key_without_an_agent_is_one_line_never_a_prompt(lab, monke
     assert out.returncode == 1
     assert "key %s is encrypted: add it to ssh-agent with ssh-add" % key in out.stdout
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_key_from_a_running_ssh_agent_works_through_the_jump(lab, monkeypatch):
+    sock = lab.dir / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock)], capture_output=True, text=True, check=True)
+    pid = int(agent.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        subprocess.run(["ssh-add", "-q", str(lab.client_key)], check=True, capture_output=True)
+        text = lab.inventory_path.read_text().replace("identity_file: %s" % lab.client_key, "identity_file: null")
+        path = lab.dir / "agent.yml"
+        path.write_text(text)
+        out = invoke(path, "port-status", "--host", "phone", "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)[0]["ok"], out.stdout + out.stderr
+    finally:
+        subprocess.run(["kill", str(pid)], check=False)
