@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from remote.host import bot
+from remote.host.files import read_json, write_json
 
 from . import ctlcalls
 from .connections import open_runner
@@ -35,23 +35,6 @@ def cache_path(inventory_path: Path) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sulfur-ops"
     key = hashlib.sha256(str(Path(inventory_path).resolve()).encode()).hexdigest()[:12]
     return base / ("bots-%s.json" % key)
-
-
-def _read_cache(path: Path) -> Dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _write_cache(path: Path, doc: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(".%s.%d.tmp" % (path.name, os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(doc, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def ask(host: Host) -> Dict[str, Any]:
@@ -94,11 +77,7 @@ def would_run(host: Host, doc: Dict[str, Any], bot_id: Optional[str] = None,
 
 
 def env_file_bot_id(path: Optional[Path], host: Host) -> Optional[str]:
-    if path is None:
-        return None
-    from remote.host.files import read_env_file
-
-    return bot.bot_id(bot.token(read_env_file(str(path)), host.bot_token_env))
+    return bot.env_bot_id(str(path), host.bot_token_env) if path is not None else None
 
 
 class Guard:
@@ -120,12 +99,13 @@ class Guard:
         """Every answer (waiting for them), the cache updated with those that came."""
         if self._answers is None:
             self._answers = {name: future.result() for name, future in self._futures.items()}
-            cache, now = _read_cache(self.cache_file), time.time()
+            cache, now = read_json(str(self.cache_file)), time.time()
             for name, doc in self._answers.items():
                 if answered(doc):
                     cache[name] = {"units": running_units(doc), "seen_at": now}
-            try:
-                _write_cache(self.cache_file, cache)
+            try:  # atomic and mode 600, like the state files on hosts
+                self.cache_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                write_json(str(self.cache_file), cache)
             except OSError:
                 pass  # a read-only home: the guard still works, only without memory
             self._cache = cache

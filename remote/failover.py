@@ -13,19 +13,16 @@ from remote.host import bot
 
 from . import ctlcalls
 from .botguard import Guard, running_units, would_run
-from .connections import open_runner
-from .errors import HostError, UsageError
+from .errors import UsageError
+from .fanout import on_host
 from .inventory import Host, Inventory
 
 Step = Dict[str, Any]
 
 
 def _on(host: Host, call: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dict[str, Any]:
-    try:
-        with open_runner(host) as runner:
-            return call(runner, host, *args, **kwargs)
-    except HostError as exc:
-        return {"ok": False, "error": str(exc)}
+    """``call`` on ``host`` over its own connection; a failure is {"ok": False, "error": one line}."""
+    return on_host(host, lambda runner, target: call(runner, target, *args, **kwargs))
 
 
 def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeover: bool = False,

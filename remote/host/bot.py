@@ -16,7 +16,7 @@ import os
 import time
 
 from remote.host.errors import BadRequest
-from remote.host.files import read_json, write_json
+from remote.host.files import read_env_file, read_json, write_json
 
 TOKEN_NAMES = ("DISCORD_TOKEN", "BOT_TOKEN", "TOKEN")
 WINDOW = 24 * 3600.0
@@ -36,6 +36,11 @@ def token(dotenv, name=None):
 def bot_id(secret):
     """sha256(token)[:12]: names the bot everywhere; 48 bits say nothing usable about the token."""
     return hashlib.sha256(secret.encode()).hexdigest()[:12] if secret else None
+
+
+def env_bot_id(path, name=None):
+    """The bot id of the token in the .env file at ``path`` (None: no token there)."""
+    return bot_id(token(read_env_file(path), name))
 
 
 def parse_shards(spec, count):
@@ -123,7 +128,8 @@ class StartBudget:
         self.wall, self.mono = wall, mono
         self.boot = boot if boot is not None else boot_id()
 
-    def _load(self):
+    def load(self):
+        """The starts within the window, each with its age on this boot's monotonic clock."""
         now_wall, now_mono = self.wall(), self.mono()
         starts, rebased = [], False
         for item in read_json(self.path).get("starts", []):
@@ -147,25 +153,23 @@ class StartBudget:
         write_json(self.path, {"starts": starts, "limit": self.limit})
 
     def used(self):
-        return len(self._load())
+        return len(self.load())
 
-    def spent(self):
-        return self.used() >= self.limit
-
-    def last_start_age(self):
-        """Seconds since the latest start on record (None: none in the window)."""
-        starts = self._load()
+    def last_start_age(self, starts=None):
+        """Seconds since the latest start on record (None: none in the window). ``starts``: the
+        record as load() just read it, so that one decision reads the file once."""
+        starts = self.load() if starts is None else starts
         return self.mono() - max(s["mono"] for s in starts) if starts else None
 
-    def frees_in(self):
+    def frees_in(self, starts=None):
         """Seconds until one more start is allowed (0 when one is allowed now)."""
-        starts = sorted(s["mono"] for s in self._load())
+        starts = sorted(s["mono"] for s in (self.load() if starts is None else starts))
         if len(starts) < self.limit:
             return 0.0
         return max(0.0, starts[len(starts) - self.limit] + WINDOW - self.mono())
 
     def record(self):
-        starts = self._load()
+        starts = self.load()
         starts.append({"wall": self.wall(), "mono": self.mono(), "boot": self.boot})
         self._save(starts)
 
@@ -173,8 +177,9 @@ class StartBudget:
         self._save([])
 
     def describe(self):
-        used, frees = self.used(), self.frees_in()
-        return {"limit": self.limit, "used": used, "window_hours": WINDOW / 3600,
+        starts = self.load()
+        frees = self.frees_in(starts)
+        return {"limit": self.limit, "used": len(starts), "window_hours": WINDOW / 3600,
                 "next_start_allowed_at": self.wall() + frees if frees else None}
 
 
@@ -260,10 +265,11 @@ class Keeper:
         """(decision, reason, seconds): start | standby | spent (retry in) | wait (start in)."""
         if self.role() == "standby":
             return "standby", "standby: this host does not start the bot (invoke failover moves it here)", None
-        frees = self.budget.frees_in()
+        starts = self.budget.load()
+        frees = self.budget.frees_in(starts)
         if frees > 0:
             return "spent", spent_reason(self.limit), frees
-        age = self.budget.last_start_age()
+        age = self.budget.last_start_age(starts)
         if age is not None and age < MIN_SPACING:
             return "wait", "logins are kept %.0f s apart" % MIN_SPACING, MIN_SPACING - age
         return "start", None, None

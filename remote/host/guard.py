@@ -24,7 +24,7 @@ def env_path(paths):
 
 def env_bot_id(paths, token_env=None, path=None):
     """The bot id of the token in shared/.env (or ``path``), or None without a token."""
-    return bot.bot_id(bot.token(read_env_file(path or env_path(paths)), token_env))
+    return bot.env_bot_id(path or env_path(paths), token_env)
 
 
 def would_run(paths, config, path=None, role=None):

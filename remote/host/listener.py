@@ -210,13 +210,19 @@ def notify_ready(status: str = "") -> bool:
     return notify("READY=1\nMAINPID=%d" % os.getpid() + ("\nSTATUS=%s" % status if status else ""))
 
 
-def notify(message: str) -> bool:
-    """One sd_notify datagram ("KEY=VALUE" lines) to $NOTIFY_SOCKET, when there is one."""
+def _notify_address() -> Optional[str]:
+    """$NOTIFY_SOCKET as a socket address ("@name" is the abstract namespace), or None."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
+        return None
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+def notify(message: str) -> bool:
+    """One sd_notify datagram ("KEY=VALUE" lines) to $NOTIFY_SOCKET, when there is one."""
+    path = _notify_address()
+    if not path:
         return False
-    if path.startswith("@"):
-        path = "\0" + path[1:]  # abstract namespace
     message += "\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         try:
@@ -229,11 +235,9 @@ def notify(message: str) -> bool:
 def store_socket(sock: socket.socket) -> bool:
     """FDSTORE=1 with ``sock`` attached (SCM_RIGHTS) to $NOTIFY_SOCKET: how a dashboard whose
     supervisor died hands its listening socket to the next supervisor, which keeps the port open."""
-    path = os.environ.get("NOTIFY_SOCKET")
+    path = _notify_address()
     if not path:
         return False
-    if path.startswith("@"):
-        path = "\0" + path[1:]
     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]).tobytes())]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
         try:

@@ -17,7 +17,7 @@ import socket
 import time
 
 from remote.host.agent import stop_process
-from remote.host.system import environ, is_alive, is_dashboard, pids, process_info, read_file, read_pidfile
+from remote.host.system import environ, is_alive, is_dashboard, pids, process_info, read_file, read_pidfile, stat_fields
 
 
 class Orphan:
@@ -76,7 +76,7 @@ def catches(pid, sig):
 def stop(orphan, grace):
     """Stop it (TERM, grace, KILL, confirmed gone); a group it led (a launcher's children) goes too."""
     try:
-        leader = int(read_file("/proc/%d/stat" % orphan.pid).rsplit(")", 1)[1].split()[2]) == orphan.pid
+        leader = int(stat_fields(orphan.pid)[2]) == orphan.pid  # it leads its process group
     except (OSError, ValueError, IndexError):
         leader = False
     how = stop_process(orphan.pid, grace, orphan.start)
