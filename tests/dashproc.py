@@ -117,3 +117,33 @@ class Dashboard:
                 self.proc.kill()
                 self.proc.wait()
         self._out.close()
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str) -> object:
+    """``check()``'s first true value, polled every 50 ms for up to ``timeout`` s (monotonic)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("not within %.0f s: %s" % (timeout, what))
+
+
+class Clock:
+    """A monotonic clock a test moves by hand: a day of crashes runs in milliseconds."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now  # monotonic clocks start anywhere
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Running:
+    """Where Service keeps a process handle, for the policy tests: it only reads .pid of it."""
+
+    pid = 4242

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from dashproc import ROOT, ctl_run, invoke, local_inventory
+from dashproc import ROOT, ctl_run, invoke, local_inventory, wait_for
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
 EXAMPLE = ROOT / "examples" / "bot" / "bot.py"
@@ -45,16 +45,6 @@ def state(app):
 
 def bot(app):
     return state(app)["services"]["bot"]
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("not within %.0f s: %s" % (timeout, what))
 
 
 def starts(app):

@@ -5,27 +5,13 @@ supervisor applying them is exercised in tests/test_bot_local.py and tests/test_
 import hashlib
 
 import pytest
+from dashproc import Clock, Running
 
 from remote.host import bot
 from remote.host.errors import BadRequest
 from remote.host.files import Layout
 from remote.host.service import RestartPolicy, Service
 from remote.host.supervisor import DEFAULTS
-
-
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
-
-
-class Running:
-    pid = 4242
 
 
 def keeper(tmp_path, mono, wall, limit=50, **cfg):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import sshlab
-from dashproc import ROOT, invoke
+from dashproc import ROOT, invoke, wait_for
 
 pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
 LOADGEN = Path(__file__).with_name("loadgen.py")
@@ -91,16 +91,6 @@ def bots(host):
             if b"bot.py" in cmd and owner == host.user.pw_uid and stat.rsplit(") ", 1)[1][0] != "Z":
                 found.append(int(entry))
     return found
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("not within %.0f s: %s" % (timeout, what))
 
 
 def running_bot(host, timeout=20):

@@ -5,26 +5,11 @@ takes milliseconds. The "process" handed to Service is a placeholder with a pid:
 into it, and real processes are what the stack tests exercise.
 """
 
+from dashproc import Clock, Running
+
 from remote.host.handover import Handover, WarmSpare
 from remote.host.service import RestartPolicy, Service
 from remote.host.supervisor import DEFAULTS
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0  # monotonic clocks start anywhere
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
-
-
-class Running:
-    """Where Service keeps a process handle: it only reads .pid of it."""
-
-    pid = 4242
 
 
 def bot(clock, **policy):
