@@ -290,13 +290,7 @@ def handle(request):
 
 def main():
     """Read one request from stdin, answer one JSON document on stdout."""
-    os.umask(0o077)
-    try:
-        return wire.answer(handle(wire.Stdin().request()))
-    except BadRequest as exc:
-        return wire.answer(wire.failure(exc), exc.exit_code)
-    except Exception as exc:  # a bug or an odd host: one line for the operator, never a traceback
-        return wire.answer({"ok": False, "error": "agent: %s: %s" % (type(exc).__name__, exc), "kind": "failed"})
+    return wire.serve(handle, "agent")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,22 @@ class AgentRequest(TypedDict, total=False):
     grace: float            # free: seconds between SIGTERM and SIGKILL
 
 
+class PlanRequest(TypedDict, total=False):
+    """deploy --plan, to remote.host.plan (bundled like the agent)."""
+    protocol: int
+    app_dir: str
+    files: Dict[str, str]   # the release to ship: name -> manifest.file_digest
+    requirements: List[str]  # the texts its venv digest is made of, in the deploy's order
+    env_text: Optional[str]  # --env-file's text (secret: stdin only), compared with shared/.env there
+    needed: int             # bytes a deploy would need
+
+
+class Hook(TypedDict):
+    run: str                # a command for sh
+    on_rollback: bool
+
+
+
 class StackSettings(TypedDict, total=False):
     """How the supervisor runs the stack; a change of those in stack.RESTART_KEYS replaces it."""
     code_dir: str
@@ -65,7 +81,7 @@ class CtlRequest(TypedDict, total=False):
     protocol: int
     command: str            # also the first argument on the command line, for ps and old hosts
     app_dir: str
-    options: Dict[str, Any]  # the command's own options (ctl.COMMANDS lists them)
+    options: Dict[str, Any]  # the command's own options (ctl.COMMANDS lists them; deploy's hooks: Hook each)
     settings: StackSettings  # restart, start, dev, deploy, rollback
 
 
@@ -197,6 +213,22 @@ class DeployAnswer(Answer, total=False):
     pid: Optional[int]
     healthy_in: float
     elapsed: float
+    timings: Dict[str, float]   # seconds per step: prepare, venv, before_switch, switch, restart, health, ...
+
+
+class Changes(TypedDict):
+    names: List[str]        # the first manifest.LIMIT, sorted
+    count: int
+
+
+class PlanAnswer(Answer, total=False):
+    running: Dict[str, Optional[str]]   # stamp, commit of `current` (None before a first deploy)
+    first_deploy: bool
+    files: Dict[str, Changes]           # added, changed, removed
+    venv: Dict[str, Any]                # digest, reused
+    env: Optional[Dict[str, List[str]]]  # added, changed, removed key names (None: no --env-file)
+    disk: Dict[str, Any]                # path, free, needed, fits
+    # added by the operator: shipping {commit}, hooks [Hook + {hook}]
 
 
 class RollbackAnswer(Answer, total=False):

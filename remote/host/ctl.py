@@ -9,7 +9,7 @@ whole restart or deploy is one exec round trip and the same code serves every tr
 import os
 import sys
 
-from remote.host import autostart, release, roles, stack, wire
+from remote.host import autostart, hooks, release, roles, stack, wire
 from remote.host.errors import BadRequest, Failure
 from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
@@ -17,6 +17,8 @@ from remote.host.logtail import LogFollower, last_lines
 _LOCK = {"timeout": (float, 20.0), "lock_timeout": (float, 120.0), "by": (str, None)}
 #: what the other hosts run, gathered by the operator for the exactly-once check (guard.check)
 _CHECKS = {"checks": (dict, None)}
+#: deploy hooks (hooks.py): {name: {run, on_rollback}} and their time limit
+_HOOKS = {"hooks": (dict, None), "hook_timeout": (float, hooks.DEFAULT_TIMEOUT)}
 _START = dict(_CHECKS, force=(bool, False), grace=(float, 3.0), timeout=(float, 20.0))
 #: command -> its options: name -> (type, default). Settings go to the commands in SETTINGS_COMMANDS.
 COMMANDS = {
@@ -26,9 +28,9 @@ COMMANDS = {
     "status": {"token_env": (str, None)},
     "logs": {"service": (str, "dashboard"), "lines": (int, 50), "follow": (bool, False)},
     "dev": dict(_CHECKS, force=(bool, False), grace=(float, 3.0)),
-    "deploy": dict(_LOCK, **_CHECKS, stamp=(str, None), commit=(str, None), keep=(int, 5), shared=(list, []),
+    "deploy": dict(_LOCK, **_CHECKS, **_HOOKS, stamp=(str, None), commit=(str, None), keep=(int, 5), shared=(list, []),
                    env_incoming=(str, None)),
-    "rollback": dict(_LOCK, **_CHECKS, to=(str, None), force=(bool, False)),
+    "rollback": dict(_LOCK, **_CHECKS, **_HOOKS, to=(str, None), force=(bool, False)),
     "releases": {},
     "autostart": {"remove": (bool, False)},
     "role": dict(_CHECKS, role=(str, None), settle=(float, 5.0), timeout=(float, 20.0)),
@@ -56,6 +58,10 @@ def options(command, given):
         raise BadRequest("unknown service %r (known: %s)" % (out["service"], ", ".join(SERVICES)))
     if command == "deploy" and not out["stamp"]:
         raise BadRequest("deploy needs a stamp")
+    if "hooks" in out:
+        out["hooks"] = hooks.normalize(out["hooks"])
+        if out["hook_timeout"] <= 0:
+            raise BadRequest("hook_timeout must be greater than 0, not %r" % out["hook_timeout"])
     if command == "role" and out["role"] not in ("active", "standby"):
         raise BadRequest("role must be active or standby, not %r" % out["role"])
     return out
@@ -74,10 +80,11 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return roles.set_role(app_dir, settings, opts["role"], opts["checks"], opts["settle"], opts["timeout"])
     if command == "deploy":
         return release.deploy(app_dir, settings, opts["stamp"], opts["commit"], opts["keep"], opts["shared"],
-                              opts["env_incoming"], opts["timeout"], opts["lock_timeout"], opts["by"], opts["checks"])
+                              opts["env_incoming"], opts["timeout"], opts["lock_timeout"], opts["by"], opts["checks"],
+                              opts["hooks"], opts["hook_timeout"])
     if command == "rollback":
         return release.rollback(app_dir, settings, opts["to"], opts["timeout"], opts["lock_timeout"], opts["by"],
-                                opts["force"], opts["checks"])
+                                opts["force"], opts["checks"], opts["hooks"], opts["hook_timeout"])
     if command == "releases":
         return release.list_releases(app_dir)
     if command == "autostart":

@@ -79,24 +79,34 @@ def read_json(path):
 
 def read_env_file(path):
     """KEY=VALUE lines of shared/.env (comments, blank lines, `export` and quotes allowed)."""
-    env = {}
     try:
         with open(path) as handle:
-            for line in handle:
-                line = line.strip()
-                if not line or line.startswith("#") or "=" not in line:
-                    continue
-                key, value = line.split("=", 1)
-                key = key.strip()
-                if key.startswith("export "):
-                    key = key[7:].strip()
-                value = value.strip()
-                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                    value = value[1:-1]
-                env[key] = value
+            return parse_env(handle.read())
     except OSError:
-        pass
+        return {}
+
+
+def parse_env(text):
+    """The KEY=VALUE pairs of a .env file's text."""
+    env = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[7:].strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key] = value
     return env
+
+
+def current_stamp(paths):
+    """The stamp `current` points at, or None before a first deploy."""
+    return os.path.basename(os.path.realpath(paths.current)) if os.path.islink(paths.current) else None
 
 
 def error_tail(path, count=20):

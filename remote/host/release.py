@@ -7,16 +7,15 @@ previous release are never pruned; a failed release is kept, and named, for insp
 """
 
 import calendar
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
 
-from remote.host import CODE_DIR, guard
+from remote.host import CODE_DIR, guard, hooks, manifest
 from remote.host.errors import Failure
-from remote.host.files import Layout, read_json, write_json
+from remote.host.files import Layout, current_stamp, read_json, write_json
 from remote.host.inbox import ask
 from remote.host.stack import operator_lock, restart_locked, stack_config, wait_bot_up
 from remote.host.system import open_paths
@@ -29,10 +28,6 @@ RUN_TIMEOUT = 900
 def progress(message):
     """A line the operator shows as this host's progress (the last line of output is the JSON result)."""
     print("progress: " + message, flush=True)
-
-
-def current_stamp(paths):
-    return os.path.basename(os.path.realpath(paths.current)) if os.path.islink(paths.current) else None
 
 
 def stamps(paths):
@@ -69,11 +64,11 @@ def clean_leftovers(paths, keep):
 
 def _digest(paths, python):
     """venvs/<hash>: the requirements' text and the interpreter; same hash, same environment."""
-    digest = hashlib.sha256(("%s\n%s" % (python, sys.version)).encode())
+    texts = []
     for path in paths:
         with open(path, "rb") as handle:
-            digest.update(handle.read())
-    return digest.hexdigest()[:16]
+            texts.append(handle.read())
+    return manifest.venv_digest(texts, python, sys.version)
 
 
 def _pip_failure(out):
@@ -212,53 +207,116 @@ def verify(paths, config, timeout):
     """Restart the stack on the new current, then the health check: dashboard and bot."""
     result = restart_locked(paths, config, timeout=timeout)
     if config.get("bot_command"):
+        started = time.monotonic()
         wait_bot_up(paths, BOT_GRACE, timeout)
+        result.setdefault("timings", {})["bot"] = time.monotonic() - started
     return result
 
 
+class _Steps:
+    """Seconds spent in each step of a deploy, on the monotonic clock, for the answer's timings."""
+
+    def __init__(self):
+        self.timings, self.last = {}, time.monotonic()
+
+    def done(self, name):
+        now = time.monotonic()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def _unpack_time(release):
+    """The unpack step's own figure, left in the release by remote.host.unpack."""
+    path = os.path.join(release, "_unpack.json")
+    seconds = read_json(path).get("seconds")
+    if os.path.exists(path):
+        os.unlink(path)
+    return seconds
+
+
+def _hook(spec, name, paths, where, timeout, env_file=None, rolling_back=False, **extra):
+    """Run hook ``name`` of ``spec`` in the release directory ``where`` when it applies to this step;
+    ``extra`` goes into its environment as SULFUR_<KEY> (release, previous)."""
+    command = hooks.wanted(spec, name, rolling_back)
+    if command:
+        env = hooks.environment(paths, where, env_file, hook=name, rollback="1" if rolling_back else "0",
+                                **extra)
+        hooks.run(name, command, where, env, timeout, progress)
+
+
 def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incoming=None, timeout=20.0,
-           lock_timeout=120.0, by=None, checks=None):
+           lock_timeout=120.0, by=None, checks=None, hook_spec=None, hook_timeout=hooks.DEFAULT_TIMEOUT):
     """Install the release this ctl runs from, switch to it, verify it; roll back when it fails."""
     started = time.monotonic()
     paths = Layout(app_dir)
     paths.make()
+    env_incoming = os.path.expanduser(env_incoming) if env_incoming else None
     with operator_lock(paths, lock_timeout, "deploy %s" % stamp):
+        steps = _Steps()
         partial = CODE_DIR  # this ctl runs from the release it installs (unpacked by the operator's exec)
+        unpacked = _unpack_time(partial)
         try:  # before anything changes: the bot it would start (with the .env it brings) runs elsewhere
-            notes = guard.check(paths, stack_config(app_dir, settings), checks,
-                                os.path.expanduser(env_incoming) if env_incoming else None)
+            notes = guard.check(paths, stack_config(app_dir, settings), checks, env_incoming)
         except Failure:
-            shutil.rmtree(partial, ignore_errors=True)
-            if env_incoming:
-                os.unlink(os.path.expanduser(env_incoming))
+            _discard(partial, env_incoming)
             raise
         removed = clean_leftovers(paths, partial)
         if removed:
             progress("removed leftovers of an interrupted deploy: %s" % ", ".join(removed))
+        steps.done("prepare")
         try:
             installed = install(paths, partial, stamp, shared)
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
+            _discard(partial, env_incoming)
             raise
         stamp = installed["stamp"]
+        release = os.path.join(paths.releases, stamp)
+        steps.done("venv")
+        try:  # `current` has not moved: a failure here changes nothing the host serves
+            _hook(hook_spec, "before_switch", paths, release, hook_timeout, env_incoming, release=stamp,
+                  previous=current_stamp(paths))
+        except Failure as exc:
+            _discard(None, env_incoming)
+            mark(paths, stamp, "failed", str(exc))
+            record(paths, stamp, commit, by, "failed before the switch")
+            raise Failure("release %s: %s; current is untouched (%s); the failed release is kept in releases/%s"
+                          % (stamp, exc, current_stamp(paths) or "no release", stamp), exc.log_tail) from None
+        steps.done("before_switch")
         env_backup = _apply_env(paths, env_incoming, stamp)
         progress("switching to %s" % stamp)
         previous = switch_to(paths, stamp)
+        steps.done("switch")
         # after the switch: current/.venv exists now, even on a first deploy; it runs from current, always
         config = stack_config(app_dir, dict(settings, code_dir=paths.current, python=None))
+        what = "failed its health check (%s)"
         try:
             health = verify(paths, config, timeout)
+            steps.timings.update(health.pop("timings", {}))
+            steps.last = time.monotonic()
+            what = "%s"  # the hook's failure says which hook
+            _hook(hook_spec, "after_switch", paths, release, hook_timeout, release=stamp, previous=previous)
+            steps.done("after_switch")
         except Failure as exc:
             mark(paths, stamp, "failed", str(exc))  # before anything else: a rollback must never pick it
-            rolled = _roll_back(paths, config, previous, env_backup, timeout)
+            rolled = _roll_back(paths, config, previous, env_backup, timeout, hook_spec, hook_timeout, stamp)
             record(paths, stamp, commit, by, "failed, " + rolled)
-            raise Failure("release %s failed its health check (%s); %s; the failed release is kept in "
-                          "releases/%s" % (stamp, exc, rolled, stamp), exc.log_tail) from None
+            raise Failure("release %s %s; %s; the failed release is kept in releases/%s"
+                          % (stamp, what % exc, rolled, stamp), exc.log_tail) from None
         mark(paths, stamp, "ok")
         record(paths, stamp, commit, by, "ok")
         pruned = prune(paths, keep, {stamp, previous})
+        timings = dict(steps.timings, unpack=unpacked) if unpacked is not None else steps.timings
         return dict(installed, ok=True, previous=previous, pruned=pruned, pid=health["pid"],
-                    healthy_in=health["elapsed"], elapsed=time.monotonic() - started, notes=notes or [])
+                    healthy_in=health["elapsed"], elapsed=time.monotonic() - started, notes=notes or [],
+                    timings=timings)
+
+
+def _discard(partial, env_incoming):
+    """What a deploy brought and will not use: its unpacked release, its uploaded .env."""
+    if partial:
+        shutil.rmtree(partial, ignore_errors=True)
+    if env_incoming and os.path.exists(env_incoming):
+        os.unlink(env_incoming)
 
 
 def _apply_env(paths, incoming, stamp):
@@ -270,12 +328,15 @@ def _apply_env(paths, incoming, stamp):
     if os.path.exists(target):
         backup = "%s.before-%s" % (target, stamp)
         shutil.copy2(target, backup)
-    os.chmod(os.path.expanduser(incoming), 0o600)
-    os.replace(os.path.expanduser(incoming), target)
+    os.chmod(incoming, 0o600)
+    os.replace(incoming, target)
     return backup
 
 
-def _roll_back(paths, config, previous, env_backup, timeout):
+def _roll_back(paths, config, previous, env_backup, timeout, hook_spec=None, hook_timeout=hooks.DEFAULT_TIMEOUT,
+               failed_stamp=None):
+    """Back to ``previous`` after a failed release; its on_rollback hooks run, and their failure is
+    said but does not stop the way back (staying on a failed release is worse)."""
     if env_backup:
         os.replace(env_backup, os.path.join(paths.shared, ".env"))
     if not previous:  # a first deploy has nothing to go back to: stop rather than serve a broken release
@@ -285,16 +346,29 @@ def _roll_back(paths, config, previous, env_backup, timeout):
         except Failure:
             pass
         return "no previous release to go back to: the stack is stopped"
+    release, said = os.path.join(paths.releases, previous), []
+
+    def hook(name):
+        try:
+            _hook(hook_spec, name, paths, release, hook_timeout, rolling_back=True, release=previous,
+                  previous=failed_stamp)
+        except Failure as exc:
+            said.append("; its %s" % exc)
+
+    hook("before_switch")
     switch_to(paths, previous)
     try:
         restart_locked(paths, config, timeout=timeout)
     except Failure as exc:
         return "rolled back to %s, which did not come up either: %s" % (previous, exc)
-    return "rolled back to %s, which is serving" % previous
+    hook("after_switch")
+    return "rolled back to %s, which is serving%s" % (previous, "".join(said))
 
 
-def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=None, force=False, checks=None):
-    """Switch to ``to`` (default: the newest healthy release older than current) and restart on it."""
+def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=None, force=False, checks=None,
+             hook_spec=None, hook_timeout=hooks.DEFAULT_TIMEOUT):
+    """Switch to ``to`` (default: the newest healthy release older than current) and restart on it.
+    Hooks with on_rollback run: before_switch may refuse the switch, after_switch is reported."""
     paths = Layout(app_dir)
     with operator_lock(paths, lock_timeout, "rollback"):
         current, known = current_stamp(paths), stamps(paths)
@@ -309,9 +383,23 @@ def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=No
                           % (target, read_json(os.path.join(paths.releases, target, "DEPLOY.json")).get("reason")))
         config = stack_config(app_dir, settings)
         guard.check(paths, config, checks)
+        release = os.path.join(paths.releases, target)
+        if not os.path.isdir(release):
+            raise Failure("no release %s on this host (invoke releases lists them)" % target)
+        try:
+            _hook(hook_spec, "before_switch", paths, release, hook_timeout, rolling_back=True, release=target,
+                  previous=current)
+        except Failure as exc:
+            raise Failure("rollback to %s refused: %s; current is untouched (%s)" % (target, exc, current),
+                          exc.log_tail) from None
         previous = switch_to(paths, target)
         health = restart_locked(paths, config, timeout=timeout)
         record(paths, target, None, by, "rollback from %s" % previous)
+        try:
+            _hook(hook_spec, "after_switch", paths, release, hook_timeout, rolling_back=True, release=target,
+                  previous=previous)
+        except Failure as exc:
+            raise Failure("rolled back to %s, which is serving, but its %s" % (target, exc), exc.log_tail) from None
         return {"ok": True, "stamp": target, "previous": previous, "pid": health["pid"]}
 
 

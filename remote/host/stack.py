@@ -244,19 +244,29 @@ def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout
         if not answer.get("ok"):
             raise Failure(answer.get("error") or "restart refused",
                           error_tail(paths.log(service if service != "all" else "dashboard")))
+        asked = time.monotonic()
         pid = wait_healthy(paths, config, timeout, not_pid=old) if service in ("dashboard", "all") else old
-        return dict(done, action="restarted", pid=pid, elapsed=time.monotonic() - started)
+        return dict(done, action="restarted", pid=pid, elapsed=time.monotonic() - started,
+                    timings=_timings(started, asked))
     check_dashboard_python(config)
     # an orphaned dashboard hands its socket to the new supervisor: the port is not to be freed of it
     orphan = orphans.recorded(paths, "dashboard")
     before = "kept open by the orphaned dashboard pid %d" % orphan.pid if orphan else preflight(
         paths, config["port"], force, grace)
     supervisor = spawn_supervisor(paths, config)
+    asked = time.monotonic()
     pid = wait_healthy(paths, config, timeout, not_pid=orphan and orphan.pid, supervisor=supervisor)
     action = "restarted the supervisor (%s changed)" % ", ".join(changed) if changed else "started"
     if orphan:
         action = "started a new supervisor (the last one had died; its dashboard handed the port over)"
-    return dict(done, action=action, pid=pid, port_before=before, elapsed=time.monotonic() - started)
+    return dict(done, action=action, pid=pid, port_before=before, elapsed=time.monotonic() - started,
+                timings=_timings(started, asked))
+
+
+def _timings(started, asked):
+    """restart: until the supervisor took the request (or was spawned); health: until the new
+    dashboard answered its health check."""
+    return {"restart": asked - started, "health": time.monotonic() - asked}
 
 
 def stop(app_dir, service="all", timeout=20.0):

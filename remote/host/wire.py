@@ -102,3 +102,15 @@ def read_request_file(path):
     except OSError as exc:
         raise BadRequest("cannot read the request file %s: %s" % (path, exc.strerror)) from None
     return parse_request(raw)
+
+
+def serve(handle, what):
+    """A bundled module's main(): one request from stdin to ``handle``, its answer on stdout; a bad
+    request or an odd host gives one line for the operator, never a traceback."""
+    os.umask(0o077)
+    try:
+        return answer(handle(Stdin().request()))
+    except BadRequest as exc:
+        return answer(failure(exc), exc.exit_code)
+    except Exception as exc:
+        return answer({"ok": False, "error": "%s: %s: %s" % (what, type(exc).__name__, exc), "kind": "failed"})
