@@ -18,10 +18,11 @@ sys.path.insert(0, str(ROOT))
 
 from remote import agentcalls, ctlcalls, release, render  # noqa: E402
 from remote import failover as moves  # noqa: E402
+from remote import plan as plans  # noqa: E402
 from remote.botguard import Guard, refuse_conflicts  # noqa: E402
 from remote.connections import open_runner  # noqa: E402
 from remote.errors import SulfurError, UsageError  # noqa: E402
-from remote.fanout import DEFAULT_PARALLEL, on_hosts  # noqa: E402
+from remote.fanout import DEFAULT_PARALLEL, in_batches, on_hosts  # noqa: E402
 from remote.inventory import load  # noqa: E402
 
 HELP = {
@@ -39,6 +40,8 @@ HELP = {
     "to": "release stamp to go back to (default: the newest healthy one before current)",
     "remove": "remove the autostart instead of installing it",
     "takeover": "start the bot even though an unreachable host was last seen running it",
+    "plan": "show what a deploy would change on each host (files, venv, .env keys, hooks, disk); change nothing",
+    "serial": "deploy N hosts at a time, standby hosts first; a batch with a failure stops the rest",
 }
 
 
@@ -76,6 +79,16 @@ def _guarded(inventory, targets, takeover, env_file=None):
     if takeover:
         print("TAKEOVER: a host that cannot be reached does not block starting the bot", flush=True)
     return guard
+
+
+def _reporter(target, stream):
+    """A host's progress lines ("pi: switching to ..."), one write per line: hosts report from parallel
+    threads. With --json they go to stderr, so that stdout is the JSON alone."""
+    def report(line):
+        stream.write(render.for_terminal("%s: %s\n" % (target.name, line)))
+        stream.flush()
+
+    return report
 
 
 def _finish(docs, text, as_json):
@@ -167,9 +180,9 @@ def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     _stack(host, all, parallel, ctlcalls.status, json, render.status_table)
 
 
-@task(help=_help("host", "all", "parallel", "json", "wheels", "env_file", "timeout", "takeover"))
+@task(help=_help("host", "all", "parallel", "json", "wheels", "env_file", "timeout", "takeover", "plan", "serial"))
 def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, json=False, takeover=False,
-           parallel=DEFAULT_PARALLEL):
+           plan=False, serial=0, parallel=DEFAULT_PARALLEL):
     """Ship a new release to every host (or --host): switch atomically, verify, roll back on failure."""
     inventory, targets = _select(host, not host)  # deploy goes to every host unless told otherwise
     if not targets:
@@ -177,7 +190,12 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
     env_path = Path(env_file).expanduser() if env_file else None
     if env_path is not None and not env_path.is_file():
         raise _fail(UsageError("--env-file %s is not a readable file" % env_path))
+    if int(serial) < 0:
+        raise _fail(UsageError("--serial %s: give the number of hosts per batch (1 or more)" % serial))
+    if plan:
+        return _plan(targets, env_path, json, parallel)
     guard = _guarded(inventory, targets, takeover, env_path)
+    say = sys.stderr if json else sys.stdout  # progress; with --json, stdout is the JSON alone
     workdir = Path(tempfile.mkdtemp(prefix="sulfur-deploy-"))
     try:
         packages = {}
@@ -189,20 +207,38 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
                     raise _fail(exc) from None
                 pkg = packages[target.source]
                 print("packing: %.1f MB%s%s" % (pkg.size / 2**20, ", commit %s" % pkg.commit[:12] if pkg.commit
-                                               else "", ", with wheels" if wheels else ""), flush=True)
+                                               else "", ", with wheels" if wheels else ""), file=say, flush=True)
 
         def one(runner, target):
-            def report(line):  # one write per line: hosts report from parallel threads
-                sys.stdout.write(render.for_terminal("%s: %s\n" % (target.name, line)))
-                sys.stdout.flush()
+            doc = release.deploy_host(runner, target, packages[target.source], _reporter(target, say), env_path,
+                                      float(timeout), guard.checks_for(target))
+            if doc.get("ok"):
+                doc["timings"]["pack"] = packages[target.source].seconds
+            return doc
 
-            return release.deploy_host(runner, target, packages[target.source], report, env_path, float(timeout),
-                                       guard.checks_for(target))
+        def batch(number, total, hosts):
+            print("batch %d of %d: %s" % (number, total, ", ".join(h.name for h in hosts)), file=say, flush=True)
 
-        docs = on_hosts(targets, one, parallel)
+        if int(serial):
+            docs = in_batches(release.deploy_order(targets), one, int(serial), parallel, batch)
+        else:
+            docs = on_hosts(targets, one, parallel)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     _finish(docs, render.deploy_lines(docs), json)
+
+
+def _plan(targets, env_path, as_json, parallel):
+    """deploy --plan: the contents listed once per bot source, each host asked what would change."""
+    contents = {}
+    for target in targets:
+        if target.source not in contents:
+            try:
+                contents[target.source] = release.contents(target.source)
+            except SulfurError as exc:
+                raise _fail(exc) from None
+    docs = on_hosts(targets, lambda runner, t: plans.plan_host(runner, t, contents[t.source], env_path), parallel)
+    _finish(docs, render.plan_lines(docs), as_json)
 
 
 @task(help=dict(_help("host", "all", "parallel", "json", "to", "timeout", "takeover"),
@@ -215,7 +251,8 @@ def rollback(c, host=None, all=False, to=None, force=False, timeout=20.0, json=F
 
     def op(runner, target):
         return ctlcalls.rollback(runner, target, to=to, timeout=float(timeout), by=release.operator(), force=force,
-                                 checks=guard.checks_for(target))
+                                 checks=guard.checks_for(target),
+                                 progress=_reporter(target, sys.stderr if json else sys.stdout))
 
     docs = on_hosts(targets, op, parallel)
     _finish(docs, render.rollback_lines(docs), json)

@@ -86,21 +86,24 @@ def _bootstrap(root: str) -> str:
     return _BOOT % (payload, root)
 
 
-def host_command(host: Host, root: str = AGENT) -> str:
+def host_command(host: Host, root: str = AGENT, python: Optional[str] = None) -> str:
     """The shell command that runs host module ``root`` with the host's own interpreter (never via env)."""
     # -S: the host side is stdlib-only, so skip site-packages (faster start, nothing of the host leaks in)
-    return " ".join(shlex.quote(a) for a in (host.python, "-S", "-c", bootstrap(root)))
+    return " ".join(shlex.quote(a) for a in (python or host.python, "-S", "-c", bootstrap(root)))
 
 
 def agent_command(host: Host) -> str:
     return host_command(host, AGENT)
 
 
-def call_agent(runner: Runner, host: Host, command: str, timeout: float = AGENT_TIMEOUT,
-               **request: Any) -> Dict[str, Any]:
-    """Run one agent operation; its JSON document, or HostError with the reason in one line."""
+def call_agent(runner: Runner, host: Host, command: str, timeout: float = AGENT_TIMEOUT, root: str = AGENT,
+               python: Optional[str] = None, **request: Any) -> Dict[str, Any]:
+    """Run one agent operation (or bundled module ``root``, with ``python`` rather than the host's);
+    its JSON document, or HostError with the reason in one line."""
     try:
-        return call(runner, host, agent_command(host), dict(request, command=command), "agent", timeout)
+        what = "agent" if root == AGENT else root.rsplit(".", 1)[1]
+        command_line = host_command(host, root, python)
+        return call(runner, host, command_line, dict(request, command=command), what, timeout)
     except HostError as exc:
         if "not found" in str(exc) or "exit status 127" in str(exc):
             raise HostError("%s not found on the host: set `python:` for it in the inventory" % host.python) from None

@@ -88,6 +88,8 @@ class Guard:
         self.inventory, self.targets, self.takeover, self.env_file = inventory, targets, takeover, env_file
         names = {t.name for t in targets}
         self.others = [h for h in inventory.hosts.values() if h.name not in names]
+        if not with_targets and not any(t.bot_command for t in targets):  # no bot to start: nobody to ask
+            self.others, self.targets, with_targets, targets = [], [], False, []
         asked = self.others + (targets if with_targets or len(targets) > 1 else [])
         self.cache_file = cache_path(inventory.path)
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(asked))))

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
-from remote.host import CODE_DIR
+from remote.host import CODE_DIR, hooks
 from remote.host.wire import PROTOCOL
 
 from .connections import RequestStream, Runner, call
@@ -111,11 +111,16 @@ def role(runner: Runner, host: Host, role: str, checks: Optional[Dict[str, Any]]
 
 
 def rollback(runner: Runner, host: Host, to: Optional[str] = None, timeout: float = 20.0,
-             by: Optional[str] = None, force: bool = False, checks: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    options = {"to": to, "timeout": timeout, "by": by, "force": force}
+             by: Optional[str] = None, force: bool = False, checks: Optional[Dict[str, Any]] = None,
+             progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    options: Dict[str, Any] = {"to": to, "timeout": timeout, "by": by, "force": force}
     if checks is not None:
         options["checks"] = checks
-    return call_ctl(runner, host, "rollback", options, settings=True, timeout=timeout * 3 + 60)
+    spec = hooks.normalize(host.hooks)
+    if any(h["on_rollback"] for h in spec.values()):  # only then: a release from before hooks refuses them
+        options.update(hooks=spec, hook_timeout=float(host.hook_timeout))
+    return call_ctl(runner, host, "rollback", options, settings=True,
+                    timeout=timeout * 3 + 60 + 2 * host.hook_timeout, progress=progress)
 
 
 def releases(runner: Runner, host: Host) -> Dict[str, Any]:

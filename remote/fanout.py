@@ -7,7 +7,7 @@ error; it never delays or hides the others.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from .connections import Runner, open_runner
 from .errors import HostError
@@ -35,3 +35,23 @@ def on_hosts(hosts: List[Host], operation: Operation,
         return [on_host(hosts[0], operation)]
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
         return list(pool.map(lambda h: on_host(h, operation), hosts))
+
+
+def in_batches(hosts: List[Host], operation: Operation, size: int, parallel: int = DEFAULT_PARALLEL,
+               started: Optional[Callable[[int, int, List[Host]], None]] = None) -> List[Dict[str, Any]]:
+    """``operation`` on ``size`` hosts at a time, in the order given; the first batch with a failed
+    host ends the run, and the hosts after it are listed as skipped, untouched."""
+    docs: List[Dict[str, Any]] = []
+    batches = [hosts[i:i + size] for i in range(0, len(hosts), max(1, size))]
+    for number, batch in enumerate(batches, 1):
+        if started is not None:
+            started(number, len(batches), batch)
+        done = on_hosts(batch, operation, parallel)
+        docs += done
+        failed = [d["host"] for d in done if not d.get("ok")]
+        if failed:
+            reason = "skipped: batch %d of %d failed on %s" % (number, len(batches), ", ".join(failed))
+            docs += [{"host": h.name, "ok": False, "skipped": True, "error": reason}
+                     for later in batches[number:] for h in later]
+            break
+    return docs

@@ -52,6 +52,18 @@ def _plain_text(value: str, what: str) -> Optional[str]:
     return None
 
 
+def _hooks(value: Any) -> Optional[str]:
+    """The hooks as the host will read them (one check for both sides)."""
+    from remote.host.errors import BadRequest
+    from remote.host.hooks import normalize
+
+    try:
+        normalize(value)
+    except BadRequest as exc:
+        return str(exc)
+    return None
+
+
 def _one_of(*choices: str):
     def check(value: str) -> Optional[str]:
         return None if value in choices else "%r is not one of: %s" % (value, ", ".join(choices))
@@ -88,6 +100,9 @@ SETTINGS: Dict[str, tuple] = {
     # reaching hosts: another inventory host or user@host[:port] in between (a list: a chain)
     "jump": ((str, list, type(None)), None, None),
     "ssh_config": ((str, type(None)), None, lambda v: _plain_text(v, "an ssh_config file")),
+    # deploy: commands run on each host before and after the switch (a host's replace the defaults')
+    "hooks": ((dict, type(None)), None, _hooks),
+    "hook_timeout": ((int, float), 300, _positive),
 }
 HOST_ONLY = {
     "hostname": ((str,), None, _matches(_HOSTNAME, "host name")),
@@ -129,6 +144,8 @@ class Host:
     shards: Optional[str]
     jump: Any
     ssh_config: Optional[str]
+    hooks: Optional[Dict[str, Any]]
+    hook_timeout: float
     groups: List[str] = field(default_factory=list)
     explicit: set = field(default_factory=set)  # keys the file sets: the rest may come from ~/.ssh/config
     hops: List[Host] = field(default_factory=list)  # the jump hosts in between, first one first
@@ -311,7 +328,7 @@ def _check_shards(check: _Checker, settings: Dict[str, Any], name: str, node: ya
 
 def _names(types: Sequence[type]) -> str:
     names = {int: "a number", float: "a number", str: "text", bool: "true or false", list: "a list",
-             type(None): "nothing"}
+             type(None): "nothing", dict: "a mapping"}
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 

@@ -19,11 +19,11 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
-from remote.host import CODE_DIR
+from remote.host import CODE_DIR, hooks, manifest
 
 from . import agentcalls
 from .connections import Runner, put, run
@@ -38,6 +38,18 @@ HOST_SIDE = ("remote/host", "dashboard")
 SHIMS = ("remote/__init__.py", "remote/supervisor.py", "remote/hostctl.py")
 NEVER = {".git", ".venv", "__pycache__", ".env", ".pytest_cache", ".ruff_cache", "node_modules"}
 WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sulfur-ops" / "wheels"
+VENV_ROOM = 64 * 2**20  # what a new venv may take, counted in every space check
+
+
+@dataclass
+class Contents:
+    """What a release holds, before any tar is made: enough for a plan."""
+    source: Optional[Path]
+    files: List[Tuple[Path, str]]      # (file here, name in the release)
+    manifest: Dict[str, str]           # name in the release -> manifest.file_digest
+    requirements: List[str]            # the texts the host's venv digest is made of, in its order
+    commit: Optional[str]
+    unpacked: int                      # bytes, once unpacked
 
 
 @dataclass
@@ -46,6 +58,9 @@ class Package:
     stamp: str
     commit: Optional[str]
     size: int
+    unpacked: int = 0
+    seconds: float = 0.0   # spent packing
+    contents: Optional[Contents] = field(default=None, repr=False)
 
 
 def operator() -> str:
@@ -114,35 +129,63 @@ def wheelhouse(requirement_texts: str) -> Path:
     return target
 
 
-def pack(source: Optional[str], wheels: bool, workdir: Path) -> Package:
-    """One tar.gz for every host of this deploy."""
+def _host_side() -> List[Tuple[Path, str]]:
+    """This project's files every release carries, less caches."""
+    found = []
+    for name in HOST_SIDE:
+        for folder, dirs, names in os.walk(ROOT / name):
+            dirs[:] = sorted(d for d in dirs if d not in NEVER)
+            for file in sorted(names):
+                path = Path(folder) / file
+                if not (set(path.relative_to(ROOT).parts) & NEVER) and not file.endswith(".pyc"):
+                    found.append((path, str(path.relative_to(ROOT))))
+    return found + [(ROOT / name, name) for name in SHIMS]
+
+
+def contents(source: Optional[str]) -> Contents:
+    """The files of the release to ship, their manifest and its requirements: no tar yet."""
     src = check_source(source)
-    stamp = stamp_now()
-    commit = (_git(src, "rev-parse", "HEAD") or "").strip() or None if src else None
-    path = workdir / ("release-%s.tar.gz" % stamp)
-    requirement_texts = (ROOT / "dashboard/requirements.txt").read_text()
+    files = _host_side()
+    requirements = [(ROOT / "dashboard/requirements.txt").read_text()]
     if src is not None:
-        requirement_texts += "\n" + (src / "requirements.txt").read_text()
+        files += [(src / rel, str(rel)) for rel in source_files(src)]
+        requirements.append((src / "requirements.txt").read_text())
+    digests = {name: manifest.file_digest(str(path)) for path, name in files}
+    size = sum(path.lstat().st_size for path, _ in files)
+    commit = ((_git(src, "rev-parse", "HEAD") or "").strip() or None) if src else None
+    return Contents(src, files, digests, requirements, commit, size)
+
+
+def pack(source: Optional[str], wheels: bool, workdir: Path) -> Package:
+    """One tar.gz for every host of this deploy, with its manifest (MANIFEST.json) in it."""
+    started = time.monotonic()
+    what = contents(source)
+    stamp = stamp_now()
+    path = workdir / ("release-%s.tar.gz" % stamp)
     with tarfile.open(path, "w:gz", compresslevel=6) as tar:
-        for name in HOST_SIDE + SHIMS:
-            tar.add(str(ROOT / name), arcname=name, filter=_no_caches)
-        if src is not None:
-            for rel in source_files(src):
-                tar.add(str(src / rel), arcname=str(rel), recursive=False)
-        info = json.dumps({"stamp": stamp, "commit": commit, "by": operator(),
-                           "source": str(src) if src else None}).encode()
-        entry = tarfile.TarInfo("REVISION.json")
-        entry.size, entry.mtime = len(info), int(time.time())
-        tar.addfile(entry, io.BytesIO(info))
+        for file, name in what.files:
+            tar.add(str(file), arcname=name, recursive=False)
+        info = {"stamp": stamp, "commit": what.commit, "by": operator(),
+                "source": str(what.source) if what.source else None}
+        _add_json(tar, "REVISION.json", info)
+        _add_json(tar, manifest.NAME, {"files": what.manifest})
         if wheels:
-            house = wheelhouse(requirement_texts)
+            house = wheelhouse("\n".join(what.requirements))
             for wheel in sorted(house.glob("*.whl")):
                 tar.add(str(wheel), arcname="_wheels/" + wheel.name)
-    return Package(path, stamp, commit, path.stat().st_size)
+    return Package(path, stamp, what.commit, path.stat().st_size, what.unpacked, time.monotonic() - started, what)
 
 
-def _no_caches(info: tarfile.TarInfo) -> Optional[tarfile.TarInfo]:
-    return None if set(Path(info.name).parts) & NEVER else info
+def _add_json(tar: tarfile.TarFile, name: str, doc: Dict[str, object]) -> None:
+    data = json.dumps(doc, sort_keys=True).encode()
+    entry = tarfile.TarInfo(name)
+    entry.size, entry.mtime, entry.mode = len(data), int(time.time()), 0o644
+    tar.addfile(entry, io.BytesIO(data))
+
+
+def space_needed(tar_bytes: int, unpacked: int) -> int:
+    """Room a deploy needs on the host: the upload, its unpacked copy and a venv it may build."""
+    return tar_bytes + unpacked + VENV_ROOM
 
 
 def check_space(runner: Runner, host: Host, package: Package) -> None:
@@ -151,7 +194,7 @@ def check_space(runner: Runner, host: Host, package: Package) -> None:
     answer = agentcalls.disk_free(runner, host, releases)
     if not answer.get("ok"):
         raise HostError("cannot prepare %s: %s" % (releases, answer.get("error")))
-    free, needed = answer["free"], package.size * 4 + 64 * 2**20  # tar + unpacked + a venv to build
+    free, needed = answer["free"], space_needed(package.size, package.unpacked)
     if free < needed:
         raise HostError("not enough disk space in %s: %.1f MB free, the release needs about %.0f MB; "
                         "free some space (old logs, venvs) and deploy again" % (host.app_dir, free / 2**20,
@@ -172,11 +215,16 @@ def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[
                 env_file: Optional[Path] = None, timeout: float = 20.0,
                 checks: Optional[Dict[str, object]] = None) -> Dict[str, object]:
     """Upload, then one ctl deploy under the host's lock: install, switch, verify, roll back."""
+    started = time.monotonic()
     check_space(runner, host, package)
     report("uploading %.1f MB" % (package.size / 2**20))
+    space_checked = time.monotonic()
     incoming = upload(runner, host, package)
     options: Dict[str, object] = {"stamp": package.stamp, "keep": host.keep_releases, "timeout": timeout,
                                   "by": operator(), "commit": package.commit, "shared": list(host.shared_paths)}
+    hook_spec = hooks.normalize(host.hooks)
+    if hook_spec:
+        options.update(hooks=hook_spec, hook_timeout=float(host.hook_timeout))
     if checks is not None:
         options["checks"] = checks
     if env_file is not None:
@@ -186,14 +234,25 @@ def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[
                                                              shell_path(env_target)), 60)
         put(runner, env_file, env_target, mode=0o600)
         options["env_incoming"] = env_target
+    uploaded = time.monotonic()
     # unpacked outside the lock into a name of its own; that release's ctl then does the rest
     partial = "%s/releases/.partial-%s-%s" % (host.app_dir.rstrip("/"), package.stamp, os.urandom(4).hex())
     unpack = "%s %s %s || exit 1; " % (agentcalls.host_command(host, "remote.host.unpack"), shell_path(incoming),
                                        shell_path(partial))  # its own words on stderr, not "no release"
     try:
-        return call_ctl(runner, host, "deploy", options, settings=True, timeout=900, code_dir=partial,
-                        prefix=unpack, progress=report)
+        doc = call_ctl(runner, host, "deploy", options, settings=True, timeout=900 + 3 * host.hook_timeout,
+                       code_dir=partial, prefix=unpack, progress=report)
     except HostError as exc:  # a cut connection: the host lock and its cleanup keep the host consistent
         if str(exc).startswith("connection lost"):
             raise HostError("connection lost during deploy: %s" % str(exc)[len("connection lost: "):]) from None
         raise
+    if doc.get("ok"):  # where the time went, for bench/deploy.py and --json
+        doc["timings"] = dict(doc.get("timings") or {}, space=space_checked - started, upload=uploaded - space_checked,
+                              host=time.monotonic() - uploaded)
+    return doc
+
+
+def deploy_order(hosts: List[Host]) -> List[Host]:
+    """--serial's order: standby hosts first (they serve no bot: a bad release shows there first),
+    then the others, each in inventory order."""
+    return sorted(hosts, key=lambda h: not h.standby)

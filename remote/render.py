@@ -208,7 +208,55 @@ def deploy_lines(docs: List[Dict[str, Any]]) -> str:
             out.append("%s: deployed %s (%s), dashboard pid %s healthy in %.1f s; %.1f s in all%s" % (
                 d["host"], d["stamp"], venv, d.get("pid"), d.get("healthy_in", 0), d.get("elapsed", 0),
                 "; previous %s" % d["previous"] if d.get("previous") else ""))
+        elif d.get("skipped"):
+            out.append("%s: %s" % (d["host"], d.get("error")))
         else:
+            out.extend(_failed(d))
+    return "\n".join(out)
+
+
+def _changes(kind: str, sign: str, some: Dict[str, Any]) -> List[str]:
+    lines = ["      %s %s" % (sign, name) for name in some["names"]]
+    if some["count"] > len(some["names"]):
+        lines.append("      %s ... and %d more %s" % (sign, some["count"] - len(some["names"]), kind))
+    return lines
+
+
+def _env_line(env: Any) -> str:
+    if env is None:
+        return ".env: not sent (no --env-file): shared/.env stays as it is"
+    said = ["%s %s" % (kind, ", ".join(env[kind])) for kind in ("added", "changed", "removed") if env[kind]]
+    return ".env: " + ("; ".join(said) if said else "no key would change")
+
+
+def plan_lines(docs: List[Dict[str, Any]]) -> str:
+    """deploy --plan: per host, what would change (names only: never a value of .env)."""
+    out: List[str] = []
+    for d in docs:
+        if "files" not in d:
+            out.extend(_failed(d))
+            continue
+        running = d["running"]
+        now = "nothing yet (first deploy)" if d.get("first_deploy") else "%s (commit %s)" % (
+            running["stamp"], (running.get("commit") or "none")[:12])
+        out.append("%s: running %s; would ship commit %s" % (d["host"], now,
+                                                               (d["shipping"].get("commit") or "none")[:12]))
+        files = d["files"]
+        counts = ", ".join("%d %s" % (files[k]["count"], k) for k in ("added", "changed", "removed"))
+        out.append("    files: %s" % counts)
+        for kind, sign in (("added", "+"), ("changed", "~"), ("removed", "-")):
+            out.extend(_changes(kind, sign, files[kind]))
+        venv = d["venv"]
+        out.append("    venv: %s" % ("reused venvs/%s (same requirements)" % venv["digest"] if venv["reused"]
+                                     else "new venvs/%s would be built (requirements changed)" % venv["digest"]))
+        out.append("    " + _env_line(d.get("env")))
+        hooks = ["%s: %s%s" % (h["hook"], h["run"].strip().splitlines()[0], " (also on rollback)" if h["on_rollback"]
+                                else "") for h in d.get("hooks") or []]
+        out.append("    hooks: %s" % ("; ".join(hooks) if hooks else "none"))
+        disk = d["disk"]
+        out.append("    disk: %.0f MB free in %s, about %.0f MB needed%s" % (
+            disk["free"] / 2**20, disk["path"], disk["needed"] / 2**20, "" if disk["fits"] else ": NOT ENOUGH"))
+        if not d.get("ok"):
             out.extend(_failed(d))
     return "\n".join(out)
 

@@ -1,0 +1,46 @@
+"""`invoke deploy --plan`: what a deploy would do on each host, asked of the host, written nowhere.
+
+The release's contents are listed and hashed here (no tar is built); each host compares them with
+the release it runs (remote/host/plan.py, sent inside the command), tells whether its venv would be
+reused, and which .env keys the --env-file would change, by name only. What the inventory says (hooks,
+commits) is added here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from remote.host import hooks
+
+from . import agentcalls
+from .connections import Runner
+from .ctlcalls import code_location
+from .inventory import Host
+from .release import Contents, space_needed
+
+
+def would_run(host: Host) -> List[Dict[str, Any]]:
+    """The host's hooks, in the order a deploy runs them."""
+    spec = hooks.normalize(host.hooks)
+    return [dict(spec[name], hook=name) for name in hooks.NAMES if name in spec]
+
+
+def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Path] = None) -> Dict[str, Any]:
+    """The plan for one host (contract.PlanAnswer); not ok when it cannot be planned or would not fit."""
+    # the tar's size is not known without building it: count it as big as what it holds
+    request: Dict[str, Any] = {"app_dir": host.app_dir, "files": what.manifest, "requirements": what.requirements,
+                               "needed": space_needed(what.unpacked, what.unpacked)}
+    if env_file is not None:
+        request["env_text"] = env_file.read_text(errors="replace")  # on stdin, compared there; never in an answer
+    # the interpreter a deploy's ctl would run with: the venv's digest is made of its name
+    python = code_location(host)["python"]
+    doc = agentcalls.call_agent(runner, host, "plan", root="remote.host.plan", python=python, **request)
+    if not doc.get("ok"):
+        return doc
+    doc.update(shipping={"commit": what.commit}, hooks=would_run(host))
+    disk = doc["disk"]
+    if not disk["fits"]:
+        doc.update(ok=False, error="not enough disk space in %s: %.1f MB free, the release needs about %.0f MB"
+                   % (host.app_dir, disk["free"] / 2**20, disk["needed"] / 2**20))
+    return doc
