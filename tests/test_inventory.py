@@ -77,6 +77,14 @@ CASES = [
      "  a: {hostname: a, jump: b}\n  b: {hostname: b, jump: a}\n", 6, "hosts.b.jump: jump loop: a -> b -> a"),
     ("hosts:\n" + GOOD + "  me: {connection: local}\n  pi: {hostname: pi.local, jump: me}\n", 4,
      "hosts.pi.jump: 'me' is this machine"),
+    ("defaults:\n  hooks: {before: migrate}\nhosts:\n" + GOOD, 2,
+     "defaults.hooks: unknown hook 'before' (known: before_switch, after_switch)"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, hooks: {after_switch: {run: x, on_rollback: 'yes'}}}\n", 3,
+     "hosts.pi.hooks: after_switch: on_rollback must be true or false"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, hooks: {before_switch: ''}}\n", 3,
+     "hosts.pi.hooks: before_switch: run must be a command"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, hooks: [migrate]}\n", 3, "hosts.pi.hooks: expected a mapping"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, hook_timeout: 0}\n", 3, "hosts.pi.hook_timeout: 0 must be"),
 ]
 
 

@@ -106,3 +106,35 @@ def test_pruning_removes_failed_releases_first(tmp_path):
     removed = host_release.prune(paths, 4, {stamps[-1], stamps[-2]})
     assert removed == [stamps[4], stamps[0], stamps[1]]  # the failed one first, then the oldest healthy
     assert host_release.stamps(paths) == [stamps[2], stamps[3], stamps[5], stamps[6]]
+
+
+def test_the_manifest_is_what_the_tar_holds_and_what_a_release_without_one_hashes_to(source, tmp_path):
+    import hashlib
+
+    from remote.host import manifest
+
+    (source / "sulfur_bot" / "link.py").symlink_to("__main__.py")
+    package = release.pack(str(source), False, tmp_path)
+    dest = tmp_path / "unpacked"
+    with tarfile.open(package.path) as tar:
+        listed = json.load(tar.extractfile(manifest.NAME))["files"]
+        held = {}
+        for member in tar.getmembers():
+            if member.name in ("REVISION.json", manifest.NAME):
+                continue
+            held[member.name] = ("link:" + member.linkname if member.issym() else
+                                 hashlib.sha256(tar.extractfile(member).read()).hexdigest())
+        tar.extractall(dest)
+    assert listed == held and "sulfur_bot/link.py" in listed and "remote/host/manifest.py" in listed
+    assert package.unpacked == sum((dest / name).lstat().st_size for name in listed)
+    # a release from before manifests: hashed from its files, the host's own links left out
+    (dest / manifest.NAME).unlink()
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (dest / "data").symlink_to(tmp_path / "shared" / "data")
+    (dest / ".env").symlink_to(tmp_path / "shared" / ".env")
+    (dest / ".venv").symlink_to(tmp_path)
+    assert manifest.read(str(dest)) == listed
+    (dest / "sulfur_bot" / "__main__.py").write_text("print('changed')\n")
+    changes = manifest.compare(listed, manifest.read(str(dest)))
+    assert changes["changed"] == {"names": ["sulfur_bot/__main__.py"], "count": 1}
+    assert changes["added"]["count"] == changes["removed"]["count"] == 0
