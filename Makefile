@@ -37,6 +37,7 @@ bench: $(VENV)/.devtools
 	$(BIN)/python bench/dashboard_start.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/guard.py
+	$(BIN)/python bench/deploy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
