@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -60,7 +60,6 @@ class Package:
     size: int
     unpacked: int = 0
     seconds: float = 0.0   # spent packing
-    contents: Optional[Contents] = field(default=None, repr=False)
 
 
 def operator() -> str:
@@ -173,7 +172,7 @@ def pack(source: Optional[str], wheels: bool, workdir: Path) -> Package:
             house = wheelhouse("\n".join(what.requirements))
             for wheel in sorted(house.glob("*.whl")):
                 tar.add(str(wheel), arcname="_wheels/" + wheel.name)
-    return Package(path, stamp, what.commit, path.stat().st_size, what.unpacked, time.monotonic() - started, what)
+    return Package(path, stamp, what.commit, path.stat().st_size, what.unpacked, time.monotonic() - started)
 
 
 def _add_json(tar: tarfile.TarFile, name: str, doc: Dict[str, object]) -> None:
