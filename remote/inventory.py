@@ -149,6 +149,7 @@ class Host:
     groups: List[str] = field(default_factory=list)
     explicit: set = field(default_factory=set)  # keys the file sets: the rest may come from ~/.ssh/config
     hops: List[Host] = field(default_factory=list)  # the jump hosts in between, first one first
+    dev_settings: Optional[Dict[str, Any]] = None  # this machine's running `invoke dev` stack (ctlcalls.running_dev)
 
     @property
     def is_local(self) -> bool:
@@ -230,7 +231,8 @@ class _Checker:
 
     def value(self, node: yaml.Node, key: str, spec: tuple) -> Any:
         types, _, check = spec
-        value = yaml.safe_load(yaml.serialize(node))
+        null = isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")  # `key:` with nothing after
+        value = None if null else yaml.safe_load(yaml.serialize(node))
         if isinstance(value, bool) and bool not in types:
             raise self.fail(node, key, "expected %s, got %r" % (_names(types), value))
         if not isinstance(value, types):

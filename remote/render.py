@@ -63,11 +63,16 @@ def port_table(docs: List[Dict[str, Any]]) -> str:
             continue
         via = d.get("method") or "none worked"
         tw = d.get("time_wait")
-        listeners = d.get("listeners") or [{}]
+        listeners, seen = d.get("listeners") or [{}], set()
         for item in listeners:
             command = item.get("cmdline") or item.get("process")
             if item and not item.get("pid"):
                 command = "(owner not visible) " + item.get("address", "")
+            elif item.get("role"):  # our stack's processes by what they are; --json has the command lines
+                if item["role"] in seen:
+                    continue  # one row per role (an IPv4 and an IPv6 socket, say)
+                seen.add(item["role"])
+                command = "ours: %s" % item["role"]
             elif item.get("managed"):
                 command = "[ours] %s" % command
             rows.append([d["host"], d["port"], d["state"], item.get("pid"), item.get("user"),

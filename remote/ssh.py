@@ -9,6 +9,7 @@ over SSH: Fabric and paramiko take a quarter of a second to import, which local 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import threading
@@ -21,6 +22,10 @@ from fabric.runners import Remote
 
 from .errors import HostError, UnknownHostKey
 from .inventory import SETTINGS, Host, jump_host
+
+# paramiko's transport thread logs a traceback when a peer never speaks SSH; with no handler,
+# Python's last-resort one prints it. The task's one-line error says the same.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _known_hosts_lock = threading.Lock()
 
@@ -53,12 +58,31 @@ class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
 
 
 class QuietStdinRemote(Remote):
-    """Fabric's runner, minus a traceback when a command ends before reading its request.
+    """Fabric's runner, minus a traceback when a command ends before reading its request, and with
+    Ctrl+C passed on to the host.
 
     A shell guard (no release here) or a missing interpreter exits at once; writing the request to its
     closed channel then fails in invoke's stdin thread, which would replace the command's own answer
     (its exit status and the line it printed) with a ThreadException. invoke's local runner ignores
-    the same case (a broken pipe) already."""
+    the same case (a broken pipe) already.
+
+    Without a pty Fabric re-raises Ctrl+C and then waits for the output threads, which end only when
+    the host's command does: `logs --follow` went on, and only a second Ctrl+C got out (status 1).
+    Here the first Ctrl+C sends ETX, as invoke's local runner does, and the host side stops on it
+    (wire.Stdin.closed), so the command ends by itself with its own status; a second Ctrl+C is
+    re-raised for a command that does not listen."""
+
+    _etx_sent = False
+
+    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
+        if self.using_pty or self._etx_sent:
+            super().send_interrupt(interrupt)
+            return
+        self._etx_sent = True
+        try:
+            self.channel.send(b"\x03")
+        except (OSError, EOFError):
+            raise interrupt from None
 
     def _write_proc_stdin(self, data: bytes) -> None:
         try:

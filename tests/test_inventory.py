@@ -85,6 +85,7 @@ CASES = [
      "hosts.pi.hooks: before_switch: run must be a command"),
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, hooks: [migrate]}\n", 3, "hosts.pi.hooks: expected a mapping"),
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, hook_timeout: 0}\n", 3, "hosts.pi.hook_timeout: 0 must be"),
+    ("hosts:\n" + GOOD + "groups:\n  home:\n", 4, "groups.home: expected a list, got None"),
 ]
 
 
@@ -162,7 +163,8 @@ def test_every_setting_is_a_declared_field_of_host():
 
     from remote.inventory import SETTINGS, Host
 
-    declared = {f.name for f in fields(Host)} - {"name", "hostname", "connection", "groups", "explicit", "hops"}
+    declared = {f.name for f in fields(Host)} - {"name", "hostname", "connection", "groups", "explicit", "hops",
+                                                "dev_settings"}
     assert declared == set(SETTINGS)
 
 
@@ -176,3 +178,19 @@ def test_jump_chains_resolve_to_hops_with_their_own_settings(tmp_path):
     assert [(h.name, h.user, h.hostname, h.port) for h in hosts["pi"].hops] == [
         ("vps", "admin", "1.2.3.4", 22), ("phone", "bot", "10.0.0.5", 8022), ("ops@gw.example:2222", "ops",
                                                                                "gw.example", 2222)]
+
+
+def test_a_host_that_never_speaks_ssh_is_one_line_not_paramikos_traceback(tmp_path, counting_server):
+    """TCP accepted, no SSH banner (a captive portal, the wrong port): paramiko's thread logged a
+    traceback to stderr next to our one-line error."""
+    port, accepted = counting_server
+    path = tmp_path / "inventory.yml"
+    path.write_text("defaults:\n  connect_timeout: 1\nhosts:\n  mute: {hostname: 127.0.0.1, port: %d}\n" % port)
+    env = dict(os.environ, SULFUR_INVENTORY=str(path))
+    for args in (["port-status", "--host", "mute"], ["add-host", "other", "--hostname", "127.0.0.1", "--port",
+                                                     str(port)]):
+        out = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert "no SSH answer from" in out.stdout and "within 1 s" in out.stdout, out.stdout
+        assert "Traceback" not in out.stderr and "Exception" not in out.stderr, out.stderr
+    assert accepted  # it was reached

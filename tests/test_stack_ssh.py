@@ -7,6 +7,7 @@ the same code `invoke deploy` uses; then the tasks run as a user runs them.
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -304,3 +305,53 @@ def test_logs_follow_ends_on_the_host_when_the_operator_goes_away(lab, host):
     while _ctl_logs_processes(host) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _ctl_logs_processes(host) == []
+
+
+def test_one_ctrl_c_stops_logs_follow_with_exit_0_and_the_host_side_with_it(lab, host):
+    """Fabric re-raises Ctrl+C without a pty and then waits for the host's output to end: it never did,
+    and only a second Ctrl+C got out, with status 1. One is enough now."""
+    assert invoke(lab.inventory_path, "restart", "--host", host.name).returncode == 0
+    env = dict(os.environ, SULFUR_INVENTORY=str(lab.inventory_path))
+    follow = subprocess.Popen([sys.executable, "-m", "invoke", "logs", "--host", host.name, "--service", "supervisor",
+                               "--follow"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert "supervisor[" in follow.stdout.readline()
+        deadline = time.monotonic() + 20
+        while not _ctl_logs_processes(host) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _ctl_logs_processes(host)
+        follow.send_signal(signal.SIGINT)  # one Ctrl+C
+        assert follow.wait(timeout=5) == 0, follow.stderr.read()
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    assert "Traceback" not in follow.stderr.read()
+    deadline = time.monotonic() + 5
+    while _ctl_logs_processes(host) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ctl_logs_processes(host) == []
+
+
+def test_port_status_labels_our_processes_by_role_one_row_each(lab):
+    """The supervisor, the dashboard and the warm spare all hold the port: three roles, not three
+    long command lines; --json keeps every detail."""
+    linux = lab.hosts["linux"]
+    assert invoke(lab.inventory_path, "restart", "--host", "linux").returncode == 0
+    try:
+        deadline = time.monotonic() + 30
+        while not state(linux).get("spare_pid") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = {"supervisor": int(Path(linux.app_dir, "run", "supervisor.pid").read_text().split()[0]),
+                "dashboard": state(linux)["services"]["dashboard"]["pid"], "spare": state(linux)["spare_pid"]}
+        out = invoke(lab.inventory_path, "port-status", "--host", "linux")
+        assert out.returncode == 0, out.stdout + out.stderr
+        rows = [line.split() for line in out.stdout.splitlines()[1:]]
+        assert sorted((int(r[3]), " ".join(r[5:7])) for r in rows) == sorted(
+            (pid, "ours: %s" % role) for role, pid in pids.items())
+        listeners = json.loads(invoke(lab.inventory_path, "port-status", "--host", "linux", "--json").stdout)[0][
+            "listeners"]
+        assert {item["role"] for item in listeners} == set(pids) and all(item["cmdline"] for item in listeners)
+    finally:
+        invoke(lab.inventory_path, "stop", "--host", "linux")

@@ -7,6 +7,7 @@ no reliance on #!/usr/bin/env, /bin/bash or python3. The request comes as one JS
 this module decides what is ours, what may be stopped, and how.
 """
 
+import json
 import os
 import platform
 import pwd
@@ -31,6 +32,7 @@ from remote.host.system import (
     pids,
     process_info,
     process_start,
+    read_pidfile,
     read_pidfiles,
     which,
 )
@@ -61,8 +63,11 @@ def probe(port, app_dir=None, methods=None):
                 "time_wait": None, "method": None, "tried": tried}
     name, listeners, time_wait = result
     _attribute_hidden(listeners, port, app_dir)
+    ours = roles(app_dir) if app_dir else {}
     for item in listeners:
         item.update(_owner(item["pid"], app_dir))
+        if item["managed"] and item["pid"] in ours:
+            item["role"] = ours[item["pid"]]
     state = "listening" if listeners else ("time_wait" if time_wait else "free")
     return {"ok": True, "error": None, "port": port, "state": state, "listeners": listeners,
             "time_wait": time_wait, "method": name, "tried": tried}
@@ -88,6 +93,25 @@ def _attribute_hidden(listeners, port, app_dir):
             for item in hidden:
                 item["pid"], item["via"] = pid, "pidfile" if pid in recorded else "our process list"
             return
+
+
+def roles(app_dir):
+    """pid -> what it is in our stack (supervisor, dashboard, bot, spare): all of them hold the
+    dashboard's socket, and port-status labels them by this."""
+    run = os.path.join(os.path.expanduser(app_dir), "run")
+    found = {}
+    for name in ("supervisor", "dashboard", "bot"):
+        record = read_pidfile(os.path.join(run, name + ".pid"))
+        if record and is_alive(record[0], record[1]):
+            found[record[0]] = name
+    try:
+        with open(os.path.join(run, "state.json")) as handle:
+            spare = json.load(handle).get("spare_pid")
+    except (OSError, ValueError, AttributeError):
+        spare = None
+    if isinstance(spare, int) and spare not in found:
+        found[spare] = "spare"
+    return found
 
 
 def _owner(pid, app_dir):
@@ -117,6 +141,17 @@ def is_managed(pid, info, app_dir):
     except OSError:
         return False
     return cwd == app_dir or cwd.startswith(app_dir + os.sep)
+
+
+def stack_of(item):
+    """The app dir of the sulfur-ops stack a listener belongs to (its supervisor names its config,
+    a dashboard its DASHBOARD_APP_DIR), or None when it is not one of ours at all."""
+    argv = (item.get("cmdline") or "").split()
+    if "remote.host.supervisor" in argv and argv[-1].endswith("/run/supervisor.json"):
+        return os.path.dirname(os.path.dirname(argv[-1]))
+    if item.get("pid") and is_dashboard(item.get("cmdline")):
+        return (environ(item["pid"]) or {}).get("DASHBOARD_APP_DIR")
+    return None
 
 
 def who(item, width=None):

@@ -104,6 +104,7 @@ class Listener(TypedDict, total=False):
     address: str
     managed: bool           # our stack's process for this app_dir
     via: str                # how a hidden owner was found: pidfile | our process list
+    role: str               # ours: supervisor | dashboard | bot | spare
 
 
 class Tried(TypedDict):
