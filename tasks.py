@@ -16,14 +16,14 @@ from invoke import Exit, task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from remote import agentcalls, ctlcalls, release, render  # noqa: E402
+from remote import agentcalls, ctlcalls, onboard, release, render  # noqa: E402
 from remote import failover as moves  # noqa: E402
 from remote import plan as plans  # noqa: E402
 from remote.botguard import Guard, refuse_conflicts  # noqa: E402
 from remote.connections import open_runner  # noqa: E402
 from remote.errors import SulfurError, UsageError  # noqa: E402
 from remote.fanout import DEFAULT_PARALLEL, in_batches, on_hosts  # noqa: E402
-from remote.inventory import load  # noqa: E402
+from remote.inventory import inventory_path, load  # noqa: E402
 
 HELP = {
     "host": "host or group names, comma-separated (default: this machine)",
@@ -55,17 +55,25 @@ def _fail(exc):
     return Exit("error: %s" % exc, code=exc.exit_code)
 
 
-def _hosts(host, all_):
-    return _select(host, all_)[1]
+def _hosts(host, all_, dev=False):
+    return _select(host, all_, dev)[1]
 
 
-def _select(host, all_):
-    """(the inventory, the hosts --host/--all name)."""
+def _select(host, all_, dev=False):
+    """(the inventory, the hosts --host/--all name). With ``dev``, no --host means this machine's
+    running stack: the one `invoke dev` runs, while it runs (and say so), else the local host."""
     try:
         inventory = load()
-        return inventory, inventory.select(host, all_)
+        targets = inventory.select(host, all_)
     except SulfurError as exc:
         raise _fail(exc) from None
+    if dev and not host and not all_:
+        found = ctlcalls.running_dev(targets[0])
+        if found is not None:
+            print("this machine: acting on the running dev stack of invoke dev (app dir %s); --host local is "
+                  "the inventory's local host" % found.app_dir, file=sys.stderr, flush=True)
+            return inventory, [found]
+    return inventory, targets
 
 
 def _guarded(inventory, targets, takeover, env_file=None):
@@ -107,10 +115,72 @@ def hosts(c):
     print(render.hosts_table(list(inventory.hosts.values())))
 
 
+@task(name="add-host", help={
+    "name": "the host's name in the inventory", "hostname": "its address or DNS name",
+    "port": "SSH port (default 22; with --termux 8022)", "user": "SSH user (default: the inventory's)",
+    "termux": "an Android phone running Termux: print its one-time setup first",
+    "group": "also put it in this group", "accept_new": "trust the host's key without asking"})
+def add_host(c, name, hostname=None, port=None, user=None, termux=False, group=None, accept_new=False):
+    """Add a host: fetch its SSH key and ask to trust it, append it to inventory.yml, run doctor on it."""
+    if not hostname:
+        raise _fail(UsageError("add-host %s: give its address with --hostname" % name))
+    values = {"hostname": hostname}
+    if port or termux:
+        values["port"] = int(port or 8022)
+    if user:
+        values["user"] = user
+    if termux:
+        values.update(platform="termux", python="python")
+    path = inventory_path()
+
+    def setup(host):  # the phone's one-time setup, with the key this inventory connects with
+        lines = onboard.termux_setup(onboard.public_key(host.identity_file), host.port)
+        print("Once, on the phone, in Termux (paste these):\n" + "\n".join("    " + line for line in lines))
+
+    try:
+        added = onboard.add(path, name, values, group, accept_new, _say, _ask, setup if termux else None)
+    except SulfurError as exc:
+        raise _fail(exc) from None
+    if added.written:
+        print("added %s to %s%s" % (name, path, " (group %s)" % group if group else ""))
+    if added.key is None:
+        print(render.for_terminal("warning: %s is not reachable yet: %s. Once it is up, run invoke add-host %s "
+                                  "--hostname %s%s again to check and trust its key" % (
+                                      name, added.problem, name, hostname,
+                                      " --port %s" % values["port"] if "port" in values else "")))
+        return
+    docs = on_hosts([added.host], agentcalls.doctor)
+    _finish(docs, render.doctor_report(docs), False)
+
+
+@task(name="remove-host", help={"name": "the host to take out of the inventory"})
+def remove_host(c, name):
+    """Take a host out of inventory.yml (and its groups); refused while another host uses it as jump."""
+    path = inventory_path()
+    try:
+        groups = onboard.remove(path, name)
+    except SulfurError as exc:
+        raise _fail(exc) from None
+    print("removed %s from %s%s; its known_hosts line stays (ssh-keygen -R to remove it)"
+          % (name, path, " and from group %s" % ", ".join(groups) if groups else ""))
+
+
+def _say(line):
+    print(render.for_terminal(line), flush=True)
+
+
+def _ask(question):
+    """One answer from stdin; no answer (end of input) is no."""
+    sys.stdout.write(question)
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
 @task(name="port-status", help=_help("host", "all", "parallel", "json", "port"))
 def port_status(c, host=None, all=False, port=None, json=False, parallel=DEFAULT_PARALLEL):
     """Who holds the dashboard port on each host, via whichever tool that host has."""
-    targets = _hosts(host, all)
+    targets = _hosts(host, all, dev=True)
     docs = on_hosts(targets, functools.partial(agentcalls.port_status, port=port and int(port)), parallel)
     _finish(docs, render.port_table(docs), json)
 
@@ -119,7 +189,7 @@ def port_status(c, host=None, all=False, port=None, json=False, parallel=DEFAULT
 def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=False,
               parallel=DEFAULT_PARALLEL):
     """Free the dashboard port: stop our stale dashboard; foreign holders only with --force."""
-    targets = _hosts(host, all)
+    targets = _hosts(host, all, dev=True)
     operation = functools.partial(agentcalls.free_port, port=port and int(port), force=force, grace=float(grace))
     docs = on_hosts(targets, operation, parallel)
     _finish(docs, render.free_table(docs), json)
@@ -133,15 +203,15 @@ def doctor(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     _finish(docs, render.doctor_report(docs), json)
 
 
-def _stack(host, all_, parallel, operation, as_json, text=render.restart_lines):
-    docs = on_hosts(_hosts(host, all_), operation, parallel)
+def _stack(host, all_, parallel, operation, as_json, text=render.restart_lines, dev=False):
+    docs = on_hosts(_hosts(host, all_, dev), operation, parallel)
     _finish(docs, text(docs), as_json)
 
 
 def _start_bot(host, all_, service, json, parallel, takeover, **options):
     """restart and start: the bot is checked against the other hosts first. Even with --service
     dashboard: a host whose supervisor is down (or must be replaced) starts its bot along with it."""
-    inventory, targets = _select(host, all_)
+    inventory, targets = _select(host, all_, dev=True)
     guard = _guarded(inventory, targets, takeover)
 
     def op(runner, target):
@@ -171,13 +241,14 @@ def start(c, host=None, all=False, service="all", force=False, timeout=20.0, jso
 @task(help=_help("host", "all", "parallel", "json", "service", "timeout"))
 def stop(c, host=None, all=False, service="all", timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
     """Stop a service, or the whole stack (the port is released)."""
-    _stack(host, all, parallel, functools.partial(ctlcalls.stop, service=service, timeout=float(timeout)), json)
+    _stack(host, all, parallel, functools.partial(ctlcalls.stop, service=service, timeout=float(timeout)), json,
+           dev=True)
 
 
 @task(help=_help("host", "all", "parallel", "json"))
 def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """Services per host: HOST SERVICE STATE PID UPTIME RESTARTS LAST-EXIT (failed ones with their last lines)."""
-    _stack(host, all, parallel, ctlcalls.status, json, render.status_table)
+    _stack(host, all, parallel, ctlcalls.status, json, render.status_table, dev=True)
 
 
 @task(help=_help("host", "all", "parallel", "json", "wheels", "env_file", "timeout", "takeover", "plan", "serial"))
@@ -297,7 +368,7 @@ def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
             "raw": "keep colours and other control characters (only when printing to a terminal)"})
 def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False):
     """Print a service's log from each host; --follow keeps streaming it."""
-    targets = _hosts(host, False)
+    targets = _hosts(host, False, dev=True)
     if follow and len(targets) > 1:
         raise _fail(UsageError("--follow takes one host"))
     failed = False

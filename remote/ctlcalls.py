@@ -7,6 +7,7 @@ same host-side code for every transport. Options and settings travel in the requ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -41,6 +42,8 @@ def code_location(host: Host) -> Dict[str, Optional[str]]:
 
 def stack_settings(host: Host) -> Dict[str, Any]:
     """The inventory's settings for the supervisor (contract.StackSettings)."""
+    if host.dev_settings is not None:
+        return dict(host.dev_settings)
     where = code_location(host)
     return {"code_dir": where["code_dir"], "python": where["dashboard_python"], "host": host.dashboard_host,
             "port": host.dashboard_port, "bot_command": host.bot_command, "alert_webhook": host.alert_webhook,
@@ -141,16 +144,41 @@ def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw
     return result.exited  # not 0: no release, a bad request (its one-line answer was printed)
 
 
+def dev_app_dir() -> str:
+    from dashboard.settings import DEV_APP_DIR
+
+    return os.environ.get("DASHBOARD_APP_DIR") or str(DEV_APP_DIR)
+
+
+def dev_settings(host: Host, port: Optional[int], reload: bool) -> Dict[str, Any]:
+    """The settings `invoke dev` runs its stack with: this checkout, this interpreter, loopback."""
+    return dict(stack_settings(host), code_dir=CODE_DIR, python=sys.executable, port=port or host.dashboard_port,
+                host="127.0.0.1", reload=bool(reload))
+
+
+def running_dev(host: Host) -> Optional[Host]:
+    """This machine's `invoke dev` stack as a host to act on, while it runs (else None): its app dir,
+    and the very settings it runs with, so that a restart hands over instead of replacing it."""
+    from remote.host.files import Layout, read_json
+    from remote.host.system import is_alive, read_pidfile
+
+    app_dir = dev_app_dir()
+    paths = Layout(app_dir)
+    if not host.is_local or paths.app_dir == Layout(host.app_dir).app_dir:
+        return None
+    record, config = read_pidfile(paths.pidfile), read_json(paths.config)
+    if not record or not is_alive(record[0], record[1]) or not config.get("stream"):
+        return None
+    settings = dev_settings(host, config.get("port"), config.get("reload"))
+    return dataclasses.replace(host, app_dir=paths.app_dir, dev_settings=settings)
+
+
 def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool,
              checks: Optional[Dict[str, Any]] = None) -> List[str]:
     """`invoke dev`: ctl dev in the foreground, from this checkout, app dir var/dev.
 
     The terminal stays its stdin (Ctrl+C), so the request goes in a private file that ctl removes."""
-    from dashboard.settings import DEV_APP_DIR
-
-    app_dir = os.environ.get("DASHBOARD_APP_DIR") or str(DEV_APP_DIR)
-    settings = dict(stack_settings(host), code_dir=CODE_DIR, python=sys.executable, port=port or host.dashboard_port,
-                    host="127.0.0.1", reload=reload)
+    app_dir, settings = dev_app_dir(), dev_settings(host, port, reload)
     options: Dict[str, Any] = {"force": force}
     if checks is not None:
         options["checks"] = checks

@@ -19,7 +19,8 @@ INVOKE = [sys.executable, "-m", "invoke"]
 
 def test_invoke_list_shows_every_task_with_help():
     out = subprocess.run(INVOKE + ["--list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for name in ("dev", "doctor", "free-port", "hosts", "logs", "port-status", "restart", "start", "status", "stop"):
+    for name in ("add-host", "dev", "doctor", "free-port", "hosts", "logs", "port-status", "remove-host", "restart",
+                 "start", "status", "stop"):
         assert "\n  %s " % name in out
 
 
@@ -110,3 +111,43 @@ def test_reload_restarts_the_dashboard_on_the_held_socket(tmp_path, port):
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
     assert "code changed" in proc.stdout.read()
+
+
+def test_tasks_without_host_act_on_the_running_dev_stack_and_say_so(tmp_path, port):
+    """`make dev` in one terminal, `invoke restart` in another: the dev stack restarts (handed over,
+    the foreground supervisor stays); --host local names the inventory's local host, whose port the
+    dev stack holds: that is said exactly, with the app dir."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("hosts:\n  local: {connection: local, app_dir: %s, dashboard_port: %d}\n"
+                         % (tmp_path / "local", port))
+    env = dict(os.environ, SULFUR_INVENTORY=str(inventory), DASHBOARD_APP_DIR=str(tmp_path / "app"),
+               XDG_CACHE_HOME=str(tmp_path / "cache"))
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execve(sys.executable, INVOKE + ["dev"], env)
+    try:
+        before = _health(port)["pid"]
+        _read_until(fd, "ready")
+        out = subprocess.run(INVOKE + ["restart"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "acting on the running dev stack of invoke dev (app dir %s)" % (tmp_path / "app") in out.stderr
+        after = _health(port)["pid"]
+        assert after != before and _alive(pid)  # a new dashboard, the same foreground supervisor
+        status = subprocess.run(INVOKE + ["status", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert json.loads(status.stdout)[0]["services"]["dashboard"]["pid"] == after
+        out = subprocess.run(INVOKE + ["restart", "--host", "local"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 1
+        assert ("port %d is held by the sulfur-ops stack of another app dir, %s (supervisor pid %d, dashboard pid %d"
+                % (port, tmp_path / "app", pid, after) in out.stdout), out.stdout
+        assert "not this host's %s" % (tmp_path / "local") in out.stdout and _health(port)["pid"] == after
+        os.write(fd, b"\x03")
+        _, code = os.waitpid(pid, 0)
+        assert os.WIFEXITED(code) and os.WEXITSTATUS(code) == 0
+    finally:
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)

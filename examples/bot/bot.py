@@ -119,4 +119,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl+C in `invoke dev`'s terminal reaches the whole group: a quiet stop
+        sys.exit(0)

@@ -103,6 +103,15 @@ def preflight(paths, port, force, grace):
     if found["state"] in ("free", "time_wait", "unknown"):
         return found["state"]
     foreign = [item for item in found["listeners"] if not item["managed"]]
+    other = sorted({agent.stack_of(item) for item in foreign} - {None})
+    if other and not force:  # our own kind, for another app dir: say which, and how to reach it
+        roles = agent.roles(other[0])
+        order = {"supervisor": 0, "dashboard": 1, "spare": 2}
+        held = sorted(("%s pid %d" % (roles.get(item["pid"], "process"), item["pid"]) for item in foreign
+                       if item["pid"]), key=lambda text: (order.get(text.split()[0], 3), text))
+        raise Failure("port %d is held by the sulfur-ops stack of another app dir, %s (%s), not this host's %s: "
+                      "act on it through the inventory host whose app_dir that is (the dev stack of invoke dev: "
+                      "any task without --host), or stop it first" % (port, other[0], ", ".join(held), paths.app_dir))
     if foreign and not force:
         who = "; ".join(agent.who(item) if item["pid"] else "a process this user cannot see" for item in foreign)
         raise Failure("port %d is held by %s: not ours, left alone (stop it, or use --force)" % (port, who))
@@ -224,6 +233,9 @@ def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout
     started = time.monotonic()
     running = read_pid(paths.pidfile)
     changed = replacing(paths, config) if running else []
+    if changed and read_json(paths.config).get("stream"):
+        raise Failure("the dev stack (invoke dev) runs with other settings (%s): stop it with Ctrl+C in its "
+                      "terminal and start invoke dev again to apply them" % ", ".join(changed))
     if changed:
         # only a new supervisor can apply these; the port closes briefly, so say why
         ask(paths, "stop", "all", timeout)
