@@ -122,6 +122,10 @@ def hosts(c):
     "group": "also put it in this group", "accept_new": "trust the host's key without asking"})
 def add_host(c, name, hostname=None, port=None, user=None, termux=False, group=None, accept_new=False):
     """Add a host: fetch its SSH key and ask to trust it, append it to inventory.yml, run doctor on it."""
+    if name in ("--help", "-h"):  # invoke hands it over as NAME: the positional argument comes first
+        print("usage: invoke add-host NAME --hostname H [--port P] [--user U] [--termux] [--group G] "
+              "[--accept-new]; every flag: invoke --help add-host")
+        return
     if not hostname:
         raise _fail(UsageError("add-host %s: give its address with --hostname" % name))
     values = {"hostname": hostname}
@@ -156,6 +160,9 @@ def add_host(c, name, hostname=None, port=None, user=None, termux=False, group=N
 @task(name="remove-host", help={"name": "the host to take out of the inventory"})
 def remove_host(c, name):
     """Take a host out of inventory.yml (and its groups); refused while another host uses it as jump."""
+    if name in ("--help", "-h"):
+        print("usage: invoke remove-host NAME (invoke --help remove-host)")
+        return
     path = inventory_path()
     try:
         groups = onboard.remove(path, name)
@@ -247,7 +254,7 @@ def stop(c, host=None, all=False, service="all", timeout=20.0, json=False, paral
 
 @task(help=_help("host", "all", "parallel", "json"))
 def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
-    """Services per host: HOST SERVICE STATE PID UPTIME RESTARTS LAST-EXIT (failed ones with their last lines)."""
+    """Services per host: HOST SERVICE STATE PID UPTIME RESTARTS LAST-EXIT BOT-ID DETAIL (failed: last lines)."""
     _stack(host, all, parallel, ctlcalls.status, json, render.status_table, dev=True)
 
 

@@ -160,17 +160,25 @@ def running_dev(host: Host) -> Optional[Host]:
     """This machine's `invoke dev` stack as a host to act on, while it runs (else None): its app dir,
     and the very settings it runs with, so that a restart hands over instead of replacing it."""
     from remote.host.files import Layout, read_json
-    from remote.host.system import is_alive, read_pidfile
+    from remote.host.system import is_alive, read_file, read_pidfile
 
     app_dir = dev_app_dir()
     paths = Layout(app_dir)
     if not host.is_local or paths.app_dir == Layout(host.app_dir).app_dir:
         return None
-    record, config = read_pidfile(paths.pidfile), read_json(paths.config)
-    if not record or not is_alive(record[0], record[1]) or not config.get("stream"):
+    try:  # ours only: files of this user, private, naming our own live supervisor of this app dir
+        if any(os.stat(p).st_uid != os.getuid() or os.stat(p).st_mode & 0o077 for p in (paths.pidfile, paths.config)):
+            return None
+        record, config = read_pidfile(paths.pidfile), read_json(paths.config)
+        cmdline = read_file("/proc/%d/cmdline" % record[0]).split("\0") if record else []
+    except OSError:
         return None
-    settings = dev_settings(host, config.get("port"), config.get("reload"))
-    return dataclasses.replace(host, app_dir=paths.app_dir, dev_settings=settings)
+    if not record or not is_alive(record[0], record[1]) or not config.get("stream") or not isinstance(
+            config.get("port"), int) or "remote.host.supervisor" not in cmdline or paths.config not in cmdline:
+        return None
+    settings = dev_settings(host, config["port"], config.get("reload"))
+    return dataclasses.replace(host, app_dir=paths.app_dir, dev_settings=settings, dashboard_port=config["port"],
+                               dashboard_host=settings["host"])
 
 
 def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool,

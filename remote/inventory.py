@@ -21,7 +21,7 @@ from .errors import InventoryError
 
 LOCAL = "local"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # host and group names
 _HOSTNAME = re.compile(r"^[A-Za-z0-9._:%-]+$")  # DNS names, IPv4, IPv6 (with zone); no shell syntax
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -102,7 +102,8 @@ SETTINGS: Dict[str, tuple] = {
     "ssh_config": ((str, type(None)), None, lambda v: _plain_text(v, "an ssh_config file")),
     # deploy: commands run on each host before and after the switch (a host's replace the defaults')
     "hooks": ((dict, type(None)), None, _hooks),
-    "hook_timeout": ((int, float), 300, _positive),
+    "hook_timeout": ((int, float), 300, lambda v: None if 0 < v <= 86400 else
+                     "%s must be greater than 0 and at most 86400 (a day)" % v),
 }
 HOST_ONLY = {
     "hostname": ((str,), None, _matches(_HOSTNAME, "host name")),
@@ -370,7 +371,7 @@ def load(path: Optional[Path] = None) -> Inventory:
     host_nodes: Dict[str, yaml.Node] = {}
     for knode, vnode in check.mapping(sections["hosts"][1], "hosts") if "hosts" in sections else []:
         name = knode.value
-        if not _NAME.match(str(name)):
+        if not NAME.match(str(name)):
             raise check.fail(knode, "hosts." + str(name), "host names use letters, digits, _ and - only")
         own_nodes: Dict[str, yaml.Node] = {}
         own = check.settings(vnode, "hosts.%s." % name, dict(SETTINGS, **HOST_ONLY), own_nodes)
@@ -391,6 +392,8 @@ def load(path: Optional[Path] = None) -> Inventory:
     groups: Dict[str, List[str]] = {}
     for knode, vnode in check.mapping(sections["groups"][1], "groups") if "groups" in sections else []:
         name = knode.value
+        if not NAME.match(str(name)):
+            raise check.fail(knode, "groups." + str(name), "group names use letters, digits, _ and - only")
         if name in hosts:
             raise check.fail(knode, "groups." + name, "a host has this name already")
         members = check.value(vnode, "groups." + name, ((list,), None, None))

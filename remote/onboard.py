@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import inventory_text
 from .errors import HostError, UsageError
-from .inventory import Host, load
+from .inventory import NAME, Host, load
 
 _APPEND = threading.Lock()
 
@@ -40,15 +40,19 @@ def known_as(hostname: str, port: int) -> str:
     return hostname if port == 22 else "[%s]:%d" % (hostname, port)
 
 
-def scan(hostname: str, port: int, timeout: float) -> HostKey:
-    """The host's key, from the key exchange alone; HostError with what to check when it fails."""
+def scan(host: Host, prefer: List[str]) -> HostKey:
+    """The host's key, from the key exchange alone, through its jump hosts as every task reaches it;
+    of a type in ``prefer`` when known_hosts records some (as OpenSSH asks for the known type).
+    HostError with what to check when it fails."""
     import paramiko
 
-    from . import ssh  # noqa: F401  (paramiko's logging kept quiet: our error is one line)
+    from . import ssh  # paramiko's logging kept quiet (our error is one line), and the hops
 
+    hostname, port, timeout = host.hostname, host.port, host.connect_timeout
     where = "%s:%d" % (hostname, port)
     try:
-        sock = socket.create_connection((hostname, port), timeout=timeout)
+        hops = ssh.ssh_config_hops(host)
+        sock = ssh.HOPS.through(hops, host) if hops else socket.create_connection((hostname, port), timeout=timeout)
     except socket.gaierror:
         raise HostError("cannot resolve host name %r: check the name (or use its IP address)" % hostname) from None
     except socket.timeout:
@@ -59,6 +63,9 @@ def scan(hostname: str, port: int, timeout: float) -> HostKey:
                         % (where, exc.strerror or exc, port)) from None
     transport = paramiko.Transport(sock)
     transport.banner_timeout = transport.handshake_timeout = timeout
+    usable = [kind for kind in prefer if kind in transport.get_security_options().key_types]
+    if usable:
+        transport.get_security_options().key_types = usable
     try:
         transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
@@ -70,19 +77,26 @@ def scan(hostname: str, port: int, timeout: float) -> HostKey:
     return HostKey(known_as(hostname, port), key.get_name(), key.get_base64())
 
 
-def known_state(known_hosts: Path, key: HostKey) -> str:
-    """new, known (this very key) or changed (another key of the same type is recorded: refuse)."""
+def recorded(known_hosts: Path, name: str) -> Dict[str, str]:
+    """keytype -> base64 of what known_hosts records for ``name``; HostError when it cannot be read
+    (an unreadable file must never look like "nothing known yet")."""
     import paramiko
 
     if not known_hosts.exists():
-        return "new"
+        return {}
     try:
-        recorded = paramiko.HostKeys(str(known_hosts)).lookup(key.known_as)
-    except (OSError, paramiko.SSHException):
+        found = paramiko.HostKeys(str(known_hosts)).lookup(name)
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise HostError("cannot read %s (%s): fix or move it, then add-host again" % (known_hosts, exc)) from None
+    return {kind: key.get_base64() for kind, key in (found or {}).items()}
+
+
+def known_state(known: Dict[str, str], key: HostKey) -> str:
+    """new (nothing recorded), known (this very key), or changed: another key is recorded, of its
+    type or of another (a host that offers a new type instead of the known one is refused too)."""
+    if not known:
         return "new"
-    if not recorded or key.keytype not in recorded:
-        return "new"
-    return "known" if recorded[key.keytype].get_base64() == key.base64 else "changed"
+    return "known" if known.get(key.keytype) == key.base64 else "changed"
 
 
 def trust(known_hosts: Path, key: HostKey) -> None:
@@ -146,6 +160,9 @@ def add(path: Path, name: str, values: Dict[str, Any], group: Optional[str], acc
     """add-host: validate, fetch and trust the key, then append to the inventory. Nothing is written
     when the values are wrong, the key changed or the user does not trust it. ``before_contact`` gets
     the host, with every setting resolved, once it is valid and before it is reached."""
+    for what, value in (("host name", name), ("group name", group)):
+        if value is not None and not NAME.match(value):
+            raise UsageError("%r is not a valid %s: letters, digits, _ and - only" % (value, what))
     inventory = load(path)
     text = path.read_text()
     existing = inventory.hosts.get(name)
@@ -164,18 +181,19 @@ def add(path: Path, name: str, values: Dict[str, Any], group: Optional[str], acc
     if before_contact is not None:
         before_contact(host)
     known_hosts = Path(os.path.expanduser(host.known_hosts))
+    known = recorded(known_hosts, known_as(host.hostname, host.port))
     try:
-        key = scan(host.hostname, host.port, host.connect_timeout)
+        key = scan(host, list(known))
     except HostError as exc:
         if new_text is not None:
             inventory_text.write(path, new_text)
         return Added(host, new_text is not None, None, "unreachable", str(exc))
     say("%s (%s) has a %s key, fingerprint %s" % (name, key.known_as, key.keytype, key.fingerprint))
-    state = known_state(known_hosts, key)
+    state = known_state(known, key)
     if state == "changed":
-        raise HostError("HOST KEY CHANGED for %s: %s records another %s key for %s; nothing written. If the host "
-                        "was reinstalled: ssh-keygen -R '%s' -f %s, then add-host again"
-                        % (key.known_as, known_hosts, key.keytype, key.known_as, key.known_as, known_hosts))
+        raise HostError("HOST KEY CHANGED for %s: %s records another key (%s) for it; nothing written. If the "
+                        "host was reinstalled: ssh-keygen -R '%s' -f %s, then add-host again"
+                        % (key.known_as, known_hosts, ", ".join(sorted(known)), key.known_as, known_hosts))
     if state == "new":
         if not (accept_new or ask("Trust this key (compare it with the host's own: ssh-keygen -lf "
                                   "/etc/ssh/ssh_host_%s_key.pub, or on Termux $PREFIX/etc/ssh/)? [y/N] "

@@ -32,7 +32,7 @@ def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Pat
     request: Dict[str, Any] = {"app_dir": host.app_dir, "files": what.manifest, "requirements": what.requirements,
                                "needed": space_needed(what.unpacked, what.unpacked)}
     if env_file is not None:
-        request["env_text"] = env_file.read_text(errors="replace")  # on stdin, compared there; never in an answer
+        request["env_text"] = env_file.read_text(encoding="utf-8", errors="replace")  # stdin only, compared there
     # the interpreter a deploy's ctl would run with: the venv's digest is made of its name
     python = code_location(host)["python"]
     doc = agentcalls.call_agent(runner, host, "plan", root="remote.host.plan", python=python, **request)

@@ -239,8 +239,10 @@ def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[
     unpack = "%s %s %s || exit 1; " % (agentcalls.host_command(host, "remote.host.unpack"), shell_path(incoming),
                                        shell_path(partial))  # its own words on stderr, not "no release"
     try:
-        doc = call_ctl(runner, host, "deploy", options, settings=True, timeout=900 + 3 * host.hook_timeout,
-                       code_dir=partial, prefix=unpack, progress=report)
+        # the host's own bounds, all in a row: its lock, pip, every hook (the way back's too), the restarts
+        bound = 120 + 900 + 4 * host.hook_timeout + 3 * timeout + 60
+        doc = call_ctl(runner, host, "deploy", options, settings=True, timeout=bound, code_dir=partial,
+                       prefix=unpack, progress=report)
     except HostError as exc:  # a cut connection: the host lock and its cleanup keep the host consistent
         if str(exc).startswith("connection lost"):
             raise HostError("connection lost during deploy: %s" % str(exc)[len("connection lost: "):]) from None

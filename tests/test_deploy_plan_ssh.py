@@ -8,12 +8,14 @@ The plan must write nothing on a host and name .env keys, never values; hooks ru
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import sshlab
-from dashproc import invoke
+from dashproc import ROOT, invoke
 from test_deploy_ssh import current, healthz, healthz_pid, releases
 
 pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
@@ -230,3 +232,35 @@ def test_serial_goes_standby_first_and_stops_at_the_first_failed_batch(lab):
     assert "linux: skipped: batch 1 of 2 failed on termux" in text
     refused = invoke(path, "deploy", "--serial=-1")
     assert refused.returncode == 2 and "--serial -1: give the number of hosts per batch" in refused.stderr
+
+
+def test_an_operator_gone_mid_hook_leaves_a_whole_deploy_and_hooks_leave_nothing_running(lab):
+    """The laptop's lid closes during after_switch: the host finishes the deploy (switched and healthy,
+    recorded) instead of dying on its next progress line with current moved and nothing marked; and a
+    hook's background child is stopped with it."""
+    linux = lab.hosts["linux"]
+    path = inventory(lab, "inv-gone.yml", linux="hooks: {before_switch: 'sleep 300 & echo started', "
+                                                "after_switch: 'sleep 3; echo after'}")
+    good = current(linux)
+    log = Path(linux.app_dir, "revisions.log")
+    lines_before = len(log.read_text().splitlines())
+    time.sleep(1.0)
+    env = dict(os.environ, SULFUR_INVENTORY=str(path), XDG_CACHE_HOME=str(lab.dir / "cache"))
+    deploy_proc = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--wheels", "--host", "linux"], cwd=ROOT,
+                                   env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in deploy_proc.stdout:
+            if "linux: after_switch: running" in line:
+                break
+    finally:
+        deploy_proc.kill()  # SIGKILL: no goodbye, the connection just drops
+        deploy_proc.wait()
+    deadline = time.monotonic() + 90
+    while len(log.read_text().splitlines()) == lines_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    new = current(linux)
+    assert new != good and log.read_text().splitlines()[-1].split()[1] == "stamp=%s" % new
+    assert json.loads(Path(linux.app_dir, "releases", new, "DEPLOY.json").read_text())["result"] == "ok"
+    assert healthz(linux)["release"] == new
+    left = linux.netns("pgrep", "-u", str(linux.user.pw_uid), "-f", "sleep 300", check=False)
+    assert left.returncode == 1, "the before_switch hook's child was left running: %s" % left.stdout

@@ -86,6 +86,7 @@ CASES = [
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, hooks: [migrate]}\n", 3, "hosts.pi.hooks: expected a mapping"),
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, hook_timeout: 0}\n", 3, "hosts.pi.hook_timeout: 0 must be"),
     ("hosts:\n" + GOOD + "groups:\n  home:\n", 4, "groups.home: expected a list, got None"),
+    ("hosts:\n" + GOOD + "groups:\n  'a b': [good]\n", 4, "groups.a b: group names use letters"),
 ]
 
 

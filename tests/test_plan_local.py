@@ -1,5 +1,6 @@
 """`invoke deploy --plan` on this machine (connection: local): the space check, on a real small filesystem."""
 
+import json
 import os
 import subprocess
 
@@ -29,3 +30,20 @@ def test_a_host_without_room_cannot_be_planned_and_is_told_why(tmp_path, small_d
     assert "MB free in %s, about" % small_disk in out.stdout and ": NOT ENOUGH" in out.stdout
     assert "local: FAILED: not enough disk space in %s/app" % small_disk in out.stdout
     assert os.listdir(small_disk) == []  # planned, and nothing written: not even app_dir
+
+
+def test_only_variable_names_count_as_env_keys_never_a_piece_of_a_value(tmp_path):
+    """A line of a multi-line value (a PEM key) or a typo has an = in it too: taken for a key, most of
+    a secret would be shown as its "name"."""
+    app = tmp_path / "app"
+    (app / "shared").mkdir(parents=True)
+    (app / "shared" / ".env").write_text('TOKEN=abc\nCERT="-----BEGIN KEY-----\nMIIEsecretpart==\n-----END KEY-----"\n'
+                                          "SECRET abcd==\nexport OLD=1\n")
+    new = tmp_path / "new.env"
+    new.write_text("TOKEN=abd\nNEW=1\n")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("hosts:\n  local: {connection: local, app_dir: %s, dashboard_port: 5099}\n" % app)
+    out = invoke(inventory, "deploy", "--plan", "--host", "local", "--json", "--env-file", str(new))
+    env = json.loads(out.stdout)[0]["env"]
+    assert env == {"added": ["NEW"], "changed": ["TOKEN"], "removed": ["CERT", "OLD"]}
+    assert "secretpart" not in out.stdout and "abcd" not in out.stdout

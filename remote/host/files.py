@@ -9,6 +9,7 @@ import re
 
 from remote.host.logtail import last_lines
 
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ERROR_LINE = re.compile(r"error|exception|traceback|failed|in use", re.I)
 LOG_CAP = 5 * 1024 * 1024
 
@@ -80,16 +81,17 @@ def read_json(path):
 def read_env_file(path):
     """KEY=VALUE lines of shared/.env (comments, blank lines, `export` and quotes allowed)."""
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             return parse_env(handle.read())
     except OSError:
         return {}
 
 
 def parse_env(text):
-    """The KEY=VALUE pairs of a .env file's text."""
-    env = {}
-    for line in text.splitlines():
+    """The KEY=VALUE pairs of a .env file's text. A quoted value may span lines (a PEM key), as
+    python-dotenv reads it: its lines are never taken for keys of their own."""
+    env, lines = {}, iter(text.splitlines())
+    for line in lines:
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -98,7 +100,15 @@ def parse_env(text):
         if key.startswith("export "):
             key = key[7:].strip()
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        quote = value[:1] if value[:1] in ("'", '"') else ""
+        while quote and (len(value) < 2 or not value.endswith(quote)):
+            more = next(lines, None)
+            if more is None:
+                break
+            value += "\n" + more.rstrip()
+        if not _ENV_KEY.match(key):
+            continue  # not KEY=VALUE (a typo): never taken for a name
+        if quote and len(value) >= 2 and value.endswith(quote):
             value = value[1:-1]
         env[key] = value
     return env

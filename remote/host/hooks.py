@@ -20,10 +20,11 @@ import time
 
 from remote.host.errors import BadRequest, Failure
 from remote.host.files import read_env_file
-from remote.host.service import GroupPopen
+from remote.host.service import GroupPopen, group_alive
 
 NAMES = ("before_switch", "after_switch")
 LINE_CAP = 400  # characters of one output line passed on
+PENDING_CAP = 65536  # bytes of a line without its end kept before it is passed on cut
 DEFAULT_TIMEOUT = 300.0
 
 
@@ -77,7 +78,8 @@ def environment(paths, where, env_file=None, **extra):
 
 
 def run(name, command, where, env, timeout, report):
-    """Run one hook to its end; Failure with its exit status (or its timeout) when it fails."""
+    """Run one hook to its end; Failure with its exit status (or its timeout) when it fails. Whatever
+    it leaves running in its process group is stopped too, whatever happens here."""
     started = time.monotonic()
     deadline = started + timeout
     report("%s: running %s" % (name, command.strip().splitlines()[0][:LINE_CAP]))
@@ -86,6 +88,21 @@ def run(name, command, where, env, timeout, report):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         raise Failure("%s hook could not start: sh: %s" % (name, exc.strerror)) from None
+    try:
+        timed_out, last = _relay(proc, name, deadline, report)
+        code = _finish(proc, deadline, timed_out)
+    finally:
+        _stop_group(proc)  # its answer must be the whole story: nothing of it runs on unowned
+    if code is None:
+        raise Failure("%s hook timed out after %.0f s (hook_timeout) and was stopped" % (name, timeout), last)
+    if code != 0:
+        raise Failure("%s hook failed with exit status %s" % (name, code if code > 0 else "signal %d" % -code),
+                      last)
+    report("%s: done in %.1f s" % (name, time.monotonic() - started))
+
+
+def _relay(proc, name, deadline, report):
+    """The hook's output as progress lines, as it comes: (timed out, its last lines)."""
     fd, pending, last = proc.stdout.fileno(), b"", []
     timed_out, exited_at = False, None
     while True:
@@ -104,6 +121,8 @@ def run(name, command, where, env, timeout, report):
         if not data:
             break
         pending += data
+        if b"\n" not in pending and len(pending) > PENDING_CAP:
+            pending += b"\n"  # a line with no end in sight: pass on what came, never grow without bound
         *lines, pending = pending.split(b"\n")
         for line in lines:
             text = line.decode("utf-8", "replace").rstrip("\r")[:LINE_CAP]
@@ -112,6 +131,11 @@ def run(name, command, where, env, timeout, report):
     if pending:
         last = (last + [pending.decode("utf-8", "replace")[:LINE_CAP]])[-5:]
         report("%s: %s" % (name, last[-1]))
+    return timed_out, last
+
+
+def _finish(proc, deadline, timed_out):
+    """The hook's exit status, or None when it ran out of time."""
     proc.stdout.close()
     code = None
     if not timed_out:  # a hook that closed its output may still run: wait, within the same limit
@@ -119,15 +143,22 @@ def run(name, command, where, env, timeout, report):
             code = proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-    if timed_out:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(2.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        proc.wait()
-        raise Failure("%s hook timed out after %.0f s (hook_timeout) and was stopped" % (name, timeout), last)
-    if code != 0:
-        raise Failure("%s hook failed with exit status %s" % (name, code if code > 0 else "signal %d" % -code),
-                      last)
-    report("%s: done in %.1f s" % (name, time.monotonic() - started))
+    return None if timed_out else code
+
+
+def _stop_group(proc):
+    """TERM to the hook's process group, then KILL to whatever is still in it 2 s later."""
+    if not group_alive(proc):
+        proc.poll()
+        return
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 2.0
+    while group_alive(proc) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        proc.poll()
+    if group_alive(proc):
+        proc.kill()
+    try:
+        proc.wait(5.0)
+    except subprocess.TimeoutExpired:
+        pass

@@ -26,8 +26,14 @@ RUN_TIMEOUT = 900
 
 
 def progress(message):
-    """A line the operator shows as this host's progress (the last line of output is the JSON result)."""
-    print("progress: " + message, flush=True)
+    """A line the operator shows as this host's progress (the last line of output is the JSON result).
+
+    Never raises: an operator gone away (a cut link, Ctrl+C twice) must not stop a deploy half way;
+    it goes on to its end, switched and healthy or rolled back, under the host lock."""
+    try:
+        print("progress: " + message, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def stamps(paths):
@@ -296,7 +302,9 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
             what = "%s"  # the hook's failure says which hook
             _hook(hook_spec, "after_switch", paths, release, hook_timeout, release=stamp, previous=previous)
             steps.done("after_switch")
-        except Failure as exc:
+        except BaseException as exc:  # a Failure, or anything else once current has moved: roll back
+            if not isinstance(exc, Failure):
+                exc = Failure("%s: %s" % (type(exc).__name__, exc))
             mark(paths, stamp, "failed", str(exc))  # before anything else: a rollback must never pick it
             rolled = _roll_back(paths, config, previous, env_backup, timeout, hook_spec, hook_timeout, stamp)
             record(paths, stamp, commit, by, "failed, " + rolled)
