@@ -250,6 +250,17 @@ class ReleasesAnswer(Answer, total=False):
     releases: List[ReleaseInfo]
 
 
+class WatchLine(TypedDict, total=False):
+    """`ctl watch` prints one of these per line until its stdin ends (history.py, watch.py)."""
+    protocol: int
+    kind: str               # history (first, the backlog) | status | sample
+    interval: int           # history: seconds between samples
+    samples: Dict[str, List[Any]]   # history: history.FIELDS -> values, oldest first
+    status: Dict[str, Any]  # status: the StatusAnswer, whenever run/state.json changed
+    # sample: history.FIELDS as keys (t, serving, <service>_cpu in 0.1 %, _rss in KB, _restarts, load x 100,
+    # mem_used and mem_total in KB, battery % or -1)
+
+
 class AutostartAnswer(Answer, total=False):
     action: str             # installed | removed
     path: str

@@ -9,7 +9,7 @@ whole restart or deploy is one exec round trip and the same code serves every tr
 import os
 import sys
 
-from remote.host import autostart, hooks, release, roles, stack, wire
+from remote.host import autostart, hooks, release, roles, stack, watch, wire
 from remote.host.errors import BadRequest, Failure
 from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
@@ -27,6 +27,7 @@ COMMANDS = {
     "stop": {"service": (str, "all"), "timeout": (float, 20.0)},
     "status": {"token_env": (str, None)},
     "logs": {"service": (str, "dashboard"), "lines": (int, 50), "follow": (bool, False)},
+    "watch": {"since": (float, None), "token_env": (str, None)},
     "dev": dict(_CHECKS, force=(bool, False), grace=(float, 3.0)),
     "deploy": dict(_LOCK, **_CHECKS, **_HOOKS, stamp=(str, None), commit=(str, None), keep=(int, 5), shared=(list, []),
                    env_incoming=(str, None)),
@@ -91,6 +92,8 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return autostart.autostart(app_dir, opts["remove"])
     if command == "logs":
         return logs(app_dir, opts["service"], opts["lines"], opts["follow"], stdin)
+    if command == "watch":  # JSON lines until the operator goes away
+        return watch.watch(app_dir, opts["since"], stdin, opts["token_env"])
     return stack.dev(app_dir, settings, opts["force"], opts["grace"], opts["checks"])  # execs the supervisor
 
 

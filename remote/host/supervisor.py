@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from remote.host import CODE_DIR, alerts
+from remote.host import CODE_DIR, alerts, history
 from remote.host.agent import describe_holder
 from remote.host.bot import Keeper
 from remote.host.botduties import BotDuties
@@ -36,7 +36,7 @@ from remote.host.system import detect_platform, pidfile_line, read_pid, which
 TICK = 0.5
 #: bump when a running supervisor must be replaced for a release's changes to reach it (a supervisor
 #: outlives deploys: they hand the dashboard over, they do not restart the supervisor)
-VERSION = 3
+VERSION = 4
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
             "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
@@ -154,6 +154,7 @@ class Supervisor(BotDuties, SpareDuties):
         if detect_platform() == "termux":
             self.cfg["spare"] = False  # Android kills apps' processes beyond a small budget
         self.mtimes = code_mtimes(self.code_dir) if self.cfg["reload"] else None
+        self.history = history.Sampler(self.paths)  # run/history.bin: 24 h of figures, every 10 s
 
     # ----------------------------------------------------------------------------------- starting
     def start(self, svc, waiter=None):
@@ -419,6 +420,7 @@ class Supervisor(BotDuties, SpareDuties):
             if not self.stopping:
                 self.commands()
             self.timers()
+            self.history.from_supervisor(self)
             if self.cfg["stream"]:
                 self._stream_logs()
             if self.clock() - last_beat > 5:  # `status` tells a dead supervisor by this heartbeat
