@@ -355,3 +355,19 @@ def test_port_status_labels_our_processes_by_role_one_row_each(lab):
         assert {item["role"] for item in listeners} == set(pids) and all(item["cmdline"] for item in listeners)
     finally:
         invoke(lab.inventory_path, "stop", "--host", "linux")
+
+
+def test_the_supervisor_keeps_history_on_each_platform(lab, host):
+    """Sampled on the host itself (Termux hides /proc/loadavg and /proc/meminfo: those read 0 there,
+    its own processes' CPU and RSS do not)."""
+    from remote.host import history
+
+    assert invoke(lab.inventory_path, "restart", "--host", host.name).returncode == 0
+    ring = str(Path(host.app_dir, "run", "history.bin"))
+    deadline = time.monotonic() + 40
+    while len(history.read(ring)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    records = history.read(ring)
+    assert len(records) >= 2, records
+    assert records[-1]["serving"] == 1 and records[-1]["dashboard_rss"] > 1000 and records[-1]["supervisor_rss"] > 1000
+    assert os.stat(ring).st_uid == host.user.pw_uid and os.stat(ring).st_mode & 0o777 == 0o600

@@ -117,7 +117,10 @@ class Sampler:
             values.update({name + "_cpu": min(cpu, 65535), name + "_rss": min(rss, 2**32 - 1),
                            name + "_restarts": min(restarts.get(name, 0), 65535)})
         self.ticks = {pid: t for pid, t in self.ticks.items() if pid in pids.values()}
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # Android hides /proc/loadavg from apps
+            load = 0.0
         used, total = _memory()
         values.update(load=min(int(load * 100), 65535), mem_used=used, mem_total=total, battery=self.battery.percent)
         write(self.file, values)
