@@ -16,7 +16,7 @@ from invoke import Exit, task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from remote import agentcalls, ctlcalls, onboard, release, render  # noqa: E402
+from remote import actions, agentcalls, ctlcalls, onboard, release, render  # noqa: E402
 from remote import failover as moves  # noqa: E402
 from remote import plan as plans  # noqa: E402
 from remote.botguard import Guard, refuse_conflicts  # noqa: E402
@@ -220,12 +220,8 @@ def _start_bot(host, all_, service, json, parallel, takeover, **options):
     dashboard: a host whose supervisor is down (or must be replaced) starts its bot along with it."""
     inventory, targets = _select(host, all_, dev=True)
     guard = _guarded(inventory, targets, takeover)
-
-    def op(runner, target):
-        checks = guard.checks_for(target)
-        return ctlcalls.restart(runner, target, service=service, checks=checks, **options)
-
-    docs = on_hosts(targets, op, parallel)
+    action = "start" if options.pop("start_only", False) else "restart"
+    docs = actions.service_action(guard, targets, action, service, parallel, **options)
     _finish(docs, render.restart_lines(docs), json)
 
 
@@ -356,6 +352,33 @@ def failover(c, to, from_=None, takeover=False, settle=5.0, timeout=20.0, json=F
         print(render.as_json(steps))
     if not all(step["ok"] for step in steps):
         raise Exit(code=1)
+
+
+@task(help={"port": "loopback port of the page (default 5050)", "no_browser": "print the link, open no browser"})
+def fleet(c, port=5050, no_browser=False):
+    """Every host on one live page here: states, 24 h charts, restart/stop/start; Ctrl+C stops it."""
+    from remote.fleet.server import Fleet
+
+    inventory, _ = _select(None, False)
+    import socket
+
+    probe = socket.socket()
+    try:  # before any host is reached: a taken port is one line
+        probe.bind(("127.0.0.1", int(port)))
+    except OSError as exc:
+        raise _fail(UsageError("port %s on 127.0.0.1: %s: pick another with --port" % (port, exc.strerror))) from None
+    finally:
+        probe.close()
+    page = Fleet(inventory, int(port))
+    print("fleet: %d hosts, page at %s   (Ctrl+C stops)" % (len(page.hosts), page.url()), flush=True)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(page.url())
+    try:
+        page.serve()
+    except KeyboardInterrupt:
+        pass
 
 
 @task(help=_help("host", "all", "parallel", "json", "remove"))

@@ -1,0 +1,171 @@
+"""One kept-open SSH connection per host for the fleet page, carrying the host's `ctl watch`.
+
+The host pushes (a line per state change, a sample every 10 s), so an idle fleet costs next to
+nothing however many hosts it shows. A keepalive goes every 5 s; three unanswered (15 s) and the host
+is marked unreachable, with the time since when, and the connection is dropped and made again with
+backoff (1 s doubling to 30 s). Each link has its own thread: a dead host never slows the others.
+Closing a link closes its channel, and the host's watch ends with it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from remote import ctlcalls
+from remote.host.wire import PROTOCOL
+from remote.inventory import Host
+
+KEEPALIVE = 5.0
+MISSED = 3
+BACKOFF, BACKOFF_CAP = 1.0, 30.0
+KEPT = 8640  # samples: 24 h at one per 10 s
+
+
+class Link:
+    """A host's latest state as the page shows it (``snapshot()``), kept fresh from its watch."""
+
+    def __init__(self, host: Host, changed: Callable[[str, str], None]) -> None:
+        self.host, self.changed = host, changed
+        self.state: Dict[str, Any] = {"host": host.name, "platform": host.platform, "address": host.address,
+                                      "reachable": False, "since": time.time(), "error": "connecting",
+                                      "rtt": None, "status": None, "sample": None}
+        self.history: Dict[str, list] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.conn: Any = None
+        self.thread = threading.Thread(target=self._run, name="link-%s" % host.name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._close()
+
+    def snapshot(self, with_history: bool = False) -> Dict[str, Any]:
+        with self.lock:
+            doc = json.loads(json.dumps(self.state))
+            if with_history:
+                doc["history"] = {k: list(v) for k, v in self.history.items()}
+            return doc
+
+    # ------------------------------------------------------------------------------- the connection
+    def _run(self) -> None:
+        delay = BACKOFF
+        while not self.stopping.is_set():
+            began = time.monotonic()
+            try:
+                self._session()
+                reason = "the host's watch ended"
+            except Exception as exc:  # any failure is this host's row, never the fleet's end
+                reason = str(exc) or type(exc).__name__
+            self._close()
+            if self.stopping.is_set():
+                return
+            self._update(reachable=False, error=reason)
+            if time.monotonic() - began > 60:
+                delay = BACKOFF  # it had been up a while: a fresh start
+            self.stopping.wait(delay)
+            delay = min(delay * 2, BACKOFF_CAP)
+
+    def _close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def _session(self) -> None:
+        from remote.ssh import connect
+
+        self.conn = connect(self.host)
+        transport = self.conn.client.get_transport()
+        channel = transport.open_session()
+        channel.exec_command(ctlcalls.ctl_command(self.host, "watch"))
+        since = self.history["t"][-1] if self.history.get("t") else None
+        request = dict(ctlcalls.ctl_request(self.host, "watch", {"since": since, "token_env": self.host.bot_token_env}),
+                       protocol=PROTOCOL)
+        channel.sendall((json.dumps(request) + "\n").encode())
+        pong = {"at": time.monotonic()}
+        threading.Thread(target=self._keepalive, args=(transport, pong), daemon=True).start()
+        channel.settimeout(1.0)
+        pending = b""
+        while not self.stopping.is_set():
+            if time.monotonic() - pong["at"] > KEEPALIVE * MISSED:
+                raise ConnectionError("no answer to %d keepalives (%.0f s)" % (MISSED, KEEPALIVE * MISSED))
+            try:
+                data = channel.recv(65536)
+            except OSError:  # socket.timeout: nothing new; the keepalive says whether the host is there
+                continue
+            if not data:
+                return
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._line(line)
+
+    def _keepalive(self, transport: Any, pong: Dict[str, float]) -> None:
+        """keepalive@openssh.com every 5 s; OpenSSH answers (with a failure: any answer will do)."""
+        while transport.is_active() and not self.stopping.is_set():
+            sent = time.monotonic()
+            transport.global_request("keepalive@openssh.com", wait=True)  # returns once answered or closed
+            if not transport.is_active():
+                return
+            pong["at"] = time.monotonic()
+            self._update(rtt=round(pong["at"] - sent, 4))
+            self.stopping.wait(KEEPALIVE)
+
+    # ------------------------------------------------------------------------------- what it says
+    def _line(self, line: bytes) -> None:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(doc, dict):
+            return
+        kind = doc.get("kind")
+        if kind is None and doc.get("ok") is False:  # the shell guard's or ctl's one-line refusal
+            raise ConnectionError(str(doc.get("error")))
+        if kind == "history":
+            with self.lock:
+                samples = doc.get("samples") or {}
+                for name, values in samples.items():
+                    kept = self.history.setdefault(name, [])
+                    kept.extend(values)
+                    del kept[:-KEPT]
+            self._update(reachable=True, error=None, since=None, kind="history")
+        elif kind == "status":
+            self._update(reachable=True, error=None, since=None, status=doc.get("status"), kind="status")
+        elif kind == "sample":
+            sample = {k: v for k, v in doc.items() if k not in ("kind", "protocol")}
+            with self.lock:
+                for name, value in sample.items():
+                    kept = self.history.setdefault(name, [])
+                    kept.append(value)
+                    del kept[:-KEPT]
+            self._update(reachable=True, error=None, since=None, sample=sample, kind="sample")
+
+    def _update(self, kind: str = "state", **changes: Any) -> None:
+        with self.lock:
+            if changes.get("reachable") is False and self.state["reachable"]:
+                changes["since"] = time.time()
+            elif changes.get("reachable") is False:
+                changes.pop("since", None)  # unreachable since the first time, not since the last try
+            self.state.update(changes)
+        self.changed(self.host.name, kind)
+
+
+def start_links(hosts: list, changed: Callable[[str, str], None]) -> Dict[str, Link]:
+    links = {host.name: Link(host, changed) for host in hosts}
+    for link in links.values():
+        link.start()
+    return links
+
+
+def stop_links(links: Optional[Dict[str, Link]]) -> None:
+    for link in (links or {}).values():
+        link.stop()

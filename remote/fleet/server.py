@@ -1,0 +1,153 @@
+"""`invoke fleet`: every inventory host on one live page, served on this machine's loopback.
+
+The same Flask-SocketIO stack as the dashboard. The hosts' data comes over their kept-open links
+(links.py); actions go through the CLI's own code (actions.service_action, with the exactly-once
+check) and answer with the line the CLI prints. The page is reached with a one-time token, which
+becomes a cookie of this fleet's own name (a dashboard reached through a tunnel keeps its own), and
+every action needs that session and its CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, session
+from flask_socketio import SocketIO
+
+from remote import actions, render
+from remote.botguard import Guard, running_units
+from remote.errors import SulfurError
+from remote.host import bot
+from remote.inventory import Inventory
+
+HERE = Path(__file__).resolve().parent
+VENDOR = HERE.parent.parent / "dashboard" / "static" / "vendor"
+SERVICES = ("dashboard", "bot", "all")
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
+    """The same bot (overlapping shards) running on two hosts: the page's warning banner."""
+    units = [(s["host"], u) for s in snapshots if s.get("status") for u in running_units(s["status"])]
+    found = []
+    for i, (one, unit) in enumerate(units):
+        for other, other_unit in units[i + 1:]:
+            if one != other and bot.overlaps(unit, other_unit):
+                found.append("bot %s runs on %s and on %s" % (unit["bot_id"], one, other))
+    return found
+
+
+class Fleet:
+    def __init__(self, inventory: Inventory, port: int) -> None:
+        from .links import start_links
+
+        self.inventory, self.port = inventory, port
+        self.hosts = [h for h in inventory.hosts.values() if not h.is_local]
+        self.token: Optional[str] = secrets.token_urlsafe(24)  # one use: then a cookie
+        self.app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
+        self.app.secret_key = secrets.token_bytes(32)
+        self.app.config.update(SESSION_COOKIE_NAME="sulfur_fleet_%d" % port, SESSION_COOKIE_HTTPONLY=True,
+                               SESSION_COOKIE_SAMESITE="Strict")
+        self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=None)
+        self._lock = threading.Lock()
+        self._routes()
+        self.links = start_links(self.hosts, self._changed)
+
+    def url(self) -> str:
+        return "http://127.0.0.1:%d/?token=%s" % (self.port, self.token)
+
+    def _changed(self, host: str, kind: str) -> None:
+        doc = self.links[host].snapshot()
+        self.socketio.emit("host", {"host": doc, "kind": kind, "conflicts": conflicts(self.snapshots())})
+
+    def snapshots(self, with_history: bool = False) -> List[Dict[str, Any]]:
+        return [self.links[h.name].snapshot(with_history) for h in self.hosts]
+
+    # ------------------------------------------------------------------------------- auth
+    def authorized(self) -> bool:
+        return session.get("fleet") is True
+
+    def _take_token(self, given: Optional[str]) -> bool:
+        with self._lock:
+            if self.token and given and hmac.compare_digest(given.encode(), self.token.encode()):
+                self.token = None
+                return True
+        return False
+
+    def csrf_ok(self) -> bool:
+        given, expected = request.headers.get(CSRF_HEADER) or "", session.get("csrf") or ""
+        return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+    # ------------------------------------------------------------------------------- routes
+    def _routes(self) -> None:
+        app, sio = self.app, self.socketio
+
+        @app.after_request
+        def headers(response: Any) -> Any:
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("Cache-Control", "no-store")
+            return response
+
+        @app.get("/")
+        def index() -> Any:
+            if request.args.get("token") is not None:
+                if not self._take_token(request.args.get("token")):
+                    return "this link was used already: run invoke fleet again for a new one\n", 403
+                session.clear()
+                session.update(fleet=True, csrf=secrets.token_urlsafe(32))
+                return redirect("/")  # the token leaves the address bar and the history
+            if not self.authorized():
+                return "open the link invoke fleet printed\n", 401
+            return render_template("fleet.html", csrf=session["csrf"], names=[h.name for h in self.hosts])
+
+        @app.get("/vendor/<path:name>")
+        def vendor(name: str) -> Any:
+            return send_from_directory(str(VENDOR), name)
+
+        @app.get("/api/hosts")
+        def api_hosts() -> Tuple[Any, int]:
+            if not self.authorized():
+                return jsonify({"error": "open the link invoke fleet printed"}), 401
+            docs = self.snapshots(with_history=request.args.get("history") == "1")
+            return jsonify({"hosts": docs, "conflicts": conflicts(docs), "now": time.time()}), 200
+
+        @app.post("/api/hosts/<name>/<action>/<service>")
+        def api_action(name: str, action: str, service: str) -> Tuple[Any, int]:
+            if not self.authorized():
+                return jsonify({"error": "open the link invoke fleet printed"}), 401
+            if not self.csrf_ok():
+                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
+            target = self.inventory.hosts.get(name)
+            if target is None or target.is_local or action not in actions.ACTIONS or service not in SERVICES:
+                return jsonify({"error": "no such host, action or service"}), 404
+            return self.act(target, action, service)
+
+        @sio.on("connect")
+        def on_connect(auth: Optional[dict] = None) -> bool:
+            return self.authorized()
+
+    def act(self, target: Any, action: str, service: str) -> Tuple[Any, int]:
+        try:
+            guard = Guard(self.inventory, [target])
+            docs = actions.service_action(guard, [target], action, service)
+        except SulfurError as exc:
+            return jsonify({"ok": False, "line": str(exc)}), 409
+        text = render.restart_lines(docs)
+        return jsonify({"ok": all(d.get("ok") for d in docs), "line": text, "result": docs}), 200
+
+    def serve(self) -> None:
+        """Until Ctrl+C; then the links close, and the hosts' watches end with them."""
+        from .links import stop_links
+
+        try:
+            self.socketio.run(self.app, host="127.0.0.1", port=self.port, allow_unsafe_werkzeug=True,
+                              log_output=False)
+        finally:
+            stop_links(self.links)

@@ -1,0 +1,134 @@
+// The fleet page: one card per host, filled from /api/hosts, then kept live by Socket.IO "host" events.
+// Every string from a host is untrusted: it only ever goes into the page as textContent.
+(function () {
+  "use strict";
+  var csrf = document.querySelector('meta[name="csrf-token"]').content;
+  var hosts = {};   // name -> the latest snapshot
+  var charts = {};  // name -> [uPlot]
+  var SERVICES = ["supervisor", "dashboard", "bot"];
+
+  function el(tag, text, cls) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function ago(seconds) {
+    if (seconds === null || seconds === undefined) return "-";
+    seconds = Math.max(0, Math.round(seconds));
+    if (seconds < 60) return seconds + "s";
+    if (seconds < 3600) return Math.floor(seconds / 60) + "m" + ("0" + seconds % 60).slice(-2) + "s";
+    return Math.floor(seconds / 3600) + "h" + ("0" + Math.floor(seconds % 3600 / 60)).slice(-2) + "m";
+  }
+
+  function act(host, action, service) {
+    if (!window.confirm(action + " " + service + " on " + host + "?")) return;
+    fetch("/api/hosts/" + encodeURIComponent(host) + "/" + action + "/" + service, {
+      method: "POST", headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"
+    }).then(function (r) { return r.json(); }).then(function (doc) {
+      var box = document.getElementById("result");
+      box.hidden = false;
+      box.textContent = doc.line || doc.error || JSON.stringify(doc);
+    });
+  }
+
+  function services(doc) {
+    var table = el("table");
+    var head = el("tr");
+    ["service", "state", "pid", "up", "restarts", "exit", "detail"].forEach(function (h) { head.appendChild(el("th", h)); });
+    table.appendChild(head);
+    var status = doc.status || {};
+    var now = status.now || Date.now() / 1000;
+    var svcs = status.services || {};
+    Object.keys(svcs).forEach(function (name) {
+      var svc = svcs[name];
+      var row = el("tr");
+      row.dataset.service = name;
+      row.appendChild(el("td", name));
+      row.appendChild(el("td", svc.state, "state-" + svc.state));
+      row.appendChild(el("td", svc.pid || "-"));
+      row.appendChild(el("td", svc.started_at && svc.state === "running" ? ago(now - svc.started_at) : "-"));
+      row.appendChild(el("td", svc.restarts || 0));
+      row.appendChild(el("td", svc.last_exit === null || svc.last_exit === undefined ? "-" : svc.last_exit));
+      var detail = [svc.bot_id, svc.status, svc.reason].filter(function (x) { return x; }).join(" · ");
+      row.appendChild(el("td", detail || "-", "detail"));
+      var buttons = el("td");
+      ["restart", "stop", "start"].forEach(function (action) {
+        var b = el("button", action);
+        b.addEventListener("click", function () { act(doc.host, action, name); });
+        buttons.appendChild(b);
+      });
+      row.appendChild(buttons);
+      table.appendChild(row);
+    });
+    return table;
+  }
+
+  function facts(doc) {
+    var parts = [doc.platform, doc.address];
+    if (doc.rtt !== null && doc.rtt !== undefined) parts.push("rtt " + Math.round(doc.rtt * 1000) + " ms");
+    var s = doc.sample;
+    if (s) {
+      parts.push("load " + (s.load / 100).toFixed(2));
+      if (s.mem_total) parts.push("mem " + Math.round(100 * s.mem_used / s.mem_total) + "%");
+      if (s.battery >= 0) parts.push("battery " + s.battery + "%");
+    }
+    return parts.filter(function (x) { return x; }).join(" · ");
+  }
+
+  function chart(card, name, history) {
+    if (!window.uPlot || !history || !history.t || history.t.length < 2) return;
+    var series = [{}], data = [history.t];
+    SERVICES.forEach(function (svc) {
+      series.push({label: svc + " CPU %", stroke: {supervisor: "#6b7280", dashboard: "#2563eb", bot: "#d97706"}[svc]});
+      data.push(history[svc + "_cpu"].map(function (v) { return v / 10; }));
+    });
+    var box = el("div", null, "chart");
+    card.appendChild(box);
+    var width = Math.max(200, card.clientWidth - 32);
+    charts[name] = new uPlot({width: width, height: 80, series: series, legend: {show: false},
+                              axes: [{show: false}, {size: 30}]}, data, box);
+  }
+
+  function draw(doc) {
+    var card = document.querySelector('section.card[data-host="' + CSS.escape(doc.host) + '"]');
+    if (!card) return;
+    hosts[doc.host] = doc;
+    card.classList.toggle("down", !doc.reachable);
+    card.textContent = "";
+    var title = el("h2");
+    title.appendChild(el("span", doc.host));
+    title.appendChild(el("span", doc.reachable ? "reachable" : "unreachable since " +
+      new Date((doc.since || 0) * 1000).toLocaleTimeString(), doc.reachable ? "state-running" : "state-failed"));
+    card.appendChild(title);
+    card.appendChild(el("p", facts(doc), "facts muted"));
+    if (doc.error) card.appendChild(el("p", doc.error, "facts"));
+    if (doc.status) card.appendChild(services(doc));
+    chart(card, doc.host, doc.history);
+  }
+
+  function banner(lines) {
+    var box = document.getElementById("banner");
+    box.hidden = !lines || !lines.length;
+    box.textContent = (lines || []).map(function (l) { return "WARNING: " + l; }).join("\n");
+  }
+
+  fetch("/api/hosts?history=1", {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (doc) {
+    (doc.hosts || []).forEach(draw);
+    banner(doc.conflicts);
+  });
+
+  var socket = io({transports: ["websocket", "polling"]});
+  socket.on("connect", function () { document.getElementById("connection").textContent = "live"; });
+  socket.on("disconnect", function () { document.getElementById("connection").textContent = "reconnecting…"; });
+  socket.on("host", function (msg) {
+    var doc = msg.host, old = hosts[doc.host];
+    if (old && old.history && msg.kind === "sample" && doc.sample) {  // the charts grow by one point
+      Object.keys(doc.sample).forEach(function (k) { if (old.history[k]) old.history[k].push(doc.sample[k]); });
+    }
+    doc.history = old ? old.history : null;
+    draw(doc);
+    banner(msg.conflicts);
+  });
+})();
