@@ -38,6 +38,7 @@ bench: $(VENV)/.devtools
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/guard.py
 	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/fleet.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

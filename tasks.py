@@ -360,25 +360,19 @@ def fleet(c, port=5050, no_browser=False):
     from remote.fleet.server import Fleet
 
     inventory, _ = _select(None, False)
-    import socket
-
-    probe = socket.socket()
-    try:  # before any host is reached: a taken port is one line
-        probe.bind(("127.0.0.1", int(port)))
-    except OSError as exc:
-        raise _fail(UsageError("port %s on 127.0.0.1: %s: pick another with --port" % (port, exc.strerror))) from None
-    finally:
-        probe.close()
     page = Fleet(inventory, int(port))
-    print("fleet: %d hosts, page at %s   (Ctrl+C stops)" % (len(page.hosts), page.url()), flush=True)
-    if not no_browser:
-        import webbrowser
-
-        webbrowser.open(page.url())
     try:
-        page.serve()
+        page.start()
+        print("fleet: %d hosts, page at %s   (Ctrl+C stops)" % (len(page.hosts), page.url()), flush=True)
+        if not no_browser:
+            import webbrowser
+
+            webbrowser.open(page.url())
+        page.wait()
     except KeyboardInterrupt:
         pass
+    except SulfurError as exc:
+        raise _fail(exc) from None
 
 
 @task(help=_help("host", "all", "parallel", "json", "remove"))

@@ -65,6 +65,7 @@ def test_every_card_fills_with_its_hosts_states(lab, page, fleet):
         text = card_text(page, name)
         assert "reachable" in text and "dashboard" in text and "supervisor" not in text.split("dashboard")[0][-5:]
     assert "termux" in card_text(page, "termux")  # its platform
+    page.wait_for_selector('section.card[data-host="linux"] .chart canvas', timeout=60000)  # its CPU chart
     # the token was for one use: a second browser with the same link is refused
     assert requests.get(fleet["url"], timeout=5).status_code == 403
     assert requests.get(fleet["base"] + "/api/hosts", timeout=5).status_code == 401

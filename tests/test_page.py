@@ -93,3 +93,24 @@ def test_the_bot_card_shows_its_id_role_status_line_and_budget_and_escapes_what_
         assert page.locator("#bot-watchdog").inner_text() == "30 s"
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_no_card_overflows_at_desktop_and_phone_widths(browser, dashboards, width):
+    """The services table with real-world values (long pids, a failed service's exit) used to run out
+    of its card at both widths."""
+    board = dashboards()
+    board.wait_healthy()
+    services = {name: {"state": state, "pid": 4194301, "restarts": 12345, "last_exit": -15}
+                for name, state in (("dashboard", "running"), ("bot", "backoff"), ("supervisor", "orphaned"))}
+    (board.app_dir / "run").mkdir(parents=True, exist_ok=True)
+    (board.app_dir / "run" / "state.json").write_text(json.dumps({"services": services}))
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    try:
+        page.goto(board.url("/"), wait_until="load")
+        wide = page.evaluate("[...document.querySelectorAll('.card')].filter(c => c.scrollWidth > c.clientWidth + 1)"
+                             ".map(c => c.id + ' ' + c.scrollWidth + '>' + c.clientWidth)")
+        assert wide == []
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        page.close()

@@ -45,11 +45,15 @@ class Link:
         self.stopping.set()
         self._close()
 
-    def snapshot(self, with_history: bool = False) -> Dict[str, Any]:
+    def snapshot(self, with_history: bool = False, points: int = 1440) -> Dict[str, Any]:
+        """The state; with its history, thinned to about ``points`` samples (a card's chart has
+        fewer pixels than a day has samples): every n-th sample, the newest one always kept."""
         with self.lock:
             doc = json.loads(json.dumps(self.state))
             if with_history:
-                doc["history"] = {k: list(v) for k, v in self.history.items()}
+                count = len(self.history.get("t", []))
+                step = max(1, -(-count // points))
+                doc["history"] = {k: list(v[::-1][::step][::-1]) for k, v in self.history.items()}
             return doc
 
     # ------------------------------------------------------------------------------- the connection

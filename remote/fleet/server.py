@@ -42,10 +42,20 @@ def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
     return found
 
 
+def _quiet_handler() -> Any:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class Quiet(WSGIRequestHandler):
+        """No line per request on the operator's terminal: the page is the fleet's output."""
+
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    return Quiet
+
+
 class Fleet:
     def __init__(self, inventory: Inventory, port: int) -> None:
-        from .links import start_links
-
         self.inventory, self.port = inventory, port
         self.hosts = [h for h in inventory.hosts.values() if not h.is_local]
         self.token: Optional[str] = secrets.token_urlsafe(24)  # one use: then a cookie
@@ -55,14 +65,17 @@ class Fleet:
                                SESSION_COOKIE_SAMESITE="Strict")
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=None)
         self._lock = threading.Lock()
+        self.links: Dict[str, Any] = {}
         self._routes()
-        self.links = start_links(self.hosts, self._changed)
 
     def url(self) -> str:
         return "http://127.0.0.1:%d/?token=%s" % (self.port, self.token)
 
     def _changed(self, host: str, kind: str) -> None:
-        doc = self.links[host].snapshot()
+        link = self.links.get(host)
+        if link is None:  # a link that speaks before start() has them all
+            return
+        doc = link.snapshot()
         self.socketio.emit("host", {"host": doc, "kind": kind, "conflicts": conflicts(self.snapshots())})
 
     def snapshots(self, with_history: bool = False) -> List[Dict[str, Any]]:
@@ -142,12 +155,37 @@ class Fleet:
         text = render.restart_lines(docs)
         return jsonify({"ok": all(d.get("ok") for d in docs), "line": text, "result": docs}), 200
 
-    def serve(self) -> None:
+    def start(self) -> None:
+        """Bind 127.0.0.1:port (a taken port is one line, before any host is reached), connect the
+        hosts, and serve in a thread of its own: werkzeug's threaded server on our socket, as the
+        dashboard does, without its banner on our stdout."""
+        import socket
+
+        from werkzeug.serving import make_server
+
+        from .links import start_links
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", self.port))
+            sock.listen(64)
+        except OSError as exc:
+            sock.close()
+            raise SulfurError("port %d on 127.0.0.1: %s: pick another with --port" % (self.port, exc.strerror)) \
+                from None
+        server = make_server("127.0.0.1", self.port, self.app, threaded=True, fd=sock.fileno(),
+                             request_handler=_quiet_handler())
+        self.links = start_links(self.hosts, self._changed)
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
         """Until Ctrl+C; then the links close, and the hosts' watches end with them."""
         from .links import stop_links
 
         try:
-            self.socketio.run(self.app, host="127.0.0.1", port=self.port, allow_unsafe_werkzeug=True,
-                              log_output=False)
+            while self.thread.is_alive():
+                self.thread.join(0.5)
         finally:
             stop_links(self.links)

@@ -114,16 +114,24 @@
     box.textContent = (lines || []).map(function (l) { return "WARNING: " + l; }).join("\n");
   }
 
-  fetch("/api/hosts?history=1", {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (doc) {
-    (doc.hosts || []).forEach(draw);
-    banner(doc.conflicts);
-  });
+  function load() {  // every host with its 24 h: at the start, and when a host (re)connects
+    fetch("/api/hosts?history=1", {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (doc) {
+      (doc.hosts || []).forEach(draw);
+      banner(doc.conflicts);
+    });
+  }
+  load();
 
   var socket = io({transports: ["websocket", "polling"]});
   socket.on("connect", function () { document.getElementById("connection").textContent = "live"; });
   socket.on("disconnect", function () { document.getElementById("connection").textContent = "reconnecting…"; });
+  var pending = null;
   socket.on("host", function (msg) {
     var doc = msg.host, old = hosts[doc.host];
+    if (msg.kind === "history") {  // its backlog arrived: fetch it (a burst of hosts: one fetch)
+      clearTimeout(pending);
+      pending = setTimeout(load, 50);
+    }
     if (old && old.history && msg.kind === "sample" && doc.sample) {  // the charts grow by one point
       Object.keys(doc.sample).forEach(function (k) { if (old.history[k]) old.history[k].push(doc.sample[k]); });
     }
