@@ -137,3 +137,34 @@ def test_hostile_text_from_a_host_is_shown_as_text(lab, page):
         assert "\x1b" not in card_text(page, "linux")  # the supervisor keeps printable characters only
     finally:
         invoke(lab.inventory_path, "restart", "--host", "linux")  # back to no bot
+
+
+def _ctl_logs(uid):
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat("/proc/" + entry).st_uid == uid:
+                cmd = open("/proc/%s/cmdline" % entry, "rb").read().split(b"\0")
+                if b"remote.host.ctl" in cmd and b"logs" in cmd:
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_log_pane_follows_new_lines_and_picking_another_ends_the_first_on_the_host(lab, page):
+    linux = lab.hosts["linux"]
+    page.select_option("#log-host", "linux")
+    page.select_option("#log-service", "supervisor")
+    page.click("#log-follow")
+    wait_for(lambda: "supervisor[" in page.locator("#log").inner_text(), 30, "the supervisor log's backlog")
+    line = "a line from the test <b>%d</b>" % os.getpid()
+    with open(os.path.join(linux.app_dir, "logs", "supervisor.log"), "a") as handle:
+        handle.write(line + "\n")
+    wait_for(lambda: line in page.locator("#log").inner_text(), 30, "the new line in the pane")
+    assert page.locator("#log b").count() == 0  # text, not markup
+    first = wait_for(lambda: _ctl_logs(linux.user.pw_uid), 20, "ctl logs running on the host")
+    page.select_option("#log-service", "dashboard")
+    page.click("#log-follow")
+    wait_for(lambda: set(_ctl_logs(linux.user.pw_uid)).isdisjoint(first) and _ctl_logs(linux.user.pw_uid), 20,
+             "the first follow ended on the host, the second runs")

@@ -123,6 +123,35 @@ class Link:
             self._update(rtt=round(pong["at"] - sent, 4))
             self.stopping.wait(KEEPALIVE)
 
+    def follow(self, service: str, lines: int, emit: Callable[[str], None], stop: threading.Event) -> None:
+        """`ctl logs --follow` of ``service`` on this link's connection, each line to ``emit``, until
+        ``stop`` is set (the page picked another log or went away) or the link drops. Closing the
+        channel ends the host's side (its stdin ends)."""
+        conn = self.conn
+        if conn is None:
+            raise ConnectionError("%s is not reachable" % self.host.name)
+        channel = conn.client.get_transport().open_session()
+        try:
+            channel.exec_command(ctlcalls.ctl_command(self.host, "logs"))
+            request = dict(ctlcalls.ctl_request(self.host, "logs", {"service": service, "lines": lines,
+                                                                     "follow": True}), protocol=PROTOCOL)
+            channel.sendall((json.dumps(request) + "\n").encode())
+            channel.settimeout(0.5)
+            pending = b""
+            while not stop.is_set() and not self.stopping.is_set():
+                try:
+                    data = channel.recv(65536)
+                except OSError:
+                    continue
+                if not data:
+                    return
+                pending += data
+                *done, pending = pending.split(b"\n")
+                for line in done:
+                    emit(line.decode("utf-8", "replace"))
+        finally:
+            channel.close()
+
     # ------------------------------------------------------------------------------- what it says
     def _line(self, line: bytes) -> None:
         try:

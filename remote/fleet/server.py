@@ -28,6 +28,7 @@ from remote.inventory import Inventory
 HERE = Path(__file__).resolve().parent
 VENDOR = HERE.parent.parent / "dashboard" / "static" / "vendor"
 SERVICES = ("dashboard", "bot", "all")
+LOGS = ("dashboard", "bot", "supervisor")
 CSRF_HEADER = "X-CSRF-Token"
 
 
@@ -66,6 +67,7 @@ class Fleet:
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=None)
         self._lock = threading.Lock()
         self.links: Dict[str, Any] = {}
+        self._follows: Dict[str, threading.Event] = {}  # Socket.IO sid -> its log pane's stop
         self._routes()
 
     def url(self) -> str:
@@ -145,6 +147,37 @@ class Fleet:
         @sio.on("connect")
         def on_connect(auth: Optional[dict] = None) -> bool:
             return self.authorized()
+
+        @sio.on("follow")
+        def on_follow(doc: Any) -> None:
+            """The log pane: one followed log per page; picking another stops the last."""
+            sid = request.sid
+            self._unfollow(sid)
+            name = doc.get("host") if isinstance(doc, dict) else None
+            service = doc.get("service") if isinstance(doc, dict) else None
+            if name not in self.links or service not in LOGS:
+                return
+            stop = threading.Event()
+            self._follows[sid] = stop
+            threading.Thread(target=self._follow, args=(sid, name, service, stop), daemon=True).start()
+
+        @sio.on("disconnect")
+        def on_disconnect(*args: Any) -> None:
+            self._unfollow(request.sid)
+
+    def _unfollow(self, sid: str) -> None:
+        stop = self._follows.pop(sid, None)
+        if stop is not None:
+            stop.set()
+
+    def _follow(self, sid: str, name: str, service: str, stop: threading.Event) -> None:
+        def emit(line: str) -> None:
+            self.socketio.emit("log", {"host": name, "service": service, "line": line}, to=sid)
+
+        try:
+            self.links[name].follow(service, 50, emit, stop)
+        except Exception as exc:  # an unreachable host: the pane says so
+            self.socketio.emit("log", {"host": name, "service": service, "line": "(%s)" % exc}, to=sid)
 
     def act(self, target: Any, action: str, service: str) -> Tuple[Any, int]:
         try:

@@ -123,6 +123,18 @@
   load();
 
   var socket = io({transports: ["websocket", "polling"]});
+  var log = document.getElementById("log");
+  function follow() {
+    log.textContent = "";
+    socket.emit("follow", {host: document.getElementById("log-host").value,
+                           service: document.getElementById("log-service").value});
+  }
+  document.getElementById("log-follow").addEventListener("click", follow);
+  socket.on("log", function (msg) {
+    log.appendChild(document.createTextNode(msg.line + "\n"));
+    while (log.childNodes.length > 500) log.removeChild(log.firstChild);
+    log.scrollTop = log.scrollHeight;
+  });
   socket.on("connect", function () { document.getElementById("connection").textContent = "live"; });
   socket.on("disconnect", function () { document.getElementById("connection").textContent = "reconnecting…"; });
   var pending = null;
