@@ -47,7 +47,8 @@ def page(fleet):
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport={"width": 1280, "height": 900})  # one cookie jar, several tabs
+        tab = context.new_page()
         tab.goto(fleet["url"])
         yield tab
         browser.close()
@@ -168,3 +169,40 @@ def test_the_log_pane_follows_new_lines_and_picking_another_ends_the_first_on_th
     page.click("#log-follow")
     wait_for(lambda: set(_ctl_logs(linux.user.pw_uid)).isdisjoint(first) and _ctl_logs(linux.user.pw_uid), 20,
              "the first follow ended on the host, the second runs")
+
+
+def test_open_dashboard_tunnels_only_to_a_dashboard_with_a_token_and_the_cookies_stay_apart(lab, page, fleet):
+    from dashproc import invoke
+
+    linux = lab.hosts["linux"]
+    page.locator('section.card[data-host="termux"] button.tunnel').click()
+    wait_for(lambda: "has no DASHBOARD_TOKEN" in page.locator("#result").inner_text(), 30, "the refusal")
+    token = "fleet-test-token-%d" % os.getpid()
+    env = os.path.join(linux.app_dir, "shared", ".env")
+    with open(env, "w") as handle:
+        handle.write("DASHBOARD_TOKEN=%s\n" % token)
+    os.chown(env, linux.user.pw_uid, linux.user.pw_gid)
+    os.chmod(env, 0o600)
+    try:
+        assert invoke(lab.inventory_path, "restart", "--host", "linux").returncode == 0
+        cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+        csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+        url = fleet["base"] + "/api/hosts/linux/tunnel"
+        answer = wait_for(lambda: requests.post(url, cookies=cookies, headers={"X-CSRF-Token": csrf},
+                                                timeout=30).json().get("url"), 30, "a tunnel once the token shows")
+        health = requests.get(answer + "healthz", timeout=10).json()
+        assert health["release"] == os.path.basename(os.path.realpath(os.path.join(linux.app_dir, "current")))
+        assert requests.get(answer, timeout=10).status_code == 401  # the host's own login, not an open page
+        tab = page.context.new_page()
+        tab.goto(answer)
+        tab.fill("input[name=token]", token)
+        tab.click("button[type=submit]")
+        tab.wait_for_selector("#services-card", timeout=20000)
+        names = sorted(c["name"] for c in page.context.cookies())
+        assert "sulfur_fleet_%d" % fleet["port"] in names and any(n.startswith("sulfur_dashboard_") for n in names)
+        fresh = {c["name"]: c["value"] for c in page.context.cookies()}
+        assert requests.get(fleet["base"] + "/api/hosts", cookies=fresh, timeout=10).status_code == 200
+        tab.close()
+    finally:
+        os.unlink(env)
+        invoke(lab.inventory_path, "restart", "--host", "linux")

@@ -123,6 +123,35 @@ class Link:
             self._update(rtt=round(pong["at"] - sent, 4))
             self.stopping.wait(KEEPALIVE)
 
+    def tunnel(self, stop: threading.Event) -> int:
+        """A local port forward (Fabric's) to this host's dashboard, on a free loopback port, open
+        until ``stop`` is set or the link drops; returns the port once it listens."""
+        import socket
+
+        conn = self.conn
+        if conn is None:
+            raise ConnectionError("%s is not reachable" % self.host.name)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        remote = self.host.dashboard_host if self.host.dashboard_host not in ("0.0.0.0", "::") else "127.0.0.1"
+        ready = threading.Event()
+
+        def hold() -> None:
+            try:
+                with conn.forward_local(port, remote_port=self.host.dashboard_port, remote_host=remote,
+                                        local_host="127.0.0.1"):
+                    ready.set()
+                    while not stop.is_set() and not self.stopping.is_set() and self.conn is conn:
+                        stop.wait(0.5)
+            finally:
+                ready.set()
+
+        threading.Thread(target=hold, name="tunnel-%s" % self.host.name, daemon=True).start()
+        ready.wait(10)
+        return port
+
     def follow(self, service: str, lines: int, emit: Callable[[str], None], stop: threading.Event) -> None:
         """`ctl logs --follow` of ``service`` on this link's connection, each line to ``emit``, until
         ``stop`` is set (the page picked another log or went away) or the link drops. Closing the

@@ -68,6 +68,7 @@ class Fleet:
         self._lock = threading.Lock()
         self.links: Dict[str, Any] = {}
         self._follows: Dict[str, threading.Event] = {}  # Socket.IO sid -> its log pane's stop
+        self._tunnels: Dict[str, Tuple[threading.Event, int]] = {}  # host -> (its stop, local port)
         self._routes()
 
     def url(self) -> str:
@@ -144,6 +145,16 @@ class Fleet:
                 return jsonify({"error": "no such host, action or service"}), 404
             return self.act(target, action, service)
 
+        @app.post("/api/hosts/<name>/tunnel")
+        def api_tunnel(name: str) -> Tuple[Any, int]:
+            if not self.authorized():
+                return jsonify({"error": "open the link invoke fleet printed"}), 401
+            if not self.csrf_ok():
+                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
+            if name not in self.links:
+                return jsonify({"error": "no such host"}), 404
+            return self.open_tunnel(name)
+
         @sio.on("connect")
         def on_connect(auth: Optional[dict] = None) -> bool:
             return self.authorized()
@@ -178,6 +189,27 @@ class Fleet:
             self.links[name].follow(service, 50, emit, stop)
         except Exception as exc:  # an unreachable host: the pane says so
             self.socketio.emit("log", {"host": name, "service": service, "line": "(%s)" % exc}, to=sid)
+
+    def open_tunnel(self, name: str) -> Tuple[Any, int]:
+        """The host's own dashboard through the link: only one with a token, since any process on
+        this machine can reach a tunnel's port. One per host, closed when the fleet stops."""
+        status = self.links[name].snapshot().get("status") or {}
+        if not status.get("dashboard_token"):
+            return jsonify({"ok": False, "line": "%s: its dashboard has no DASHBOARD_TOKEN, and a tunnel is open to "
+                            "every process here: add DASHBOARD_TOKEN=<16 characters or more> to its shared/.env "
+                            "(invoke deploy --host %s --env-file FILE), then invoke restart --host %s"
+                            % (name, name, name)}), 409
+        with self._lock:
+            known = self._tunnels.get(name)
+            if known is None or known[0].is_set():
+                stop = threading.Event()
+                try:
+                    known = self._tunnels[name] = (stop, self.links[name].tunnel(stop))
+                except Exception as exc:
+                    return jsonify({"ok": False, "line": "%s: %s" % (name, exc)}), 409
+        url = "http://127.0.0.1:%d/" % known[1]
+        return jsonify({"ok": True, "url": url, "line": "%s: its dashboard at %s (a tunnel, until the fleet stops)"
+                        % (name, url)}), 200
 
     def act(self, target: Any, action: str, service: str) -> Tuple[Any, int]:
         try:
@@ -221,4 +253,6 @@ class Fleet:
             while self.thread.is_alive():
                 self.thread.join(0.5)
         finally:
+            for stop, _ in self._tunnels.values():
+                stop.set()
             stop_links(self.links)

@@ -195,6 +195,7 @@ class StatusAnswer(Answer, total=False):
     services: Dict[str, ServiceState]   # the bot's also has bot_id, shards, role, status, budget, ...
     bot: BotStatus
     now: float
+    dashboard_token: bool           # shared/.env sets DASHBOARD_TOKEN (never its value): the fleet tunnels only then
 
 
 class RoleAnswer(Answer, total=False):

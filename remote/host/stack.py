@@ -18,7 +18,7 @@ from http.client import HTTPConnection
 from remote.host import CODE_DIR, agent, bot, guard, orphans
 from remote.host.contract import StackSettings
 from remote.host.errors import Failure
-from remote.host.files import Layout, error_tail, read_json, write_json
+from remote.host.files import Layout, error_tail, read_env_file, read_json, write_json
 from remote.host.inbox import ask
 from remote.host.supervisor import DEFAULTS, VERSION
 from remote.host.system import is_alive, read_pid, read_pidfile
@@ -316,7 +316,9 @@ def status(app_dir, token_env=None):
                 svc.update(state="stopped", pid=None)
     bot_state = {"env_bot_id": guard.env_bot_id(paths, token_env), "running": guard.running(paths),
                  "role": _recorded_role(paths)}
-    return {"ok": True, "supervisor": supervisor, "services": services, "bot": bot_state, "now": time.time()}
+    token = read_env_file(os.path.join(paths.shared, ".env")).get("DASHBOARD_TOKEN")  # set or not, never its value
+    return {"ok": True, "supervisor": supervisor, "services": services, "bot": bot_state, "now": time.time(),
+            "dashboard_token": bool(token)}
 
 
 def _mtime(path):

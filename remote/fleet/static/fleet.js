@@ -33,6 +33,17 @@
     });
   }
 
+  function tunnel(host) {
+    fetch("/api/hosts/" + encodeURIComponent(host) + "/tunnel", {
+      method: "POST", headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"
+    }).then(function (r) { return r.json(); }).then(function (doc) {
+      var box = document.getElementById("result");
+      box.hidden = false;
+      box.textContent = doc.line || doc.error || "";
+      if (doc.url) window.open(doc.url, "_blank", "noopener");
+    });
+  }
+
   function services(doc) {
     var table = el("table");
     var head = el("tr");
@@ -104,7 +115,12 @@
     card.appendChild(title);
     card.appendChild(el("p", facts(doc), "facts muted"));
     if (doc.error) card.appendChild(el("p", doc.error, "facts"));
-    if (doc.status) card.appendChild(services(doc));
+    if (doc.status) {
+      card.appendChild(services(doc));
+      var open = el("button", "open dashboard", "tunnel");
+      open.addEventListener("click", function () { tunnel(doc.host); });
+      card.appendChild(open);
+    }
     chart(card, doc.host, doc.history);
   }
 
