@@ -19,7 +19,17 @@ from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
 
 from . import hostinfo
-from .security import CSRF_FIELD, CSRF_HEADER, HostGuard, LoginLimiter, SessionKeys, client_key, csrf_ok, new_csrf
+from .security import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    HostGuard,
+    LoginLimiter,
+    SessionKeys,
+    client_key,
+    csrf_ok,
+    new_csrf,
+    protect,
+)
 from .settings import Settings
 
 LOG_ROOM = "log"
@@ -167,13 +177,7 @@ class Dashboard:
                 return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             return self.restart(service)
 
-        @app.after_request
-        def no_framing(response: Any) -> Any:
-            # another local port is the same site to a browser: it must not frame us to steal a click
-            response.headers.setdefault("X-Frame-Options", "DENY")
-            response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            return response
+        app.after_request(protect)
 
         @app.post("/login")
         def login() -> Any:

@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from remote.host.files import Layout, read_json, write_json
 
@@ -163,6 +163,15 @@ class LoginLimiter:
     def failed(self, client: str) -> None:
         with self._lock:
             self._recent(client).append(self.clock())
+
+
+def protect(response: Any) -> Any:
+    """Headers every page of ours sends: another local port is the same site to a browser, so it
+    must not frame us to steal a click; and no content sniffing."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
 
 
 def new_csrf() -> str:

@@ -167,8 +167,9 @@ def running_dev(host: Host) -> Optional[Host]:
     if not host.is_local or paths.app_dir == Layout(host.app_dir).app_dir:
         return None
     try:  # ours only: files of this user, private, naming our own live supervisor of this app dir
-        if any(os.stat(p).st_uid != os.getuid() or os.stat(p).st_mode & 0o077 for p in (paths.pidfile, paths.config)):
-            return None
+        for st in (os.stat(paths.pidfile), os.stat(paths.config)):
+            if st.st_uid != os.getuid() or st.st_mode & 0o077:
+                return None
         record, config = read_pidfile(paths.pidfile), read_json(paths.config)
         cmdline = read_file("/proc/%d/cmdline" % record[0]).split("\0") if record else []
     except OSError:

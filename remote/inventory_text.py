@@ -8,12 +8,13 @@ replaces the file (atomically, keeping its mode). A layout these edits cannot fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
@@ -173,30 +174,33 @@ def _remove_from_groups(text: str, name: str) -> str:
     return text
 
 
-def check(path: Path, text: str) -> Inventory:
-    """The inventory ``text`` would be at ``path``; InventoryError (naming ``path``) when it is not valid."""
+@contextlib.contextmanager
+def _beside(path: Path, text: str) -> Iterator[str]:
+    """``text`` in a new file of its own next to ``path`` (same directory: a relative app_dir reads
+    the same, and a rename over ``path`` is atomic); gone afterwards unless renamed."""
     fd, tmp = tempfile.mkstemp(prefix=".%s." % path.name, dir=str(path.parent))
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        yield tmp
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def check(path: Path, text: str) -> Inventory:
+    """The inventory ``text`` would be at ``path``; InventoryError (naming ``path``) when it is not valid."""
+    with _beside(path, text) as tmp:
         try:
             inventory = load(Path(tmp))
         except InventoryError as exc:
             raise InventoryError(str(exc).replace(tmp, str(path))) from None
-    finally:
-        os.unlink(tmp)
     inventory.path = path
     return inventory
 
 
 def write(path: Path, text: str) -> None:
     """Replace the file atomically, keeping its mode: a crash leaves the old text or the new, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % path.name, dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+    with _beside(path, text) as tmp:
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

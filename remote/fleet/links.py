@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from remote import ctlcalls
 from remote.host.wire import PROTOCOL
@@ -88,29 +88,26 @@ class Link:
 
         self.conn = connect(self.host)
         transport = self.conn.client.get_transport()
-        channel = transport.open_session()
-        channel.exec_command(ctlcalls.ctl_command(self.host, "watch"))
         since = self.history["t"][-1] if self.history.get("t") else None
-        request = dict(ctlcalls.ctl_request(self.host, "watch", {"since": since, "token_env": self.host.bot_token_env}),
-                       protocol=PROTOCOL)
-        channel.sendall((json.dumps(request) + "\n").encode())
+        channel = self._ctl(self.conn, "watch", {"since": since, "token_env": self.host.bot_token_env})
         pong = {"at": time.monotonic()}
         threading.Thread(target=self._keepalive, args=(transport, pong), daemon=True).start()
-        channel.settimeout(1.0)
-        pending = b""
-        while not self.stopping.is_set():
+
+        def quiet() -> bool:
             if time.monotonic() - pong["at"] > KEEPALIVE * MISSED:
                 raise ConnectionError("no answer to %d keepalives (%.0f s)" % (MISSED, KEEPALIVE * MISSED))
-            try:
-                data = channel.recv(65536)
-            except OSError:  # socket.timeout: nothing new; the keepalive says whether the host is there
-                continue
-            if not data:
-                return
-            pending += data
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                self._line(line)
+            return self.stopping.is_set()
+
+        for line in _lines(channel, 1.0, quiet):
+            self._line(line)
+
+    def _ctl(self, conn: Any, command: str, options: Dict[str, Any]) -> Any:
+        """A channel of ``conn`` running the host's ctl ``command``, its request sent."""
+        channel = conn.client.get_transport().open_session()
+        channel.exec_command(ctlcalls.ctl_command(self.host, command))
+        request = dict(ctlcalls.ctl_request(self.host, command, options), protocol=PROTOCOL)
+        channel.sendall((json.dumps(request) + "\n").encode())
+        return channel
 
     def _keepalive(self, transport: Any, pong: Dict[str, float]) -> None:
         """keepalive@openssh.com every 5 s; OpenSSH answers (with a failure: any answer will do)."""
@@ -159,25 +156,10 @@ class Link:
         conn = self.conn
         if conn is None:
             raise ConnectionError("%s is not reachable" % self.host.name)
-        channel = conn.client.get_transport().open_session()
+        channel = self._ctl(conn, "logs", {"service": service, "lines": lines, "follow": True})
         try:
-            channel.exec_command(ctlcalls.ctl_command(self.host, "logs"))
-            request = dict(ctlcalls.ctl_request(self.host, "logs", {"service": service, "lines": lines,
-                                                                     "follow": True}), protocol=PROTOCOL)
-            channel.sendall((json.dumps(request) + "\n").encode())
-            channel.settimeout(0.5)
-            pending = b""
-            while not stop.is_set() and not self.stopping.is_set():
-                try:
-                    data = channel.recv(65536)
-                except OSError:
-                    continue
-                if not data:
-                    return
-                pending += data
-                *done, pending = pending.split(b"\n")
-                for line in done:
-                    emit(line.decode("utf-8", "replace"))
+            for line in _lines(channel, 0.5, lambda: stop.is_set() or self.stopping.is_set()):
+                emit(line.decode("utf-8", "replace"))
         finally:
             channel.close()
 
@@ -193,23 +175,22 @@ class Link:
         if kind is None and doc.get("ok") is False:  # the shell guard's or ctl's one-line refusal
             raise ConnectionError(str(doc.get("error")))
         if kind == "history":
-            with self.lock:
-                samples = doc.get("samples") or {}
-                for name, values in samples.items():
-                    kept = self.history.setdefault(name, [])
-                    kept.extend(values)
-                    del kept[:-KEPT]
+            self._keep(doc.get("samples") or {})
             self._update(reachable=True, error=None, since=None, kind="history")
         elif kind == "status":
             self._update(reachable=True, error=None, since=None, status=doc.get("status"), kind="status")
         elif kind == "sample":
             sample = {k: v for k, v in doc.items() if k not in ("kind", "protocol")}
-            with self.lock:
-                for name, value in sample.items():
-                    kept = self.history.setdefault(name, [])
-                    kept.append(value)
-                    del kept[:-KEPT]
+            self._keep({name: [value] for name, value in sample.items()})
             self._update(reachable=True, error=None, since=None, sample=sample, kind="sample")
+
+    def _keep(self, columns: Dict[str, list]) -> None:
+        """New values at the end of each history column, the last KEPT of each kept."""
+        with self.lock:
+            for name, values in columns.items():
+                kept = self.history.setdefault(name, [])
+                kept.extend(values)
+                del kept[:-KEPT]
 
     def _update(self, kind: str = "state", **changes: Any) -> None:
         with self.lock:
@@ -219,6 +200,23 @@ class Link:
                 changes.pop("since", None)  # unreachable since the first time, not since the last try
             self.state.update(changes)
         self.changed(self.host.name, kind)
+
+
+def _lines(channel: Any, poll: float, done: Callable[[], bool]) -> Iterator[bytes]:
+    """The channel's output line by line until it ends or ``done()``; ``done`` is asked every
+    ``poll`` seconds, whether or not anything came."""
+    channel.settimeout(poll)
+    pending = b""
+    while not done():
+        try:
+            data = channel.recv(65536)
+        except OSError:  # socket.timeout: nothing new
+            continue
+        if not data:
+            return
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        yield from lines
 
 
 def start_links(hosts: list, changed: Callable[[str, str], None]) -> Dict[str, Link]:

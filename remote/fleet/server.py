@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, session
 from flask_socketio import SocketIO
 
+from dashboard.security import CSRF_HEADER, csrf_ok, new_csrf, protect
 from remote import actions, render
 from remote.botguard import Guard, running_units
 from remote.errors import SulfurError
@@ -29,7 +30,6 @@ HERE = Path(__file__).resolve().parent
 VENDOR = HERE.parent.parent / "dashboard" / "static" / "vendor"
 SERVICES = ("dashboard", "bot", "all")
 LOGS = ("dashboard", "bot", "supervisor")
-CSRF_HEADER = "X-CSRF-Token"
 
 
 def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
@@ -95,9 +95,8 @@ class Fleet:
                 return True
         return False
 
-    def csrf_ok(self) -> bool:
-        given, expected = request.headers.get(CSRF_HEADER) or "", session.get("csrf") or ""
-        return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+    def csrf_checked(self) -> bool:
+        return csrf_ok(session.get("csrf"), [request.headers.get(CSRF_HEADER)])
 
     # ------------------------------------------------------------------------------- routes
     def _routes(self) -> None:
@@ -105,11 +104,8 @@ class Fleet:
 
         @app.after_request
         def headers(response: Any) -> Any:
-            response.headers.setdefault("X-Frame-Options", "DENY")
-            response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
             response.headers.setdefault("Cache-Control", "no-store")
-            return response
+            return protect(response)
 
         @app.get("/")
         def index() -> Any:
@@ -117,7 +113,7 @@ class Fleet:
                 if not self._take_token(request.args.get("token")):
                     return "this link was used already: run invoke fleet again for a new one\n", 403
                 session.clear()
-                session.update(fleet=True, csrf=secrets.token_urlsafe(32))
+                session.update(fleet=True, csrf=new_csrf())
                 return redirect("/")  # the token leaves the address bar and the history
             if not self.authorized():
                 return "open the link invoke fleet printed\n", 401
@@ -138,7 +134,7 @@ class Fleet:
         def api_action(name: str, action: str, service: str) -> Tuple[Any, int]:
             if not self.authorized():
                 return jsonify({"error": "open the link invoke fleet printed"}), 401
-            if not self.csrf_ok():
+            if not self.csrf_checked():
                 return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             target = self.inventory.hosts.get(name)
             if target is None or target.is_local or action not in actions.ACTIONS or service not in SERVICES:
@@ -149,7 +145,7 @@ class Fleet:
         def api_tunnel(name: str) -> Tuple[Any, int]:
             if not self.authorized():
                 return jsonify({"error": "open the link invoke fleet printed"}), 401
-            if not self.csrf_ok():
+            if not self.csrf_checked():
                 return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             if name not in self.links:
                 return jsonify({"error": "no such host"}), 404

@@ -85,6 +85,8 @@ class Sampler:
     def from_supervisor(self, sup):
         """A sample of ``sup``'s own process and its services, when one is due. Never raises: the
         figures are never worth the supervisor."""
+        if not self.due():  # called on every turn of the loop: nothing more unless a sample is due
+            return None
         try:
             pids, restarts = {"supervisor": os.getpid()}, {}
             for name, svc in sup.services.items():
@@ -95,11 +97,14 @@ class Sampler:
         except Exception:
             return None
 
+    def due(self):
+        return self.last is None or self.clock() - self.last >= INTERVAL
+
     def maybe(self, pids, restarts, serving):
         """``pids``: service -> pid (or None), ``restarts``: service -> count."""
-        now = self.clock()
-        if self.last is not None and now - self.last < INTERVAL:
+        if not self.due():
             return None
+        now = self.clock()
         elapsed, self.last = (now - self.last) if self.last is not None else None, now
         values = {"t": int(self.wall()), "serving": 1 if serving else 0}
         for name in SERVICES:

@@ -314,11 +314,11 @@ def status(app_dir, token_env=None):
                 svc.update(state="orphaned", pid=orphan.pid)
             elif svc.get("state") != "failed":
                 svc.update(state="stopped", pid=None)
-    bot_state = {"env_bot_id": guard.env_bot_id(paths, token_env), "running": guard.running(paths),
+    dotenv = read_env_file(guard.env_path(paths))  # read once: the bot's token and the dashboard's
+    bot_state = {"env_bot_id": bot.bot_id(bot.token(dotenv, token_env)), "running": guard.running(paths),
                  "role": _recorded_role(paths)}
-    token = read_env_file(os.path.join(paths.shared, ".env")).get("DASHBOARD_TOKEN")  # set or not, never its value
     return {"ok": True, "supervisor": supervisor, "services": services, "bot": bot_state, "now": time.time(),
-            "dashboard_token": bool(token)}
+            "dashboard_token": bool(dotenv.get("DASHBOARD_TOKEN"))}  # set or not, never its value
 
 
 def _mtime(path):

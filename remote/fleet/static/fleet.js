@@ -22,24 +22,24 @@
     return Math.floor(seconds / 3600) + "h" + ("0" + Math.floor(seconds % 3600 / 60)).slice(-2) + "m";
   }
 
-  function act(host, action, service) {
-    if (!window.confirm(action + " " + service + " on " + host + "?")) return;
-    fetch("/api/hosts/" + encodeURIComponent(host) + "/" + action + "/" + service, {
+  function post(path, then) {  // an action: the session's CSRF token, its one-line answer shown
+    fetch("/api/hosts/" + path, {
       method: "POST", headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"
     }).then(function (r) { return r.json(); }).then(function (doc) {
       var box = document.getElementById("result");
       box.hidden = false;
       box.textContent = doc.line || doc.error || JSON.stringify(doc);
+      if (then) then(doc);
     });
   }
 
+  function act(host, action, service) {
+    if (!window.confirm(action + " " + service + " on " + host + "?")) return;
+    post(encodeURIComponent(host) + "/" + action + "/" + service);
+  }
+
   function tunnel(host) {
-    fetch("/api/hosts/" + encodeURIComponent(host) + "/tunnel", {
-      method: "POST", headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"
-    }).then(function (r) { return r.json(); }).then(function (doc) {
-      var box = document.getElementById("result");
-      box.hidden = false;
-      box.textContent = doc.line || doc.error || "";
+    post(encodeURIComponent(host) + "/tunnel", function (doc) {
       if (doc.url) window.open(doc.url, "_blank", "noopener");
     });
   }
