@@ -73,7 +73,7 @@ class Dashboard:
         self.keys = SessionKeys(Layout(str(settings.app_dir)), settings.token)
         self.app.secret_key = self.keys.secret
         # named per instance: dashboards, tunnels and the fleet page on one machine share its cookie jar
-        self.app.config.update(SESSION_COOKIE_NAME="sulfur_dashboard_%d" % settings.port,
+        self.app.config.update(SESSION_COOKIE_NAME=self.keys.cookie_name(settings.port),
                                SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
         self.app.add_template_filter(human_duration, "duration")
         self.app.context_processor(lambda: {"csrf_token": self.csrf_token()})

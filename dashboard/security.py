@@ -114,6 +114,13 @@ class SessionKeys:
     def secret(self) -> bytes:
         return bytes.fromhex(str(self._read().get("secret") or self._doc["secret"]))
 
+    def cookie_name(self, port: int) -> str:
+        """The session cookie's name: the port and a digest of this app_dir's secret. Cookies do not
+        tell ports apart, and two hosts' dashboards tunnelled to one machine both serve port 5000:
+        the digest keeps them apart, while the two dashboards of a handover (one app_dir) agree."""
+        tag = hashlib.sha256(b"sulfur-cookie-name\0" + self.secret).hexdigest()[:8]
+        return "sulfur_dashboard_%d_%s" % (port, tag)
+
     @property
     def version(self) -> int:
         return int(self._read().get("version", 0))

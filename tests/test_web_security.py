@@ -87,7 +87,7 @@ def test_cookies_are_per_instance_strict_and_http_only(dashboards, tmp_path):
         answer = login(session, board, TOKEN + str(n))
         assert answer.status_code == 200
         cookie = answer.history[0].headers["Set-Cookie"]
-        assert cookie.startswith("sulfur_dashboard_%d=" % board.port)
+        assert re.match(r"sulfur_dashboard_%d_[0-9a-f]{8}=" % board.port, cookie)
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     for board in boards:  # signing in to the second did not sign the first out
         assert session.get(board.url("/api/status"), timeout=10).status_code == 200
@@ -178,9 +178,10 @@ def test_a_cookie_for_the_old_token_is_refused_by_the_dashboard_of_the_new_one(d
     new.wait_healthy()
     session = requests.Session()
     assert login(session, old).status_code == 200  # the old one still takes the old token...
-    value = session.cookies["sulfur_dashboard_%d" % old.port]
+    (name, value), = session.cookies.items()
+    assert name.startswith("sulfur_dashboard_%d_" % old.port)  # one app_dir: the same secret, the same tag
     thief = requests.Session()
-    thief.cookies.set("sulfur_dashboard_%d" % new.port, value)
+    thief.cookies.set(name.replace("_%d_" % old.port, "_%d_" % new.port), value)
     assert thief.get(new.url("/api/status"), timeout=10).status_code == 401  # ...the new one never
 
 
