@@ -169,7 +169,17 @@ def _open(host: Host, sock: Any = None, hop_of: Optional[Host] = None) -> Connec
         conn.close()
         text = describe_connect_error(host, conn, exc)
         raise HostError("jump host %s (for %s): %s" % (host.name, hop_of.name, text) if hop_of else text) from None
+    _no_delay(conn)
     return conn
+
+
+def _no_delay(conn: Connection) -> None:
+    """TCP_NODELAY, as OpenSSH's own client sets for a session: every call here is small requests
+    and answers, and Nagle's algorithm held the second of two small writes (a request, then its
+    stdin) for the server's delayed ACK, about 40 ms on each ctl call. A hop's channel is no socket."""
+    sock = getattr(conn.client.get_transport(), "sock", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _Hops:

@@ -86,9 +86,9 @@ def test_watch_sends_the_backlog_then_each_change_and_ends_with_its_channel(tmp_
         history.write(ring, dict(record, t=t, load=t % 100))
     proc = _watch(app, since=now - 35)
     try:
+        assert json.loads(proc.stdout.readline())["kind"] == "status"  # the states first, for the cards
         first = json.loads(proc.stdout.readline())
         assert first["kind"] == "history" and first["samples"]["t"] == [now - 30, now - 20]
-        assert json.loads(proc.stdout.readline())["kind"] == "status"
         history.write(ring, dict(record, t=now - 10, load=7))
         sample = json.loads(proc.stdout.readline())
         assert sample["kind"] == "sample" and sample["t"] == now - 10 and sample["load"] == 7
@@ -100,6 +100,27 @@ def test_watch_sends_the_backlog_then_each_change_and_ends_with_its_channel(tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_days_backlog_is_thinned_to_one_sample_a_minute_the_newest_kept(tmp_path):
+    app = tmp_path / "app"
+    (app / "run").mkdir(parents=True)
+    ring = str(app / "run" / "history.bin")
+    now = int(time.time()) // 10 * 10
+    record = dict.fromkeys(history.FIELDS, 0)
+    for n in range(history.SLOTS - 1, -1, -1):
+        history.write(ring, dict(record, t=now - 10 * n, bot_restarts=1 if n < 1000 else 0))
+    proc = _watch(app)
+    try:
+        assert json.loads(proc.stdout.readline())["kind"] == "status"
+        samples = json.loads(proc.stdout.readline())["samples"]
+        times = samples["t"]
+        assert 1400 <= len(times) <= 1440 and times[-1] == now and times == sorted(times)
+        assert {b - a for a, b in zip(times, times[1:])} == {60}  # evenly: one a minute
+        assert samples["bot_restarts"][0] == 0 and samples["bot_restarts"][-1] == 1  # the step survives
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
 
 
 def test_the_supervisor_samples_its_stack(tmp_path, port):

@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from remote import ctlcalls
+from remote.host import history
 from remote.host.wire import PROTOCOL
 from remote.inventory import Host
 
@@ -46,14 +47,11 @@ class Link:
         self._close()
 
     def snapshot(self, with_history: bool = False, points: int = 1440) -> Dict[str, Any]:
-        """The state; with its history, thinned to about ``points`` samples (a card's chart has
-        fewer pixels than a day has samples): every n-th sample, the newest one always kept."""
+        """The state; with its history, thinned to about ``points`` samples."""
         with self.lock:
             doc = json.loads(json.dumps(self.state))
             if with_history:
-                count = len(self.history.get("t", []))
-                step = max(1, -(-count // points))
-                doc["history"] = {k: list(v[::-1][::step][::-1]) for k, v in self.history.items()}
+                doc["history"] = history.thin(self.history, points)
             return doc
 
     # ------------------------------------------------------------------------------- the connection

@@ -167,3 +167,12 @@ def read(file, since=None, now=None):
 def columns(records):
     """Records as {field: [values]}: a third of the JSON of a list of dicts, for the backlog."""
     return {name: [r[name] for r in records] for name in FIELDS}
+
+
+def thin(cols, points=1440):
+    """Every n-th sample of each column, the newest always kept, for about ``points`` in all: a
+    chart has fewer pixels than a day has samples. Restart counters only grow between two kept
+    samples, so a restart still shows as a step."""
+    count = len(cols.get("t", []))
+    step = max(1, -(-count // points))
+    return {name: list(values[::-1][::step][::-1]) for name, values in cols.items()}

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from http.client import HTTPConnection
 
 from remote.host import CODE_DIR, agent, bot, guard, orphans
 from remote.host.contract import StackSettings
@@ -136,7 +135,8 @@ def spawn_supervisor(paths, config):
 
 
 def health_pid(config):
-    """The pid /healthz answers with, or None. http.client, not urllib: no ssl import on the way."""
+    """The pid /healthz answers with, or None. http.client, not urllib: fewer imports on the way."""
+    from http.client import HTTPConnection  # here: only the commands that start something need it
     host = config["host"]
     conn = HTTPConnection({"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host),
                           config["port"], timeout=2)

@@ -1,8 +1,11 @@
 """`ctl watch`: one JSON line whenever the host's state changes, and each new history sample, until
 the operator goes away (the SSH channel closes, or ETX: wire.Stdin.closed).
 
-The backlog comes first (`since`: only what is newer), so a page has the last 24 h the moment it
-opens. Watching costs two stat() calls per poll: nothing is computed unless a file changed.
+The status comes first, then the backlog (`since`: only what is newer), so a page has the states
+and the last 24 h the moment it opens. The backlog is thinned to BACKLOG_POINTS (a chart has fewer
+pixels than a day has samples, and a day at full rate is 650 KB of JSON per host); the samples after
+it come one by one. Watching costs two stat() calls per poll: nothing is computed unless a file
+changed.
 """
 
 import json
@@ -14,6 +17,7 @@ from remote.host.files import Layout
 from remote.host.wire import PROTOCOL
 
 POLL = 0.5
+BACKLOG_POINTS = 1440  # one per minute over 24 h
 
 
 def _mtime(path):
@@ -32,10 +36,13 @@ def emit(doc, out=sys.stdout):
 def watch(app_dir, since, stdin, token_env=None, poll=POLL, out=sys.stdout):
     paths = Layout(app_dir)
     ring = history.path(paths)
+    seen_ring = _mtime(ring)
     records = history.read(ring, since)
-    emit({"kind": "history", "interval": history.INTERVAL, "samples": history.columns(records)}, out)
+    seen_state = _mtime(paths.state)
+    emit({"kind": "status", "status": stack.status(app_dir, token_env)}, out)
+    emit({"kind": "history", "interval": history.INTERVAL,
+          "samples": history.thin(history.columns(records), BACKLOG_POINTS)}, out)
     newest = records[-1]["t"] if records else since
-    seen_state, seen_ring = object(), _mtime(ring)  # the status goes out at once, whatever it is
     while True:
         state = _mtime(paths.state)
         if state != seen_state:
