@@ -17,6 +17,23 @@ sys.path.insert(0, str(ROOT))
 from remote.host.listener import spawn_on_socket  # noqa: E402
 
 
+def processes(match: Callable[[list], bool], uid: Optional[int] = None) -> list:
+    """pids of the live processes (zombies left out) whose argv, a list of bytes, ``match`` accepts,
+    and, given, of that owner: what really runs, whatever a state file says."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
+                owner = os.stat("/proc/%s" % entry).st_uid
+                zombie = Path("/proc", entry, "stat").read_text().rsplit(") ", 1)[1][0] == "Z"
+            except (OSError, IndexError):
+                continue
+            if not zombie and uid in (None, owner) and match(argv):
+                found.append(int(entry))
+    return found
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (the kernel's pick)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

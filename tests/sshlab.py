@@ -196,6 +196,26 @@ class Host:
             self.sshd.terminate()
             self.sshd.wait(10)
 
+    def bots(self) -> List[int]:
+        """Live example bots (examples/bot/bot.py, copied anywhere) of this host's user."""
+        from dashproc import processes
+
+        return processes(lambda argv: any(word.endswith(b"bot.py") for word in argv), self.user.pw_uid)
+
+    def kill_sshd(self) -> None:
+        """`pkill -9 sshd` on the host, as a Termux user stops it: the listener and every session it
+        serves (a systemd stop would leave the sessions); start_sshd() brings it back."""
+        ns = os.stat("/run/netns/" + self.ns).st_ino
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.stat("/proc/%s/ns/net" % entry).st_ino == ns and \
+                        Path("/proc", entry, "comm").read_text().strip() == "sshd":
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                continue
+        if self.sshd:
+            self.sshd.wait(10)
+
     # ------------------------------------------------------------------------------ use
     def netns(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
         return sh("ip", "netns", "exec", self.ns, *argv, **kwargs)

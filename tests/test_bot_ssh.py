@@ -78,19 +78,7 @@ def bot(host):
 
 
 def bots(host):
-    """Live example bots of this host's user: what really runs, whatever any state file says."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path("/proc", entry, "cmdline").read_bytes()
-                owner = os.stat("/proc/%s" % entry).st_uid
-                stat = Path("/proc", entry, "stat").read_text()
-            except OSError:
-                continue
-            if b"bot.py" in cmd and owner == host.user.pw_uid and stat.rsplit(") ", 1)[1][0] != "Z":
-                found.append(int(entry))
-    return found
+    return host.bots()
 
 
 def running_bot(host, timeout=20):

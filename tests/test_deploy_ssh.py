@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sshlab
-from dashproc import ROOT, invoke
+from dashproc import ROOT, invoke, processes
 
 pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
 BOT = "import os, time\nprint('bot %s up, token set:', bool(os.environ.get('BOT_TOKEN')), flush=True)\n" \
@@ -259,16 +259,7 @@ def test_a_connection_cut_during_the_upload_leaves_current_serving(lab):
 
 
 def _sshd_sessions(host):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path("/proc", entry, "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmd.startswith(b"sshd: " + host.user.pw_name.encode()):
-                found.append(int(entry))
-    return found
+    return processes(lambda argv: argv[0].startswith(b"sshd: " + host.user.pw_name.encode()))
 
 
 def test_two_deploys_at_once_are_serialised(lab):

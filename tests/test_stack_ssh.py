@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sshlab
 from dashproc import ROOT, invoke
+from dashproc import processes as running
 
 pytestmark = pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available()))
 PROFILES = ["linux", "termux", "bare"]
@@ -56,17 +57,7 @@ def state(host):
 
 def processes(*words, uid=None):
     """pids of the processes whose command line has every one of ``words`` (and, given, that owner)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
-                owner = os.stat("/proc/%s" % entry).st_uid
-            except OSError:
-                continue
-            if all(w.encode() in cmd for w in words) and uid in (None, owner):
-                found.append(int(entry))
-    return found
+    return running(lambda argv: all(w.encode() in argv for w in words), uid)
 
 
 def supervisors(host):
