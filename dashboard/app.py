@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
+from remote.host import history
 from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
 
@@ -160,6 +161,14 @@ class Dashboard:
             if not self.authorized():
                 return jsonify({"error": "token required"}), 401
             return jsonify(self.status()), 200
+
+        @app.get("/api/history")
+        def api_history() -> Tuple[Any, int]:
+            """This host's 24 h from the supervisor's ring (run/history.bin), as the fleet page has them."""
+            if not self.authorized():
+                return jsonify({"error": "token required"}), 401
+            records = history.read(history.path(Layout(str(self.settings.app_dir))))
+            return jsonify({"interval": history.INTERVAL, "samples": history.thin(history.columns(records))}), 200
 
         @app.get("/")
         def index() -> Any:

@@ -1,6 +1,9 @@
 """`invoke fleet` against the SSH test hosts (linux and termux), in real Chromium: every card with its
-host's states, a killed dashboard shown, a host whose network link goes down greyed while the other
-keeps updating (and back), actions only with the session's CSRF token, hostile text shown as text."""
+host's states and 24 h charts, a killed dashboard shown, a host whose network link goes down or whose
+sshd is killed greyed while the other keeps updating (and back), actions and failover only with the
+session's CSRF token, hostile text shown as text, tunnelled dashboards and their cookies.
+
+Both hosts run the example bot (demo mode, one token): linux active, termux `standby: true`."""
 
 import json
 import os
@@ -12,24 +15,55 @@ import sys
 import pytest
 import requests
 import sshlab
-from dashproc import ROOT, free_port, wait_for
+from dashproc import ROOT, free_port, processes, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.skipif(sshlab.available() is not None, reason=str(sshlab.available())),
               pytest.mark.skipif(not CHROMIUM, reason="needs chromium")]
 
 
+BOT_TOKEN = "the-fleet-tests-bot-token"
+
+
+def write_env(host, **extra):
+    """The host's shared/.env: the bot's token (demo mode), plus ``extra`` keys."""
+    path = os.path.join(host.app_dir, "shared", ".env")
+    keys = dict({"BOT_TOKEN": BOT_TOKEN, "EXAMPLE_BOT_DEMO": "1"}, **extra)
+    with open(path, "w") as handle:
+        handle.write("".join("%s=%s\n" % item for item in keys.items()))
+    os.chown(path, host.user.pw_uid, host.user.pw_gid)
+    os.chmod(path, 0o600)
+
+
+def bot_inventory(lab, path, linux_bot=None):
+    """The lab's inventory with a bot on both hosts, termux on standby."""
+    text = lab.inventory(list(lab.hosts.values()), path=path).read_text()
+    text = text.replace("  linux: {", "  linux: {bot_command: '%s', " % (linux_bot or "python %s/bot.py" % lab.dir))
+    text = text.replace("  termux: {", "  termux: {bot_command: 'python %s/bot.py', standby: true, " % lab.dir)
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
 def lab():
+    from dashproc import invoke
+
     with sshlab.lab_with("linux", "termux") as lab:
-        lab.install_release(stop=False)
+        shutil.copy(ROOT / "examples" / "bot" / "bot.py", lab.dir / "bot.py")
+        (lab.dir / "bot.py").chmod(0o644)
+        lab.install_release()
+        for host in lab.hosts.values():
+            write_env(host)
+        lab.fleet_inventory = bot_inventory(lab, lab.dir / "fleet-inventory.yml")
+        out = invoke(lab.fleet_inventory, "start", "--all")
+        assert out.returncode == 0, out.stdout + out.stderr
         yield lab
 
 
 @pytest.fixture(scope="module")
 def fleet(lab):
     port = free_port()
-    env = dict(os.environ, SULFUR_INVENTORY=str(lab.inventory_path), XDG_CACHE_HOME=str(lab.dir / "cache"))
+    env = dict(os.environ, SULFUR_INVENTORY=str(lab.fleet_inventory), XDG_CACHE_HOME=str(lab.dir / "cache"))
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "fleet", "--port", str(port), "--no-browser"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
@@ -66,7 +100,18 @@ def test_every_card_fills_with_its_hosts_states(lab, page, fleet):
         text = card_text(page, name)
         assert "reachable" in text and "dashboard" in text and "supervisor" not in text.split("dashboard")[0][-5:]
     assert "termux" in card_text(page, "termux")  # its platform
-    page.wait_for_selector('section.card[data-host="linux"] .chart canvas', timeout=60000)  # its CPU chart
+    assert "standby" in page.locator('section.card[data-host="termux"] tr[data-service="bot"]').inner_text()
+    # its 24 h: CPU and RSS sparklines; a click shows them full size, with load and memory
+    page.wait_for_selector('section.card[data-host="linux"] .sparks .chart canvas', timeout=60000)
+    sparks = 'section.card[data-host="linux"] .sparks .chart'
+    assert page.eval_on_selector_all(sparks, "cs => cs.map(c => c.dataset.kind)") == ["cpu", "rss"]
+    page.click('section.card[data-host="linux"] .sparks')
+    page.wait_for_selector("dialog#detail[open] .chart canvas", timeout=10000)
+    assert page.locator("#detail-title").inner_text() == "linux: the last 24 h"
+    assert page.eval_on_selector_all("#detail-charts .chart", "cs => cs.map(c => c.dataset.kind)") == [
+        "cpu", "rss", "load", "memory"]
+    page.click("#detail-close")
+    assert page.locator("dialog#detail[open]").count() == 0
     # the token was for one use: a second browser with the same link is refused
     assert requests.get(fleet["url"], timeout=5).status_code == 403
     assert requests.get(fleet["base"] + "/api/hosts", timeout=5).status_code == 401
@@ -82,6 +127,10 @@ def test_a_killed_dashboard_shows_on_its_card(lab, page):
         " return t && !t.innerText.includes(String(p)) && t.innerText.includes('running'); }", arg=old, timeout=30000)
     row = page.locator('section.card[data-host="linux"] tr[data-service="dashboard"]').inner_text()
     assert "running" in row and str(old) not in row
+    # the restart is a mark on the charts' time axis once the next 10 s sample has it
+    page.wait_for_function("() => /restarts in 24 h: .*dashboard/.test(document.querySelector("
+                           "'section.card[data-host=\"linux\"] .sparks').innerText)", timeout=40000)
+    assert int(page.get_attribute('section.card[data-host="linux"] .sparks .chart', "data-restarts")) >= 1
 
 
 def test_a_host_whose_link_goes_down_is_greyed_and_the_other_keeps_updating(lab, page):
@@ -96,6 +145,24 @@ def test_a_host_whose_link_goes_down_is_greyed_and_the_other_keeps_updating(lab,
     finally:
         subprocess.run(["ip", "link", "set", host_side, "up"], check=True)
     page.wait_for_selector('section.card[data-host="termux"]:not(.down)', timeout=90000)
+
+
+def updated(page, host):
+    return int(page.get_attribute('section.card[data-host="%s"]' % host, "data-updated"))
+
+
+def test_a_host_whose_sshd_is_killed_is_greyed_and_comes_back_when_it_is_started(lab, page):
+    linux = lab.hosts["linux"]
+    linux.kill_sshd()
+    try:
+        page.wait_for_selector('section.card.down[data-host="linux"]', timeout=45000)
+        assert "unreachable since" in card_text(page, "linux")
+        before = updated(page, "termux")
+        wait_for(lambda: updated(page, "termux") > before, 30, "the termux card updated while linux is down")
+        assert "down" not in page.locator('section.card[data-host="termux"]').get_attribute("class")
+    finally:
+        linux.start_sshd()
+    page.wait_for_selector('section.card[data-host="linux"]:not(.down) td.state-running', timeout=90000)
 
 
 def test_actions_need_the_csrf_token_and_answer_with_the_clis_line(lab, page, fleet):
@@ -127,9 +194,7 @@ def test_hostile_text_from_a_host_is_shown_as_text(lab, page):
     script = lab.dir / "hostile_bot.py"
     script.write_text(HOSTILE_BOT)
     script.chmod(0o644)
-    inventory = lab.dir / "inv-hostile.yml"
-    inventory.write_text(lab.inventory_path.read_text().replace(
-        "  linux: {", "  linux: {bot_command: '/usr/bin/python3 %s', " % script))
+    inventory = bot_inventory(lab, lab.dir / "inv-hostile.yml", linux_bot="/usr/bin/python3 %s" % script)
     try:
         out = invoke(inventory, "restart", "--host", "linux")
         assert out.returncode == 0, out.stdout + out.stderr
@@ -137,20 +202,11 @@ def test_hostile_text_from_a_host_is_shown_as_text(lab, page):
         assert page.title() != "pwned" and page.locator("section.card img").count() == 0
         assert "\x1b" not in card_text(page, "linux")  # the supervisor keeps printable characters only
     finally:
-        invoke(lab.inventory_path, "restart", "--host", "linux")  # back to no bot
+        invoke(lab.fleet_inventory, "restart", "--host", "linux")  # back to the example bot
 
 
 def _ctl_logs(uid):
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and os.stat("/proc/" + entry).st_uid == uid:
-                cmd = open("/proc/%s/cmdline" % entry, "rb").read().split(b"\0")
-                if b"remote.host.ctl" in cmd and b"logs" in cmd:
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return processes(lambda argv: b"remote.host.ctl" in argv and b"logs" in argv, uid)
 
 
 def test_the_log_pane_follows_new_lines_and_picking_another_ends_the_first_on_the_host(lab, page):
@@ -171,38 +227,77 @@ def test_the_log_pane_follows_new_lines_and_picking_another_ends_the_first_on_th
              "the first follow ended on the host, the second runs")
 
 
+def sign_in(context, url, token):
+    tab = context.new_page()
+    tab.goto(url)
+    tab.fill("input[name=token]", token)
+    tab.click("button[type=submit]")
+    tab.wait_for_selector("#services-card", timeout=20000)
+    return tab
+
+
 def test_open_dashboard_tunnels_only_to_a_dashboard_with_a_token_and_the_cookies_stay_apart(lab, page, fleet):
+    """Two hosts' dashboards, both on their port 5000, tunnelled to two loopback ports of this machine:
+    cookies do not tell ports apart, so each needs a name of its own, and the fleet's stays too."""
     from dashproc import invoke
 
-    linux = lab.hosts["linux"]
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
     page.locator('section.card[data-host="termux"] button.tunnel').click()
     wait_for(lambda: "has no DASHBOARD_TOKEN" in page.locator("#result").inner_text(), 30, "the refusal")
-    token = "fleet-test-token-%d" % os.getpid()
-    env = os.path.join(linux.app_dir, "shared", ".env")
-    with open(env, "w") as handle:
-        handle.write("DASHBOARD_TOKEN=%s\n" % token)
-    os.chown(env, linux.user.pw_uid, linux.user.pw_gid)
-    os.chmod(env, 0o600)
+    tokens = {name: "fleet-test-token-%s-%d" % (name, os.getpid()) for name in ("linux", "termux")}
+    for host in (linux, termux):
+        write_env(host, DASHBOARD_TOKEN=tokens[host.name])
     try:
-        assert invoke(lab.inventory_path, "restart", "--host", "linux").returncode == 0
+        assert invoke(lab.fleet_inventory, "restart", "--all").returncode == 0
         cookies = {c["name"]: c["value"] for c in page.context.cookies()}
         csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
-        url = fleet["base"] + "/api/hosts/linux/tunnel"
-        answer = wait_for(lambda: requests.post(url, cookies=cookies, headers={"X-CSRF-Token": csrf},
-                                                timeout=30).json().get("url"), 30, "a tunnel once the token shows")
-        health = requests.get(answer + "healthz", timeout=10).json()
+        urls = {}
+        for name in tokens:
+            url = fleet["base"] + "/api/hosts/%s/tunnel" % name
+            urls[name] = wait_for(lambda url=url: requests.post(
+                url, cookies=cookies, headers={"X-CSRF-Token": csrf}, timeout=30).json().get("url"), 30, "a tunnel")
+        assert urls["linux"] != urls["termux"]
+        health = requests.get(urls["linux"] + "healthz", timeout=10).json()
         assert health["release"] == os.path.basename(os.path.realpath(os.path.join(linux.app_dir, "current")))
-        assert requests.get(answer, timeout=10).status_code == 401  # the host's own login, not an open page
-        tab = page.context.new_page()
-        tab.goto(answer)
-        tab.fill("input[name=token]", token)
-        tab.click("button[type=submit]")
-        tab.wait_for_selector("#services-card", timeout=20000)
+        assert requests.get(urls["linux"], timeout=10).status_code == 401  # the host's own login, not an open page
+        tabs = [sign_in(page.context, urls[name], tokens[name]) for name in ("linux", "termux")]
         names = sorted(c["name"] for c in page.context.cookies())
-        assert "sulfur_fleet_%d" % fleet["port"] in names and any(n.startswith("sulfur_dashboard_") for n in names)
+        boards = [n for n in names if n.startswith("sulfur_dashboard_5000_")]
+        assert "sulfur_fleet_%d" % fleet["port"] in names and len(boards) == 2  # three cookies, none replaced
+        for name, url in urls.items():  # signing in to termux's did not sign linux's out
+            assert page.context.request.get(url + "api/status").status == 200, name
         fresh = {c["name"]: c["value"] for c in page.context.cookies()}
         assert requests.get(fleet["base"] + "/api/hosts", cookies=fresh, timeout=10).status_code == 200
-        tab.close()
+        for tab in tabs:
+            tab.close()
     finally:
-        os.unlink(env)
-        invoke(lab.inventory_path, "restart", "--host", "linux")
+        for host in (linux, termux):
+            write_env(host)
+        invoke(lab.fleet_inventory, "restart", "--all")
+
+
+def test_the_failover_button_moves_the_bot_and_needs_the_csrf_token(lab, page, fleet):
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    wait_for(lambda: len(linux.bots()) == 1 and not termux.bots(), 30, "the bot on linux only")
+    page.wait_for_selector('section.card[data-host="linux"] tr[data-service="bot"] td.state-running', timeout=30000)
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    url = fleet["base"] + "/api/failover"
+    refused = requests.post(url, json={"to": "termux"}, cookies=cookies, timeout=30)
+    assert refused.status_code == 403 and "CSRF" in refused.json()["error"]
+    wrong = requests.post(url, json={"to": "nowhere"}, cookies=cookies, headers={"X-CSRF-Token": csrf}, timeout=30)
+    assert wrong.status_code == 400
+    assert len(linux.bots()) == 1 and not termux.bots()  # neither moved it
+    assert page.locator('section.card[data-host="linux"] button.failover').count() == 0  # it runs there
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator('section.card[data-host="termux"] button.failover').click()
+    wait_for(lambda: "termux: now:" in page.locator("#result").inner_text(), 90, "the failover's answer")
+    lines = page.locator("#result").inner_text().splitlines()
+    assert re.match(r"linux: bot stopped \(pid \d+\); role standby$", lines[0]), lines
+    assert re.match(r"termux: bot running \(pid \d+\), up 5 s; role active$", lines[1]), lines
+    assert not linux.bots() and len(termux.bots()) == 1
+    page.wait_for_selector('section.card[data-host="linux"] button.failover', timeout=30000)  # it can go back
+    row = 'section.card[data-host="linux"] tr[data-service="bot"]'
+    assert "running" not in page.inner_text(row) and "state-running" not in page.inner_html(row)
+    page.wait_for_selector('section.card[data-host="termux"] tr[data-service="bot"] td.state-running', timeout=30000)
+    assert page.locator("#banner").is_hidden()  # one bot, one host

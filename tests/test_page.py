@@ -95,6 +95,50 @@ def test_the_bot_card_shows_its_id_role_status_line_and_budget_and_escapes_what_
         page.close()
 
 
+def write_history(app_dir, hours=2.0, restart_at=None):
+    """A ring as the supervisor writes it (history.write): a sample per 10 s up to now, the
+    dashboard's restart counter going up once at ``restart_at`` seconds ago."""
+    from remote.host import history
+
+    (app_dir / "run").mkdir(parents=True, exist_ok=True)
+    ring = str(app_dir / "run" / "history.bin")
+    now = int(time.time())
+    for t in range(now - int(hours * 3600), now, history.INTERVAL):
+        values = {name: 0 for name in history.FIELDS}
+        values.update(t=t, serving=1, dashboard_cpu=15 + t % 7, dashboard_rss=40000, bot_cpu=5, bot_rss=60000,
+                      supervisor_cpu=2, supervisor_rss=12000, load=50, mem_used=400000, mem_total=1000000,
+                      battery=-1, dashboard_restarts=1 if restart_at and t >= now - restart_at else 0)
+        history.write(ring, values)
+    return ring
+
+
+def test_the_history_card_draws_24_h_from_the_ring_with_restarts_marked(browser, dashboards):
+    import requests
+
+    token = "tok-of-16-chars-or-more"
+    board = dashboards(env={"DASHBOARD_TOKEN": token})
+    write_history(board.app_dir, restart_at=1800)
+    board.wait_healthy()
+    assert requests.get(board.url("/api/history"), timeout=10).status_code == 401  # the host's data: signed in
+    answer = requests.get(board.url("/api/history"), headers={"Authorization": "Bearer " + token}, timeout=10)
+    samples = answer.json()["samples"]
+    assert 700 <= len(samples["t"]) <= 721 and samples["dashboard_restarts"][-1] == 1
+    page = browser.new_page()
+    try:
+        page.goto(board.url("/"))
+        page.fill("input[name=token]", token)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#history-charts .chart canvas", timeout=15000)
+        kinds = page.eval_on_selector_all("#history-charts .chart", "cs => cs.map(c => c.dataset.kind)")
+        assert kinds == ["cpu", "rss", "load", "memory"]
+        assert page.locator("#history-charts canvas").count() == 4
+        marks = page.locator("#history-charts .restart-marks").inner_text()
+        assert marks.startswith("restarts in 24 h: dashboard ")  # the one restart, with its time
+        assert "bot" not in marks and "supervisor" not in marks
+    finally:
+        page.close()
+
+
 @pytest.mark.parametrize("width", [1280, 390])
 def test_no_card_overflows_at_desktop_and_phone_widths(browser, dashboards, width):
     """The services table with real-world values (long pids, a failed service's exit) used to run out
@@ -105,9 +149,11 @@ def test_no_card_overflows_at_desktop_and_phone_widths(browser, dashboards, widt
                 for name, state in (("dashboard", "running"), ("bot", "backoff"), ("supervisor", "orphaned"))}
     (board.app_dir / "run").mkdir(parents=True, exist_ok=True)
     (board.app_dir / "run" / "state.json").write_text(json.dumps({"services": services}))
+    write_history(board.app_dir, hours=0.5, restart_at=600)  # with its charts and their legends
     page = browser.new_page(viewport={"width": width, "height": 900})
     try:
         page.goto(board.url("/"), wait_until="load")
+        page.wait_for_selector("#history-charts canvas", timeout=15000)
         wide = page.evaluate("[...document.querySelectorAll('.card')].filter(c => c.scrollWidth > c.clientWidth + 1)"
                              ".map(c => c.id + ' ' + c.scrollWidth + '>' + c.clientWidth)")
         assert wide == []

@@ -36,6 +36,21 @@
   }
   setInterval(refresh, 5000);
 
+  // the same 24 h charts as the fleet page, from this host's ring; a new sample comes every 10 s
+  const historyEl = document.getElementById("history-charts");
+  let charts = [];
+  async function history() {
+    try {
+      const response = await fetch("/api/history", { credentials: "same-origin" });
+      if (!response.ok || !window.SulfurCharts) return;
+      const doc = await response.json();
+      charts.forEach((chart) => chart.destroy());
+      const width = Math.max(240, historyEl.clientWidth);
+      charts = SulfurCharts.drawAll(historyEl, doc.samples, width, width >= 900 ? 2 : 1);
+    } catch (err) { /* the next turn will tell */ }
+  }
+  if (historyEl) { history(); setInterval(history, 30000); }
+
   // restart buttons: the supervisor does the work; the page only asks, with the session's CSRF token
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   for (const button of document.querySelectorAll("button.restart")) {

@@ -21,13 +21,15 @@ from flask_socketio import SocketIO
 
 from dashboard.security import CSRF_HEADER, csrf_ok, new_csrf, protect
 from remote import actions, render
+from remote import failover as moves
 from remote.botguard import Guard, running_units
 from remote.errors import SulfurError
 from remote.host import bot
 from remote.inventory import Inventory
 
 HERE = Path(__file__).resolve().parent
-VENDOR = HERE.parent.parent / "dashboard" / "static" / "vendor"
+DASHBOARD_STATIC = HERE.parent.parent / "dashboard" / "static"
+VENDOR = DASHBOARD_STATIC / "vendor"
 SERVICES = ("dashboard", "bot", "all")
 LOGS = ("dashboard", "bot", "supervisor")
 
@@ -69,6 +71,7 @@ class Fleet:
         self.links: Dict[str, Any] = {}
         self._follows: Dict[str, threading.Event] = {}  # Socket.IO sid -> its log pane's stop
         self._tunnels: Dict[str, Tuple[threading.Event, int]] = {}  # host -> (its stop, local port)
+        self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
         self._routes()
 
     def url(self) -> str:
@@ -78,7 +81,7 @@ class Fleet:
         link = self.links.get(host)
         if link is None:  # a link that speaks before start() has them all
             return
-        doc = link.snapshot()
+        doc = link.snapshot(with_history=kind == "history")  # a backlog goes with its own event: no fetch
         self.socketio.emit("host", {"host": doc, "kind": kind, "conflicts": conflicts(self.snapshots())})
 
     def snapshots(self, with_history: bool = False) -> List[Dict[str, Any]]:
@@ -123,6 +126,10 @@ class Fleet:
         def vendor(name: str) -> Any:
             return send_from_directory(str(VENDOR), name)
 
+        @app.get("/shared/charts.js")
+        def shared_charts() -> Any:  # the host dashboard's charts, the same file
+            return send_from_directory(str(DASHBOARD_STATIC), "charts.js")
+
         @app.get("/api/hosts")
         def api_hosts() -> Tuple[Any, int]:
             if not self.authorized():
@@ -150,6 +157,19 @@ class Fleet:
             if name not in self.links:
                 return jsonify({"error": "no such host"}), 404
             return self.open_tunnel(name)
+
+        @app.post("/api/failover")
+        def api_failover() -> Tuple[Any, int]:
+            if not self.authorized():
+                return jsonify({"error": "open the link invoke fleet printed"}), 401
+            if not self.csrf_checked():
+                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
+            doc = request.get_json(silent=True)
+            doc = doc if isinstance(doc, dict) else {}
+            to, from_ = doc.get("to"), doc.get("from")
+            if to not in self.links or (from_ is not None and from_ not in self.links) or to == from_:
+                return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\": another)"}), 400
+            return self.failover(to, from_)
 
         @sio.on("connect")
         def on_connect(auth: Optional[dict] = None) -> bool:
@@ -206,6 +226,19 @@ class Fleet:
         url = "http://127.0.0.1:%d/" % known[1]
         return jsonify({"ok": True, "url": url, "line": "%s: its dashboard at %s (a tunnel, until the fleet stops)"
                         % (name, url)}), 200
+
+    def failover(self, to: str, from_: Optional[str]) -> Tuple[Any, int]:
+        """`invoke failover --to`, step by step as the CLI prints it; never two at once."""
+        if not self._moving.acquire(blocking=False):
+            return jsonify({"ok": False, "line": "a failover is under way: wait for its answer"}), 409
+        try:
+            steps = moves.failover(self.inventory, to, from_)
+        except SulfurError as exc:
+            return jsonify({"ok": False, "line": str(exc)}), 409
+        finally:
+            self._moving.release()
+        return jsonify({"ok": all(step["ok"] for step in steps), "steps": steps,
+                        "line": "\n".join(render.failover_line(step) for step in steps)}), 200
 
     def act(self, target: Any, action: str, service: str) -> Tuple[Any, int]:
         try:

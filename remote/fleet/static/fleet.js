@@ -5,7 +5,6 @@
   var csrf = document.querySelector('meta[name="csrf-token"]').content;
   var hosts = {};   // name -> the latest snapshot
   var charts = {};  // name -> [uPlot]
-  var SERVICES = ["supervisor", "dashboard", "bot"];
 
   function el(tag, text, cls) {
     var node = document.createElement(tag);
@@ -22,24 +21,38 @@
     return Math.floor(seconds / 3600) + "h" + ("0" + Math.floor(seconds % 3600 / 60)).slice(-2) + "m";
   }
 
-  function post(path, then) {  // an action: the session's CSRF token, its one-line answer shown
-    fetch("/api/hosts/" + path, {
-      method: "POST", headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"
+  function post(path, then, body) {  // an action: the session's CSRF token, its one-line answer shown
+    var headers = {"X-CSRF-Token": csrf};
+    if (body) headers["Content-Type"] = "application/json";
+    var box = document.getElementById("result");
+    fetch("/api/" + path, {
+      method: "POST", headers: headers, credentials: "same-origin", body: body ? JSON.stringify(body) : undefined
     }).then(function (r) { return r.json(); }).then(function (doc) {
-      var box = document.getElementById("result");
       box.hidden = false;
       box.textContent = doc.line || doc.error || JSON.stringify(doc);
       if (then) then(doc);
+    }).catch(function () {
+      box.hidden = false;
+      box.textContent = "no answer from the fleet: is invoke fleet still running?";
     });
   }
 
   function act(host, action, service) {
     if (!window.confirm(action + " " + service + " on " + host + "?")) return;
-    post(encodeURIComponent(host) + "/" + action + "/" + service);
+    post("hosts/" + encodeURIComponent(host) + "/" + action + "/" + service);
+  }
+
+  function failover(host) {  // invoke failover --to host: stopped where it runs, then started here
+    if (!window.confirm("Move the bot to " + host + "? It is stopped where it runs first, then started on " +
+                        host + " and watched for 5 s; if it does not stay up, it goes back.")) return;
+    var box = document.getElementById("result");
+    box.hidden = false;
+    box.textContent = "moving the bot to " + host + "…";
+    post("failover", null, {to: host});
   }
 
   function tunnel(host) {
-    post(encodeURIComponent(host) + "/tunnel", function (doc) {
+    post("hosts/" + encodeURIComponent(host) + "/tunnel", function (doc) {
       if (doc.url) window.open(doc.url, "_blank", "noopener");
     });
   }
@@ -88,24 +101,50 @@
     return parts.filter(function (x) { return x; }).join(" · ");
   }
 
-  function chart(card, name, history) {
-    if (!window.uPlot || !history || !history.t || history.t.length < 2) return;
-    var series = [{}], data = [history.t];
-    SERVICES.forEach(function (svc) {
-      series.push({label: svc + " CPU %", stroke: {supervisor: "#6b7280", dashboard: "#2563eb", bot: "#d97706"}[svc]});
-      data.push(history[svc + "_cpu"].map(function (v) { return v / 10; }));
-    });
-    var box = el("div", null, "chart");
+  function sparklines(card, name, history) {  // CPU and RSS of the last 24 h; a click: full size
+    (charts[name] || []).forEach(function (c) { c.destroy(); });
+    charts[name] = [];
+    if (!history || !history.t || history.t.length < 2) return;
+    var box = el("div", null, "sparks");
+    box.title = "24 h: CPU % and RSS of each service, restarts dashed; click for full size";
     card.appendChild(box);
     var width = Math.max(200, card.clientWidth - 32);
-    charts[name] = new uPlot({width: width, height: 80, series: series, legend: {show: false},
-                              axes: [{show: false}, {size: 30}]}, data, box);
+    ["cpu", "rss"].forEach(function (kind) {
+      var one = el("div", null, "chart");
+      box.appendChild(one);
+      var made = SulfurCharts.draw(one, history, kind, width, 60, false);
+      if (made) charts[name].push(made);
+    });
+    box.appendChild(el("p", SulfurCharts.restartText(history), "facts muted"));
+    box.addEventListener("click", function () { detail(name); });
   }
+
+  var shown = null, detailCharts = [];  // the host in the full-size view
+  function detail(name) {
+    var dialog = document.getElementById("detail");
+    shown = name;
+    document.getElementById("detail-title").textContent = name + ": the last 24 h";
+    if (!dialog.open) dialog.showModal();
+    redrawDetail();
+  }
+  function redrawDetail() {
+    var dialog = document.getElementById("detail");
+    if (!shown || !dialog.open) return;
+    detailCharts.forEach(function (c) { c.destroy(); });
+    var doc = hosts[shown] || {};
+    var width = Math.max(300, Math.min(1100, window.innerWidth - 96));
+    detailCharts = SulfurCharts.drawAll(document.getElementById("detail-charts"), doc.history || {}, width);
+  }
+  document.getElementById("detail-close").addEventListener("click", function () {
+    document.getElementById("detail").close();
+  });
+  document.getElementById("detail").addEventListener("close", function () { shown = null; });
 
   function draw(doc) {
     var card = document.querySelector('section.card[data-host="' + CSS.escape(doc.host) + '"]');
     if (!card) return;
     hosts[doc.host] = doc;
+    card.dataset.updated = String((Number(card.dataset.updated) || 0) + 1);  // how many times it was drawn
     card.classList.toggle("down", !doc.reachable);
     card.textContent = "";
     var title = el("h2");
@@ -120,8 +159,15 @@
       var open = el("button", "open dashboard", "tunnel");
       open.addEventListener("click", function () { tunnel(doc.host); });
       card.appendChild(open);
+      var bot = (doc.status.services || {}).bot;
+      if (bot && ["standby", "stopped", "failed"].indexOf(bot.state) >= 0) {  // configured here, not running
+        var move = el("button", "move the bot here", "failover");
+        move.addEventListener("click", function () { failover(doc.host); });
+        card.appendChild(move);
+      }
     }
-    chart(card, doc.host, doc.history);
+    sparklines(card, doc.host, doc.history);
+    if (doc.host === shown) redrawDetail();
   }
 
   function banner(lines) {
@@ -130,7 +176,7 @@
     box.textContent = (lines || []).map(function (l) { return "WARNING: " + l; }).join("\n");
   }
 
-  function load() {  // every host with its 24 h: at the start, and when a host (re)connects
+  function load() {  // every host with its 24 h, at the start; a host that (re)connects later sends its own
     fetch("/api/hosts?history=1", {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (doc) {
       (doc.hosts || []).forEach(draw);
       banner(doc.conflicts);
@@ -153,17 +199,14 @@
   });
   socket.on("connect", function () { document.getElementById("connection").textContent = "live"; });
   socket.on("disconnect", function () { document.getElementById("connection").textContent = "reconnecting…"; });
-  var pending = null;
   socket.on("host", function (msg) {
     var doc = msg.host, old = hosts[doc.host];
-    if (msg.kind === "history") {  // its backlog arrived: fetch it (a burst of hosts: one fetch)
-      clearTimeout(pending);
-      pending = setTimeout(load, 50);
+    if (msg.kind !== "history") {  // a backlog comes with its history; other events keep the one here
+      if (old && old.history && msg.kind === "sample" && doc.sample) {  // the charts grow by one point
+        Object.keys(doc.sample).forEach(function (k) { if (old.history[k]) old.history[k].push(doc.sample[k]); });
+      }
+      doc.history = old ? old.history : null;
     }
-    if (old && old.history && msg.kind === "sample" && doc.sample) {  // the charts grow by one point
-      Object.keys(doc.sample).forEach(function (k) { if (old.history[k]) old.history[k].push(doc.sample[k]); });
-    }
-    doc.history = old ? old.history : null;
     draw(doc);
     banner(msg.conflicts);
   });
