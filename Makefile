@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev test lint bench clean
+.PHONY: dev test lint bench screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -39,6 +39,10 @@ bench: $(VENV)/.devtools
 	$(BIN)/python bench/guard.py
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/fleet.py
+
+screenshots: $(VENV)/.devtools
+	@sh tools/system-deps.sh
+	$(BIN)/python tools/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

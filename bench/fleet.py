@@ -25,8 +25,6 @@ sys.path.insert(0, str(ROOT))
 import sshlab  # noqa: E402
 from dashproc import free_port, invoke  # noqa: E402
 
-from remote.host import history  # noqa: E402
-
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,19 +66,6 @@ def watches():
     return out
 
 
-def a_day_of_history(host):
-    """24 h of records in the host's ring, as its supervisor would have written them."""
-    ring = str(Path(host.app_dir, "run", "history.bin"))
-    now = int(time.time())
-    record = dict.fromkeys(history.FIELDS, 0)
-    for step in range(history.SLOTS):
-        t = now - (history.SLOTS - step) * history.INTERVAL
-        history.write(ring, dict(record, t=t, serving=1, dashboard_cpu=step % 50, dashboard_rss=40000 + step % 900,
-                                 bot_cpu=step % 30, bot_rss=30000, supervisor_rss=15000, load=step % 200,
-                                 mem_used=500000, mem_total=1000000, battery=-1))
-    os.chown(ring, host.user.pw_uid, host.user.pw_gid)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=10)
@@ -108,7 +93,7 @@ def main():
         if out.returncode != 0:
             raise SystemExit("start failed:\n" + out.stdout + out.stderr)
         for host in hosts:
-            a_day_of_history(host)
+            host.a_day_of_history()
         port = free_port()
         env = dict(os.environ, SULFUR_INVENTORY=str(lab.inventory_path), XDG_CACHE_HOME=str(lab.dir / "cache"))
         with sync_playwright() as pw:

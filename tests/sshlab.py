@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 NS_PREFIX = "slab-"
 SUBNET = "10.213"
@@ -201,6 +201,30 @@ class Host:
         from dashproc import processes
 
         return processes(lambda argv: any(word.endswith(b"bot.py") for word in argv), self.user.pw_uid)
+
+    def a_day_of_history(self, restarts: Tuple[int, ...] = ()) -> None:
+        """24 h in the host's ring as its supervisor would have written them: a daily swell of CPU
+        and load with noise, RSS creeping, and the dashboard restarted ``restarts`` hours ago."""
+        import math
+        import random
+
+        from remote.host import history
+
+        ring = str(Path(self.app_dir, "run", "history.bin"))
+        os.makedirs(os.path.dirname(ring), exist_ok=True)
+        now, noise = int(time.time()), random.Random(self.index)
+        record = dict.fromkeys(history.FIELDS, 0)
+        for step in range(history.SLOTS):
+            t = now - (history.SLOTS - step) * history.INTERVAL
+            day = 1 + math.sin(2 * math.pi * step / history.SLOTS)
+            done = sum(1 for hours in restarts if t >= now - hours * 3600)
+            history.write(ring, dict(record, t=t, serving=1, load=int(20 + 40 * day + noise.random() * 30),
+                                     dashboard_cpu=int(5 + 20 * day + noise.random() * 25), dashboard_rss=42000
+                                     + step, bot_cpu=int(10 + 30 * day + noise.random() * 40),
+                                     bot_rss=61000 + step // 2, supervisor_cpu=noise.choice((0, 1, 2)),
+                                     supervisor_rss=15500, dashboard_restarts=done, mem_used=480000 + step * 5,
+                                     mem_total=1000000, battery=-1 if self.profile != "termux" else 60 + int(30 * day)))
+        os.chown(ring, self.user.pw_uid, self.user.pw_gid)
 
     def kill_sshd(self) -> None:
         """`pkill -9 sshd` on the host, as a Termux user stops it: the listener and every session it

@@ -172,7 +172,7 @@ def test_actions_need_the_csrf_token_and_answer_with_the_clis_line(lab, page, fl
     refused = requests.post(url, cookies=cookies, timeout=30)
     assert refused.status_code == 403 and "CSRF" in refused.json()["error"]
     page.once("dialog", lambda dialog: dialog.accept())
-    page.locator('section.card[data-host="linux"] tr[data-service="dashboard"] button', has_text="restart").click()
+    page.locator('section.card[data-host="linux"] tr[data-actions="dashboard"] button', has_text="restart").click()
     page.wait_for_selector("#result:not([hidden])", timeout=60000)
     assert re.match(r"linux: dashboard up at http://127\.0\.0\.1:5000 \(pid \d+, [\d.]+ s\)",
                     page.locator("#result").inner_text())

@@ -173,8 +173,11 @@ class Link:
         if kind is None and doc.get("ok") is False:  # the shell guard's or ctl's one-line refusal
             raise ConnectionError(str(doc.get("error")))
         if kind == "history":
-            self._keep(doc.get("samples") or {})
-            self._update(reachable=True, error=None, since=None, kind="history")
+            samples = doc.get("samples") or {}
+            self._keep(samples)
+            last = {name: values[-1] for name, values in samples.items() if values}
+            known = {"sample": last} if last and self.state["sample"] is None else {}  # load, memory at once
+            self._update(reachable=True, error=None, since=None, kind="history", **known)
         elif kind == "status":
             self._update(reachable=True, error=None, since=None, status=doc.get("status"), kind="status")
         elif kind == "sample":

@@ -57,10 +57,10 @@
     });
   }
 
-  function services(doc) {
-    var table = el("table");
+  function services(doc) {  // a row of figures per service, then its detail and buttons across the card
+    var table = el("table", null, "services");
     var head = el("tr");
-    ["service", "state", "pid", "up", "restarts", "exit", "detail"].forEach(function (h) { head.appendChild(el("th", h)); });
+    ["service", "state", "pid", "up", "restarts", "exit"].forEach(function (h) { head.appendChild(el("th", h)); });
     table.appendChild(head);
     var status = doc.status || {};
     var now = status.now || Date.now() / 1000;
@@ -75,16 +75,23 @@
       row.appendChild(el("td", svc.started_at && svc.state === "running" ? ago(now - svc.started_at) : "-"));
       row.appendChild(el("td", svc.restarts || 0));
       row.appendChild(el("td", svc.last_exit === null || svc.last_exit === undefined ? "-" : svc.last_exit));
+      table.appendChild(row);
+      var under = el("tr", null, "under");
+      under.dataset.actions = name;
+      var cell = el("td"), box = el("div");
+      cell.colSpan = 6;
+      cell.appendChild(box);
       var detail = [svc.bot_id, svc.status, svc.reason].filter(function (x) { return x; }).join(" · ");
-      row.appendChild(el("td", detail || "-", "detail"));
-      var buttons = el("td");
+      box.appendChild(el("span", detail, "detail muted"));
+      var buttons = el("span", null, "buttons");
       ["restart", "stop", "start"].forEach(function (action) {
         var b = el("button", action);
         b.addEventListener("click", function () { act(doc.host, action, name); });
         buttons.appendChild(b);
       });
-      row.appendChild(buttons);
-      table.appendChild(row);
+      box.appendChild(buttons);
+      under.appendChild(cell);
+      table.appendChild(under);
     });
     return table;
   }
@@ -101,6 +108,17 @@
     return parts.filter(function (x) { return x; }).join(" · ");
   }
 
+  function caption(history, kind) {  // "CPU %, 24 h: bot 4.2 now, 9.8 at most"
+    var key = kind === "cpu" ? "_cpu" : "_rss", scale = kind === "cpu" ? 10 : 1024;
+    var parts = ["supervisor", "dashboard", "bot"].map(function (svc) {
+      var values = history[svc + key] || [];
+      if (!values.length) return null;
+      var top = Math.max.apply(null, values) / scale, now = values[values.length - 1] / scale;
+      return svc + " " + now.toFixed(1) + " (max " + top.toFixed(1) + ")";
+    }).filter(function (x) { return x; });
+    return (kind === "cpu" ? "CPU %" : "RSS MB") + ", 24 h: " + parts.join(" · ");
+  }
+
   function sparklines(card, name, history) {  // CPU and RSS of the last 24 h; a click: full size
     (charts[name] || []).forEach(function (c) { c.destroy(); });
     charts[name] = [];
@@ -110,9 +128,10 @@
     card.appendChild(box);
     var width = Math.max(200, card.clientWidth - 32);
     ["cpu", "rss"].forEach(function (kind) {
+      box.appendChild(el("p", caption(history, kind), "caption muted"));
       var one = el("div", null, "chart");
       box.appendChild(one);
-      var made = SulfurCharts.draw(one, history, kind, width, 60, false);
+      var made = SulfurCharts.draw(one, history, kind, width, 50, false);
       if (made) charts[name].push(made);
     });
     box.appendChild(el("p", SulfurCharts.restartText(history), "facts muted"));
