@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 import sshlab  # noqa: E402
-from dashproc import free_port, invoke  # noqa: E402
+from dashproc import free_port, interrupt, invoke  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -102,7 +102,7 @@ def main():
             for _ in range(args.runs):  # the fleet started afresh each time; the last one stays for the rest
                 if fleet is not None:
                     tab.close()
-                    stop(fleet)
+                    interrupt(fleet)
                 tab = browser.new_page(viewport={"width": 1280, "height": 900})
                 started = time.monotonic()
                 fleet = subprocess.Popen([sys.executable, "-m", "invoke", "fleet", "--port", str(port),
@@ -155,17 +155,8 @@ def main():
               % (args.hosts, load_time, len(data.content) / 1024, samples))
     finally:
         if fleet is not None:
-            stop(fleet)
+            interrupt(fleet)
         lab.close()
-
-
-def stop(fleet):
-    fleet.send_signal(2)
-    try:
-        fleet.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        fleet.kill()
-        fleet.wait()
 
 
 if __name__ == "__main__":

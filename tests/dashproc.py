@@ -34,6 +34,16 @@ def processes(match: Callable[[list], bool], uid: Optional[int] = None) -> list:
     return found
 
 
+def interrupt(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Ctrl+C to ``proc`` (an `invoke fleet`, say), as a user stops it; killed if it will not end."""
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (the kernel's pick)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

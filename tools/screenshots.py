@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 import sshlab  # noqa: E402
-from dashproc import free_port, invoke  # noqa: E402
+from dashproc import free_port, interrupt, invoke  # noqa: E402
 
 DOCS = ROOT / "docs"
 ENV = "BOT_TOKEN=screenshot-token-of-the-example-bot\nEXAMPLE_BOT_DEMO=1\n"
@@ -85,11 +85,7 @@ def main():
             print("wrote docs/%s (%d KB)" % (name, (DOCS / name).stat().st_size // 1024))
     finally:
         if fleet is not None:
-            fleet.send_signal(2)
-            try:
-                fleet.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                fleet.kill()
+            interrupt(fleet)
         lab.close()
 
 
