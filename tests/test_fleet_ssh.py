@@ -117,7 +117,7 @@ def test_every_card_fills_with_its_hosts_states(lab, page, fleet):
     assert requests.get(fleet["base"] + "/api/hosts", timeout=5).status_code == 401
 
 
-def test_a_killed_dashboard_shows_on_its_card(lab, page):
+def test_a_killed_dashboard_and_a_killed_bot_show_on_their_card(lab, page):
     linux = lab.hosts["linux"]
     state = json.loads(open(os.path.join(linux.app_dir, "run", "state.json")).read())
     old = state["services"]["dashboard"]["pid"]
@@ -127,6 +127,12 @@ def test_a_killed_dashboard_shows_on_its_card(lab, page):
         " return t && !t.innerText.includes(String(p)) && t.innerText.includes('running'); }", arg=old, timeout=30000)
     row = page.locator('section.card[data-host="linux"] tr[data-service="dashboard"]').inner_text()
     assert "running" in row and str(old) not in row
+    # and the bot: its card shows it gone, then running again under a new pid
+    bot = state["services"]["bot"]["pid"]
+    os.kill(bot, 9)
+    page.wait_for_function(
+        "p => { const t = document.querySelector('section.card[data-host=\"linux\"] tr[data-service=\"bot\"]');"
+        " return t && !t.innerText.includes(String(p)) && t.innerText.includes('running'); }", arg=bot, timeout=30000)
     # the restart is a mark on the charts' time axis once the next 10 s sample has it
     page.wait_for_function("() => /restarts in 24 h: .*dashboard/.test(document.querySelector("
                            "'section.card[data-host=\"linux\"] .sparks').innerText)", timeout=40000)
