@@ -16,7 +16,8 @@
     load: {title: "load (1 min)", series: [{label: "load", key: "load", value: function (v) { return v / 100; }}]},
     memory: {title: "host memory in use and battery, %", series: [
       {label: "memory", key: "mem_used", value: function (v, h, i) {
-        return h.mem_total[i] ? Math.round(1000 * v / h.mem_total[i]) / 10 : null;
+        var total = (h.mem_total || [])[i];
+        return total ? Math.round(1000 * v / total) / 10 : null;
       }},
       {label: "battery", key: "battery", optional: true, value: function (v) { return v >= 0 ? v : null; }}
     ]}

@@ -10,6 +10,7 @@ Closing a link closes its channel, and the host's watch ends with it.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, Optional
@@ -23,6 +24,7 @@ KEEPALIVE = 5.0
 MISSED = 3
 BACKOFF, BACKOFF_CAP = 1.0, 30.0
 KEPT = 8640  # samples: 24 h at one per 10 s
+MAX_LINE = 8 << 20  # a day's backlog unthinned (an older host release sends that) is about 1 MB
 
 
 class Link:
@@ -118,33 +120,37 @@ class Link:
             self._update(rtt=round(pong["at"] - sent, 4))
             self.stopping.wait(KEEPALIVE)
 
-    def tunnel(self, stop: threading.Event) -> int:
-        """A local port forward (Fabric's) to this host's dashboard, on a free loopback port, open
-        until ``stop`` is set or the link drops; returns the port once it listens."""
+    def tunnel(self, stop: threading.Event, address: str = "127.0.0.1") -> int:
+        """A local port forward (Fabric's) to this host's dashboard, on a free port of the loopback
+        ``address``, open until ``stop`` is set or the link drops; returns the port once it listens."""
         import socket
 
         conn = self.conn
         if conn is None:
             raise ConnectionError("%s is not reachable" % self.host.name)
         probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((address, 0))
         port = probe.getsockname()[1]
         probe.close()
         remote = self.host.dashboard_host if self.host.dashboard_host not in ("0.0.0.0", "::") else "127.0.0.1"
-        ready = threading.Event()
+        ready, failed = threading.Event(), []
 
         def hold() -> None:
             try:
                 with conn.forward_local(port, remote_port=self.host.dashboard_port, remote_host=remote,
-                                        local_host="127.0.0.1"):
+                                        local_host=address):
                     ready.set()
                     while not stop.is_set() and not self.stopping.is_set() and self.conn is conn:
                         stop.wait(0.5)
+            except Exception as exc:  # the port taken meanwhile, the link gone: the caller's line
+                failed.append(exc)
             finally:
                 ready.set()
 
         threading.Thread(target=hold, name="tunnel-%s" % self.host.name, daemon=True).start()
-        ready.wait(10)
+        if not ready.wait(10) or failed:
+            stop.set()
+            raise ConnectionError("the tunnel did not open: %s" % (failed[0] if failed else "no answer in 10 s"))
         return port
 
     def follow(self, service: str, lines: int, emit: Callable[[str], None], stop: threading.Event) -> None:
@@ -163,8 +169,11 @@ class Link:
 
     # ------------------------------------------------------------------------------- what it says
     def _line(self, line: bytes) -> None:
+        """One line of the host's watch. Every line is untrusted: only JSON with finite numbers is
+        read (a bare NaN forwarded would break the page's JSON for every host), and only the ring's
+        own columns, aligned on their times, are kept."""
         try:
-            doc = json.loads(line)
+            doc = json.loads(line, parse_float=_finite, parse_constant=_no_constant)
         except ValueError:
             return
         if not isinstance(doc, dict):
@@ -173,24 +182,27 @@ class Link:
         if kind is None and doc.get("ok") is False:  # the shell guard's or ctl's one-line refusal
             raise ConnectionError(str(doc.get("error")))
         if kind == "history":
-            samples = doc.get("samples") or {}
+            samples = aligned(doc.get("samples"))
             self._keep(samples)
             last = {name: values[-1] for name, values in samples.items() if values}
             known = {"sample": last} if last and self.state["sample"] is None else {}  # load, memory at once
             self._update(reachable=True, error=None, since=None, kind="history", **known)
         elif kind == "status":
-            self._update(reachable=True, error=None, since=None, status=doc.get("status"), kind="status")
+            status = doc.get("status")
+            self._update(reachable=True, error=None, since=None, kind="status",
+                         status=status if isinstance(status, dict) else None)
         elif kind == "sample":
-            sample = {k: v for k, v in doc.items() if k not in ("kind", "protocol")}
-            self._keep({name: [value] for name, value in sample.items()})
+            sample = {name: _number(doc.get(name)) for name in history.FIELDS}
+            if sample["t"] is not None:
+                self._keep({name: [value] for name, value in sample.items()})
             self._update(reachable=True, error=None, since=None, sample=sample, kind="sample")
 
     def _keep(self, columns: Dict[str, list]) -> None:
-        """New values at the end of each history column, the last KEPT of each kept."""
+        """New values at the end of each history column (aligned ones), the last KEPT of each kept."""
         with self.lock:
-            for name, values in columns.items():
+            for name in history.FIELDS:
                 kept = self.history.setdefault(name, [])
-                kept.extend(values)
+                kept.extend(columns.get(name, ()))
                 del kept[:-KEPT]
 
     def _update(self, kind: str = "state", **changes: Any) -> None:
@@ -203,9 +215,44 @@ class Link:
         self.changed(self.host.name, kind)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError("not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError("%s is not JSON" % name)
+
+
+def _number(value: Any) -> Optional[float]:
+    """A figure the page can draw: a number a browser reads exactly (below 2**53), else None (a gap)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 2 ** 53:
+        return value
+    return None
+
+
+def aligned(samples: Any) -> Dict[str, list]:
+    """A backlog's columns as the charts need them: the ring's fields only, each as long as the
+    times (the newest KEPT), numbers or None; rows without a time dropped."""
+    if not isinstance(samples, dict) or not isinstance(samples.get("t"), list):
+        return {}
+    count = min(len(samples["t"]), KEPT)
+    out = {}
+    for name in history.FIELDS:
+        values = samples.get(name)
+        values = [_number(v) for v in values[-count:]] if isinstance(values, list) and count else []
+        out[name] = [None] * (count - len(values)) + values
+    rows = [i for i, t in enumerate(out["t"]) if t is not None]
+    if len(rows) < count:
+        out = {name: [values[i] for i in rows] for name, values in out.items()}
+    return out
+
+
 def _lines(channel: Any, poll: float, done: Callable[[], bool]) -> Iterator[bytes]:
     """The channel's output line by line until it ends or ``done()``; ``done`` is asked every
-    ``poll`` seconds, whether or not anything came."""
+    ``poll`` seconds, whether or not anything came. A line longer than MAX_LINE ends it."""
     channel.settimeout(poll)
     pending = b""
     while not done():
@@ -217,6 +264,8 @@ def _lines(channel: Any, poll: float, done: Callable[[], bool]) -> Iterator[byte
             return
         pending += data
         *lines, pending = pending.split(b"\n")
+        if len(pending) > MAX_LINE:
+            raise ConnectionError("the host sent a line of over %d MB" % (MAX_LINE >> 20))
         yield from lines
 
 

@@ -32,6 +32,7 @@ DASHBOARD_STATIC = HERE.parent.parent / "dashboard" / "static"
 VENDOR = DASHBOARD_STATIC / "vendor"
 SERVICES = ("dashboard", "bot", "all")
 LOGS = ("dashboard", "bot", "supervisor")
+COALESCE = 0.25  # s: a host's changes closer together than this go to the page as one event
 
 
 def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
@@ -70,18 +71,45 @@ class Fleet:
         self._lock = threading.Lock()
         self.links: Dict[str, Any] = {}
         self._follows: Dict[str, threading.Event] = {}  # Socket.IO sid -> its log pane's stop
-        self._tunnels: Dict[str, Tuple[threading.Event, int]] = {}  # host -> (its stop, local port)
+        self._tunnels: Dict[str, Tuple[threading.Event, str]] = {}  # host -> (its stop, local address:port)
+        self._shared: set = set()  # hosts whose tunnel had to share 127.0.0.1 with the fleet
         self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
+        self._sends = threading.Lock()
+        self._sent: Dict[str, float] = {}  # host -> when its last event went (monotonic)
+        self._pending: Dict[str, set] = {}  # host -> the kinds of change waiting for its next event
         self._routes()
 
     def url(self) -> str:
         return "http://127.0.0.1:%d/?token=%s" % (self.port, self.token)
 
     def _changed(self, host: str, kind: str) -> None:
-        link = self.links.get(host)
-        if link is None:  # a link that speaks before start() has them all
+        """A host's change to the page: at once, or with the next ones within COALESCE, so a host that
+        floods its watch costs the page a few events a second, never one per line."""
+        if host not in self.links:  # a link that speaks before start() has them all
             return
-        doc = link.snapshot(with_history=kind == "history")  # a backlog goes with its own event: no fetch
+        with self._sends:
+            if host in self._pending:
+                self._pending[host].add(kind)
+                return
+            wait = self._sent.get(host, -COALESCE) + COALESCE - time.monotonic()
+            if wait > 0:
+                self._pending[host] = {kind}
+                timer = threading.Timer(wait, self._flush, args=(host,))
+                timer.daemon = True
+                timer.start()
+                return
+            self._sent[host] = time.monotonic()
+        self._emit(host, kind)
+
+    def _flush(self, host: str) -> None:
+        with self._sends:
+            kinds = self._pending.pop(host, set())
+            self._sent[host] = time.monotonic()
+        # the page needs to know of a backlog (it brings the history) and of a sample (a point to add)
+        self._emit(host, next((k for k in ("history", "sample", "status") if k in kinds), "state"))
+
+    def _emit(self, host: str, kind: str) -> None:
+        doc = self.links[host].snapshot(with_history=kind == "history")  # a backlog goes with its event: no fetch
         self.socketio.emit("host", {"host": doc, "kind": kind, "conflicts": conflicts(self.snapshots())})
 
     def snapshots(self, with_history: bool = False) -> List[Dict[str, Any]]:
@@ -167,7 +195,8 @@ class Fleet:
             doc = request.get_json(silent=True)
             doc = doc if isinstance(doc, dict) else {}
             to, from_ = doc.get("to"), doc.get("from")
-            if to not in self.links or (from_ is not None and from_ not in self.links) or to == from_:
+            if not isinstance(to, str) or not isinstance(from_, (str, type(None))) or to not in self.links or (
+                    from_ is not None and from_ not in self.links) or to == from_:
                 return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\": another)"}), 400
             return self.failover(to, from_)
 
@@ -219,13 +248,36 @@ class Fleet:
             known = self._tunnels.get(name)
             if known is None or known[0].is_set():
                 stop = threading.Event()
+                address, shared = self._loopback(name)
                 try:
-                    known = self._tunnels[name] = (stop, self.links[name].tunnel(stop))
+                    known = self._tunnels[name] = (stop, "%s:%d" % (address, self.links[name].tunnel(stop, address)))
                 except Exception as exc:
                     return jsonify({"ok": False, "line": "%s: %s" % (name, exc)}), 409
-        url = "http://127.0.0.1:%d/" % known[1]
-        return jsonify({"ok": True, "url": url, "line": "%s: its dashboard at %s (a tunnel, until the fleet stops)"
-                        % (name, url)}), 200
+                if shared:
+                    self._shared.add(name)
+        url = "http://%s/" % known[1]
+        line = "%s: its dashboard at %s (a tunnel, until the fleet stops)" % (name, url)
+        if name in self._shared:
+            line += "; this machine has only 127.0.0.1 for loopback, so the pages of every tunnel share its cookies"
+        return jsonify({"ok": True, "url": url, "line": line}), 200
+
+    def _loopback(self, name: str) -> Tuple[str, bool]:
+        """A loopback address of the host's own (127.0.0.2, .3, …): a browser keeps cookies and
+        same-site rules per address, not per port, so a hostile host's dashboard behind its tunnel
+        can neither read nor forge the others' cookies nor the fleet's. Where the system has only
+        127.0.0.1 (macOS without an alias), that one, and (address, True)."""
+        import socket
+
+        number = 2 + [h.name for h in self.hosts].index(name)
+        address = "127.%d.%d.%d" % (number >> 16 & 255, number >> 8 & 255, number & 255)
+        probe = socket.socket()
+        try:
+            probe.bind((address, 0))
+            return address, False
+        except OSError:
+            return "127.0.0.1", True
+        finally:
+            probe.close()
 
     def failover(self, to: str, from_: Optional[str]) -> Tuple[Any, int]:
         """`invoke failover --to`, step by step as the CLI prints it; never two at once."""

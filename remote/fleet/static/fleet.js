@@ -103,7 +103,7 @@
     if (s) {
       parts.push("load " + (s.load / 100).toFixed(2));
       if (s.mem_total) parts.push("mem " + Math.round(100 * s.mem_used / s.mem_total) + "%");
-      if (s.battery >= 0) parts.push("battery " + s.battery + "%");
+      if (typeof s.battery === "number" && s.battery >= 0) parts.push("battery " + s.battery + "%");
     }
     return parts.filter(function (x) { return x; }).join(" · ");
   }
@@ -113,7 +113,10 @@
     var parts = ["supervisor", "dashboard", "bot"].map(function (svc) {
       var values = history[svc + key] || [];
       if (!values.length) return null;
-      var top = Math.max.apply(null, values) / scale, now = values[values.length - 1] / scale;
+      var top = 0;  // a loop: Math.max.apply fails on very long arrays
+      for (var i = 0; i < values.length; i++) if (values[i] > top) top = values[i];
+      top /= scale;
+      var now = (values[values.length - 1] || 0) / scale;
       return svc + " " + now.toFixed(1) + " (max " + top.toFixed(1) + ")";
     }).filter(function (x) { return x; });
     return (kind === "cpu" ? "CPU %" : "RSS MB") + ", 24 h: " + parts.join(" · ");
@@ -189,6 +192,21 @@
     if (doc.host === shown) redrawDetail();
   }
 
+  var DAY = 86400, MOST = 10000;
+  function grow(history, sample) {  // one point more on every chart, then only the last 24 h kept
+    if (typeof sample.t !== "number") return;
+    Object.keys(history).forEach(function (k) { history[k].push(sample[k] === undefined ? null : sample[k]); });
+    var t = history.t || [], cut = 0, newest = t[t.length - 1];
+    while (cut < t.length && (t[cut] < newest - DAY || t.length - cut > MOST)) cut++;
+    if (cut) Object.keys(history).forEach(function (k) { history[k].splice(0, cut); });
+  }
+
+  function safely(doc) {  // one host's odd data spoils its own card, never the others'
+    try { draw(doc); } catch (err) {
+      if (window.console) console.error("card " + doc.host + ": " + err);
+    }
+  }
+
   function banner(lines) {
     var box = document.getElementById("banner");
     box.hidden = !lines || !lines.length;
@@ -197,7 +215,7 @@
 
   function load() {  // every host with its 24 h, at the start; a host that (re)connects later sends its own
     fetch("/api/hosts?history=1", {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (doc) {
-      (doc.hosts || []).forEach(draw);
+      (doc.hosts || []).forEach(safely);
       banner(doc.conflicts);
     });
   }
@@ -221,12 +239,10 @@
   socket.on("host", function (msg) {
     var doc = msg.host, old = hosts[doc.host];
     if (msg.kind !== "history") {  // a backlog comes with its history; other events keep the one here
-      if (old && old.history && msg.kind === "sample" && doc.sample) {  // the charts grow by one point
-        Object.keys(doc.sample).forEach(function (k) { if (old.history[k]) old.history[k].push(doc.sample[k]); });
-      }
+      if (old && old.history && old.history.t && msg.kind === "sample" && doc.sample) grow(old.history, doc.sample);
       doc.history = old ? old.history : null;
     }
-    draw(doc);
+    safely(doc);
     banner(msg.conflicts);
   });
 })();
