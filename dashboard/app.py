@@ -122,11 +122,14 @@ class Dashboard:
             session["csrf"] = new_csrf()
         return session["csrf"]
 
-    def csrf_checked(self) -> bool:
-        """A state-changing request from our own page (its token) or with a Bearer header."""
+    def csrf_checked(self, form: bool = False) -> bool:
+        """A state-changing request from our own page (its token) or with a Bearer header. The API
+        takes the token in its header only: a form field can be posted by any page that learnt the
+        token (a session cookie is signed, not secret), a custom header only from our own origin."""
         if self.bearer():
             return True
-        return csrf_ok(session.get("csrf"), [request.form.get(CSRF_FIELD), request.headers.get(CSRF_HEADER)])
+        given = [request.headers.get(CSRF_HEADER)] + ([request.form.get(CSRF_FIELD)] if form else [])
+        return csrf_ok(session.get("csrf"), given)
 
     # ------------------------------------------------------------------------------- data
     def health(self) -> Dict[str, Any]:
@@ -194,7 +197,7 @@ class Dashboard:
             if wait is not None:
                 return render_template("login.html", error="too many wrong tokens: wait %d s" % wait), 429, {
                     "Retry-After": str(wait)}
-            if not self.csrf_checked():
+            if not self.csrf_checked(form=True):
                 return render_template("login.html", error="the form expired: try again"), 403
             if self.settings.token and self._token_ok(request.form.get("token", "")):
                 session.clear()  # a new session: nothing chosen before login survives it
@@ -204,7 +207,7 @@ class Dashboard:
 
         @app.post("/logout")
         def logout() -> Any:
-            if not self.csrf_checked():
+            if not self.csrf_checked(form=True):
                 return redirect(url_for("index"))
             if self.settings.token and self.authorized():
                 self.keys.revoke()  # every browser signed in is signed out, captured cookies included

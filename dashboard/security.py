@@ -36,19 +36,21 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-def _is_ip(name: str) -> bool:
+def _is_ip(name: str, loopback: bool = False) -> bool:
     try:
-        ipaddress.ip_address(name)
-        return True
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    return address.is_loopback or not loopback
 
 
 class HostGuard:
     """WSGI middleware around the whole app (Socket.IO included): unknown Host names get 400.
 
-    Allowed: localhost, the bound address, names listed in DASHBOARD_ALLOWED_HOSTS, and when bound to
-    every address (0.0.0.0, ::) any IP address: a literal address cannot be rebound to another site.
+    Allowed: localhost, the bound address, any loopback address (the fleet page tunnels each host's
+    dashboard to one of its own, 127.0.0.2, …), names listed in DASHBOARD_ALLOWED_HOSTS, and when
+    bound to every address (0.0.0.0, ::) any IP address: a literal address cannot be rebound to
+    another site.
     """
 
     def __init__(self, app: Callable, bound: str, extra: Iterable[str]) -> None:
@@ -61,7 +63,7 @@ class HostGuard:
         if not header:
             return True  # HTTP/1.0 without Host: not a browser, so not a rebinding page
         name = host_name(header)
-        return name in self.allowed or (self.wildcard and _is_ip(name))
+        return name in self.allowed or _is_ip(name, loopback=not self.wildcard)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if self.allows(environ.get("HTTP_HOST", "")):

@@ -243,8 +243,9 @@ def sign_in(context, url, token):
 
 
 def test_open_dashboard_tunnels_only_to_a_dashboard_with_a_token_and_the_cookies_stay_apart(lab, page, fleet):
-    """Two hosts' dashboards, both on their port 5000, tunnelled to two loopback ports of this machine:
-    cookies do not tell ports apart, so each needs a name of its own, and the fleet's stays too."""
+    """Two hosts' dashboards, both on their port 5000, tunnelled to this machine: cookies do not tell
+    ports apart, so each tunnel has a loopback address of its own (a hostile host's page cannot read
+    or forge the others' cookies), and each cookie a name of its own."""
     from dashproc import invoke
 
     linux, termux = lab.hosts["linux"], lab.hosts["termux"]
@@ -262,7 +263,8 @@ def test_open_dashboard_tunnels_only_to_a_dashboard_with_a_token_and_the_cookies
             url = fleet["base"] + "/api/hosts/%s/tunnel" % name
             urls[name] = wait_for(lambda url=url: requests.post(
                 url, cookies=cookies, headers={"X-CSRF-Token": csrf}, timeout=30).json().get("url"), 30, "a tunnel")
-        assert urls["linux"] != urls["termux"]
+        addresses = {name: re.match(r"http://(127\.[\d.]+):\d+/$", url).group(1) for name, url in urls.items()}
+        assert len(set(addresses.values()) | {"127.0.0.1"}) == 3  # an address each, not the fleet's
         health = requests.get(urls["linux"] + "healthz", timeout=10).json()
         assert health["release"] == os.path.basename(os.path.realpath(os.path.join(linux.app_dir, "current")))
         assert requests.get(urls["linux"], timeout=10).status_code == 401  # the host's own login, not an open page
@@ -270,6 +272,9 @@ def test_open_dashboard_tunnels_only_to_a_dashboard_with_a_token_and_the_cookies
         names = sorted(c["name"] for c in page.context.cookies())
         boards = [n for n in names if n.startswith("sulfur_dashboard_5000_")]
         assert "sulfur_fleet_%d" % fleet["port"] in names and len(boards) == 2  # three cookies, none replaced
+        for name, url in urls.items():  # a tunnelled page gets its own cookie only: none to read or forge
+            seen = [c["name"] for c in page.context.cookies(url)]
+            assert len(seen) == 1 and seen[0].startswith("sulfur_dashboard_5000_"), (name, seen)
         for name, url in urls.items():  # signing in to termux's did not sign linux's out
             assert page.context.request.get(url + "api/status").status == 200, name
         fresh = {c["name"]: c["value"] for c in page.context.cookies()}

@@ -54,6 +54,8 @@ def test_only_known_host_names_are_answered(dashboards, port):
     assert status("rebind.evil.example:%d" % port) == 400
     assert status("localhost:40123") == 200  # an SSH tunnel's local port, whatever it is
     assert status("127.0.0.1:%d" % port) == 200
+    assert status("127.0.0.7:40123") == 200  # the fleet page's tunnels: a loopback address per host
+    assert status("10.0.0.7:%d" % port) == 400  # a literal address, but not this dashboard's
     assert status("pi.lan:8080") == 200
     assert polling(board, Host="rebind.evil.example").status_code == 400  # Socket.IO too
 
@@ -69,6 +71,10 @@ def test_state_changing_requests_need_the_csrf_token(guarded):
     # a page elsewhere posts with the operator's cookie, but cannot know the token
     forged = session.post(guarded.url("/api/restart/dashboard"), timeout=10)
     assert forged.status_code == 403 and "CSRF" in forged.json()["error"]
+    # a form of a page that learnt the token (a signed cookie is readable) is no way in: the API
+    # takes it in its header only, which no other origin can send
+    posted = session.post(guarded.url("/api/restart/dashboard"), data={"csrf": page_csrf}, timeout=10)
+    assert posted.status_code == 403 and "CSRF" in posted.json()["error"]
     ours = session.post(guarded.url("/api/restart/dashboard"), headers={"X-CSRF-Token": page_csrf}, timeout=30)
     assert ours.status_code == 409 and ours.json()["error"] == "the supervisor is not running"  # past the check
     bearer = requests.post(guarded.url("/api/restart/dashboard"), headers={"Authorization": "Bearer " + TOKEN},
