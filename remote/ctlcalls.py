@@ -72,9 +72,10 @@ def ctl_command(host: Host, command: str, code_dir: Optional[str] = None, python
 
 def call_ctl(runner: Runner, host: Host, command: str, options: Optional[Dict[str, Any]] = None,
              settings: bool = False, timeout: float = 60.0, code_dir: Optional[str] = None,
-             prefix: str = "", progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+             prefix: str = "", progress: Optional[Callable[[str], None]] = None,
+             python: Optional[str] = None) -> Dict[str, Any]:
     """One ctl command; its checked answer. ``prefix`` runs first in the same exec (deploy unpacks)."""
-    line = prefix + ctl_command(host, command, code_dir)
+    line = prefix + ctl_command(host, command, code_dir, python)
     return call(runner, host, line, ctl_request(host, command, options, settings), "ctl", timeout, progress)
 
 

@@ -15,7 +15,6 @@ from remote.host import hooks
 
 from . import agentcalls
 from .connections import Runner
-from .ctlcalls import code_location
 from .inventory import Host
 from .release import Contents, space_needed
 
@@ -33,8 +32,8 @@ def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Pat
                                "needed": space_needed(what.unpacked, what.unpacked)}
     if env_file is not None:
         request["env_text"] = env_file.read_text(encoding="utf-8", errors="replace")  # stdin only, compared there
-    # the interpreter a deploy's ctl would run with: the venv's digest is made of its name
-    python = code_location(host)["python"]
+    # the interpreter a deploy's ctl runs with (release.deploy_host): the venv's digest is made of its name
+    python = host.python
     doc = agentcalls.call_agent(runner, host, "plan", root="remote.host.plan", python=python, **request)
     if not doc.get("ok"):
         return doc

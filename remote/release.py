@@ -241,8 +241,10 @@ def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[
     try:
         # the host's own bounds, all in a row: its lock, pip, every hook (the way back's too), the restarts
         bound = 120 + 900 + 4 * host.hook_timeout + 3 * timeout + 60
+        # the inventory's interpreter, also for a local host's first deploy (which has no release for
+        # code_location to find): the venv is named after it, so every deploy after finds the same one
         doc = call_ctl(runner, host, "deploy", options, settings=True, timeout=bound, code_dir=partial,
-                       prefix=unpack, progress=report)
+                       prefix=unpack, progress=report, python=host.python)
     except HostError as exc:  # a cut connection: the host lock and its cleanup keep the host consistent
         if str(exc).startswith("connection lost"):
             raise HostError("connection lost during deploy: %s" % str(exc)[len("connection lost: "):]) from None

@@ -1,11 +1,12 @@
-"""`invoke deploy --plan` on this machine (connection: local): the space check, on a real small filesystem."""
+"""`invoke deploy` and `--plan` on this machine (connection: local): one venv for every deploy, the
+space check on a real small filesystem, and .env key names only."""
 
 import json
 import os
 import subprocess
 
 import pytest
-from dashproc import invoke
+from dashproc import invoke, local_inventory
 
 
 @pytest.fixture
@@ -47,3 +48,19 @@ def test_only_variable_names_count_as_env_keys_never_a_piece_of_a_value(tmp_path
     env = json.loads(out.stdout)[0]["env"]
     assert env == {"added": ["NEW"], "changed": ["TOKEN"], "removed": ["CERT", "OLD"]}
     assert "secretpart" not in out.stdout and "abcd" not in out.stdout
+
+
+def test_a_local_hosts_deploys_share_one_venv_and_the_plan_says_so(tmp_path, port):
+    """The first deploy of a local host has no release to run its ctl from: it must still use the
+    inventory's interpreter (not this checkout's), or the second deploy builds a second venv."""
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port)
+    try:
+        first = invoke(inventory, "deploy", "--host", "local", timeout=900)
+        assert first.returncode == 0, first.stdout + first.stderr
+        plan = invoke(inventory, "deploy", "--plan", "--host", "local", "--json")
+        assert json.loads(plan.stdout)[0]["venv"]["reused"] is True, plan.stdout
+        second = invoke(inventory, "deploy", "--host", "local", timeout=900)
+        assert second.returncode == 0 and "reused venv" in second.stdout, second.stdout + second.stderr
+        assert len(os.listdir(tmp_path / "app" / "venvs")) == 1
+    finally:
+        invoke(inventory, "stop", "--host", "local")
