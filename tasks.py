@@ -85,7 +85,7 @@ def _guarded(inventory, targets, takeover, env_file=None):
     except SulfurError as exc:
         raise _fail(exc) from None
     if takeover:
-        print("TAKEOVER: a host that cannot be reached does not block starting the bot", flush=True)
+        print("TAKEOVER: a host that cannot be reached does not block starting the bot", file=sys.stderr, flush=True)
     return guard
 
 
@@ -266,9 +266,9 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
         raise _fail(UsageError("--env-file %s is not a readable file" % env_path))
     if int(serial) < 0:
         raise _fail(UsageError("--serial %s: give the number of hosts per batch (1 or more)" % serial))
+    guard = _guarded(inventory, targets, takeover, env_path)  # a plan too: it says what the deploy would refuse
     if plan:
-        return _plan(targets, env_path, json, parallel)
-    guard = _guarded(inventory, targets, takeover, env_path)
+        return _plan(targets, env_path, json, parallel, guard)
     say = sys.stderr if json else sys.stdout  # progress; with --json, stdout is the JSON alone
     workdir = Path(tempfile.mkdtemp(prefix="sulfur-deploy-"))
     try:
@@ -302,8 +302,9 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
     _finish(docs, render.deploy_lines(docs), json)
 
 
-def _plan(targets, env_path, as_json, parallel):
-    """deploy --plan: the contents listed once per bot source, each host asked what would change."""
+def _plan(targets, env_path, as_json, parallel, guard):
+    """deploy --plan: the contents listed once per bot source, each host asked what would change
+    (and whether its bot would pass the exactly-once check, with ``guard``'s answers)."""
     contents = {}
     for target in targets:
         if target.source not in contents:
@@ -311,7 +312,8 @@ def _plan(targets, env_path, as_json, parallel):
                 contents[target.source] = release.contents(target.source)
             except SulfurError as exc:
                 raise _fail(exc) from None
-    docs = on_hosts(targets, lambda runner, t: plans.plan_host(runner, t, contents[t.source], env_path), parallel)
+    docs = on_hosts(targets, lambda runner, t: plans.plan_host(runner, t, contents[t.source], env_path,
+                                                               guard.checks_for(t)), parallel)
     _finish(docs, render.plan_lines(docs), as_json)
 
 

@@ -15,6 +15,7 @@ from remote.host import hooks
 
 from . import agentcalls
 from .connections import Runner
+from .ctlcalls import stack_settings
 from .inventory import Host
 from .release import Contents, space_needed
 
@@ -25,11 +26,15 @@ def would_run(host: Host) -> List[Dict[str, Any]]:
     return [dict(spec[name], hook=name) for name in hooks.NAMES if name in spec]
 
 
-def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Path] = None) -> Dict[str, Any]:
-    """The plan for one host (contract.PlanAnswer); not ok when it cannot be planned or would not fit."""
+def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Path] = None,
+              checks: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The plan for one host (contract.PlanAnswer); not ok when it cannot be planned, would not fit,
+    or would be refused for its bot (``checks``: what the other hosts run, as a deploy sends it)."""
     # the tar's size is not known without building it: count it as big as what it holds
     request: Dict[str, Any] = {"app_dir": host.app_dir, "files": what.manifest, "requirements": what.requirements,
                                "needed": space_needed(what.unpacked, what.unpacked)}
+    if checks is not None and host.bot_command:
+        request.update(settings=stack_settings(host), checks=checks)
     if env_file is not None:
         request["env_text"] = env_file.read_text(encoding="utf-8", errors="replace")  # stdin only, compared there
     # the interpreter a deploy's ctl runs with (release.deploy_host): the venv's digest is made of its name
@@ -38,8 +43,10 @@ def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Pat
     if not doc.get("ok"):
         return doc
     doc.update(shipping={"commit": what.commit}, hooks=would_run(host))
-    disk = doc["disk"]
+    disk, refused = doc["disk"], (doc.get("bot") or {}).get("refused")
     if not disk["fits"]:
         doc.update(ok=False, error="not enough disk space in %s: %.1f MB free, the release needs about %.0f MB"
                    % (host.app_dir, disk["free"] / 2**20, disk["needed"] / 2**20))
+    elif refused:
+        doc.update(ok=False, error="a deploy would be refused: %s" % refused)
     return doc

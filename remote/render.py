@@ -261,6 +261,10 @@ def plan_lines(docs: List[Dict[str, Any]]) -> str:
         disk = d["disk"]
         out.append("    disk: %.0f MB free in %s, about %.0f MB needed%s" % (
             disk["free"] / 2**20, disk["path"], disk["needed"] / 2**20, "" if disk["fits"] else ": NOT ENOUGH"))
+        check = d.get("bot")
+        if check is not None:
+            out.append("    bot: %s" % ("REFUSED (it runs elsewhere)" if check["refused"] else "; ".join(
+                check["notes"]) or "runs nowhere else: the exactly-once check passes"))
         if not d.get("ok"):
             out.extend(_failed(d))
     return "\n".join(out)

@@ -101,6 +101,14 @@ def test_the_same_token_on_a_second_host_is_refused_naming_the_first(lab):
     out = invoke(path, "deploy", "--host", "termux", timeout=300)
     assert out.returncode == 1 and "already runs on linux" in out.stdout
     assert sorted(os.listdir(Path(termux.app_dir, "releases"))) == before and not bots(termux)
+    # and its plan says so beforehand, with the same check (linux's own plan passes it)
+    out = invoke(path, "deploy", "--plan", "--host", "termux", timeout=300)
+    assert out.returncode == 1 and "    bot: REFUSED (it runs elsewhere)" in out.stdout, out.stdout + out.stderr
+    assert "termux: FAILED: a deploy would be refused: bot %s (the only shard) already runs on linux (pid %d" % (
+        BOT_ID, first["pid"]) in out.stdout
+    out = invoke(path, "deploy", "--plan", "--host", "linux", timeout=300)
+    assert out.returncode == 0 and "    bot: runs nowhere else: the exactly-once check passes" in out.stdout, \
+        out.stdout + out.stderr
     # two targets of one task are checked against each other before anything starts
     out = invoke(path, "restart", "--all")
     assert out.returncode == 1 and "linux and termux would both run bot %s" % BOT_ID in out.stderr
@@ -114,6 +122,10 @@ def test_the_same_token_on_a_second_host_is_refused_naming_the_first(lab):
         out = invoke(path, "restart", "--host", "termux")
         assert out.returncode == 1 and "linux cannot be reached and was last seen running bot %s" % BOT_ID \
             in out.stdout and "--takeover" in out.stdout
+        out = invoke(path, "deploy", "--plan", "--host", "termux", timeout=300)
+        assert out.returncode == 1 and "linux cannot be reached and was last seen running" in out.stdout
+        out = invoke(path, "deploy", "--plan", "--host", "termux", "--takeover", timeout=300)
+        assert out.returncode == 0 and "    bot: TAKEOVER: linux was last seen running bot %s" % BOT_ID in out.stdout
         out = invoke(path, "restart", "--host", "termux", "--takeover")
         assert out.returncode == 0, out.stdout + out.stderr
         assert "TAKEOVER" in out.stdout and "linux was last seen running bot" in out.stdout

@@ -49,6 +49,8 @@ class PlanRequest(TypedDict, total=False):
     requirements: List[str]  # the texts its venv digest is made of, in the deploy's order
     env_text: Optional[str]  # --env-file's text (secret: stdin only), compared with shared/.env there
     needed: int             # bytes a deploy would need
+    settings: Dict[str, Any]  # the inventory's stack settings (for the exactly-once check)
+    checks: Dict[str, Any]  # what the other hosts run, as a deploy sends it (guard.check)
 
 
 class Hook(TypedDict):
@@ -230,6 +232,7 @@ class PlanAnswer(Answer, total=False):
     venv: Dict[str, Any]                # digest, reused
     env: Optional[Dict[str, List[str]]]  # added, changed, removed key names (None: no --env-file)
     disk: Dict[str, Any]                # path, free, needed, fits
+    bot: Optional[Dict[str, Any]]       # refused (the deploy's refusal, or None), notes; None: no check asked
     # added by the operator: shipping {commit}, hooks [Hook + {hook}]
 
 

@@ -27,12 +27,13 @@ def env_bot_id(paths, token_env=None, path=None):
     return bot.env_bot_id(path or env_path(paths), token_env)
 
 
-def would_run(paths, config, path=None, role=None):
-    """The unit a start here would run, or None: no bot, no token (demo mode), or the standby role."""
+def would_run(paths, config, path=None, role=None, dotenv=None):
+    """The unit a start here would run, or None: no bot, no token (demo mode), or the standby role.
+    ``dotenv``: the keys of a .env not written yet (a plan's --env-file), instead of a file's."""
     role = role or bot.read_role(paths.bot_role, bool(config.get("standby")))
     if role == "standby":
         return None
-    return bot.unit(read_env_file(path or env_path(paths)), config)
+    return bot.unit(dotenv if dotenv is not None else read_env_file(path or env_path(paths)), config)
 
 
 def running(paths):
@@ -60,12 +61,12 @@ def _age(seconds):
     return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60) if seconds >= 3600 else "%dm%02ds" % divmod(seconds, 60)
 
 
-def check(paths, config, guard, path=None, role=None):
+def check(paths, config, guard, path=None, role=None, dotenv=None):
     """Refuse (Failure, exit 1) a start that would run a bot another host runs. ``guard`` is what
     the operator gathered: {"others": [{host, cached, seen_at, units: [...]}], "takeover": bool}."""
     if not guard:
         return None
-    mine = would_run(paths, config, path, role)
+    mine = would_run(paths, config, path, role, dotenv)
     if mine is None:
         return None
     notes = []
