@@ -48,7 +48,7 @@ class HostGuard:
     """WSGI middleware around the whole app (Socket.IO included): unknown Host names get 400.
 
     Allowed: localhost, the bound address, any loopback address (the fleet page tunnels each host's
-    dashboard to one of its own, 127.0.0.2, …), names listed in DASHBOARD_ALLOWED_HOSTS, and when
+    dashboard to one of its own, such as 127.83.7.201), names listed in DASHBOARD_ALLOWED_HOSTS, and when
     bound to every address (0.0.0.0, ::) any IP address: a literal address cannot be rebound to
     another site.
     """

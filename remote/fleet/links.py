@@ -10,21 +10,23 @@ Closing a link closes its channel, and the host's watch ends with it.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from remote import ctlcalls
 from remote.host import history
 from remote.host.wire import PROTOCOL
 from remote.inventory import Host
 
+from . import intake
+
 KEEPALIVE = 5.0
 MISSED = 3
 BACKOFF, BACKOFF_CAP = 1.0, 30.0
-KEPT = 8640  # samples: 24 h at one per 10 s
-MAX_LINE = 8 << 20  # a day's backlog unthinned (an older host release sends that) is about 1 MB
+KEPT = intake.KEPT
+MAX_LINE = 4 << 20  # a day's backlog unthinned (an older host release sends that) is about 1 MB
+LOG_WIDTH, LOG_BATCH, LOG_EVERY = 2000, 200, 0.1  # a log line's characters; lines per event; s between
 
 
 class Link:
@@ -69,7 +71,10 @@ class Link:
             self._close()
             if self.stopping.is_set():
                 return
-            self._update(reachable=False, error=reason)
+            try:
+                self._update(reachable=False, error=reason)
+            except Exception:  # never the end of this link: it tries again below
+                pass
             if time.monotonic() - began > 60:
                 delay = BACKOFF  # it had been up a while: a fresh start
             self.stopping.wait(delay)
@@ -128,10 +133,9 @@ class Link:
         conn = self.conn
         if conn is None:
             raise ConnectionError("%s is not reachable" % self.host.name)
-        probe = socket.socket()
-        probe.bind((address, 0))
-        port = probe.getsockname()[1]
-        probe.close()
+        with socket.socket() as probe:
+            probe.bind((address, 0))
+            port = probe.getsockname()[1]
         remote = self.host.dashboard_host if self.host.dashboard_host not in ("0.0.0.0", "::") else "127.0.0.1"
         ready, failed = threading.Event(), []
 
@@ -145,6 +149,7 @@ class Link:
             except Exception as exc:  # the port taken meanwhile, the link gone: the caller's line
                 failed.append(exc)
             finally:
+                stop.set()  # closed (a reconnect, too): the fleet opens a new one, never hands out this port
                 ready.set()
 
         threading.Thread(target=hold, name="tunnel-%s" % self.host.name, daemon=True).start()
@@ -153,46 +158,41 @@ class Link:
             raise ConnectionError("the tunnel did not open: %s" % (failed[0] if failed else "no answer in 10 s"))
         return port
 
-    def follow(self, service: str, lines: int, emit: Callable[[str], None], stop: threading.Event) -> None:
-        """`ctl logs --follow` of ``service`` on this link's connection, each line to ``emit``, until
-        ``stop`` is set (the page picked another log or went away) or the link drops. Closing the
-        channel ends the host's side (its stdin ends)."""
+    def follow(self, service: str, lines: int, emit: Callable[[List[str]], None], stop: threading.Event) -> None:
+        """`ctl logs --follow` of ``service`` on this link's connection, its lines to ``emit`` in
+        batches, until ``stop`` is set (the page picked another log or went away) or the link drops.
+        Closing the channel ends the host's side (its stdin ends)."""
         conn = self.conn
         if conn is None:
             raise ConnectionError("%s is not reachable" % self.host.name)
         channel = self._ctl(conn, "logs", {"service": service, "lines": lines, "follow": True})
         try:
-            for line in _lines(channel, 0.5, lambda: stop.is_set() or self.stopping.is_set()):
-                emit(line.decode("utf-8", "replace"))
+            for batch in log_batches(channel, lambda: stop.is_set() or self.stopping.is_set()):
+                emit(batch)
         finally:
             channel.close()
 
     # ------------------------------------------------------------------------------- what it says
     def _line(self, line: bytes) -> None:
-        """One line of the host's watch. Every line is untrusted: only JSON with finite numbers is
-        read (a bare NaN forwarded would break the page's JSON for every host), and only the ring's
-        own columns, aligned on their times, are kept."""
-        try:
-            doc = json.loads(line, parse_float=_finite, parse_constant=_no_constant)
-        except ValueError:
-            return
-        if not isinstance(doc, dict):
+        """One line of the host's watch, untrusted (intake): finite JSON only, the ring's own columns
+        aligned on their times, a status only of a shape and size a page can show."""
+        doc = intake.parse(line)
+        if doc is None:
             return
         kind = doc.get("kind")
         if kind is None and doc.get("ok") is False:  # the shell guard's or ctl's one-line refusal
-            raise ConnectionError(str(doc.get("error")))
+            raise ConnectionError(str(doc.get("error"))[:500])
         if kind == "history":
-            samples = aligned(doc.get("samples"))
+            samples = intake.aligned(doc.get("samples"))
             self._keep(samples)
             last = {name: values[-1] for name, values in samples.items() if values}
             known = {"sample": last} if last and self.state["sample"] is None else {}  # load, memory at once
             self._update(reachable=True, error=None, since=None, kind="history", **known)
         elif kind == "status":
-            status = doc.get("status")
-            self._update(reachable=True, error=None, since=None, kind="status",
-                         status=status if isinstance(status, dict) else None)
+            status, wrong = intake.status(doc.get("status"))
+            self._update(reachable=True, error=wrong, since=None, kind="status", status=status)
         elif kind == "sample":
-            sample = {name: _number(doc.get(name)) for name in history.FIELDS}
+            sample = {name: intake.number(doc.get(name)) for name in history.FIELDS}
             if sample["t"] is not None:
                 self._keep({name: [value] for name, value in sample.items()})
             self._update(reachable=True, error=None, since=None, sample=sample, kind="sample")
@@ -212,49 +212,36 @@ class Link:
             elif changes.get("reachable") is False:
                 changes.pop("since", None)  # unreachable since the first time, not since the last try
             self.state.update(changes)
-        self.changed(self.host.name, kind)
+        try:
+            self.changed(self.host.name, kind)
+        except Exception:  # the page's trouble is never this link's end: the next change tries again
+            pass
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999
-        raise ValueError("not a finite number")
-    return value
+class _Splitter:
+    """Bytes in, whole lines out. Each chunk is searched for its own newlines only: a long line costs
+    its length once, not once per chunk; one longer than MAX_LINE ends the channel."""
 
+    def __init__(self) -> None:
+        self.pending = bytearray()
 
-def _no_constant(name: str) -> None:
-    raise ValueError("%s is not JSON" % name)
-
-
-def _number(value: Any) -> Optional[float]:
-    """A figure the page can draw: a number a browser reads exactly (below 2**53), else None (a gap)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 2 ** 53:
-        return value
-    return None
-
-
-def aligned(samples: Any) -> Dict[str, list]:
-    """A backlog's columns as the charts need them: the ring's fields only, each as long as the
-    times (the newest KEPT), numbers or None; rows without a time dropped."""
-    if not isinstance(samples, dict) or not isinstance(samples.get("t"), list):
-        return {}
-    count = min(len(samples["t"]), KEPT)
-    out = {}
-    for name in history.FIELDS:
-        values = samples.get(name)
-        values = [_number(v) for v in values[-count:]] if isinstance(values, list) and count else []
-        out[name] = [None] * (count - len(values)) + values
-    rows = [i for i, t in enumerate(out["t"]) if t is not None]
-    if len(rows) < count:
-        out = {name: [values[i] for i in rows] for name, values in out.items()}
-    return out
+    def feed(self, data: bytes) -> List[bytes]:
+        if b"\n" not in data:
+            self.pending += data
+            if len(self.pending) > MAX_LINE:
+                raise ConnectionError("the host sent a line of over %d MB" % (MAX_LINE >> 20))
+            return []
+        lines = data.split(b"\n")
+        lines[0] = bytes(self.pending) + lines[0]
+        self.pending = bytearray(lines.pop())
+        return lines
 
 
 def _lines(channel: Any, poll: float, done: Callable[[], bool]) -> Iterator[bytes]:
     """The channel's output line by line until it ends or ``done()``; ``done`` is asked every
-    ``poll`` seconds, whether or not anything came. A line longer than MAX_LINE ends it."""
+    ``poll`` seconds, whether or not anything came."""
     channel.settimeout(poll)
-    pending = b""
+    split = _Splitter()
     while not done():
         try:
             data = channel.recv(65536)
@@ -262,11 +249,33 @@ def _lines(channel: Any, poll: float, done: Callable[[], bool]) -> Iterator[byte
             continue
         if not data:
             return
-        pending += data
-        *lines, pending = pending.split(b"\n")
-        if len(pending) > MAX_LINE:
-            raise ConnectionError("the host sent a line of over %d MB" % (MAX_LINE >> 20))
-        yield from lines
+        yield from split.feed(data)
+
+
+def log_batches(channel: Any, done: Callable[[], bool]) -> Iterator[List[str]]:
+    """A log's lines in batches, until the channel ends or ``done()``: at most LOG_WIDTH characters
+    a line, LOG_BATCH lines a batch (the newest), one batch every LOG_EVERY seconds at most, so a
+    host that floods its log costs the page a few events a second."""
+    channel.settimeout(LOG_EVERY)
+    split, pending, last = _Splitter(), [], 0.0
+    while not done():
+        try:
+            data: Optional[bytes] = channel.recv(65536)
+        except OSError:  # socket.timeout: nothing new, but what waits may be due
+            data = None
+        if data == b"":
+            break
+        for line in split.feed(data) if data else ():
+            pending.append(line[:LOG_WIDTH * 4].decode("utf-8", "replace")[:LOG_WIDTH])
+        del pending[:-LOG_BATCH]
+        if pending and time.monotonic() - last >= LOG_EVERY:
+            last = time.monotonic()
+            yield pending
+            pending = []
+    else:
+        return
+    if pending:
+        yield pending
 
 
 def start_links(hosts: list, changed: Callable[[str, str], None]) -> Dict[str, Link]:

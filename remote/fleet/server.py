@@ -22,10 +22,12 @@ from flask_socketio import SocketIO
 from dashboard.security import CSRF_HEADER, csrf_ok, new_csrf, protect
 from remote import actions, render
 from remote import failover as moves
-from remote.botguard import Guard, running_units
+from remote.botguard import Guard
 from remote.errors import SulfurError
 from remote.host import bot
 from remote.inventory import Inventory
+
+from . import intake
 
 HERE = Path(__file__).resolve().parent
 DASHBOARD_STATIC = HERE.parent.parent / "dashboard" / "static"
@@ -37,7 +39,7 @@ COALESCE = 0.25  # s: a host's changes closer together than this go to the page 
 
 def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
     """The same bot (overlapping shards) running on two hosts: the page's warning banner."""
-    units = [(s["host"], u) for s in snapshots if s.get("status") for u in running_units(s["status"])]
+    units = [(s["host"], u) for s in snapshots if s.get("status") for u in intake.units(s["status"])]
     found = []
     for i, (one, unit) in enumerate(units):
         for other, other_unit in units[i + 1:]:
@@ -59,6 +61,8 @@ def _quiet_handler() -> Any:
 
 
 class Fleet:
+    """The page's server: its routes, its Socket.IO events, and the links that feed them."""
+
     def __init__(self, inventory: Inventory, port: int) -> None:
         self.inventory, self.port = inventory, port
         self.hosts = [h for h in inventory.hosts.values() if not h.is_local]
@@ -77,6 +81,9 @@ class Fleet:
         self._sends = threading.Lock()
         self._sent: Dict[str, float] = {}  # host -> when its last event went (monotonic)
         self._pending: Dict[str, set] = {}  # host -> the kinds of change waiting for its next event
+        self._emitting = {h.name: threading.Lock() for h in self.hosts}  # a host's events in the order made
+        self._addresses: Dict[str, str] = {}  # host -> its tunnel's loopback address, for this run
+        self._connected: set = set()  # Socket.IO sids signed in and not gone
         self._routes()
 
     def url(self) -> str:
@@ -102,6 +109,7 @@ class Fleet:
         self._emit(host, kind)
 
     def _flush(self, host: str) -> None:
+        """The changes of ``host`` that waited, as one event of the kind the page needs most."""
         with self._sends:
             kinds = self._pending.pop(host, set())
             self._sent[host] = time.monotonic()
@@ -109,17 +117,27 @@ class Fleet:
         self._emit(host, next((k for k in ("history", "sample", "status") if k in kinds), "state"))
 
     def _emit(self, host: str, kind: str) -> None:
-        doc = self.links[host].snapshot(with_history=kind == "history")  # a backlog goes with its event: no fetch
-        self.socketio.emit("host", {"host": doc, "kind": kind, "conflicts": conflicts(self.snapshots())})
+        """One `host` event, its snapshot taken under the host's own lock: an event made later never
+        goes out before one made earlier, so the page always ends with the newest state."""
+        with self._emitting[host]:
+            doc = self.links[host].snapshot(with_history=kind == "history")  # a backlog goes with its event
+            self.socketio.emit("host", {"host": doc, "kind": kind, "conflicts": conflicts(self._statuses())})
+
+    def _statuses(self) -> List[Dict[str, Any]]:
+        """Each host's status as the banner reads it, not copied (a status is replaced, never changed)."""
+        return [{"host": h.name, "status": self.links[h.name].state.get("status")} for h in self.hosts]
 
     def snapshots(self, with_history: bool = False) -> List[Dict[str, Any]]:
+        """Every host's state (and history), copies the caller may keep."""
         return [self.links[h.name].snapshot(with_history) for h in self.hosts]
 
     # ------------------------------------------------------------------------------- auth
     def authorized(self) -> bool:
+        """Signed in: this browser brought the one-time token of this fleet run."""
         return session.get("fleet") is True
 
     def _take_token(self, given: Optional[str]) -> bool:
+        """The printed token, once: a link copied from the terminal later is worth nothing."""
         with self._lock:
             if self.token and given and hmac.compare_digest(given.encode(), self.token.encode()):
                 self.token = None
@@ -127,6 +145,7 @@ class Fleet:
         return False
 
     def csrf_checked(self) -> bool:
+        """The session's CSRF token in its header: only our own page's script can send one."""
         return csrf_ok(session.get("csrf"), [request.headers.get(CSRF_HEADER)])
 
     # ------------------------------------------------------------------------------- routes
@@ -202,38 +221,47 @@ class Fleet:
 
         @sio.on("connect")
         def on_connect(auth: Optional[dict] = None) -> bool:
-            return self.authorized()
+            if not self.authorized():
+                return False
+            with self._lock:
+                self._connected.add(request.sid)
+            return True
 
         @sio.on("follow")
         def on_follow(doc: Any) -> None:
-            """The log pane: one followed log per page; picking another stops the last."""
-            sid = request.sid
-            self._unfollow(sid)
+            """The log pane: one followed log per page; picking another stops the last. Events may
+            be handled in threads of their own: the swap is under the lock, and a page already gone
+            gets none."""
             name = doc.get("host") if isinstance(doc, dict) else None
             service = doc.get("service") if isinstance(doc, dict) else None
-            if name not in self.links or service not in LOGS:
-                return
-            stop = threading.Event()
-            self._follows[sid] = stop
-            threading.Thread(target=self._follow, args=(sid, name, service, stop), daemon=True).start()
+            sid, stop = request.sid, threading.Event()
+            with self._lock:
+                old = self._follows.pop(sid, None)
+                wanted = sid in self._connected and isinstance(name, str) and name in self.links and service in LOGS
+                if wanted:
+                    self._follows[sid] = stop
+            if old is not None:
+                old.set()
+            if wanted:
+                threading.Thread(target=self._follow, args=(sid, name, service, stop), daemon=True).start()
 
         @sio.on("disconnect")
         def on_disconnect(*args: Any) -> None:
-            self._unfollow(request.sid)
-
-    def _unfollow(self, sid: str) -> None:
-        stop = self._follows.pop(sid, None)
-        if stop is not None:
-            stop.set()
+            with self._lock:
+                self._connected.discard(request.sid)
+                stop = self._follows.pop(request.sid, None)
+            if stop is not None:
+                stop.set()
 
     def _follow(self, sid: str, name: str, service: str, stop: threading.Event) -> None:
-        def emit(line: str) -> None:
-            self.socketio.emit("log", {"host": name, "service": service, "line": line}, to=sid)
+        """A log followed on the host's link, its batches of lines to that page only."""
+        def emit(lines: List[str]) -> None:
+            self.socketio.emit("log", {"host": name, "service": service, "lines": lines}, to=sid)
 
         try:
             self.links[name].follow(service, 50, emit, stop)
         except Exception as exc:  # an unreachable host: the pane says so
-            self.socketio.emit("log", {"host": name, "service": service, "line": "(%s)" % exc}, to=sid)
+            emit(["(%s)" % str(exc)[:500]])
 
     def open_tunnel(self, name: str) -> Tuple[Any, int]:
         """The host's own dashboard through the link: only one with a token, since any process on
@@ -262,22 +290,28 @@ class Fleet:
         return jsonify({"ok": True, "url": url, "line": line}), 200
 
     def _loopback(self, name: str) -> Tuple[str, bool]:
-        """A loopback address of the host's own (127.0.0.2, .3, …): a browser keeps cookies and
-        same-site rules per address, not per port, so a hostile host's dashboard behind its tunnel
-        can neither read nor forge the others' cookies nor the fleet's. Where the system has only
-        127.0.0.1 (macOS without an alias), that one, and (address, True)."""
+        """A loopback address for the host's tunnel, its own for this fleet run: a random one of
+        127.0.0.0/8 (a browser keeps cookies and same-site per address, not per port, so a hostile
+        host's dashboard can neither read nor forge the others' cookies nor the fleet's, and never
+        gets an address another host's cookies were left on by an earlier run). Where the system has
+        only 127.0.0.1 (macOS without an alias), that one, and (address, True)."""
         import socket
 
-        number = 2 + [h.name for h in self.hosts].index(name)
-        address = "127.%d.%d.%d" % (number >> 16 & 255, number >> 8 & 255, number & 255)
-        probe = socket.socket()
-        try:
-            probe.bind((address, 0))
+        known = self._addresses.get(name)
+        taken = set(self._addresses.values()) | {"127.0.0.1"}
+        for _ in range(20):
+            address = known or "127.%d.%d.%d" % (secrets.randbelow(256), secrets.randbelow(256),
+                                                  1 + secrets.randbelow(254))
+            if address in taken and address != known:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind((address, 0))
+                except OSError:
+                    return "127.0.0.1", True
+            self._addresses[name] = address
             return address, False
-        except OSError:
-            return "127.0.0.1", True
-        finally:
-            probe.close()
+        return "127.0.0.1", True
 
     def failover(self, to: str, from_: Optional[str]) -> Tuple[Any, int]:
         """`invoke failover --to`, step by step as the CLI prints it; never two at once."""

@@ -222,15 +222,17 @@
   load();
 
   var socket = io({transports: ["websocket", "polling"]});
-  var log = document.getElementById("log");
+  var log = document.getElementById("log"), following = null;
   function follow() {
     log.textContent = "";
-    socket.emit("follow", {host: document.getElementById("log-host").value,
-                           service: document.getElementById("log-service").value});
+    following = {host: document.getElementById("log-host").value,
+                 service: document.getElementById("log-service").value};
+    socket.emit("follow", following);
   }
   document.getElementById("log-follow").addEventListener("click", follow);
-  socket.on("log", function (msg) {
-    log.appendChild(document.createTextNode(msg.line + "\n"));
+  socket.on("log", function (msg) {  // lines of the log picked last only: a late one of another is not its
+    if (!following || msg.host !== following.host || msg.service !== following.service) return;
+    (msg.lines || []).forEach(function (line) { log.appendChild(document.createTextNode(String(line) + "\n")); });
     while (log.childNodes.length > 500) log.removeChild(log.firstChild);
     log.scrollTop = log.scrollHeight;
   });
