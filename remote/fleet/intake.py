@@ -12,7 +12,6 @@ import json
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
-from remote.botguard import running_units
 from remote.host import history
 
 KEPT = 8640  # samples: 24 h at one per 10 s
@@ -67,7 +66,8 @@ def aligned(samples: Any) -> Dict[str, list]:
 
 
 def _depth(doc: Any) -> int:
-    """How deep ``doc`` nests, without recursion (a hostile one may nest a thousand deep)."""
+    """How deep ``doc`` nests, without recursion (a hostile one may nest a thousand deep). Asked
+    only of a status already under STATUS_BYTES, so it walks a few thousand nodes at most."""
     deepest, stack = 0, [(doc, 1)]
     while stack:
         node, depth = stack.pop()
@@ -79,15 +79,23 @@ def _depth(doc: Any) -> int:
     return deepest
 
 
+def _size(doc: Any) -> int:
+    """Its JSON's length (the C encoder: fast); past the encoder's recursion, as good as endless."""
+    try:
+        return len(json.dumps(doc))
+    except (RecursionError, ValueError):
+        return STATUS_BYTES + 1
+
+
 def status(doc: Any) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """(the status, None) when it is one a page can show, else (None, why): a mapping, at most
     STATUS_DEPTH deep, STATUS_BYTES of JSON and SERVICES services, each a mapping."""
     if not isinstance(doc, dict):
         return None, "the host sent a status that is not a JSON object"
+    if _size(doc) > STATUS_BYTES:  # first: the depth walk is Python, the size C
+        return None, "the host sent a status of over %d KB or nested beyond reading" % (STATUS_BYTES // 1024)
     if _depth(doc) > STATUS_DEPTH:
         return None, "the host sent a status nested over %d deep" % STATUS_DEPTH
-    if len(json.dumps(doc)) > STATUS_BYTES:
-        return None, "the host sent a status of over %d KB" % (STATUS_BYTES // 1024)
     services = doc.get("services", {})
     if not isinstance(services, dict) or len(services) > SERVICES or not all(
             isinstance(s, dict) for s in services.values()):
@@ -106,8 +114,10 @@ def _unit_ok(unit: Any) -> bool:
 def units(doc: Any) -> List[Dict[str, Any]]:
     """The bot units a host's status says it runs, the malformed ones left out: the conflict banner
     reads every host's, and one host's odd status must not stop it for the others."""
-    try:
-        found = running_units(doc) if isinstance(doc, dict) else []
-    except (AttributeError, TypeError, KeyError, ValueError):
+    try:  # what the host said, not what running_units adds (its uptime is arithmetic on host numbers)
+        unit = (doc.get("bot") or {}).get("running") if isinstance(doc, dict) else None
+    except AttributeError:
         return []
-    return [unit for unit in found if _unit_ok(unit)]
+    if not _unit_ok(unit):
+        return []
+    return [{"bot_id": unit["bot_id"], "shard_count": unit.get("shard_count", 1), "shards": unit.get("shards", [0])}]

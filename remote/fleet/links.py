@@ -10,6 +10,8 @@ Closing a link closes its channel, and the host's watch ends with it.
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -21,10 +23,12 @@ from remote.inventory import Host
 
 from . import intake
 
+log = logging.getLogger("sulfur.fleet")  # no handler set: Python's last resort writes warnings to stderr
 KEEPALIVE = 5.0
 MISSED = 3
 BACKOFF, BACKOFF_CAP = 1.0, 30.0
 KEPT = intake.KEPT
+CHANNEL_TIMEOUT = 30.0  # s: opening a channel and sending its request, at most
 MAX_LINE = 4 << 20  # a day's backlog unthinned (an older host release sends that) is about 1 MB
 LOG_WIDTH, LOG_BATCH, LOG_EVERY = 2000, 200, 0.1  # a log line's characters; lines per event; s between
 
@@ -36,11 +40,12 @@ class Link:
         self.host, self.changed = host, changed
         self.state: Dict[str, Any] = {"host": host.name, "platform": host.platform, "address": host.address,
                                       "reachable": False, "since": time.time(), "error": "connecting",
-                                      "rtt": None, "status": None, "sample": None}
+                                      "rtt": None, "status": None, "status_error": None, "sample": None}
         self.history: Dict[str, list] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.conn: Any = None
+        self._told = -60.0  # when a failure to tell the page was last logged (once a minute at most)
         self.thread = threading.Thread(target=self._run, name="link-%s" % host.name, daemon=True)
 
     def start(self) -> None:
@@ -108,7 +113,8 @@ class Link:
 
     def _ctl(self, conn: Any, command: str, options: Dict[str, Any]) -> Any:
         """A channel of ``conn`` running the host's ctl ``command``, its request sent."""
-        channel = conn.client.get_transport().open_session()
+        channel = conn.client.get_transport().open_session(timeout=CHANNEL_TIMEOUT)
+        channel.settimeout(CHANNEL_TIMEOUT)  # a host that takes the channel and then reads nothing
         channel.exec_command(ctlcalls.ctl_command(self.host, command))
         request = dict(ctlcalls.ctl_request(self.host, command, options), protocol=PROTOCOL)
         channel.sendall((json.dumps(request) + "\n").encode())
@@ -128,8 +134,6 @@ class Link:
     def tunnel(self, stop: threading.Event, address: str = "127.0.0.1") -> int:
         """A local port forward (Fabric's) to this host's dashboard, on a free port of the loopback
         ``address``, open until ``stop`` is set or the link drops; returns the port once it listens."""
-        import socket
-
         conn = self.conn
         if conn is None:
             raise ConnectionError("%s is not reachable" % self.host.name)
@@ -166,6 +170,9 @@ class Link:
         if conn is None:
             raise ConnectionError("%s is not reachable" % self.host.name)
         channel = self._ctl(conn, "logs", {"service": service, "lines": lines, "follow": True})
+        if stop.is_set():  # another log was picked while this one opened
+            channel.close()
+            return
         try:
             for batch in log_batches(channel, lambda: stop.is_set() or self.stopping.is_set()):
                 emit(batch)
@@ -189,8 +196,8 @@ class Link:
             known = {"sample": last} if last and self.state["sample"] is None else {}  # load, memory at once
             self._update(reachable=True, error=None, since=None, kind="history", **known)
         elif kind == "status":
-            status, wrong = intake.status(doc.get("status"))
-            self._update(reachable=True, error=wrong, since=None, kind="status", status=status)
+            status, wrong = intake.status(doc.get("status"))  # why it was refused stays until the next one
+            self._update(reachable=True, error=None, since=None, kind="status", status=status, status_error=wrong)
         elif kind == "sample":
             sample = {name: intake.number(doc.get(name)) for name in history.FIELDS}
             if sample["t"] is not None:
@@ -214,8 +221,10 @@ class Link:
             self.state.update(changes)
         try:
             self.changed(self.host.name, kind)
-        except Exception:  # the page's trouble is never this link's end: the next change tries again
-            pass
+        except Exception as exc:  # the page's trouble is never this link's end: the next change tries again
+            if time.monotonic() - self._told > 60:
+                self._told = time.monotonic()
+                log.warning("fleet: %s: the page was not told of a change: %s", self.host.name, exc)
 
 
 class _Splitter:
@@ -245,7 +254,7 @@ def _lines(channel: Any, poll: float, done: Callable[[], bool]) -> Iterator[byte
     while not done():
         try:
             data = channel.recv(65536)
-        except OSError:  # socket.timeout: nothing new
+        except socket.timeout:  # nothing new (any other error ends the channel)
             continue
         if not data:
             return
@@ -261,7 +270,7 @@ def log_batches(channel: Any, done: Callable[[], bool]) -> Iterator[List[str]]:
     while not done():
         try:
             data: Optional[bytes] = channel.recv(65536)
-        except OSError:  # socket.timeout: nothing new, but what waits may be due
+        except socket.timeout:  # nothing new, but what waits may be due
             data = None
         if data == b"":
             break
@@ -274,8 +283,10 @@ def log_batches(channel: Any, done: Callable[[], bool]) -> Iterator[List[str]]:
             pending = []
     else:
         return
+    if split.pending:  # the channel ended within a line: its last one, unended
+        pending.append(bytes(split.pending[:LOG_WIDTH * 4]).decode("utf-8", "replace")[:LOG_WIDTH])
     if pending:
-        yield pending
+        yield pending[-LOG_BATCH:]
 
 
 def start_links(hosts: list, changed: Callable[[str, str], None]) -> Dict[str, Link]:

@@ -28,6 +28,7 @@ from remote.host import bot
 from remote.inventory import Inventory
 
 from . import intake
+from .links import log as links_log
 
 HERE = Path(__file__).resolve().parent
 DASHBOARD_STATIC = HERE.parent.parent / "dashboard" / "static"
@@ -40,12 +41,24 @@ COALESCE = 0.25  # s: a host's changes closer together than this go to the page 
 def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
     """The same bot (overlapping shards) running on two hosts: the page's warning banner."""
     units = [(s["host"], u) for s in snapshots if s.get("status") for u in intake.units(s["status"])]
+    # intake.units keeps only well-formed units: overlaps cannot fail on what a host made up
     found = []
     for i, (one, unit) in enumerate(units):
         for other, other_unit in units[i + 1:]:
             if one != other and bot.overlaps(unit, other_unit):
                 found.append("bot %s runs on %s and on %s" % (unit["bot_id"], one, other))
     return found
+
+
+def _bindable(address: str) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, 0))
+            return True
+        except OSError:
+            return False
 
 
 def _quiet_handler() -> Any:
@@ -72,7 +85,9 @@ class Fleet:
         self.app.config.update(SESSION_COOKIE_NAME="sulfur_fleet_%d" % port, SESSION_COOKIE_HTTPONLY=True,
                                SESSION_COOKIE_SAMESITE="Strict")
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=None)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the token and the tunnels' addresses
+        self._tunnel_locks = {h.name: threading.Lock() for h in self.hosts}  # held while one opens (10 s at most)
+        self._pages = threading.Lock()  # the pages connected and their followed logs: never held long
         self.links: Dict[str, Any] = {}
         self._follows: Dict[str, threading.Event] = {}  # Socket.IO sid -> its log pane's stop
         self._tunnels: Dict[str, Tuple[threading.Event, str]] = {}  # host -> (its stop, local address:port)
@@ -114,7 +129,10 @@ class Fleet:
             kinds = self._pending.pop(host, set())
             self._sent[host] = time.monotonic()
         # the page needs to know of a backlog (it brings the history) and of a sample (a point to add)
-        self._emit(host, next((k for k in ("history", "sample", "status") if k in kinds), "state"))
+        try:
+            self._emit(host, next((k for k in ("history", "sample", "status") if k in kinds), "state"))
+        except Exception as exc:  # a timer's thread: no one above it to tell
+            links_log.warning("fleet: %s: the page was not told of a change: %s", host, exc)
 
     def _emit(self, host: str, kind: str) -> None:
         """One `host` event, its snapshot taken under the host's own lock: an event made later never
@@ -223,7 +241,7 @@ class Fleet:
         def on_connect(auth: Optional[dict] = None) -> bool:
             if not self.authorized():
                 return False
-            with self._lock:
+            with self._pages:
                 self._connected.add(request.sid)
             return True
 
@@ -234,8 +252,9 @@ class Fleet:
             gets none."""
             name = doc.get("host") if isinstance(doc, dict) else None
             service = doc.get("service") if isinstance(doc, dict) else None
+            pick = doc.get("n") if isinstance(doc, dict) and isinstance(doc.get("n"), int) else None
             sid, stop = request.sid, threading.Event()
-            with self._lock:
+            with self._pages:
                 old = self._follows.pop(sid, None)
                 wanted = sid in self._connected and isinstance(name, str) and name in self.links and service in LOGS
                 if wanted:
@@ -243,20 +262,21 @@ class Fleet:
             if old is not None:
                 old.set()
             if wanted:
-                threading.Thread(target=self._follow, args=(sid, name, service, stop), daemon=True).start()
+                threading.Thread(target=self._follow, args=(sid, name, service, pick, stop), daemon=True).start()
 
         @sio.on("disconnect")
         def on_disconnect(*args: Any) -> None:
-            with self._lock:
+            with self._pages:
                 self._connected.discard(request.sid)
                 stop = self._follows.pop(request.sid, None)
             if stop is not None:
                 stop.set()
 
-    def _follow(self, sid: str, name: str, service: str, stop: threading.Event) -> None:
-        """A log followed on the host's link, its batches of lines to that page only."""
+    def _follow(self, sid: str, name: str, service: str, pick: Optional[int], stop: threading.Event) -> None:
+        """A log followed on the host's link, its batches of lines to that page only, each with the
+        number of the page's pick it answers."""
         def emit(lines: List[str]) -> None:
-            self.socketio.emit("log", {"host": name, "service": service, "lines": lines}, to=sid)
+            self.socketio.emit("log", {"host": name, "service": service, "n": pick, "lines": lines}, to=sid)
 
         try:
             self.links[name].follow(service, 50, emit, stop)
@@ -272,11 +292,12 @@ class Fleet:
                             "every process here: add DASHBOARD_TOKEN=<16 characters or more> to its shared/.env "
                             "(invoke deploy --host %s --env-file FILE), then invoke restart --host %s"
                             % (name, name, name)}), 409
-        with self._lock:
+        with self._tunnel_locks[name]:  # one host's tunnel opening (up to 10 s) holds up no other
             known = self._tunnels.get(name)
             if known is None or known[0].is_set():
                 stop = threading.Event()
-                address, shared = self._loopback(name)
+                with self._lock:
+                    address, shared = self._loopback(name)
                 try:
                     known = self._tunnels[name] = (stop, "%s:%d" % (address, self.links[name].tunnel(stop, address)))
                 except Exception as exc:
@@ -293,24 +314,21 @@ class Fleet:
         """A loopback address for the host's tunnel, its own for this fleet run: a random one of
         127.0.0.0/8 (a browser keeps cookies and same-site per address, not per port, so a hostile
         host's dashboard can neither read nor forge the others' cookies nor the fleet's, and never
-        gets an address another host's cookies were left on by an earlier run). Where the system has
-        only 127.0.0.1 (macOS without an alias), that one, and (address, True)."""
-        import socket
-
+        gets an address another host's cookies were left on by an earlier run). Where only some
+        loopback addresses exist (macOS: 127.0.0.1 and any aliases, such as 127.0.0.2), a free alias
+        of 127.0.0.2–32; with none, 127.0.0.1, and (address, True)."""
         known = self._addresses.get(name)
+        if known:
+            return known, False
         taken = set(self._addresses.values()) | {"127.0.0.1"}
-        for _ in range(20):
-            address = known or "127.%d.%d.%d" % (secrets.randbelow(256), secrets.randbelow(256),
-                                                  1 + secrets.randbelow(254))
-            if address in taken and address != known:
-                continue
-            with socket.socket() as probe:
-                try:
-                    probe.bind((address, 0))
-                except OSError:
-                    return "127.0.0.1", True
-            self._addresses[name] = address
-            return address, False
+        guesses = ["127.%d.%d.%d" % (secrets.randbelow(256), secrets.randbelow(256), 1 + secrets.randbelow(254))
+                   for _ in range(3)]
+        aliases = ["127.0.0.%d" % n for n in range(2, 33)]
+        secrets.SystemRandom().shuffle(aliases)
+        for address in guesses + aliases:
+            if address not in taken and _bindable(address):
+                self._addresses[name] = address
+                return address, False
         return "127.0.0.1", True
 
     def failover(self, to: str, from_: Optional[str]) -> Tuple[Any, int]:

@@ -175,7 +175,7 @@
       new Date((doc.since || 0) * 1000).toLocaleTimeString(), doc.reachable ? "state-running" : "state-failed"));
     card.appendChild(title);
     card.appendChild(el("p", facts(doc), "facts muted"));
-    if (doc.error) card.appendChild(el("p", doc.error, "facts"));
+    [doc.error, doc.status_error].forEach(function (why) { if (why) card.appendChild(el("p", why, "facts")); });
     if (doc.status) {
       card.appendChild(services(doc));
       var open = el("button", "open dashboard", "tunnel");
@@ -222,21 +222,25 @@
   load();
 
   var socket = io({transports: ["websocket", "polling"]});
-  var log = document.getElementById("log"), following = null;
-  function follow() {
+  var log = document.getElementById("log"), following = null, picks = 0;
+  function follow(again) {  // each pick numbered: a late line of an earlier pick, even of this log, is not shown
     log.textContent = "";
-    following = {host: document.getElementById("log-host").value,
-                 service: document.getElementById("log-service").value};
+    if (!again) following = {host: document.getElementById("log-host").value,
+                             service: document.getElementById("log-service").value};
+    following.n = ++picks;
     socket.emit("follow", following);
   }
-  document.getElementById("log-follow").addEventListener("click", follow);
-  socket.on("log", function (msg) {  // lines of the log picked last only: a late one of another is not its
-    if (!following || msg.host !== following.host || msg.service !== following.service) return;
+  document.getElementById("log-follow").addEventListener("click", function () { follow(false); });
+  socket.on("log", function (msg) {
+    if (!following || msg.n !== following.n) return;
     (msg.lines || []).forEach(function (line) { log.appendChild(document.createTextNode(String(line) + "\n")); });
     while (log.childNodes.length > 500) log.removeChild(log.firstChild);
     log.scrollTop = log.scrollHeight;
   });
-  socket.on("connect", function () { document.getElementById("connection").textContent = "live"; });
+  socket.on("connect", function () {  // a reconnect ended the follow on the server: ask for it again
+    document.getElementById("connection").textContent = "live";
+    if (following) follow(true);
+  });
   socket.on("disconnect", function () { document.getElementById("connection").textContent = "reconnecting…"; });
   socket.on("host", function (msg) {
     var doc = msg.host, old = hosts[doc.host];
