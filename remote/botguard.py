@@ -54,12 +54,29 @@ def answered(doc: Dict[str, Any]) -> bool:
     return bool(doc.get("ok")) or doc.get("kind") == "no_release"
 
 
+def _well_formed(unit: Any) -> bool:
+    """A unit the overlap check can read: a bot id, a shard count, a short list of shard numbers."""
+    if not isinstance(unit, dict):
+        return False
+    shards = unit.get("shards", [0])
+    return (isinstance(unit.get("bot_id"), str) and isinstance(unit.get("shard_count", 1), int)
+            and isinstance(shards, list) and len(shards) <= 1024 and all(isinstance(s, int) for s in shards))
+
+
 def running_units(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
-    unit = (doc.get("bot") or {}).get("running")
-    if not unit:
+    """The bot a host's answer says it runs, with its uptime; none when the answer is malformed:
+    it comes from another host, which may send anything, and every task and the fleet page's banner
+    read it beside the other hosts' (a 400-digit started_at must not stop them)."""
+    info = doc.get("bot") if isinstance(doc, dict) else None
+    unit = info.get("running") if isinstance(info, dict) else None
+    if not unit or not _well_formed(unit):
         return []
-    started = unit.get("started_at")
-    return [dict(unit, uptime=doc["now"] - started if started and doc.get("now") else None)]
+    started, now = unit.get("started_at"), doc.get("now")
+    try:
+        uptime = now - started if started and now else None
+    except (TypeError, OverflowError):
+        uptime = None
+    return [dict(unit, uptime=uptime)]
 
 
 def would_run(host: Host, doc: Dict[str, Any], bot_id: Optional[str] = None,

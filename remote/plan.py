@@ -38,8 +38,7 @@ def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Pat
     if env_file is not None:
         request["env_text"] = env_file.read_text(encoding="utf-8", errors="replace")  # stdin only, compared there
     # the interpreter a deploy's ctl runs with (release.deploy_host): the venv's digest is made of its name
-    python = host.python
-    doc = agentcalls.call_agent(runner, host, "plan", root="remote.host.plan", python=python, **request)
+    doc = agentcalls.call_agent(runner, host, "plan", root="remote.host.plan", python=host.python, **request)
     if not doc.get("ok"):
         return doc
     doc.update(shipping={"commit": what.commit}, hooks=would_run(host))

@@ -184,6 +184,17 @@ def test_the_banner_still_sees_a_bot_on_two_hosts(fleet):
     assert signed_in(fleet).get("/api/hosts").get_json()["conflicts"] == ["bot b0t runs on pi and on vps"]
 
 
+def test_every_task_reads_past_a_malformed_bot_in_another_hosts_answer():
+    """botguard.running_units is what the CLI's exactly-once check and the banner both read."""
+    from remote.botguard import running_units
+
+    for status in HOSTILE[:6]:
+        assert running_units(json.loads(status[0])) == []  # the bot's shape is wrong: none
+    unit = {"bot_id": "b0t", "shard_count": 2, "shards": [1], "pid": 7, "started_at": 10 ** 400}
+    assert running_units({"now": 1.5, "bot": {"running": unit}}) == [dict(unit, uptime=None)]  # no OverflowError
+    assert running_units({"now": 50, "bot": {"running": dict(unit, started_at=20)}})[0]["uptime"] == 30
+
+
 def test_a_flooded_log_comes_in_few_batches_of_short_lines():
     ours = sending(b"\n" * 300000 + b"y" * 10000 + b"\nlast\nunended")
     try:
@@ -224,7 +235,7 @@ def test_a_failover_request_of_the_wrong_shape_is_one_clear_refusal(fleet, body)
 
 def test_each_tunnel_gets_a_loopback_address_of_its_own_for_this_run(fleet, tmp_path):
     pi, vps = fleet._loopback("pi"), fleet._loopback("vps")
-    assert pi == fleet._loopback("pi") and pi != vps and not pi[1] and not vps[1]  # Linux has all of 127/8
-    assert pi[0].startswith("127.") and "127.0.0.1" not in (pi[0], vps[0])
-    runs = {Fleet(fleet.inventory, 0)._loopback("pi")[0] for _ in range(5)}
+    assert pi == fleet._loopback("pi") and pi != vps
+    assert pi.startswith("127.") and "127.0.0.1" not in (pi, vps)  # not shared: Linux has all of 127/8
+    runs = {Fleet(fleet.inventory, 0)._loopback("pi") for _ in range(5)}
     assert len(runs) == 5  # not by inventory order: a cookie left by an earlier run is not handed on

@@ -2,7 +2,8 @@
 
 Every host is untrusted: a compromised one may send anything on its channel. What it sends must
 spoil at most its own card: never the page's JSON (a bare NaN), never another host's link (a status
-the conflict check chokes on), never the operator's CPU or the browser (a status of megabytes, a
+too big or deep to copy for every event; botguard.running_units drops a malformed bot), never the
+operator's CPU or the browser (a status of megabytes, a
 history of a million points, columns of any name).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from remote.host import history
 
@@ -101,23 +102,3 @@ def status(doc: Any) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
             isinstance(s, dict) for s in services.values()):
         return None, "the host sent a status whose services are not %d mappings at most" % SERVICES
     return doc, None
-
-
-def _unit_ok(unit: Any) -> bool:
-    if not isinstance(unit, dict):
-        return False
-    shards = unit.get("shards", [0])
-    return (isinstance(unit.get("bot_id"), str) and isinstance(unit.get("shard_count", 1), int)
-            and isinstance(shards, list) and len(shards) <= 1024 and all(isinstance(s, int) for s in shards))
-
-
-def units(doc: Any) -> List[Dict[str, Any]]:
-    """The bot units a host's status says it runs, the malformed ones left out: the conflict banner
-    reads every host's, and one host's odd status must not stop it for the others."""
-    try:  # what the host said, not what running_units adds (its uptime is arithmetic on host numbers)
-        unit = (doc.get("bot") or {}).get("running") if isinstance(doc, dict) else None
-    except AttributeError:
-        return []
-    if not _unit_ok(unit):
-        return []
-    return [{"bot_id": unit["bot_id"], "shard_count": unit.get("shard_count", 1), "shards": unit.get("shards", [0])}]

@@ -76,10 +76,7 @@ class Link:
             self._close()
             if self.stopping.is_set():
                 return
-            try:
-                self._update(reachable=False, error=reason)
-            except Exception:  # never the end of this link: it tries again below
-                pass
+            self._update(reachable=False, error=reason)  # never raises: telling the page is not this link's end
             if time.monotonic() - began > 60:
                 delay = BACKOFF  # it had been up a while: a fresh start
             self.stopping.wait(delay)
@@ -261,6 +258,11 @@ def _lines(channel: Any, poll: float, done: Callable[[], bool]) -> Iterator[byte
         yield from split.feed(data)
 
 
+def _log_text(line: bytes) -> str:
+    """A log line for the page: at most LOG_WIDTH characters (UTF-8 has at most 4 bytes each)."""
+    return line[:LOG_WIDTH * 4].decode("utf-8", "replace")[:LOG_WIDTH]
+
+
 def log_batches(channel: Any, done: Callable[[], bool]) -> Iterator[List[str]]:
     """A log's lines in batches, until the channel ends or ``done()``: at most LOG_WIDTH characters
     a line, LOG_BATCH lines a batch (the newest), one batch every LOG_EVERY seconds at most, so a
@@ -274,8 +276,7 @@ def log_batches(channel: Any, done: Callable[[], bool]) -> Iterator[List[str]]:
             data = None
         if data == b"":
             break
-        for line in split.feed(data) if data else ():
-            pending.append(line[:LOG_WIDTH * 4].decode("utf-8", "replace")[:LOG_WIDTH])
+        pending.extend(_log_text(line) for line in (split.feed(data) if data else ()))
         del pending[:-LOG_BATCH]
         if pending and time.monotonic() - last >= LOG_EVERY:
             last = time.monotonic()
@@ -284,7 +285,7 @@ def log_batches(channel: Any, done: Callable[[], bool]) -> Iterator[List[str]]:
     else:
         return
     if split.pending:  # the channel ended within a line: its last one, unended
-        pending.append(bytes(split.pending[:LOG_WIDTH * 4]).decode("utf-8", "replace")[:LOG_WIDTH])
+        pending.append(_log_text(bytes(split.pending)))
     if pending:
         yield pending[-LOG_BATCH:]
 

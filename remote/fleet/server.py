@@ -22,12 +22,11 @@ from flask_socketio import SocketIO
 from dashboard.security import CSRF_HEADER, csrf_ok, new_csrf, protect
 from remote import actions, render
 from remote import failover as moves
-from remote.botguard import Guard
+from remote.botguard import Guard, running_units
 from remote.errors import SulfurError
 from remote.host import bot
 from remote.inventory import Inventory
 
-from . import intake
 from .links import log as links_log
 
 HERE = Path(__file__).resolve().parent
@@ -40,8 +39,7 @@ COALESCE = 0.25  # s: a host's changes closer together than this go to the page 
 
 def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
     """The same bot (overlapping shards) running on two hosts: the page's warning banner."""
-    units = [(s["host"], u) for s in snapshots if s.get("status") for u in intake.units(s["status"])]
-    # intake.units keeps only well-formed units: overlaps cannot fail on what a host made up
+    units = [(s["host"], u) for s in snapshots if s.get("status") for u in running_units(s["status"])]
     found = []
     for i, (one, unit) in enumerate(units):
         for other, other_unit in units[i + 1:]:
@@ -91,7 +89,6 @@ class Fleet:
         self.links: Dict[str, Any] = {}
         self._follows: Dict[str, threading.Event] = {}  # Socket.IO sid -> its log pane's stop
         self._tunnels: Dict[str, Tuple[threading.Event, str]] = {}  # host -> (its stop, local address:port)
-        self._shared: set = set()  # hosts whose tunnel had to share 127.0.0.1 with the fleet
         self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
         self._sends = threading.Lock()
         self._sent: Dict[str, float] = {}  # host -> when its last event went (monotonic)
@@ -297,29 +294,27 @@ class Fleet:
             if known is None or known[0].is_set():
                 stop = threading.Event()
                 with self._lock:
-                    address, shared = self._loopback(name)
+                    address = self._loopback(name)
                 try:
                     known = self._tunnels[name] = (stop, "%s:%d" % (address, self.links[name].tunnel(stop, address)))
                 except Exception as exc:
                     return jsonify({"ok": False, "line": "%s: %s" % (name, exc)}), 409
-                if shared:
-                    self._shared.add(name)
         url = "http://%s/" % known[1]
         line = "%s: its dashboard at %s (a tunnel, until the fleet stops)" % (name, url)
-        if name in self._shared:
+        if known[1].startswith("127.0.0.1:"):  # no loopback address of its own could be bound
             line += "; this machine has only 127.0.0.1 for loopback, so the pages of every tunnel share its cookies"
         return jsonify({"ok": True, "url": url, "line": line}), 200
 
-    def _loopback(self, name: str) -> Tuple[str, bool]:
+    def _loopback(self, name: str) -> str:
         """A loopback address for the host's tunnel, its own for this fleet run: a random one of
         127.0.0.0/8 (a browser keeps cookies and same-site per address, not per port, so a hostile
         host's dashboard can neither read nor forge the others' cookies nor the fleet's, and never
         gets an address another host's cookies were left on by an earlier run). Where only some
         loopback addresses exist (macOS: 127.0.0.1 and any aliases, such as 127.0.0.2), a free alias
-        of 127.0.0.2–32; with none, 127.0.0.1, and (address, True)."""
+        of 127.0.0.2–32; with none, 127.0.0.1, which the fleet page shares."""
         known = self._addresses.get(name)
         if known:
-            return known, False
+            return known
         taken = set(self._addresses.values()) | {"127.0.0.1"}
         guesses = ["127.%d.%d.%d" % (secrets.randbelow(256), secrets.randbelow(256), 1 + secrets.randbelow(254))
                    for _ in range(3)]
@@ -328,8 +323,8 @@ class Fleet:
         for address in guesses + aliases:
             if address not in taken and _bindable(address):
                 self._addresses[name] = address
-                return address, False
-        return "127.0.0.1", True
+                return address
+        return "127.0.0.1"
 
     def failover(self, to: str, from_: Optional[str]) -> Tuple[Any, int]:
         """`invoke failover --to`, step by step as the CLI prints it; never two at once."""
