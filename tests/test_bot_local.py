@@ -258,3 +258,28 @@ def test_restarts_asked_at_once_never_run_two_bots_and_a_launchers_child_goes_wi
     finally:
         invoke(inventory, "stop")
     assert not bots(app)
+
+
+def test_an_alert_to_a_webhook_that_never_answers_holds_up_nothing(tmp_path, port):
+    """The alert's HTTP call runs as a job off the supervisor's loop: a webhook that accepts and never
+    answers costs the watchdog restart nothing, and its failure is logged once its 5 s are up."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (the kernel does), never reads nor answers
+    url = "http://127.0.0.1:%d/api/webhooks/1/x" % silent.getsockname()[1]
+    app, inventory = setup(tmp_path, port, "EXAMPLE_BOT_HANG_AFTER=2\n", watchdog_sec=2, alert_webhook="'%s'" % url)
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        first = bot(app)
+        second = wait_for(lambda: bot(app)["pid"] != first["pid"] and bot(app).get("state") == "running"
+                          and bot(app), 20, "a restart by the watchdog")
+        assert second["started_at"] - first["started_at"] <= 2 + max(2 + 2, 5) + 1.0  # as with no webhook
+        log = lambda: (app / "logs" / "supervisor.log").read_text()  # noqa: E731
+        assert "missed its watchdog" in log()
+        wait_for(lambda: "alert not delivered" in log(), 20, "the alert's failure in the log")
+        assert "timed out" in log().split("alert not delivered")[1].splitlines()[0]
+    finally:
+        invoke(inventory, "stop")
+        silent.close()

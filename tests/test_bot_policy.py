@@ -25,7 +25,7 @@ def keeper(tmp_path, mono, wall, limit=50, **cfg):
 def test_a_bot_crashing_61_s_after_each_start_spends_its_budget_in_a_day_and_starts_again_when_it_slides(tmp_path):
     mono, wall = Clock(5000.0), Clock(1.7e9)
     k = keeper(tmp_path, mono, wall)
-    svc = Service("bot", ["bot"], {}, "/", "/nonexistent", False, RestartPolicy.from_config(DEFAULTS), mono)
+    svc = Service("bot", ["bot"], {}, "/", "/nonexistent", RestartPolicy.from_config(DEFAULTS), mono)
     starts, first_spent = [], None
     day_end = mono() + 24 * 3600
     while mono() < day_end:

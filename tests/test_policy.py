@@ -13,7 +13,7 @@ from remote.host.supervisor import DEFAULTS
 
 
 def bot(clock, **policy):
-    return Service("bot", ["bot"], {}, "/", "/nonexistent.log", False,
+    return Service("bot", ["bot"], {}, "/", "/nonexistent.log",
                    RestartPolicy.from_config(dict(DEFAULTS, **policy)), clock)
 
 

@@ -10,8 +10,6 @@ cold start. It is used only while it has loaded the code a new dashboard would l
 """
 
 import os
-import select
-import signal
 
 
 class Handover:
@@ -66,43 +64,3 @@ def code_mtimes(code_dir):
                     pass
     return found
 
-
-class SpareDuties:
-    """Supervisor's methods for its warm spare (a mixin): start one, hand it the next restart."""
-
-    def _code_key(self):
-        """What a spare must have loaded to stand in: the code, and the environment a new one would get."""
-        env = self.services["dashboard"].env  # as _refresh_environment just read it
-        return code_key(self.code_dir, self.python, code_mtimes(self.code_dir)), sorted(env.items())
-
-    def _spawn_spare(self):
-        self.spare_at = None
-        if self.stopping or self.spare is not None or not self.cfg["spare"]:
-            return
-        self._refresh_environment(self.services["dashboard"])
-        # DASHBOARD_STANDBY too: after a rollback to a release from before the word "spare", its
-        # dashboard must still know it is a spare, not serve unlisted on the held socket
-        proc = self.services["dashboard"].spawn(self.listener.sock, {"DASHBOARD_SPARE": "1", "DASHBOARD_STANDBY": "1"},
-                                                new_session=not self.cfg["stream"])
-        self.spare = WarmSpare(proc, self._code_key())
-        self.log("dashboard: spare pid %d" % proc.pid)
-
-    def _take_spare(self):
-        """The armed spare, woken (SIGUSR2), if it still has the code a new dashboard would load.
-        A stale or unarmed one is retired: a cold start is always right, a stale spare never."""
-        spare, self.spare = self.spare, None
-        if spare is None:
-            return None
-        deadline = self.clock() + 0.5
-        while not spare.armed and spare.alive and self.clock() < deadline:
-            # still starting: it blocks SIGUSR2 within milliseconds, and a spare half through its imports
-            # beats a cold start; a signal it gets mid-import waits for it
-            select.select([self.notify], [], [], 0.05)
-            self._drain_notify(spare)
-        if spare.fits(self._code_key()):
-            spare.proc.send_signal(signal.SIGUSR2)
-            self.log("dashboard: spare pid %d takes over" % spare.proc.pid)
-            return spare.proc
-        if spare.alive:
-            self._retire(spare.proc)
-        return None

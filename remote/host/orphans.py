@@ -120,3 +120,27 @@ def listening_on(sock, host, port):
                 and sock.getsockname()[1] == port and (sock.family, sock.getsockname()[0]) in wanted)
     except (OSError, ValueError):  # socket.gaierror is an OSError
         return False
+
+
+def stop_leftovers(paths, grace, log):
+    """At a new supervisor's set-up, before anything starts: the bot its dead predecessor left is
+    stopped (never the same token twice on one host), and so are its spares."""
+    bot = recorded(paths, "bot")
+    if bot is not None:
+        log("orphan bot pid %d stopped (%s)" % (bot.pid, stop(bot, grace)))
+    for spare in spares(paths.app_dir):
+        log("orphan spare pid %d stopped (%s)" % (spare.pid, stop(spare, grace)))
+
+
+def adopt_dashboard(paths, notify, host, port, grace, log):
+    """(the orphaned dashboard, its listening socket) when it hands the socket over (then it serves
+    until a new dashboard is ready, and the port never closes), else (None, None): stopped, if any."""
+    dash = recorded(paths, "dashboard")
+    if dash is None:
+        return None, None
+    sock = take_socket(notify, dash, host, port)
+    if sock is None:
+        log("orphan dashboard pid %d cannot hand its socket over: stopped (%s)" % (dash.pid, stop(dash, grace)))
+        return None, None
+    log("orphan dashboard pid %d handed its socket over; it serves until a new one is ready" % dash.pid)
+    return dash, sock

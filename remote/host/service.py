@@ -10,8 +10,6 @@ import signal
 import subprocess
 import time
 
-from remote.host.listener import shell, spawn_on_socket
-
 
 class RestartPolicy:
     """When a service that exited by itself is started again, and when it is given up.
@@ -75,9 +73,9 @@ def kill_group(proc):
 class Service:
     """A service's current process and what ``status`` shows of it."""
 
-    def __init__(self, name, argv, env, cwd, log_path, uses_socket, policy, clock=time.monotonic):
+    def __init__(self, name, argv, env, cwd, log_path, policy, clock=time.monotonic):
         self.name, self.argv, self.env, self.cwd = name, argv, env, cwd
-        self.log_path, self.uses_socket = log_path, uses_socket
+        self.log_path = log_path
         self.policy, self.clock = policy, clock
         self.proc = None
         self.state = "stopped"          # stopped | starting | running | backoff | failed | stopping | standby
@@ -91,18 +89,14 @@ class Service:
         self.waiters = []               # control requests answered once a deferred start happens
         self.deferred = False           # in backoff only to keep logins apart: not one more restart
 
-    def spawn(self, sock=None, extra_env=None, new_session=True):
-        """Start a process of this service (on ``sock`` as fd 3 for the dashboard); output to its log."""
+    def spawn(self, launch, extra_env=None, new_session=True):
+        """Start a process of this service with its policy's ``launch(argv, **Popen keywords)`` (the
+        dashboard's on the held socket, the bot's in a group of its own); output to its log."""
         out = open(self.log_path, "ab")
         try:
             env = dict(self.env, **(extra_env or {}))
-            kwargs = dict(env=env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session)
-            if self.uses_socket:
-                return spawn_on_socket(self.argv, sock, **kwargs)
-            argv = self.argv
-            if "WATCHDOG_USEC" in env:  # WATCHDOG_PID is the bot's own pid: set by a shim that execs it
-                argv = [shell(), "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh"] + list(argv)
-            return (GroupPopen if new_session else subprocess.Popen)(argv, stdin=subprocess.DEVNULL, **kwargs)
+            return launch(list(self.argv), env=env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
+                          start_new_session=new_session)
         finally:
             out.close()
 
