@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from invoke import Context
 from invoke.exceptions import CommandTimedOut
 
-from remote.host.wire import PROTOCOL
+from remote.host import wire
 
-from .errors import ContractError, HostError
+from .errors import ContractError, HostError, UnknownCommand
 from .inventory import Host
 
 Runner = Any  # fabric.Connection or LocalRunner: both have .run() and .put()
@@ -110,8 +110,9 @@ def older_release(host: Host) -> str:
             % (host.name, host.name))
 
 
-def read_answer(result: Any, what: str, host: Host) -> Dict[str, Any]:
-    """The JSON document a host-side command printed last, checked for its protocol.
+def read_answer(result: Any, what: str, host: Host, command: Optional[str] = None) -> Dict[str, Any]:
+    """The JSON document a host-side command printed last, checked for its protocol: the two sides
+    must share one (wire.speaks), and a host that does not know ``command`` is UnknownCommand.
 
     No document: HostError with stderr's last line (or, for a Python error that says the host lacks
     our modules or options, the release is older than this operator).
@@ -125,13 +126,17 @@ def read_answer(result: Any, what: str, host: Host) -> Dict[str, Any]:
         if "No module named 'remote.host" in result.stderr or "usage:" in result.stderr:
             raise ContractError("%s (it said: %s)" % (older_release(host), err))
         raise HostError("%s failed: %s" % (what, err))
-    theirs = doc.get("protocol")
-    if not isinstance(theirs, int) or theirs < PROTOCOL:
+    theirs = wire.speaks(doc)
+    if theirs is None or theirs[1] < wire.OLDEST:
         raise ContractError(older_release(host))
-    if theirs > PROTOCOL:
-        raise ContractError("the release on %s speaks protocol %d, this sulfur-ops %d: update sulfur-ops on this "
-                            "machine (git pull)" % (host.name, theirs, PROTOCOL))
-    if doc.get("kind") == "protocol":  # the same number, and refused all the same: its own words
+    if theirs[0] > wire.PROTOCOL:
+        ours = wire.span(wire.OLDEST, wire.PROTOCOL)
+        raise ContractError("the release on %s speaks protocol %s, this sulfur-ops %s: update sulfur-ops on this "
+                            "machine (git pull)" % (host.name, wire.span(*theirs), ours))
+    if command and (doc.get("kind") == "unknown_command" or theirs[1] < wire.SINCE.get(command, wire.OLDEST)):
+        raise UnknownCommand("%s runs an older release, which has no `%s`: run `invoke deploy --host %s` first"
+                             % (host.name, command, host.name))
+    if doc.get("kind") == "protocol":  # a shared number, and refused all the same: its own words
         raise ContractError("%s on %s: %s" % (what, host.name, doc.get("error")))
     return doc
 
@@ -139,12 +144,13 @@ def read_answer(result: Any, what: str, host: Host) -> Dict[str, Any]:
 def call(runner: Runner, host: Host, command: str, request: Dict[str, Any], what: str,
          timeout: Optional[float] = None, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """One host-side command with ``request`` on stdin; its checked answer."""
-    request = dict(request, protocol=PROTOCOL)
+    name = request.get("command")
+    request = dict(request, **wire.header(name))
     if progress is None:
-        return read_answer(run(runner, command, timeout, request), what, host)
+        return read_answer(run(runner, command, timeout, request), what, host, name)
     result = run(runner, command, timeout, request, hide=False, out_stream=_Progress(progress),
                  err_stream=_Progress(lambda line: None))
-    return read_answer(result, what, host)
+    return read_answer(result, what, host, name)
 
 
 class _Progress:

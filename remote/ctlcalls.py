@@ -15,8 +15,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
-from remote.host import CODE_DIR, hooks
-from remote.host.wire import PROTOCOL
+from remote.host import CODE_DIR, hooks, wire
 
 from .connections import RequestStream, Runner, call
 from .inventory import Host
@@ -54,7 +53,7 @@ def stack_settings(host: Host) -> Dict[str, Any]:
 
 def ctl_request(host: Host, command: str, options: Optional[Dict[str, Any]] = None,
                 settings: bool = False) -> Dict[str, Any]:
-    request = {"protocol": PROTOCOL, "command": command, "app_dir": host.app_dir, "options": options or {}}
+    request = dict(wire.header(command), command=command, app_dir=host.app_dir, options=options or {})
     if settings:
         request["settings"] = stack_settings(host)
     return request
@@ -64,7 +63,7 @@ def ctl_command(host: Host, command: str, code_dir: Optional[str] = None, python
     """The shell command for one ctl call from the current release (or ``code_dir``)."""
     where = code_location(host)
     code_dir = code_dir or where["code_dir"]
-    missing = json.dumps({"ok": False, "protocol": PROTOCOL, "log_tail": [], "kind": "no_release",
+    missing = json.dumps({"ok": False, "protocol": wire.PROTOCOL, "log_tail": [], "kind": "no_release",
                           "error": "no release on this host (%s is missing): run invoke deploy first" % code_dir})
     return "cd %s 2>/dev/null || { echo %s; exit %d; }; exec %s -S -m remote.host.ctl %s" % (
         shell_path(code_dir), shlex.quote(missing), NO_RELEASE, shlex.quote(python or where["python"]), command)
@@ -192,7 +191,7 @@ def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool,
     options: Dict[str, Any] = {"force": force}
     if checks is not None:
         options["checks"] = checks
-    request = {"protocol": PROTOCOL, "command": "dev", "app_dir": app_dir, "options": options, "settings": settings}
+    request = dict(wire.header("dev"), command="dev", app_dir=app_dir, options=options, settings=settings)
     fd, path = tempfile.mkstemp(prefix="sulfur-dev-", suffix=".json")  # mode 600
     with os.fdopen(fd, "w") as handle:
         json.dump(request, handle)

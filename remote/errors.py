@@ -43,6 +43,10 @@ class ContractError(HostError):
     """The host's release and this sulfur-ops speak different protocol versions."""
 
 
+class UnknownCommand(ContractError):
+    """The host's release is older and does not know this one command (the others still work): deploy it."""
+
+
 class BotConflict(SulfurError):
     """Two hosts would run the same bot (same token, a shard in common): refused before anything starts."""
 

@@ -80,9 +80,13 @@ def invoke(inventory: Path, *args: str, timeout: float = 300) -> subprocess.Comp
 
 
 def ctl_run(code_dir: Path, command: str, app_dir: Path, options: Optional[dict] = None,
-            settings: Optional[dict] = None, protocol: int = 1, **popen: object) -> subprocess.CompletedProcess:
-    """`python -m remote.host.ctl COMMAND` from ``code_dir`` with its request on stdin, as the operator sends it."""
+            settings: Optional[dict] = None, protocol: int = 1, protocols: Optional[list] = None,
+            **popen: object) -> subprocess.CompletedProcess:
+    """`python -m remote.host.ctl COMMAND` from ``code_dir`` with its request on stdin, as the operator sends it
+    (``protocols``: the operator's range, which operators from before ranges did not send)."""
     request = {"protocol": protocol, "command": command, "app_dir": str(app_dir), "options": options or {}}
+    if protocols is not None:
+        request["protocols"] = protocols
     if settings is not None:
         request["settings"] = settings
     return subprocess.run([sys.executable, "-m", "remote.host.ctl", command], cwd=code_dir, capture_output=True,

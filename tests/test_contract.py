@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from dashproc import ROOT, ctl_run, free_port, invoke, local_inventory
 
-from remote import agentcalls, connections, release
+from remote import agentcalls, release
 from remote.connections import read_answer
-from remote.errors import ContractError
+from remote.errors import ContractError, UnknownCommand
+from remote.host import wire
 from remote.host.contract import PROTOCOL
+from remote.host.wire import OLDEST
 from remote.inventory import load
 
 OLDER = "the release on local is older than this sulfur-ops: run `invoke deploy --host local`"
@@ -61,25 +63,51 @@ def test_an_older_ctl_that_cannot_parse_the_request_says_deploy(tmp_path):
 
 
 def test_a_newer_release_says_update_sulfur_ops(tmp_path):
-    newer = "import json\nprint(json.dumps({'ok': True, 'protocol': %d, 'services': {}}))\n" % (PROTOCOL + 1)
+    newer = ("import json\nprint(json.dumps({'ok': True, 'protocol': %d, 'protocols': [%d, %d], 'services': {}}))\n"
+             % (PROTOCOL + 1, PROTOCOL + 1, PROTOCOL + 1))
     fake_release(tmp_path / "app", {"remote/__init__.py": "", "remote/host/__init__.py": "",
                                     "remote/host/ctl.py": newer})
     out = status_line(tmp_path)
     assert out.returncode == 1
-    assert "the release on local speaks protocol %d, this sulfur-ops %d: update sulfur-ops" % (
-        PROTOCOL + 1, PROTOCOL) in out.stdout
+    assert "the release on local speaks protocol %d, this sulfur-ops %d-%d: update sulfur-ops" % (
+        PROTOCOL + 1, OLDEST, PROTOCOL) in out.stdout
 
 
-def test_this_ctl_refuses_a_newer_request_and_the_operator_says_deploy(tmp_path, monkeypatch):
-    """An operator one protocol ahead of this release (as the next version of sulfur-ops will be)."""
-    out = ctl_run(ROOT, "status", tmp_path / "app", protocol=PROTOCOL + 1)
+def test_a_newer_operator_that_still_speaks_this_protocol_is_served_in_it(tmp_path):
+    """The next sulfur-ops speaks [1, PROTOCOL + 1]: this release answers in the highest both speak."""
+    out = ctl_run(ROOT, "status", tmp_path / "app", protocols=[OLDEST, PROTOCOL + 1])
     doc = json.loads(out.stdout)
-    assert out.returncode == 2 and doc["kind"] == "protocol" and doc["protocol"] == PROTOCOL and not doc["ok"]
+    assert out.returncode == 0 and doc["ok"] and doc["protocol"] == PROTOCOL and doc["protocols"] == [OLDEST, PROTOCOL]
+    out = ctl_run(ROOT, "status", tmp_path / "app", protocol=OLDEST)  # an operator from before ranges
+    assert json.loads(out.stdout)["protocol"] == OLDEST and out.returncode == 0
+
+
+def test_this_ctl_refuses_an_operator_that_shares_no_protocol_and_the_operator_says_deploy(tmp_path, monkeypatch):
+    """An operator whose oldest protocol is past this release's newest."""
+    out = ctl_run(ROOT, "status", tmp_path / "app", protocol=PROTOCOL + 1, protocols=[PROTOCOL + 1, PROTOCOL + 1])
+    doc = json.loads(out.stdout)
+    assert out.returncode == 2 and doc["kind"] == "protocol" and doc["protocols"] == [OLDEST, PROTOCOL]
+    assert not doc["ok"] and "deploy a newer release" in doc["error"]
     host = load(local_inventory(tmp_path / "inventory.yml", tmp_path / "app")).select()[0]
-    monkeypatch.setattr(connections, "PROTOCOL", PROTOCOL + 1)
+    monkeypatch.setattr(wire, "OLDEST", PROTOCOL + 1)
+    monkeypatch.setattr(wire, "PROTOCOL", PROTOCOL + 1)
     with pytest.raises(ContractError) as caught:
         read_answer(_Result(out), "ctl", host)
     assert str(caught.value) == OLDER
+
+
+def test_a_command_this_release_does_not_know_is_unknown_not_an_error(tmp_path, monkeypatch):
+    """What a newer operator's new command meets here: kind unknown_command, in the agreed protocol;
+    the operator names the host to deploy, for that command only."""
+    out = ctl_run(ROOT, "fence", tmp_path / "app", protocol=PROTOCOL + 1, protocols=[OLDEST, PROTOCOL + 1])
+    doc = json.loads(out.stdout)
+    assert out.returncode == 2 and doc["kind"] == "unknown_command" and doc["protocol"] == PROTOCOL
+    assert "unknown command 'fence'" in doc["error"]
+    host = load(local_inventory(tmp_path / "inventory.yml", tmp_path / "app")).select()[0]
+    with pytest.raises(UnknownCommand) as caught:
+        read_answer(_Result(out), "ctl", host, "fence")
+    assert str(caught.value) == ("local runs an older release, which has no `fence`: "
+                                 "run `invoke deploy --host local` first")
 
 
 class _Result:

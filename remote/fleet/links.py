@@ -18,7 +18,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from remote import ctlcalls
 from remote.host import history
-from remote.host.wire import PROTOCOL
 from remote.inventory import Host
 
 from . import intake
@@ -113,7 +112,7 @@ class Link:
         channel = conn.client.get_transport().open_session(timeout=CHANNEL_TIMEOUT)
         channel.settimeout(CHANNEL_TIMEOUT)  # a host that takes the channel and then reads nothing
         channel.exec_command(ctlcalls.ctl_command(self.host, command))
-        request = dict(ctlcalls.ctl_request(self.host, command, options), protocol=PROTOCOL)
+        request = ctlcalls.ctl_request(self.host, command, options)
         channel.sendall((json.dumps(request) + "\n").encode())
         return channel
 

@@ -9,9 +9,9 @@ whole restart or deploy is one exec round trip and the same code serves every tr
 import os
 import sys
 
-from remote.host import hooks, wire
-from remote.host.errors import BadRequest, Failure
-from remote.host.files import Layout
+from remote.host import hooks, names, wire
+from remote.host.errors import BadRequest, Failure, UnknownCommand
+from remote.host.files import Layout, current_stamp
 from remote.host.logtail import LogFollower, last_lines
 
 _LOCK = {"timeout": (float, 20.0), "lock_timeout": (float, 120.0), "by": (str, None)}
@@ -33,11 +33,12 @@ COMMANDS = {
                    env_incoming=(str, None)),
     "rollback": dict(_LOCK, **_CHECKS, **_HOOKS, to=(str, None), force=(bool, False)),
     "releases": {},
+    "ping": {},
     "autostart": {"remove": (bool, False)},
     "role": dict(_CHECKS, role=(str, None), settle=(float, 5.0), timeout=(float, 20.0)),
 }
 SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role")
-SERVICES = ("dashboard", "bot", "all")
+SERVICES = names.TARGETS
 
 
 def options(command, given):
@@ -55,8 +56,9 @@ def options(command, given):
         if value is not None and not isinstance(value, kind):
             raise BadRequest("%s: option %s must be %s, not %r" % (command, name, kind.__name__, value))
         out[name] = value
-    if "service" in out and out["service"] not in SERVICES + (("supervisor",) if command == "logs" else ()):
-        raise BadRequest("unknown service %r (known: %s)" % (out["service"], ", ".join(SERVICES)))
+    known = names.LOGS if command == "logs" else SERVICES
+    if "service" in out and out["service"] not in known:
+        raise BadRequest("unknown service %r (known: %s)" % (out["service"], ", ".join(known)))
     if command == "deploy" and not out["stamp"]:
         raise BadRequest("deploy needs a stamp")
     if "hooks" in out:
@@ -81,6 +83,8 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return stack.stop(app_dir, opts["service"], opts["timeout"])
     if command == "status":
         return stack.status(app_dir, opts["token_env"])
+    if command == "ping":  # what this host speaks (the answer carries its protocols) and runs
+        return {"ok": True, "release": current_stamp(Layout(app_dir))}
     if command == "role":
         from remote.host import roles
 
@@ -116,11 +120,11 @@ def _release(command, app_dir, opts, settings):
 def logs(app_dir, service, lines, follow, stdin):
     """Text, not JSON: the last lines, then (--follow) new ones until the operator goes away."""
     path = Layout(app_dir).log(service)
-    for line in last_lines(path, lines):
+    follower = LogFollower(path) if follow else None  # first: a line written meanwhile is its to show
+    for line in last_lines(path, lines, follower.offset if follower else None):
         print(line)
     sys.stdout.flush()
-    if follow:
-        follower = LogFollower(path)
+    if follower:
         while not stdin.closed(0.25):
             for line in follower.poll():
                 print(line, flush=True)
@@ -128,15 +132,17 @@ def logs(app_dir, service, lines, follow, stdin):
 
 
 def read(argv, stdin):
-    """(command, request): the command named on the command line and the request that goes with it."""
-    if not argv or argv[0] not in COMMANDS:
-        raise BadRequest("unknown command %r (known: %s)" % (argv[0] if argv else "", ", ".join(COMMANDS)))
+    """(command, request): the command named on the command line and the request that goes with it.
+    The request is read first, so that even "unknown command" is answered in the agreed protocol."""
     if argv[1:2] == ["--request"] and len(argv) == 3:
         request = wire.read_request_file(argv[2])
     elif len(argv) == 1:
         request = stdin.request()
     else:
         raise BadRequest("usage: python -m remote.host.ctl COMMAND [--request FILE] (the request on stdin)")
+    if argv[0] not in COMMANDS:
+        raise UnknownCommand("unknown command %r: this release speaks protocol %s and knows %s" % (
+            argv[0], wire.span(wire.OLDEST, wire.PROTOCOL), ", ".join(COMMANDS)))
     if request.get("command", argv[0]) != argv[0]:
         raise BadRequest("the request is for %r, the command line says %r" % (request.get("command"), argv[0]))
     if not isinstance(request.get("app_dir"), str) or not request["app_dir"]:

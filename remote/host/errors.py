@@ -23,3 +23,10 @@ class ProtocolMismatch(BadRequest):
     """The operator speaks another protocol version than this release: one of them must be updated."""
 
     kind = "protocol"
+
+
+class UnknownCommand(BadRequest):
+    """A command this release does not know: it is older than the operator, which says so for this one
+    command (deploy first) while the others still work. Not an error of the command itself."""
+
+    kind = "unknown_command"

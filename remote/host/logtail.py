@@ -4,18 +4,22 @@ Polling, not inotify: it is standard library only, works on Termux, and a quarte
 new lines well within the one second the page promises.
 """
 
+import io
 import os
 from collections import deque
 from typing import List, Optional
 
 
-def last_lines(path: str, count: int = 200) -> List[str]:
-    """The last ``count`` lines of a file, or [] when it does not exist (yet)."""
+def last_lines(path: str, count: int = 200, end: Optional[int] = None) -> List[str]:
+    """The last ``count`` lines of a file (of its first ``end`` bytes: where a LogFollower made just
+    before starts, so that no line is lost or shown twice between the two), or [] when it does not exist."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return [line.rstrip("\n") for line in deque(handle, maxlen=count)]
+        with open(path, "rb") as handle:
+            data = handle.read() if end is None else handle.read(end)
     except OSError:
         return []
+    text = io.StringIO(data.decode("utf-8", "replace"), newline=None)  # \r and \r\n end lines, as before
+    return [line.rstrip("\n") for line in deque(text, maxlen=count)]
 
 
 HEAD_BYTES = 64
@@ -42,6 +46,11 @@ class LogFollower:
             self._head = self._read_head()
         except OSError:
             pass
+
+    @property
+    def offset(self) -> int:
+        """Where the next poll() starts reading: what came before is not this follower's to return."""
+        return self._offset
 
     def _read_head(self) -> bytes:
         with open(self.path, "rb") as handle:

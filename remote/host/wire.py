@@ -9,15 +9,40 @@ import sys
 
 from remote.host.errors import BadRequest, ProtocolMismatch
 
-#: bump when a request or an answer changes in a way the other side must know about; the two sides
-#: must speak the same number (the operator refuses any other answer, the host any other request)
-PROTOCOL = 1
+#: the newest protocol this side speaks: bump it when a request or an answer changes in a way the
+#: other side must know about (a new command, option or field meaning), and name the new commands in SINCE
+PROTOCOL = 2
+#: the oldest protocol this side still speaks: raise it only to drop old counterparts on purpose
+OLDEST = 1
+#: commands newer than OLDEST, with the protocol that brought them; a host that speaks less answers
+#: "unknown command" and the operator says which host to deploy, while every other command still works
+SINCE = {"ping": 2}
 ETX = b"\x03"
+#: the protocol agreed with the request being served (the highest both sides speak), for its answer
+_agreed = [OLDEST]
+
+
+def speaks(doc):
+    """(oldest, newest) protocol of the side that sent ``doc``: its ``protocols`` pair, else its one
+    ``protocol`` number (sides from before ranges sent only that); None when it names neither."""
+    pair = doc.get("protocols")
+    if (isinstance(pair, list) and len(pair) == 2 and all(type(n) is int for n in pair)
+            and 0 < pair[0] <= pair[1]):
+        return pair[0], pair[1]
+    number = doc.get("protocol")
+    return (number, number) if type(number) is int else None
+
+
+def header(command):
+    """What a request carries of the protocol: ``protocol`` is the lowest that knows ``command`` (a host
+    from before ranges accepts only its own number), ``protocols`` the range this side speaks."""
+    return {"protocol": max(OLDEST, SINCE.get(command, OLDEST)), "protocols": [OLDEST, PROTOCOL]}
 
 
 def answer(doc, exit_code=None):
-    """Print ``doc`` as the command's answer (one line, the host's protocol in it); the exit status."""
-    doc = dict(doc, protocol=PROTOCOL)
+    """Print ``doc`` as the command's answer (one line, with the agreed protocol and this side's range);
+    the exit status."""
+    doc = dict(doc, protocol=_agreed[0], protocols=[OLDEST, PROTOCOL])
     sys.stdout.write(json.dumps(doc) + "\n")
     sys.stdout.flush()
     return exit_code if exit_code is not None else (0 if doc.get("ok") else 1)
@@ -29,17 +54,22 @@ def failure(exc):
 
 
 def check_protocol(request):
-    """Refuse a request from an operator whose protocol this release does not speak."""
-    theirs = request.get("protocol")
-    if not isinstance(theirs, int):
+    """Agree on the highest protocol both sides speak; refuse a request when they share none."""
+    theirs = speaks(request)
+    if theirs is None:
         raise BadRequest("the request has no protocol number: it was not sent by sulfur-ops")
-    if theirs > PROTOCOL:
-        raise ProtocolMismatch("the operator speaks protocol %d, this release %d: deploy a newer release"
-                               % (theirs, PROTOCOL))
-    if theirs < PROTOCOL:
-        raise ProtocolMismatch("the operator speaks protocol %d, this release %d: update sulfur-ops on the "
-                               "operator's machine" % (theirs, PROTOCOL))
+    if theirs[0] > PROTOCOL:
+        raise ProtocolMismatch("the operator speaks protocol %s, this release %s: deploy a newer release"
+                               % (span(*theirs), span(OLDEST, PROTOCOL)))
+    if theirs[1] < OLDEST:
+        raise ProtocolMismatch("the operator speaks protocol %s, this release %s: update sulfur-ops on the "
+                               "operator's machine" % (span(*theirs), span(OLDEST, PROTOCOL)))
+    _agreed[0] = min(theirs[1], PROTOCOL)
     return request
+
+
+def span(oldest, newest):
+    return str(oldest) if oldest == newest else "%d-%d" % (oldest, newest)
 
 
 class Stdin:
