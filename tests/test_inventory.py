@@ -195,3 +195,15 @@ def test_a_host_that_never_speaks_ssh_is_one_line_not_paramikos_traceback(tmp_pa
         assert "no SSH answer from" in out.stdout and "within 1 s" in out.stdout, out.stdout
         assert "Traceback" not in out.stderr and "Exception" not in out.stderr, out.stderr
     assert accepted  # it was reached
+
+
+GOOD_SIZES = [("500KB", 500_000), ("100MB", 100_000_000), ("1GB", 1_000_000_000), ("1kB", 1000), ("7B", 7),
+              ("512KiB", 524_288), ("100MiB", 104_857_600), ("1GiB", 1_073_741_824), ("0", 0), (0, 0)]
+
+
+@pytest.mark.parametrize("value, size", GOOD_SIZES)
+def test_parse_size_reads_powers_of_1000_and_of_1024(value, size):
+    from remote.units import parse_size
+
+    got = parse_size(value)
+    assert got == size and type(got) is int
