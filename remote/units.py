@@ -2,8 +2,8 @@
 
 A duration is a bare number of seconds (``30``, ``2.5``: what every duration key took before units
 existed, so old inventories load with the same values) or a whole number with one unit: ``30s``,
-``2m``, ``6h``, ``1d``. A size is a whole number with one unit: ``B``; ``KB``, ``MB``, ``GB``
-(powers of 1000, as disks and networks count) or ``KiB``, ``MiB``, ``GiB`` (powers of 1024).
+``2m``, ``6h``, ``1d``. A size is a whole number with one unit: ``B``; ``KB`` (or ``kB``), ``MB``,
+``GB`` (powers of 1000, as disks and networks count) or ``KiB``, ``MiB``, ``GiB`` (powers of 1024).
 ``off`` (YAML reads it as false) is 0, for the keys that allow off.
 
 Why so strict: ``1.5m`` is one slip from ``15m`` and reads better as ``90s``; a bare size of ``100``
@@ -69,7 +69,7 @@ def parse_duration(value: Any, *, allow_off: bool = False, written: Optional[str
     if sign == "-":
         raise UnitError("%s is negative: %s" % (shown, hint))
     if unit is None:  # bare seconds in quotes: the number a bare one would be
-        return _bare(number, shown, hint, exact)
+        return _bare(number, shown, exact)
     seconds = number * SECONDS[unit]
     if "." in value:
         raise UnitError("%s is not a whole number of %s: write %s"
@@ -165,10 +165,11 @@ def _read(value: Any, units: Dict[str, int], shown: str, what: str,
     return sign, Decimal(number), unit or None, exact
 
 
-def _bare(number: Decimal, shown: str, hint: str, exact: bool) -> Number:
+def _bare(number: Decimal, shown: str, exact: bool) -> Number:
+    """Seconds written bare in quotes ('30', '2.5'): the number YAML gives for them unquoted."""
     if not exact:
         raise UnitError("%s is not written as a duration: write %s" % (shown, number))
-    return float(number) if "." in str(number) else int(number)  # as YAML reads 30 and 2.5
+    return float(number) if "." in str(number) else int(number)
 
 
 def _seconds_text(seconds: Decimal) -> str:
