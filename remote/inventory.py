@@ -11,13 +11,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
 from remote.host import CODE_DIR
 
 from .errors import InventoryError
+from .units import UnitError, parse_duration
 
 LOCAL = "local"
 
@@ -64,13 +65,26 @@ def _hooks(value: Any) -> Optional[str]:
     return None
 
 
+@dataclass(frozen=True)
+class _Units:
+    """A setting written with units, read by remote/units.py (``parse_duration``, ``parse_size``):
+    in SETTINGS in place of the types; its check then gets the number and says what is wrong
+    with it without repeating it ("must be greater than 0"), since the message shows what was written."""
+
+    parse: Callable[..., Any]
+    allow_off: bool = False
+
+
+_DURATION = _Units(parse_duration)
+
+
 def _one_of(*choices: str):
     def check(value: str) -> Optional[str]:
         return None if value in choices else "%r is not one of: %s" % (value, ", ".join(choices))
     return check
 
 
-# key -> (types, default, extra check); types are YAML-loaded Python types
+# key -> (types, default, extra check); types are YAML-loaded Python types, or _Units (a duration, a size)
 SETTINGS: Dict[str, tuple] = {
     "user": ((str,), None, _matches(_USER, "user name")),
     "port": ((int,), 22, _port),
@@ -83,7 +97,7 @@ SETTINGS: Dict[str, tuple] = {
     "identity_file": ((str, type(None)), None, None),
     "known_hosts": ((str,), "~/.ssh/known_hosts", None),
     "host_key_policy": ((str,), "strict", _one_of("strict", "accept-new")),
-    "connect_timeout": ((int, float), 10, _positive),
+    "connect_timeout": (_DURATION, 10, lambda v: None if v > 0 else "must be greater than 0"),  # never off
     "wake_lock": ((bool, type(None)), None, None),
     "alert_webhook": ((str, type(None)), None, None),
     "source": ((str, type(None)), None, None),
@@ -92,7 +106,7 @@ SETTINGS: Dict[str, tuple] = {
     # the bot: which token names it, its role, its liveness, its start budget, its shards
     "bot_token_env": ((str, type(None)), None, _matches(_ENV_NAME, "variable name")),
     "standby": ((bool,), False, None),
-    "watchdog_sec": ((int, float), 0, lambda v: None if v >= 0 else "%s must be 0 (off) or more" % v),
+    "watchdog_sec": (_Units(parse_duration, allow_off=True), 0, None),  # 0 or off: no watchdog
     "bot_starts_per_day": ((int,), 50, lambda v: None if 1 <= v <= 1000 else
                            "%s is outside 1-1000 (Discord resets a token after 1000 logins a day)" % v),
     "shard_count": ((int,), 1, _positive),
@@ -102,8 +116,8 @@ SETTINGS: Dict[str, tuple] = {
     "ssh_config": ((str, type(None)), None, lambda v: _plain_text(v, "an ssh_config file")),
     # deploy: commands run on each host before and after the switch (a host's replace the defaults')
     "hooks": ((dict, type(None)), None, _hooks),
-    "hook_timeout": ((int, float), 300, lambda v: None if 0 < v <= 86400 else
-                     "%s must be greater than 0 and at most 86400 (a day)" % v),
+    "hook_timeout": (_DURATION, 300, lambda v: None if 0 < v <= 86400 else  # never off: a hook must end
+                     "must be greater than 0 and at most a day (1d, 86400)"),
 }
 HOST_ONLY = {
     "hostname": ((str,), None, _matches(_HOSTNAME, "host name")),
@@ -234,6 +248,8 @@ class _Checker:
         types, _, check = spec
         null = isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")  # `key:` with nothing after
         value = None if null else yaml.safe_load(yaml.serialize(node))
+        if isinstance(types, _Units):
+            return self.with_units(node, key, types, check, value)
         if isinstance(value, bool) and bool not in types:
             raise self.fail(node, key, "expected %s, got %r" % (_names(types), value))
         if not isinstance(value, types):
@@ -244,6 +260,18 @@ class _Checker:
         if problem:
             raise self.fail(node, key, problem)
         return value
+
+    def with_units(self, node: yaml.Node, key: str, units: _Units, check: Any, value: Any) -> Any:
+        """A duration or a size: the number, checked; the message shows it as written (`2d`, `yes`)."""
+        written = node.value if isinstance(node, yaml.ScalarNode) else None
+        try:
+            number = units.parse(value, allow_off=units.allow_off, written=written)
+        except UnitError as exc:
+            raise self.fail(node, key, str(exc)) from None
+        problem = check(number) if check else None
+        if problem:
+            raise self.fail(node, key, "%s %s" % (written, problem))
+        return number
 
     def settings(self, node: yaml.Node, prefix: str, allowed: Dict[str, tuple],
                  nodes: Optional[Dict[str, yaml.Node]] = None) -> Dict[str, Any]:
