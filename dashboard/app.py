@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
-from remote.host import history
+from remote.host import history, names
 from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
 
@@ -238,7 +238,7 @@ class Dashboard:
         from remote.host.errors import Failure  # the host side's inbox: the supervisor decides
         from remote.host.inbox import ask
 
-        if service not in ("dashboard", "bot", "all"):
+        if service not in names.TARGETS:
             return jsonify({"error": "unknown service %r" % service}), 404
         try:
             answer = ask(Layout(str(self.settings.app_dir)), "restart", service, timeout=30)

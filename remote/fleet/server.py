@@ -24,7 +24,7 @@ from remote import actions, render
 from remote import failover as moves
 from remote.botguard import Guard, running_units
 from remote.errors import SulfurError
-from remote.host import bot
+from remote.host import bot, names
 from remote.inventory import Inventory
 
 from .links import log as links_log
@@ -32,8 +32,6 @@ from .links import log as links_log
 HERE = Path(__file__).resolve().parent
 DASHBOARD_STATIC = HERE.parent.parent / "dashboard" / "static"
 VENDOR = DASHBOARD_STATIC / "vendor"
-SERVICES = ("dashboard", "bot", "all")
-LOGS = ("dashboard", "bot", "supervisor")
 COALESCE = 0.25  # s: a host's changes closer together than this go to the page as one event
 
 
@@ -182,7 +180,8 @@ class Fleet:
                 return redirect("/")  # the token leaves the address bar and the history
             if not self.authorized():
                 return "open the link invoke fleet printed\n", 401
-            return render_template("fleet.html", csrf=session["csrf"], names=[h.name for h in self.hosts])
+            return render_template("fleet.html", csrf=session["csrf"], names=[h.name for h in self.hosts],
+                                   logs=names.LOGS)
 
         @app.get("/vendor/<path:name>")
         def vendor(name: str) -> Any:
@@ -206,7 +205,7 @@ class Fleet:
             if not self.csrf_checked():
                 return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             target = self.inventory.hosts.get(name)
-            if target is None or target.is_local or action not in actions.ACTIONS or service not in SERVICES:
+            if target is None or target.is_local or action not in actions.ACTIONS or service not in names.TARGETS:
                 return jsonify({"error": "no such host, action or service"}), 404
             return self.act(target, action, service)
 
@@ -253,7 +252,8 @@ class Fleet:
             sid, stop = request.sid, threading.Event()
             with self._pages:
                 old = self._follows.pop(sid, None)
-                wanted = sid in self._connected and isinstance(name, str) and name in self.links and service in LOGS
+                wanted = (sid in self._connected and isinstance(name, str) and name in self.links
+                          and service in names.LOGS)
                 if wanted:
                     self._follows[sid] = stop
             if old is not None:
