@@ -239,3 +239,18 @@ def test_each_tunnel_gets_a_loopback_address_of_its_own_for_this_run(fleet, tmp_
     assert pi.startswith("127.") and "127.0.0.1" not in (pi, vps)  # not shared: Linux has all of 127/8
     runs = {Fleet(fleet.inventory, 0)._loopback("pi") for _ in range(5)}
     assert len(runs) == 5  # not by inventory order: a cookie left by an earlier run is not handed on
+
+
+def test_every_state_changing_route_needs_the_session_then_its_csrf_token(fleet):
+    """Read from the app's own URL map: a route added later without the guard fails here."""
+    posts = [rule for rule in fleet.app.url_map.iter_rules() if "POST" in rule.methods]
+    assert len(posts) >= 3
+    client = signed_in(fleet)
+    for rule in posts:
+        url = rule.rule.replace("<name>", "pi").replace("<action>", "restart").replace("<service>", "bot")
+        stranger = fleet.app.test_client().post(url, json={"to": "pi"})
+        assert (stranger.status_code, stranger.get_json()) == (401, {"error": "open the link invoke fleet printed"})
+        forged = client.post(url, json={"to": "pi"}, headers={"X-CSRF-Token": "not-the-token"})
+        assert (forged.status_code, forged.get_json()) == (
+            403, {"error": "missing or wrong CSRF token: reload the page"}), url
+    assert fleet.app.test_client().get("/api/hosts").status_code == 401

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, session
 from flask_socketio import SocketIO
 
-from dashboard.security import CSRF_HEADER, csrf_ok, new_csrf, protect
+from dashboard.security import CSRF_HEADER, ApiGuard, csrf_ok, new_csrf, protect
 from remote import actions, render
 from remote import failover as moves
 from remote.botguard import Guard, running_units
@@ -94,6 +94,7 @@ class Fleet:
         self._emitting = {h.name: threading.Lock() for h in self.hosts}  # a host's events in the order made
         self._addresses: Dict[str, str] = {}  # host -> its tunnel's loopback address, for this run
         self._connected: set = set()  # Socket.IO sids signed in and not gone
+        self.api = ApiGuard(self.authorized, self.csrf_checked, "open the link invoke fleet printed")
         self._routes()
 
     def url(self) -> str:
@@ -192,39 +193,29 @@ class Fleet:
             return send_from_directory(str(DASHBOARD_STATIC), "charts.js")
 
         @app.get("/api/hosts")
+        @self.api.signed_in
         def api_hosts() -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "open the link invoke fleet printed"}), 401
             docs = self.snapshots(with_history=request.args.get("history") == "1")
             return jsonify({"hosts": docs, "conflicts": conflicts(docs), "now": time.time()}), 200
 
         @app.post("/api/hosts/<name>/<action>/<service>")
+        @self.api.action
         def api_action(name: str, action: str, service: str) -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "open the link invoke fleet printed"}), 401
-            if not self.csrf_checked():
-                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             target = self.inventory.hosts.get(name)
             if target is None or target.is_local or action not in actions.ACTIONS or service not in names.TARGETS:
                 return jsonify({"error": "no such host, action or service"}), 404
             return self.act(target, action, service)
 
         @app.post("/api/hosts/<name>/tunnel")
+        @self.api.action
         def api_tunnel(name: str) -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "open the link invoke fleet printed"}), 401
-            if not self.csrf_checked():
-                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             if name not in self.links:
                 return jsonify({"error": "no such host"}), 404
             return self.open_tunnel(name)
 
         @app.post("/api/failover")
+        @self.api.action
         def api_failover() -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "open the link invoke fleet printed"}), 401
-            if not self.csrf_checked():
-                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             doc = request.get_json(silent=True)
             doc = doc if isinstance(doc, dict) else {}
             to, from_ = doc.get("to"), doc.get("from")
