@@ -27,7 +27,10 @@ from remote.errors import SulfurError
 from remote.host import bot, names
 from remote.inventory import Inventory
 
+from .links import Link
 from .links import log as links_log
+from .pages import Pages
+from .tunnels import Tunnels
 
 HERE = Path(__file__).resolve().parent
 DASHBOARD_STATIC = HERE.parent.parent / "dashboard" / "static"
@@ -46,17 +49,6 @@ def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
     return found
 
 
-def _bindable(address: str) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        try:
-            probe.bind((address, 0))
-            return True
-        except OSError:
-            return False
-
-
 def _quiet_handler() -> Any:
     from werkzeug.serving import WSGIRequestHandler
 
@@ -70,7 +62,10 @@ def _quiet_handler() -> Any:
 
 
 class Fleet:
-    """The page's server: its routes, its Socket.IO events, and the links that feed them."""
+    """The page's server: its routes, and each link's changes as Socket.IO events to every page.
+
+    The parts with state of their own are objects of their own: the pages' Socket.IO handlers and
+    log panes (pages.Pages), and the tunnels to the hosts' dashboards (tunnels.Tunnels)."""
 
     def __init__(self, inventory: Inventory, port: int) -> None:
         self.inventory, self.port = inventory, port
@@ -81,19 +76,15 @@ class Fleet:
         self.app.config.update(SESSION_COOKIE_NAME="sulfur_fleet_%d" % port, SESSION_COOKIE_HTTPONLY=True,
                                SESSION_COOKIE_SAMESITE="Strict")
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=None)
-        self._lock = threading.Lock()  # the token and the tunnels' addresses
-        self._tunnel_locks = {h.name: threading.Lock() for h in self.hosts}  # held while one opens (10 s at most)
-        self._pages = threading.Lock()  # the pages connected and their followed logs: never held long
-        self.links: Dict[str, Any] = {}
-        self._follows: Dict[str, threading.Event] = {}  # Socket.IO sid -> its log pane's stop
-        self._tunnels: Dict[str, Tuple[threading.Event, str]] = {}  # host -> (its stop, local address:port)
+        self._lock = threading.Lock()  # the token
+        self.links: Dict[str, Link] = {}  # made by start(): every other part reads them through self.links
+        self.tunnels = Tunnels([h.name for h in self.hosts], lambda name: self.links[name])
+        self.pages = Pages(self.socketio, self.authorized, lambda: self.links)
         self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
         self._sends = threading.Lock()
         self._sent: Dict[str, float] = {}  # host -> when its last event went (monotonic)
         self._pending: Dict[str, set] = {}  # host -> the kinds of change waiting for its next event
         self._emitting = {h.name: threading.Lock() for h in self.hosts}  # a host's events in the order made
-        self._addresses: Dict[str, str] = {}  # host -> its tunnel's loopback address, for this run
-        self._connected: set = set()  # Socket.IO sids signed in and not gone
         self.api = ApiGuard(self.authorized, self.csrf_checked, "open the link invoke fleet printed")
         self._routes()
 
@@ -164,7 +155,7 @@ class Fleet:
 
     # ------------------------------------------------------------------------------- routes
     def _routes(self) -> None:
-        app, sio = self.app, self.socketio
+        app = self.app
 
         @app.after_request
         def headers(response: Any) -> Any:
@@ -211,7 +202,8 @@ class Fleet:
         def api_tunnel(name: str) -> Tuple[Any, int]:
             if name not in self.links:
                 return jsonify({"error": "no such host"}), 404
-            return self.open_tunnel(name)
+            doc, code = self.tunnels.open(name)
+            return jsonify(doc), code
 
         @app.post("/api/failover")
         @self.api.action
@@ -223,99 +215,6 @@ class Fleet:
                     from_ is not None and from_ not in self.links) or to == from_:
                 return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\": another)"}), 400
             return self.failover(to, from_)
-
-        @sio.on("connect")
-        def on_connect(auth: Optional[dict] = None) -> bool:
-            if not self.authorized():
-                return False
-            with self._pages:
-                self._connected.add(request.sid)
-            return True
-
-        @sio.on("follow")
-        def on_follow(doc: Any) -> None:
-            """The log pane: one followed log per page; picking another stops the last. Events may
-            be handled in threads of their own: the swap is under the lock, and a page already gone
-            gets none."""
-            name = doc.get("host") if isinstance(doc, dict) else None
-            service = doc.get("service") if isinstance(doc, dict) else None
-            pick = doc.get("n") if isinstance(doc, dict) and isinstance(doc.get("n"), int) else None
-            sid, stop = request.sid, threading.Event()
-            with self._pages:
-                old = self._follows.pop(sid, None)
-                wanted = (sid in self._connected and isinstance(name, str) and name in self.links
-                          and service in names.LOGS)
-                if wanted:
-                    self._follows[sid] = stop
-            if old is not None:
-                old.set()
-            if wanted:
-                threading.Thread(target=self._follow, args=(sid, name, service, pick, stop), daemon=True).start()
-
-        @sio.on("disconnect")
-        def on_disconnect(*args: Any) -> None:
-            with self._pages:
-                self._connected.discard(request.sid)
-                stop = self._follows.pop(request.sid, None)
-            if stop is not None:
-                stop.set()
-
-    def _follow(self, sid: str, name: str, service: str, pick: Optional[int], stop: threading.Event) -> None:
-        """A log followed on the host's link, its batches of lines to that page only, each with the
-        number of the page's pick it answers."""
-        def emit(lines: List[str]) -> None:
-            self.socketio.emit("log", {"host": name, "service": service, "n": pick, "lines": lines}, to=sid)
-
-        try:
-            self.links[name].follow(service, 50, emit, stop)
-        except Exception as exc:  # an unreachable host: the pane says so
-            emit(["(%s)" % str(exc)[:500]])
-
-    def open_tunnel(self, name: str) -> Tuple[Any, int]:
-        """The host's own dashboard through the link: only one with a token, since any process on
-        this machine can reach a tunnel's port. One per host, closed when the fleet stops."""
-        status = self.links[name].snapshot().get("status") or {}
-        if not status.get("dashboard_token"):
-            return jsonify({"ok": False, "line": "%s: its dashboard has no DASHBOARD_TOKEN, and a tunnel is open to "
-                            "every process here: add DASHBOARD_TOKEN=<16 characters or more> to its shared/.env "
-                            "(invoke deploy --host %s --env-file FILE), then invoke restart --host %s"
-                            % (name, name, name)}), 409
-        with self._tunnel_locks[name]:  # one host's tunnel opening (up to 10 s) holds up no other
-            known = self._tunnels.get(name)
-            if known is None or known[0].is_set():
-                stop = threading.Event()
-                with self._lock:
-                    address = self._loopback(name)
-                try:
-                    known = self._tunnels[name] = (stop, "%s:%d" % (address, self.links[name].tunnel(stop, address)))
-                except Exception as exc:
-                    return jsonify({"ok": False, "line": "%s: %s" % (name, exc)}), 409
-        url = "http://%s/" % known[1]
-        line = "%s: its dashboard at %s (a tunnel, until the fleet stops)" % (name, url)
-        if known[1].startswith("127.0.0.1:"):  # no loopback address of its own could be bound
-            line += "; this machine has only 127.0.0.1 for loopback, so the pages of every tunnel share its cookies"
-        return jsonify({"ok": True, "url": url, "line": line}), 200
-
-    def _loopback(self, name: str) -> str:
-        """A loopback address for the host's tunnel, its own for this fleet run: a random one of
-        127.0.0.0/8 (a browser keeps cookies and same-site per address, not per port, so a hostile
-        host's dashboard can neither read nor forge the others' cookies nor the fleet's, and never
-        gets an address another host's cookies were left on by an earlier run). Where only some
-        loopback addresses exist (macOS: 127.0.0.1 and any aliases, such as 127.0.0.2), a free alias
-        of 127.0.0.2–32; with none, 127.0.0.1, which the fleet page shares."""
-        known = self._addresses.get(name)
-        if known:
-            return known
-        taken = set(self._addresses.values()) | {"127.0.0.1"}
-        guesses = ["127.%d.%d.%d" % (secrets.randbelow(256), secrets.randbelow(256), 1 + secrets.randbelow(254))
-                   for _ in range(3)]
-        aliases = ["127.0.0.%d" % n for n in range(2, 33)]
-        secrets.SystemRandom().shuffle(aliases)
-        for address in guesses + aliases:
-            if address not in taken and _bindable(address):
-                self._addresses[name] = address
-                return address
-        return "127.0.0.1"
 
     def failover(self, to: str, from_: Optional[str]) -> Tuple[Any, int]:
         """`invoke failover --to`, step by step as the CLI prints it; never two at once."""
@@ -372,6 +271,5 @@ class Fleet:
             while self.thread.is_alive():
                 self.thread.join(0.5)
         finally:
-            for stop, _ in self._tunnels.values():
-                stop.set()
+            self.tunnels.close()
             stop_links(self.links)
