@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, session
 from flask_socketio import SocketIO
+from jinja2 import ChoiceLoader, FileSystemLoader, PrefixLoader
 
 from dashboard.security import CSRF_HEADER, ApiGuard, csrf_ok, new_csrf, protect
 from remote import actions, render
@@ -33,7 +34,8 @@ from .pages import Pages
 from .tunnels import Tunnels
 
 HERE = Path(__file__).resolve().parent
-DASHBOARD_STATIC = HERE.parent.parent / "dashboard" / "static"
+DASHBOARD = HERE.parent.parent / "dashboard"
+DASHBOARD_STATIC = DASHBOARD / "static"
 VENDOR = DASHBOARD_STATIC / "vendor"
 COALESCE = 0.25  # s: a host's changes closer together than this go to the page as one event
 
@@ -71,7 +73,10 @@ class Fleet:
         self.inventory, self.port = inventory, port
         self.hosts = [h for h in inventory.hosts.values() if not h.is_local]
         self.token: Optional[str] = secrets.token_urlsafe(24)  # one use: then a cookie
-        self.app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
+        self.app = Flask(__name__, static_folder=str(HERE / "static"))
+        # its own templates, and the dashboard's as "dashboard/...": one base page (head, CSRF meta) for both
+        self.app.jinja_loader = ChoiceLoader([FileSystemLoader(str(HERE / "templates")), PrefixLoader(
+            {"dashboard": FileSystemLoader(str(DASHBOARD / "templates"))})])
         self.app.secret_key = secrets.token_bytes(32)
         self.app.config.update(SESSION_COOKIE_NAME="sulfur_fleet_%d" % port, SESSION_COOKIE_HTTPONLY=True,
                                SESSION_COOKIE_SAMESITE="Strict")
@@ -172,7 +177,7 @@ class Fleet:
                 return redirect("/")  # the token leaves the address bar and the history
             if not self.authorized():
                 return "open the link invoke fleet printed\n", 401
-            return render_template("fleet.html", csrf=session["csrf"], names=[h.name for h in self.hosts],
+            return render_template("fleet.html", csrf_token=session["csrf"], names=[h.name for h in self.hosts],
                                    logs=names.LOGS)
 
         @app.get("/vendor/<path:name>")
