@@ -1,10 +1,11 @@
 """`invoke fleet`: every inventory host on one live page, served on this machine's loopback.
 
-The same Flask-SocketIO stack as the dashboard. The hosts' data comes over their kept-open links
-(links.py); actions go through the CLI's own code (actions.service_action, with the exactly-once
-check) and answer with the line the CLI prints. The page is reached with a one-time token, which
-becomes a cookie of this fleet's own name (a dashboard reached through a tunnel keeps its own), and
-every action needs that session and its CSRF token.
+The same Flask-SocketIO stack as the dashboard, with its API checks (security.ApiGuard) and its base
+page (dashboard/templates/base.html). The hosts' data comes over their kept-open links (links.py);
+actions go through the CLI's own code (actions.service_action, with the exactly-once check) and
+answer with the line the CLI prints. The page is reached with a one-time token, which becomes a
+cookie of this fleet's own name (a dashboard reached through a tunnel keeps its own), and every
+action needs that session and its CSRF token.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Fleet:
         self._routes()
 
     def url(self) -> str:
+        """The link the operator opens: the token in it is good for one sign-in."""
         return "http://127.0.0.1:%d/?token=%s" % (self.port, self.token)
 
     def _changed(self, host: str, kind: str) -> None:
@@ -235,6 +237,7 @@ class Fleet:
                         "line": "\n".join(render.failover_line(step) for step in steps)}), 200
 
     def act(self, target: Any, action: str, service: str) -> Tuple[Any, int]:
+        """restart, start or stop as the CLI does them (its exactly-once guard), answered with its lines."""
         try:
             guard = Guard(self.inventory, [target])
             docs = actions.service_action(guard, [target], action, service)
