@@ -4,18 +4,19 @@ Threading mode everywhere (gevent does not build on Termux); websockets come fro
 The app only shows things: it never decides what to kill. Restart actions arrive with the supervisor.
 """
 
+import functools
 import hmac
 import json
 import os
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
-from remote.host import history
+from remote.host import history, names
 from remote.host.files import Layout
 from remote.host.logtail import LogFollower, last_lines
 
@@ -23,9 +24,11 @@ from . import hostinfo
 from .security import (
     CSRF_FIELD,
     CSRF_HEADER,
+    ApiGuard,
     HostGuard,
     LoginLimiter,
     SessionKeys,
+    View,
     client_key,
     csrf_ok,
     new_csrf,
@@ -86,6 +89,7 @@ class Dashboard:
         self._follower_started = False
         self.draining = False
         self._lock = threading.Lock()
+        self.api = ApiGuard(self.authorized, self.csrf_checked, "token required")
         self._routes()
 
     # ------------------------------------------------------------------------------- auth
@@ -131,6 +135,17 @@ class Dashboard:
         given = [request.headers.get(CSRF_HEADER)] + ([request.form.get(CSRF_FIELD)] if form else [])
         return csrf_ok(session.get("csrf"), given)
 
+    def _controls(self, view: View) -> View:
+        """Without DASHBOARD_TOKEN the page controls nothing: said before the API's checks, so the
+        answer names the missing setting, not a sign-in or a CSRF token that would not help."""
+        @functools.wraps(view)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if not self.settings.token:
+                return jsonify({"error": "restarts from the page need DASHBOARD_TOKEN (shared/.env)"}), 403
+            return view(*args, **kwargs)
+
+        return cast(View, checked)
+
     # ------------------------------------------------------------------------------- data
     def health(self) -> Dict[str, Any]:
         return {
@@ -160,16 +175,14 @@ class Dashboard:
             return jsonify(self.health()), 200
 
         @app.get("/api/status")
+        @self.api.signed_in
         def api_status() -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "token required"}), 401
             return jsonify(self.status()), 200
 
         @app.get("/api/history")
+        @self.api.signed_in
         def api_history() -> Tuple[Any, int]:
             """This host's 24 h from the supervisor's ring (run/history.bin), as the fleet page has them."""
-            if not self.authorized():
-                return jsonify({"error": "token required"}), 401
             records = history.read(history.path(Layout(str(self.settings.app_dir))))
             return jsonify({"interval": history.INTERVAL, "samples": history.thin(history.columns(records))}), 200
 
@@ -180,13 +193,9 @@ class Dashboard:
             return render_template("index.html", status=self.status())
 
         @app.post("/api/restart/<service>")
+        @self._controls
+        @self.api.action
         def api_restart(service: str) -> Tuple[Any, int]:
-            if not self.settings.token:
-                return jsonify({"error": "restarts from the page need DASHBOARD_TOKEN (shared/.env)"}), 403
-            if not self.authorized():
-                return jsonify({"error": "token required"}), 401
-            if not self.csrf_checked():
-                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             return self.restart(service)
 
         app.after_request(protect)
@@ -238,7 +247,7 @@ class Dashboard:
         from remote.host.errors import Failure  # the host side's inbox: the supervisor decides
         from remote.host.inbox import ask
 
-        if service not in ("dashboard", "bot", "all"):
+        if service not in names.TARGETS:
             return jsonify({"error": "unknown service %r" % service}), 404
         try:
             answer = ask(Layout(str(self.settings.app_dir)), "restart", service, timeout=30)

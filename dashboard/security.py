@@ -12,6 +12,7 @@ Written here rather than taken from Flask-WTF or Flask-Limiter: each piece is a 
 host's venv stays small (it must install on Termux and from a wheelhouse).
 """
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -21,11 +22,15 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, TypeVar, cast
+
+from flask import jsonify
 
 from remote.host.files import Layout, read_json, write_json
 
 CSRF_FIELD, CSRF_HEADER = "csrf", "X-CSRF-Token"
+CSRF_REFUSAL = "missing or wrong CSRF token: reload the page"
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 def host_name(header: str) -> str:
@@ -190,3 +195,37 @@ def new_csrf() -> str:
 def csrf_ok(expected: Optional[str], given: List[Optional[str]]) -> bool:
     """One of ``given`` (form field, header) equals the session's token."""
     return bool(expected) and any(g and hmac.compare_digest(g.encode(), expected.encode()) for g in given)
+
+
+class ApiGuard:
+    """The JSON API's checks, as decorators, for the dashboard and the fleet page alike: signed in,
+    else 401 with the app's own hint; for a state-changing request also the CSRF token, else 403.
+
+    Each app says what signed in means and where its CSRF token may come from (the dashboard also
+    takes a Bearer header, the fleet its session only); the order of the checks and the answers are
+    written here once, so no route can forget one or answer differently.
+    """
+
+    def __init__(self, authorized: Callable[[], bool], csrf_checked: Callable[[], bool], refusal: str) -> None:
+        self.authorized, self.csrf_checked, self.refusal = authorized, csrf_checked, refusal
+
+    def signed_in(self, view: View) -> View:
+        """A route that only reads: the session (or the app's other way in) is enough."""
+        @functools.wraps(view)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if not self.authorized():
+                return jsonify({"error": self.refusal}), 401
+            return view(*args, **kwargs)
+
+        return cast(View, checked)
+
+    def action(self, view: View) -> View:
+        """A route that changes something: signed in first (401: a stranger is told to sign in), then
+        the CSRF token (403: our own page, reloaded, has one; another site's page never will)."""
+        @functools.wraps(view)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if not self.csrf_checked():
+                return jsonify({"error": CSRF_REFUSAL}), 403
+            return view(*args, **kwargs)
+
+        return self.signed_in(cast(View, checked))

@@ -234,8 +234,41 @@ def test_a_failover_request_of_the_wrong_shape_is_one_clear_refusal(fleet, body)
 
 
 def test_each_tunnel_gets_a_loopback_address_of_its_own_for_this_run(fleet, tmp_path):
-    pi, vps = fleet._loopback("pi"), fleet._loopback("vps")
-    assert pi == fleet._loopback("pi") and pi != vps
+    pi, vps = fleet.tunnels.loopback("pi"), fleet.tunnels.loopback("vps")
+    assert pi == fleet.tunnels.loopback("pi") and pi != vps
     assert pi.startswith("127.") and "127.0.0.1" not in (pi, vps)  # not shared: Linux has all of 127/8
-    runs = {Fleet(fleet.inventory, 0)._loopback("pi") for _ in range(5)}
+    runs = {Fleet(fleet.inventory, 0).tunnels.loopback("pi") for _ in range(5)}
     assert len(runs) == 5  # not by inventory order: a cookie left by an earlier run is not handed on
+
+
+def test_every_state_changing_route_needs_the_session_then_its_csrf_token(fleet):
+    """Read from the app's own URL map: a route added later without the guard fails here."""
+    posts = [rule for rule in fleet.app.url_map.iter_rules() if "POST" in rule.methods]
+    assert len(posts) >= 3
+    client = signed_in(fleet)
+    for rule in posts:
+        url = rule.rule.replace("<name>", "pi").replace("<action>", "restart").replace("<service>", "bot")
+        stranger = fleet.app.test_client().post(url, json={"to": "pi"})
+        assert (stranger.status_code, stranger.get_json()) == (401, {"error": "open the link invoke fleet printed"})
+        forged = client.post(url, json={"to": "pi"}, headers={"X-CSRF-Token": "not-the-token"})
+        assert (forged.status_code, forged.get_json()) == (
+            403, {"error": "missing or wrong CSRF token: reload the page"}), url
+    assert fleet.app.test_client().get("/api/hosts").status_code == 401
+
+
+def test_the_log_pane_needs_the_session_a_known_host_and_a_known_log(fleet):
+    """pages.Pages: a page without the session is refused; a pick of an unknown host or log starts
+    nothing; a host not reached says so in the pane, with the number of the pick it answers."""
+    assert not fleet.socketio.test_client(fleet.app).is_connected()
+    client = fleet.socketio.test_client(fleet.app, flask_test_client=signed_in(fleet))
+    assert client.is_connected()
+    for pick in ({"host": "nowhere", "service": "bot"}, {"host": "pi", "service": "../etc"}, ["pi", "bot"]):
+        client.emit("follow", pick)
+    client.emit("follow", {"host": "pi", "service": "supervisor", "n": 4})
+    deadline, logs = time.monotonic() + 5, []
+    while not logs and time.monotonic() < deadline:
+        logs = [e["args"][0] for e in client.get_received() if e["name"] == "log"]
+        time.sleep(0.05)
+    assert logs == [{"host": "pi", "service": "supervisor", "n": 4, "lines": ["(pi is not reachable)"]}]
+    client.disconnect()
+    assert fleet.pages._follows == {} and fleet.pages._connected == set()

@@ -160,3 +160,41 @@ def test_no_card_overflows_at_desktop_and_phone_widths(browser, dashboards, widt
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     finally:
         page.close()
+
+
+def test_the_fleet_page_is_built_on_the_dashboards_base_page(browser, tmp_path):
+    """The fleet page extends dashboard/templates/base.html: its own title and stylesheets, the
+    session's CSRF token in the meta its script reads, every log of remote.host.names to pick. Its
+    hosts' links are never started: no SSH here (test_fleet_ssh.py drives a real one)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from remote import inventory
+    from remote.fleet.links import Link
+    from remote.fleet.server import Fleet
+    from remote.host import names
+
+    path = tmp_path / "inventory.yml"
+    path.write_text("defaults: {user: bot}\nhosts:\n  pi: {hostname: 192.0.2.1}\n")
+    fleet = Fleet(inventory.load(path), 0)
+    fleet.links = {h.name: Link(h, fleet._changed) for h in fleet.hosts}
+    server = make_server("127.0.0.1", 0, fleet.app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    page = browser.new_page()
+    try:
+        answer = page.goto("http://127.0.0.1:%d/?token=%s" % (server.server_port, fleet.token), wait_until="load")
+        assert answer.status == 200 and answer.headers["x-frame-options"] == "DENY"
+        assert page.title() == "sulfur-ops fleet"
+        csrf = page.get_attribute('meta[name="csrf-token"]', "content")
+        refused = page.request.post(page.url + "api/hosts/pi/tunnel", headers={"X-CSRF-Token": "not-it"})
+        taken = page.request.post(page.url + "api/hosts/pi/tunnel", headers={"X-CSRF-Token": csrf})
+        assert refused.status == 403 and taken.status == 409  # the meta's is the session's: past the check
+        sheets = page.evaluate("[...document.styleSheets].map(s => s.href.split('/').pop())")
+        assert sheets == ["uPlot.min.css", "fleet.css"]
+        assert page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor") == "rgb(29, 35, 48)"
+        assert page.eval_on_selector_all("#log-service option", "os => os.map(o => o.value)") == list(names.LOGS)
+        page.wait_for_selector('section.card[data-host="pi"]')
+    finally:
+        page.close()
+        server.shutdown()

@@ -191,6 +191,14 @@ def test_a_cookie_for_the_old_token_is_refused_by_the_dashboard_of_the_new_one(d
     assert thief.get(new.url("/api/status"), timeout=10).status_code == 401  # ...the new one never
 
 
+def test_without_a_token_the_page_says_so_before_asking_for_its_csrf_token(dashboards):
+    board = dashboards()
+    board.wait_healthy()
+    for headers in ({}, {"X-CSRF-Token": "anything"}):
+        answer = requests.post(board.url("/api/restart/dashboard"), headers=headers, timeout=10)
+        assert answer.status_code == 403 and "DASHBOARD_TOKEN" in answer.json()["error"]
+
+
 def test_pages_may_not_be_framed_by_another_site(guarded):
     headers = requests.get(guarded.url("/"), timeout=10).headers
     assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]

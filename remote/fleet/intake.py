@@ -18,7 +18,7 @@ from remote.host import history
 KEPT = 8640  # samples: 24 h at one per 10 s
 STATUS_BYTES = 256 * 1024  # a real status with a bot is about 3 KB
 STATUS_DEPTH = 16  # a real one nests 5 deep
-SERVICES = 16  # a real one has 3 (supervisor, dashboard, bot)
+MAX_SERVICES = 16  # a real one has 3 (supervisor, dashboard, bot)
 
 
 def _finite(text: str) -> float:
@@ -90,7 +90,7 @@ def _size(doc: Any) -> int:
 
 def status(doc: Any) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """(the status, None) when it is one a page can show, else (None, why): a mapping, at most
-    STATUS_DEPTH deep, STATUS_BYTES of JSON and SERVICES services, each a mapping."""
+    STATUS_DEPTH deep, STATUS_BYTES of JSON and MAX_SERVICES services, each a mapping."""
     if not isinstance(doc, dict):
         return None, "the host sent a status that is not a JSON object"
     if _size(doc) > STATUS_BYTES:  # first: the depth walk is Python, the size C
@@ -98,7 +98,7 @@ def status(doc: Any) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     if _depth(doc) > STATUS_DEPTH:
         return None, "the host sent a status nested over %d deep" % STATUS_DEPTH
     services = doc.get("services", {})
-    if not isinstance(services, dict) or len(services) > SERVICES or not all(
+    if not isinstance(services, dict) or len(services) > MAX_SERVICES or not all(
             isinstance(s, dict) for s in services.values()):
-        return None, "the host sent a status whose services are not %d mappings at most" % SERVICES
+        return None, "the host sent a status whose services are not %d mappings at most" % MAX_SERVICES
     return doc, None

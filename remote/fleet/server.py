@@ -1,10 +1,11 @@
 """`invoke fleet`: every inventory host on one live page, served on this machine's loopback.
 
-The same Flask-SocketIO stack as the dashboard. The hosts' data comes over their kept-open links
-(links.py); actions go through the CLI's own code (actions.service_action, with the exactly-once
-check) and answer with the line the CLI prints. The page is reached with a one-time token, which
-becomes a cookie of this fleet's own name (a dashboard reached through a tunnel keeps its own), and
-every action needs that session and its CSRF token.
+The same Flask-SocketIO stack as the dashboard, with its API checks (security.ApiGuard) and its base
+page (dashboard/templates/base.html). The hosts' data comes over their kept-open links (links.py);
+actions go through the CLI's own code (actions.service_action, with the exactly-once check) and
+answer with the line the CLI prints. The page is reached with a one-time token, which becomes a
+cookie of this fleet's own name (a dashboard reached through a tunnel keeps its own), and every
+action needs that session and its CSRF token.
 """
 
 from __future__ import annotations
@@ -18,22 +19,25 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, session
 from flask_socketio import SocketIO
+from jinja2 import ChoiceLoader, FileSystemLoader, PrefixLoader
 
-from dashboard.security import CSRF_HEADER, csrf_ok, new_csrf, protect
+from dashboard.security import CSRF_HEADER, ApiGuard, csrf_ok, new_csrf, protect
 from remote import actions, render
 from remote import failover as moves
 from remote.botguard import Guard, running_units
 from remote.errors import SulfurError
-from remote.host import bot
+from remote.host import bot, names
 from remote.inventory import Inventory
 
+from .links import Link
 from .links import log as links_log
+from .pages import Pages
+from .tunnels import Tunnels
 
 HERE = Path(__file__).resolve().parent
-DASHBOARD_STATIC = HERE.parent.parent / "dashboard" / "static"
+DASHBOARD = HERE.parent.parent / "dashboard"
+DASHBOARD_STATIC = DASHBOARD / "static"
 VENDOR = DASHBOARD_STATIC / "vendor"
-SERVICES = ("dashboard", "bot", "all")
-LOGS = ("dashboard", "bot", "supervisor")
 COALESCE = 0.25  # s: a host's changes closer together than this go to the page as one event
 
 
@@ -46,17 +50,6 @@ def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
             if one != other and bot.overlaps(unit, other_unit):
                 found.append("bot %s runs on %s and on %s" % (unit["bot_id"], one, other))
     return found
-
-
-def _bindable(address: str) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        try:
-            probe.bind((address, 0))
-            return True
-        except OSError:
-            return False
 
 
 def _quiet_handler() -> Any:
@@ -72,33 +65,37 @@ def _quiet_handler() -> Any:
 
 
 class Fleet:
-    """The page's server: its routes, its Socket.IO events, and the links that feed them."""
+    """The page's server: its routes, and each link's changes as Socket.IO events to every page.
+
+    The parts with state of their own are objects of their own: the pages' Socket.IO handlers and
+    log panes (pages.Pages), and the tunnels to the hosts' dashboards (tunnels.Tunnels)."""
 
     def __init__(self, inventory: Inventory, port: int) -> None:
         self.inventory, self.port = inventory, port
         self.hosts = [h for h in inventory.hosts.values() if not h.is_local]
         self.token: Optional[str] = secrets.token_urlsafe(24)  # one use: then a cookie
-        self.app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
+        self.app = Flask(__name__, static_folder=str(HERE / "static"))
+        # its own templates, and the dashboard's as "dashboard/...": one base page (head, CSRF meta) for both
+        self.app.jinja_loader = ChoiceLoader([FileSystemLoader(str(HERE / "templates")), PrefixLoader(
+            {"dashboard": FileSystemLoader(str(DASHBOARD / "templates"))})])
         self.app.secret_key = secrets.token_bytes(32)
         self.app.config.update(SESSION_COOKIE_NAME="sulfur_fleet_%d" % port, SESSION_COOKIE_HTTPONLY=True,
                                SESSION_COOKIE_SAMESITE="Strict")
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=None)
-        self._lock = threading.Lock()  # the token and the tunnels' addresses
-        self._tunnel_locks = {h.name: threading.Lock() for h in self.hosts}  # held while one opens (10 s at most)
-        self._pages = threading.Lock()  # the pages connected and their followed logs: never held long
-        self.links: Dict[str, Any] = {}
-        self._follows: Dict[str, threading.Event] = {}  # Socket.IO sid -> its log pane's stop
-        self._tunnels: Dict[str, Tuple[threading.Event, str]] = {}  # host -> (its stop, local address:port)
+        self._lock = threading.Lock()  # the token
+        self.links: Dict[str, Link] = {}  # made by start(): every other part reads them through self.links
+        self.tunnels = Tunnels([h.name for h in self.hosts], lambda name: self.links[name])
+        self.pages = Pages(self.socketio, self.authorized, lambda: self.links)
         self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
         self._sends = threading.Lock()
         self._sent: Dict[str, float] = {}  # host -> when its last event went (monotonic)
         self._pending: Dict[str, set] = {}  # host -> the kinds of change waiting for its next event
         self._emitting = {h.name: threading.Lock() for h in self.hosts}  # a host's events in the order made
-        self._addresses: Dict[str, str] = {}  # host -> its tunnel's loopback address, for this run
-        self._connected: set = set()  # Socket.IO sids signed in and not gone
+        self.api = ApiGuard(self.authorized, self.csrf_checked, "open the link invoke fleet printed")
         self._routes()
 
     def url(self) -> str:
+        """The link the operator opens: the token in it is good for one sign-in."""
         return "http://127.0.0.1:%d/?token=%s" % (self.port, self.token)
 
     def _changed(self, host: str, kind: str) -> None:
@@ -165,7 +162,7 @@ class Fleet:
 
     # ------------------------------------------------------------------------------- routes
     def _routes(self) -> None:
-        app, sio = self.app, self.socketio
+        app = self.app
 
         @app.after_request
         def headers(response: Any) -> Any:
@@ -182,7 +179,8 @@ class Fleet:
                 return redirect("/")  # the token leaves the address bar and the history
             if not self.authorized():
                 return "open the link invoke fleet printed\n", 401
-            return render_template("fleet.html", csrf=session["csrf"], names=[h.name for h in self.hosts])
+            return render_template("fleet.html", csrf_token=session["csrf"], names=[h.name for h in self.hosts],
+                                   logs=names.LOGS)
 
         @app.get("/vendor/<path:name>")
         def vendor(name: str) -> Any:
@@ -193,39 +191,30 @@ class Fleet:
             return send_from_directory(str(DASHBOARD_STATIC), "charts.js")
 
         @app.get("/api/hosts")
+        @self.api.signed_in
         def api_hosts() -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "open the link invoke fleet printed"}), 401
             docs = self.snapshots(with_history=request.args.get("history") == "1")
             return jsonify({"hosts": docs, "conflicts": conflicts(docs), "now": time.time()}), 200
 
         @app.post("/api/hosts/<name>/<action>/<service>")
+        @self.api.action
         def api_action(name: str, action: str, service: str) -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "open the link invoke fleet printed"}), 401
-            if not self.csrf_checked():
-                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             target = self.inventory.hosts.get(name)
-            if target is None or target.is_local or action not in actions.ACTIONS or service not in SERVICES:
+            if target is None or target.is_local or action not in actions.ACTIONS or service not in names.TARGETS:
                 return jsonify({"error": "no such host, action or service"}), 404
             return self.act(target, action, service)
 
         @app.post("/api/hosts/<name>/tunnel")
+        @self.api.action
         def api_tunnel(name: str) -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "open the link invoke fleet printed"}), 401
-            if not self.csrf_checked():
-                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             if name not in self.links:
                 return jsonify({"error": "no such host"}), 404
-            return self.open_tunnel(name)
+            doc, code = self.tunnels.open(name)
+            return jsonify(doc), code
 
         @app.post("/api/failover")
+        @self.api.action
         def api_failover() -> Tuple[Any, int]:
-            if not self.authorized():
-                return jsonify({"error": "open the link invoke fleet printed"}), 401
-            if not self.csrf_checked():
-                return jsonify({"error": "missing or wrong CSRF token: reload the page"}), 403
             doc = request.get_json(silent=True)
             doc = doc if isinstance(doc, dict) else {}
             to, from_ = doc.get("to"), doc.get("from")
@@ -233,98 +222,6 @@ class Fleet:
                     from_ is not None and from_ not in self.links) or to == from_:
                 return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\": another)"}), 400
             return self.failover(to, from_)
-
-        @sio.on("connect")
-        def on_connect(auth: Optional[dict] = None) -> bool:
-            if not self.authorized():
-                return False
-            with self._pages:
-                self._connected.add(request.sid)
-            return True
-
-        @sio.on("follow")
-        def on_follow(doc: Any) -> None:
-            """The log pane: one followed log per page; picking another stops the last. Events may
-            be handled in threads of their own: the swap is under the lock, and a page already gone
-            gets none."""
-            name = doc.get("host") if isinstance(doc, dict) else None
-            service = doc.get("service") if isinstance(doc, dict) else None
-            pick = doc.get("n") if isinstance(doc, dict) and isinstance(doc.get("n"), int) else None
-            sid, stop = request.sid, threading.Event()
-            with self._pages:
-                old = self._follows.pop(sid, None)
-                wanted = sid in self._connected and isinstance(name, str) and name in self.links and service in LOGS
-                if wanted:
-                    self._follows[sid] = stop
-            if old is not None:
-                old.set()
-            if wanted:
-                threading.Thread(target=self._follow, args=(sid, name, service, pick, stop), daemon=True).start()
-
-        @sio.on("disconnect")
-        def on_disconnect(*args: Any) -> None:
-            with self._pages:
-                self._connected.discard(request.sid)
-                stop = self._follows.pop(request.sid, None)
-            if stop is not None:
-                stop.set()
-
-    def _follow(self, sid: str, name: str, service: str, pick: Optional[int], stop: threading.Event) -> None:
-        """A log followed on the host's link, its batches of lines to that page only, each with the
-        number of the page's pick it answers."""
-        def emit(lines: List[str]) -> None:
-            self.socketio.emit("log", {"host": name, "service": service, "n": pick, "lines": lines}, to=sid)
-
-        try:
-            self.links[name].follow(service, 50, emit, stop)
-        except Exception as exc:  # an unreachable host: the pane says so
-            emit(["(%s)" % str(exc)[:500]])
-
-    def open_tunnel(self, name: str) -> Tuple[Any, int]:
-        """The host's own dashboard through the link: only one with a token, since any process on
-        this machine can reach a tunnel's port. One per host, closed when the fleet stops."""
-        status = self.links[name].snapshot().get("status") or {}
-        if not status.get("dashboard_token"):
-            return jsonify({"ok": False, "line": "%s: its dashboard has no DASHBOARD_TOKEN, and a tunnel is open to "
-                            "every process here: add DASHBOARD_TOKEN=<16 characters or more> to its shared/.env "
-                            "(invoke deploy --host %s --env-file FILE), then invoke restart --host %s"
-                            % (name, name, name)}), 409
-        with self._tunnel_locks[name]:  # one host's tunnel opening (up to 10 s) holds up no other
-            known = self._tunnels.get(name)
-            if known is None or known[0].is_set():
-                stop = threading.Event()
-                with self._lock:
-                    address = self._loopback(name)
-                try:
-                    known = self._tunnels[name] = (stop, "%s:%d" % (address, self.links[name].tunnel(stop, address)))
-                except Exception as exc:
-                    return jsonify({"ok": False, "line": "%s: %s" % (name, exc)}), 409
-        url = "http://%s/" % known[1]
-        line = "%s: its dashboard at %s (a tunnel, until the fleet stops)" % (name, url)
-        if known[1].startswith("127.0.0.1:"):  # no loopback address of its own could be bound
-            line += "; this machine has only 127.0.0.1 for loopback, so the pages of every tunnel share its cookies"
-        return jsonify({"ok": True, "url": url, "line": line}), 200
-
-    def _loopback(self, name: str) -> str:
-        """A loopback address for the host's tunnel, its own for this fleet run: a random one of
-        127.0.0.0/8 (a browser keeps cookies and same-site per address, not per port, so a hostile
-        host's dashboard can neither read nor forge the others' cookies nor the fleet's, and never
-        gets an address another host's cookies were left on by an earlier run). Where only some
-        loopback addresses exist (macOS: 127.0.0.1 and any aliases, such as 127.0.0.2), a free alias
-        of 127.0.0.2–32; with none, 127.0.0.1, which the fleet page shares."""
-        known = self._addresses.get(name)
-        if known:
-            return known
-        taken = set(self._addresses.values()) | {"127.0.0.1"}
-        guesses = ["127.%d.%d.%d" % (secrets.randbelow(256), secrets.randbelow(256), 1 + secrets.randbelow(254))
-                   for _ in range(3)]
-        aliases = ["127.0.0.%d" % n for n in range(2, 33)]
-        secrets.SystemRandom().shuffle(aliases)
-        for address in guesses + aliases:
-            if address not in taken and _bindable(address):
-                self._addresses[name] = address
-                return address
-        return "127.0.0.1"
 
     def failover(self, to: str, from_: Optional[str]) -> Tuple[Any, int]:
         """`invoke failover --to`, step by step as the CLI prints it; never two at once."""
@@ -340,6 +237,7 @@ class Fleet:
                         "line": "\n".join(render.failover_line(step) for step in steps)}), 200
 
     def act(self, target: Any, action: str, service: str) -> Tuple[Any, int]:
+        """restart, start or stop as the CLI does them (its exactly-once guard), answered with its lines."""
         try:
             guard = Guard(self.inventory, [target])
             docs = actions.service_action(guard, [target], action, service)
@@ -381,6 +279,5 @@ class Fleet:
             while self.thread.is_alive():
                 self.thread.join(0.5)
         finally:
-            for stop, _ in self._tunnels.values():
-                stop.set()
+            self.tunnels.close()
             stop_links(self.links)
