@@ -16,7 +16,7 @@ from invoke import Exit, task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from remote import actions, agentcalls, ctlcalls, onboard, release, render  # noqa: E402
+from remote import actions, agentcalls, ctlcalls, devstack, onboard, release, render  # noqa: E402
 from remote import failover as moves  # noqa: E402
 from remote import plan as plans  # noqa: E402
 from remote.botguard import Guard, refuse_conflicts  # noqa: E402
@@ -68,7 +68,7 @@ def _select(host, all_, dev=False):
     except SulfurError as exc:
         raise _fail(exc) from None
     if dev and not host and not all_:
-        found = ctlcalls.running_dev(targets[0])
+        found = devstack.running_dev(targets[0])
         if found is not None:
             print("this machine: acting on the running dev stack of invoke dev (app dir %s); --host local is "
                   "the inventory's local host" % found.app_dir, file=sys.stderr, flush=True)
@@ -420,7 +420,7 @@ def dev(c, port=None, reload=False, force=False, takeover=False):
     if local.bot_command:  # the dev bot too must not be a second copy of one a host runs
         guard = _guarded(inventory, [local], takeover)
         checks = guard.checks_for(local)
-    argv = ctlcalls.dev_argv(local, port and int(port), reload, force, checks)
+    argv = devstack.dev_argv(local, port and int(port), reload, force, checks)
     os.chdir(ROOT)
     # exec: Ctrl+C reaches the supervisor's whole process group, so nothing is left holding the port
     os.execv(argv[0], argv)
