@@ -7,13 +7,11 @@ same host-side code for every transport. Options and settings travel in the requ
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
 import sys
-import tempfile
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 from remote.host import CODE_DIR, hooks, wire
 
@@ -40,7 +38,8 @@ def code_location(host: Host) -> Dict[str, Optional[str]]:
 
 
 def stack_settings(host: Host) -> Dict[str, Any]:
-    """The inventory's settings for the supervisor (contract.StackSettings)."""
+    """The inventory's settings for the supervisor (contract.StackSettings); for `invoke dev`'s running
+    stack, the ones it was started with (devstack.running_dev), so that acting on it never replaces it."""
     if host.dev_settings is not None:
         return dict(host.dev_settings)
     where = code_location(host)
@@ -142,57 +141,3 @@ def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw
     result = runner.run(ctl_command(host, "logs"), warn=True, in_stream=RequestStream(request, hold=follow),
                         out_stream=out, err_stream=TerminalStream(sys.stderr))
     return result.exited  # not 0: no release, a bad request (its one-line answer was printed)
-
-
-def dev_app_dir() -> str:
-    from dashboard.settings import DEV_APP_DIR
-
-    return os.environ.get("DASHBOARD_APP_DIR") or str(DEV_APP_DIR)
-
-
-def dev_settings(host: Host, port: Optional[int], reload: bool) -> Dict[str, Any]:
-    """The settings `invoke dev` runs its stack with: this checkout, this interpreter, loopback."""
-    return dict(stack_settings(host), code_dir=CODE_DIR, python=sys.executable, port=port or host.dashboard_port,
-                host="127.0.0.1", reload=bool(reload))
-
-
-def running_dev(host: Host) -> Optional[Host]:
-    """This machine's `invoke dev` stack as a host to act on, while it runs (else None): its app dir,
-    and the very settings it runs with, so that a restart hands over instead of replacing it."""
-    from remote.host.files import Layout, read_json
-    from remote.host.system import is_alive, read_file, read_pidfile
-
-    app_dir = dev_app_dir()
-    paths = Layout(app_dir)
-    if not host.is_local or paths.app_dir == Layout(host.app_dir).app_dir:
-        return None
-    try:  # ours only: files of this user, private, naming our own live supervisor of this app dir
-        for st in (os.stat(paths.pidfile), os.stat(paths.config)):
-            if st.st_uid != os.getuid() or st.st_mode & 0o077:
-                return None
-        record, config = read_pidfile(paths.pidfile), read_json(paths.config)
-        cmdline = read_file("/proc/%d/cmdline" % record[0]).split("\0") if record else []
-    except OSError:
-        return None
-    if not record or not is_alive(record[0], record[1]) or not config.get("stream") or not isinstance(
-            config.get("port"), int) or "remote.host.supervisor" not in cmdline or paths.config not in cmdline:
-        return None
-    settings = dev_settings(host, config["port"], config.get("reload"))
-    return dataclasses.replace(host, app_dir=paths.app_dir, dev_settings=settings, dashboard_port=config["port"],
-                               dashboard_host=settings["host"])
-
-
-def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool,
-             checks: Optional[Dict[str, Any]] = None) -> List[str]:
-    """`invoke dev`: ctl dev in the foreground, from this checkout, app dir var/dev.
-
-    The terminal stays its stdin (Ctrl+C), so the request goes in a private file that ctl removes."""
-    app_dir, settings = dev_app_dir(), dev_settings(host, port, reload)
-    options: Dict[str, Any] = {"force": force}
-    if checks is not None:
-        options["checks"] = checks
-    request = dict(wire.header("dev"), command="dev", app_dir=app_dir, options=options, settings=settings)
-    fd, path = tempfile.mkstemp(prefix="sulfur-dev-", suffix=".json")  # mode 600
-    with os.fdopen(fd, "w") as handle:
-        json.dump(request, handle)
-    return [sys.executable, "-m", "remote.host.ctl", "dev", "--request", path]

@@ -164,7 +164,7 @@ class Host:
     groups: List[str] = field(default_factory=list)
     explicit: set = field(default_factory=set)  # keys the file sets: the rest may come from ~/.ssh/config
     hops: List[Host] = field(default_factory=list)  # the jump hosts in between, first one first
-    dev_settings: Optional[Dict[str, Any]] = None  # this machine's running `invoke dev` stack (ctlcalls.running_dev)
+    dev_settings: Optional[Dict[str, Any]] = None  # this machine's running `invoke dev` stack (devstack.running_dev)
 
     @property
     def is_local(self) -> bool:

@@ -154,6 +154,20 @@ class Added:
     problem: Optional[str]   # why it could not be reached, and what to check
 
 
+def entry(hostname: str, port: Optional[str] = None, user: Optional[str] = None,
+          termux: bool = False) -> Dict[str, Any]:
+    """add-host's flags as the inventory entry it writes: only what was given, so that the inventory's
+    defaults still apply to the rest; a Termux phone's sshd listens on 8022 and its interpreter is python."""
+    values: Dict[str, Any] = {"hostname": hostname}
+    if port or termux:
+        values["port"] = int(port or 8022)
+    if user:
+        values["user"] = user
+    if termux:
+        values.update(platform="termux", python="python")
+    return values
+
+
 def add(path: Path, name: str, values: Dict[str, Any], group: Optional[str], accept_new: bool,
         say: Callable[[str], None], ask: Callable[[str], bool],
         before_contact: Optional[Callable[[Host], None]] = None) -> Added:

@@ -9,15 +9,16 @@ commits) is added here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from remote.host import hooks
 
 from . import agentcalls
 from .connections import Runner
 from .ctlcalls import stack_settings
+from .fanout import DEFAULT_PARALLEL, on_hosts
 from .inventory import Host
-from .release import Contents, space_needed
+from .release import Contents, contents, space_needed
 
 
 def would_run(host: Host) -> List[Dict[str, Any]]:
@@ -49,3 +50,16 @@ def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Pat
     elif refused:
         doc.update(ok=False, error="a deploy would be refused: %s" % refused)
     return doc
+
+
+def plan_hosts(targets: List[Host], env_file: Optional[Path], checks_for: Callable[[Host], Dict[str, Any]],
+               parallel: int = DEFAULT_PARALLEL) -> List[Dict[str, Any]]:
+    """`invoke deploy --plan`: the contents listed and hashed once per bot source (the hosts that name
+    the same source ship the same files), then each host asked what would change. ``checks_for`` gives
+    each target what the other hosts run, so that the plan says whether the deploy would be refused."""
+    listed: Dict[Optional[str], Contents] = {}
+    for target in targets:
+        if target.source not in listed:
+            listed[target.source] = contents(target.source)
+    return on_hosts(targets, lambda runner, t: plan_host(runner, t, listed[t.source], env_file, checks_for(t)),
+                    parallel)

@@ -18,10 +18,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from remote.host import CODE_DIR, hooks, manifest
 
@@ -29,6 +30,7 @@ from . import agentcalls
 from .connections import Runner, put, run
 from .ctlcalls import call_ctl, shell_path
 from .errors import HostError, ReleaseError
+from .fanout import DEFAULT_PARALLEL, in_batches, on_hosts
 from .inventory import Host
 
 ROOT = Path(CODE_DIR)
@@ -60,6 +62,10 @@ class Package:
     size: int
     unpacked: int = 0
     seconds: float = 0.0   # spent packing
+
+
+def _quiet(*args: Any) -> None:
+    """A progress callback that hears nothing: the default where the caller shows no progress."""
 
 
 def operator() -> str:
@@ -182,6 +188,18 @@ def _add_json(tar: tarfile.TarFile, name: str, doc: Dict[str, object]) -> None:
     tar.addfile(entry, io.BytesIO(data))
 
 
+def pack_sources(targets: List[Host], wheels: bool, workdir: Path,
+                 packed: Callable[[Package], None] = _quiet) -> Dict[Optional[str], Package]:
+    """One package per bot source, shared by every target that names it: packing costs as much as a
+    host's whole deploy, so it is done once per source, not once per host. ``packed`` hears of each."""
+    packages: Dict[Optional[str], Package] = {}
+    for target in targets:
+        if target.source not in packages:
+            packages[target.source] = pack(target.source, wheels, workdir)
+            packed(packages[target.source])
+    return packages
+
+
 def space_needed(tar_bytes: int, unpacked: int) -> int:
     """Room a deploy needs on the host: the upload, its unpacked copy and a venv it may build."""
     return tar_bytes + unpacked + VENV_ROOM
@@ -259,3 +277,31 @@ def deploy_order(hosts: List[Host]) -> List[Host]:
     """--serial's order: standby hosts first (they serve no bot: a bad release shows there first),
     then the others, each in inventory order."""
     return sorted(hosts, key=lambda h: not h.standby)
+
+
+def ship(targets: List[Host], wheels: bool, env_file: Optional[Path], timeout: float,
+         checks_for: Callable[[Host], Dict[str, Any]], serial: int = 0, parallel: int = DEFAULT_PARALLEL, *,
+         packed: Callable[[Package], None] = _quiet, batch: Optional[Callable[[int, int, List[Host]], None]] = None,
+         reporter: Callable[[Host], Callable[[str], None]] = lambda host: _quiet) -> List[Dict[str, Any]]:
+    """`invoke deploy`: pack (pack_sources), then deploy_host on every target, all at once or ``serial``
+    at a time in deploy_order; the packages are removed after, whatever happened. Each deployed host's
+    document gets ``timings["pack"]``. ``checks_for``: what the other hosts run, for each target
+    (botguard.Guard.checks_for). The callbacks are how the task shows progress, since this module never
+    prints: ``packed`` each package, ``batch`` each batch as it starts, ``reporter(host)`` a host's lines."""
+    workdir = Path(tempfile.mkdtemp(prefix="sulfur-deploy-"))
+    try:
+        packages = pack_sources(targets, wheels, workdir, packed)
+
+        def one(runner: Runner, target: Host) -> Dict[str, Any]:
+            package = packages[target.source]
+            doc: Dict[str, Any] = deploy_host(runner, target, package, reporter(target), env_file, timeout,
+                                              checks_for(target))
+            if doc.get("ok"):
+                doc["timings"]["pack"] = package.seconds
+            return doc
+
+        if serial:
+            return in_batches(deploy_order(targets), one, serial, parallel, batch)
+        return on_hosts(targets, one, parallel)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

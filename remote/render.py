@@ -199,6 +199,36 @@ def status_table(docs: List[Dict[str, Any]]) -> str:
     return "\n".join([table(headers, rows)] + notes)
 
 
+def dev_stack_note(host: Any) -> str:
+    """Said before a task without --host acts on `invoke dev`'s stack rather than the inventory's local host."""
+    return ("this machine: acting on the running dev stack of invoke dev (app dir %s); --host local is "
+            "the inventory's local host" % host.app_dir)
+
+
+def termux_setup(lines: List[str]) -> str:
+    """add-host --termux: the phone's one-time setup, indented to be pasted."""
+    return "Once, on the phone, in Termux (paste these):\n" + "\n".join("    " + line for line in lines)
+
+
+def not_reachable(name: str, problem: Any, values: Dict[str, Any]) -> str:
+    """add-host of a host that is down: written, but its key is not checked yet; how to do that later."""
+    return for_terminal("warning: %s is not reachable yet: %s. Once it is up, run invoke add-host %s "
+                        "--hostname %s%s again to check and trust its key" % (
+                            name, problem, name, values["hostname"],
+                            " --port %s" % values["port"] if "port" in values else ""))
+
+
+def packed_line(package: Any, wheels: bool) -> str:
+    """deploy: one package made (one per bot source)."""
+    return "packing: %.1f MB%s%s" % (package.size / 2**20, ", commit %s" % package.commit[:12] if package.commit
+                                     else "", ", with wheels" if wheels else "")
+
+
+def batch_line(number: int, total: int, hosts: List[Any]) -> str:
+    """deploy --serial: a batch starts."""
+    return "batch %d of %d: %s" % (number, total, ", ".join(h.name for h in hosts))
+
+
 def failover_line(step: Dict[str, Any]) -> str:
     line = "%s: %s" % (step["host"], step["step"])
     return "\n".join([line] + ["    " + text for text in step.get("log_tail") or []])

@@ -101,3 +101,114 @@ def test_the_dashboard_builds_on_the_host_side_never_the_reverse():
 def test_no_first_party_module_is_over_500_lines():
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+# ---------------------------------------------------------------- tasks.py stays thin
+
+MAX_TASK_BODY = 15
+
+
+def _invoke_task_names(tree):
+    """What invoke's task decorator is called in this module: `task` (or its alias) and `invoke.task`."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "invoke":
+            names.update(alias.asname or alias.name for alias in node.names if alias.name == "task")
+        elif isinstance(node, ast.Import):
+            names.update("%s.task" % (alias.asname or alias.name) for alias in node.names if alias.name == "invoke")
+    return names
+
+
+def _decorator_name(decorator):
+    node = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return ast.unparse(node)
+
+
+def task_bodies(source):
+    """{task function: (body lines without its docstring, decorator names)} of every function that
+    invoke's @task decorates, at any depth."""
+    tree = ast.parse(source)
+    task_names = _invoke_task_names(tree)
+    found = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        decorators = [_decorator_name(d) for d in node.decorator_list]
+        if not task_names & set(decorators):
+            continue
+        body = node.body
+        if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(
+                body[0].value.value, str):
+            body = body[1:]
+        found[node.name] = (body[-1].end_lineno - body[0].lineno + 1 if body else 0, decorators)
+    return found
+
+
+def sulfur_error_handlers(source):
+    """The `except` clauses of ``source`` that name SulfurError (alone, dotted or in a tuple)."""
+    count = 0
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ExceptHandler) and node.type is not None:
+            caught = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            count += any(ast.unparse(c).split(".")[-1] == "SulfurError" for c in caught)
+    return count
+
+
+def touches_sys_path(source):
+    """Whether ``source`` reads or changes sys.path (sys.path.insert, sys.path[:0] = ..., from sys import path)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr == "path" and ast.unparse(node.value) == "sys":
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "sys" and any(a.name == "path" for a in node.names):
+            return True
+    return False
+
+
+def test_no_task_body_in_tasks_py_is_over_15_lines():
+    """A task parses its flags, calls one library function and renders: anything longer belongs in remote/."""
+    bodies = task_bodies((ROOT / "tasks.py").read_text())
+    assert len(bodies) >= 18, "the task finder found only %s" % sorted(bodies)
+    long = {name: lines for name, (lines, _) in bodies.items() if lines > MAX_TASK_BODY}
+    assert long == {}, "task bodies over %d lines (move the work into remote/): %s" % (MAX_TASK_BODY, long)
+
+
+def test_tasks_py_has_one_error_handler_and_no_sys_path_line():
+    """Errors become exits in one decorator, under every task; invoke's loader puts tasks.py's folder on the path."""
+    source = (ROOT / "tasks.py").read_text()
+    assert sulfur_error_handlers(source) <= 1
+    assert not touches_sys_path(source)
+    bare = [name for name, (_, decorators) in task_bodies(source).items() if "_one_line_error" not in decorators]
+    assert bare == [], "tasks without @_one_line_error (a SulfurError would be a traceback): %s" % bare
+
+
+def test_the_tasks_py_checks_can_fail():
+    """The checks above see a long body, a second handler and a sys.path line in a made-up tasks file."""
+    source = '''
+import sys
+from invoke import task as t
+
+sys.path.insert(0, ".")
+
+
+@t(help={})
+def long(c):
+    """Not counted."""
+%s
+
+@t
+def short(c):
+    try:
+        pass
+    except (ValueError, errors.SulfurError):
+        pass
+    except SulfurError:
+        pass
+
+
+def helper():
+%s
+''' % ("    x = 1\n" * 16, "    x = 1\n" * 30)
+    assert {name: lines for name, (lines, _) in task_bodies(source).items()} == {"long": 16, "short": 6}
+    assert sulfur_error_handlers(source) == 2
+    assert touches_sys_path(source)
+    assert not touches_sys_path("import os\nos.path.join('a')\n")
