@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 import sshlab  # noqa: E402
 
-from remote.host.release import BOT_GRACE  # noqa: E402
+from remote.host.releases.release import BOT_GRACE  # noqa: E402
 
 STEPS = ("pack", "space", "upload", "unpack", "prepare", "venv", "switch", "restart", "health", "bot")
 HOST_STEPS = ("unpack", "prepare", "venv", "before_switch", "switch", "restart", "health", "bot", "after_switch")

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import List, Optional
 
-from remote.host.listener import BindError, get_listener, notify, notify_ready
+from remote.host.supervision.listener import BindError, get_listener, notify, notify_ready
 
 from .settings import SettingsError, parse
 
@@ -19,7 +19,7 @@ log = logging.getLogger("dashboard")
 
 
 def _holder(port: int) -> Optional[str]:
-    from remote.host.agent import describe_holder  # the agent's probe: ss, lsof, ..., /proc
+    from remote.host.probes.holders import describe_holder  # the agent's probe: ss, lsof, ..., /proc
 
     return describe_holder(port)
 

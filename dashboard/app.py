@@ -16,9 +16,9 @@ from typing import Any, Dict, Optional, Tuple, cast
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
-from remote.host import history, names
-from remote.host.files import Layout
-from remote.host.logtail import LogFollower, last_lines
+from remote.host.common import history, names
+from remote.host.common.files import Layout
+from remote.host.common.logtail import LogFollower, last_lines
 
 from . import hostinfo
 from .security import (
@@ -74,6 +74,7 @@ class Dashboard:
         self.listener = listener
         self.started = time.time()
         self.app = Flask(__name__)
+        self.app.jinja_env.globals["sampled"] = names.SAMPLED  # the charts' services (base.html's meta)
         self.keys = SessionKeys(Layout(str(settings.app_dir)), settings.token)
         self.app.secret_key = self.keys.secret
         # named per instance: dashboards, tunnels and the fleet page on one machine share its cookie jar
@@ -244,8 +245,8 @@ class Dashboard:
 
     def restart(self, service: str) -> Tuple[Any, int]:
         """Ask the host's supervisor, through the same control files the operator's tasks use."""
-        from remote.host.errors import Failure  # the host side's inbox: the supervisor decides
-        from remote.host.inbox import ask
+        from remote.host.common.errors import Failure  # the host side's inbox: the supervisor decides
+        from remote.host.supervision.inbox import ask
 
         if service not in names.TARGETS:
             return jsonify({"error": "unknown service %r" % service}), 404

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from remote.host.system import detect_platform, existing_parent
+from remote.host.common.system import detect_platform, existing_parent
 
 
 def _uptime() -> Optional[float]:

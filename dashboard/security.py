@@ -26,7 +26,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, 
 
 from flask import jsonify
 
-from remote.host.files import Layout, read_json, write_json
+from remote.host.common.files import Layout, read_json, write_json
 
 CSRF_FIELD, CSRF_HEADER = "csrf", "X-CSRF-Token"
 CSRF_REFUSAL = "missing or wrong CSRF token: reload the page"

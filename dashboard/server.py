@@ -14,7 +14,7 @@ from typing import Callable, Optional, Set
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, make_server
 
-from remote.host.listener import store_socket
+from remote.host.supervision.listener import store_socket
 
 IDLE_POLL_SECONDS = 0.2
 
@@ -74,7 +74,7 @@ class Server:
                 threading.Thread(target=self.httpd.shutdown, daemon=True).start()
 
         def hand_over(signum: int, frame: object) -> None:
-            # our supervisor died and a new one asks for the socket we serve on (remote/host/orphans.py)
+            # our supervisor died and a new one asks for the socket we serve on (remote/host/supervision/orphans.py)
             if not self.draining.is_set():
                 store_socket(self.httpd.socket)
 

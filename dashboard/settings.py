@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from remote.host import CODE_DIR
-from remote.host.listener import BindError, check_port
+from remote.host.supervision.listener import BindError, check_port
 
 #: shortest DASHBOARD_TOKEN accepted for an address other machines can reach
 MIN_TOKEN = 16

@@ -27,30 +27,42 @@ HOST_DIR = Path(CODE_DIR) / "remote" / "host"
 _BUILDING = threading.Lock()
 AGENT_TIMEOUT = 60.0
 AGENT = "remote.host.agent"
+# the packages (empty: bundled modules import nothing from an __init__) first, each set on its
+# parent, then the modules in dependency order; then the root's main()
 _BOOT = ("import base64,json,sys,types,zlib\n"
-         "for p in ('remote','remote.host'):\n m=types.ModuleType(p);m.__path__=[];sys.modules[p]=m\n"
-         "for n,s in json.loads(zlib.decompress(base64.b64decode('%s'))):\n"
-         " m=types.ModuleType(n);m.__file__='<agent>/'+n;sys.modules[n]=m;exec(compile(s,n,'exec'),m.__dict__)\n"
-         " setattr(sys.modules[n.rpartition('.')[0]],n.rpartition('.')[2],m)\n"
+         "P,M=json.loads(zlib.decompress(base64.b64decode('%s')))\n"
+         "def put(n,m):\n sys.modules[n]=m;a,_,b=n.rpartition('.')\n if a:setattr(sys.modules[a],b,m)\n"
+         "for p in P:\n m=types.ModuleType(p);m.__path__=[];put(p,m)\n"
+         "for n,s in M:\n"
+         " m=types.ModuleType(n);m.__file__='<agent>/'+n;put(n,m);exec(compile(s,n,'exec'),m.__dict__)\n"
          "sys.exit(sys.modules[%r].main())")
 
 
 def _source(name: str) -> Path:
-    """remote.host.NAME -> remote/host/NAME.py"""
-    return HOST_DIR / (name.rsplit(".", 1)[1] + ".py")
+    """remote.host.a.b -> remote/host/a/b.py"""
+    return HOST_DIR.joinpath(*name.split(".")[2:]).with_suffix(".py")
 
 
 def _host_imports(name: str) -> List[str]:
-    """The remote.host modules that module ``name`` imports (its own source says)."""
+    """The remote.host modules that module ``name`` imports (its own source says): ``from P import m``
+    names module P.m where that file exists, else module P."""
     tree = ast.parse(_source(name).read_text())
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("remote.host"):
-            if node.module == "remote.host":
-                found += ["remote.host." + alias.name for alias in node.names]
-            else:
-                found.append(node.module)
-    return [n for n in found if _source(n).exists()]
+            for alias in node.names:
+                child = node.module + "." + alias.name
+                found.append(child if _source(child).exists() else node.module)
+    return [n for n in dict.fromkeys(found) if n.count(".") >= 2 and _source(n).exists()]
+
+
+def _packages(modules: List[str]) -> List[str]:
+    """Every package the modules live in, parents first: remote, remote.host, remote.host.common, ..."""
+    found: List[str] = []
+    for name in modules:
+        parts = name.split(".")
+        found += [".".join(parts[:i]) for i in range(1, len(parts))]
+    return sorted(set(found), key=lambda n: (n.count("."), n))
 
 
 def bundle(root: str = AGENT) -> List[str]:
@@ -81,8 +93,9 @@ def bootstrap(root: str = AGENT) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _bootstrap(root: str) -> str:
-    modules = [(n, _source(n).read_text()) for n in bundle(root)]
-    payload = base64.b64encode(zlib.compress(json.dumps(modules).encode(), 9)).decode()
+    names = bundle(root)
+    modules = [(n, _source(n).read_text()) for n in names]
+    payload = base64.b64encode(zlib.compress(json.dumps([_packages(names), modules]).encode(), 9)).decode()
     return _BOOT % (payload, root)
 
 

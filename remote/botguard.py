@@ -1,6 +1,6 @@
 """The operator's half of "the bot runs exactly once": before a task starts a bot anywhere, ask the
 other hosts what they run, in parallel, and hand that to the host that would start it (which decides
-with its own shared/.env, under its lock: remote/host/guard.py).
+with its own shared/.env, under its lock: remote/host/supervision/guard.py).
 
 - Each question has a 2 s connect timeout: a dead host must not stall a restart for its full
   connect_timeout. Its last answer is kept in the user's cache dir, keyed by inventory file, so an
@@ -19,8 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from remote.host import bot
-from remote.host.files import read_json, write_json
+from remote.host.common.files import read_json, write_json
+from remote.host.supervision import bot
 
 from . import ctlcalls
 from .connections import open_runner

@@ -5,7 +5,7 @@ A runner is a Fabric Connection, or for `connection: local` a LocalRunner (invok
 drift between local and remote. The SSH side lives in remote/ssh.py and is imported on first use.
 
 Every host-side command gets its request as one JSON line on stdin and answers one JSON document as
-the last line of stdout, both with a protocol number (remote/host/contract.py); `call()` sends the
+the last line of stdout, both with a protocol number (remote/host/common/contract.py); `call()` sends the
 one, reads the other and turns a version mismatch into one line that says which side to update.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from invoke import Context
 from invoke.exceptions import CommandTimedOut
 
-from remote.host import wire
+from remote.host.common import wire
 
 from .errors import ContractError, HostError, UnknownCommand
 from .inventory import Host

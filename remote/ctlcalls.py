@@ -13,7 +13,9 @@ import shlex
 import sys
 from typing import Any, Callable, Dict, Optional
 
-from remote.host import CODE_DIR, hooks, wire
+from remote.host import CODE_DIR
+from remote.host.common import wire
+from remote.host.releases import hooks
 
 from .connections import RequestStream, Runner, call
 from .inventory import Host

@@ -16,7 +16,8 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from remote.host import CODE_DIR, wire
+from remote.host import CODE_DIR
+from remote.host.common import wire
 
 from .ctlcalls import stack_settings
 from .inventory import Host, Inventory
@@ -39,8 +40,8 @@ def dev_settings(host: Host, port: Optional[int], reload: bool) -> Dict[str, Any
 def running_dev(host: Host) -> Optional[Host]:
     """This machine's `invoke dev` stack as a host to act on, while it runs (else None): its app dir,
     and the very settings it runs with, so that a restart hands over instead of replacing it."""
-    from remote.host.files import Layout, read_json
-    from remote.host.system import is_alive, read_file, read_pidfile
+    from remote.host.common.files import Layout, read_json
+    from remote.host.common.system import is_alive, read_file, read_pidfile
 
     app_dir = dev_app_dir()
     paths = Layout(app_dir)

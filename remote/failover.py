@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
-from remote.host import bot
+from remote.host.supervision import bot
 
 from . import ctlcalls
 from .botguard import Guard, running_units, would_run

@@ -7,7 +7,7 @@ that its own reader prints: what to update.
 import json
 import sys
 
-from remote.host.wire import PROTOCOL
+from remote.host.common.wire import PROTOCOL
 
 if __name__ == "__main__":
     print(json.dumps({"ok": False, "kind": "protocol", "protocol": PROTOCOL, "log_tail": [],

@@ -55,8 +55,8 @@ def _plain_text(value: str, what: str) -> Optional[str]:
 
 def _hooks(value: Any) -> Optional[str]:
     """The hooks as the host will read them (one check for both sides)."""
-    from remote.host.errors import BadRequest
-    from remote.host.hooks import normalize
+    from remote.host.common.errors import BadRequest
+    from remote.host.releases.hooks import normalize
 
     try:
         normalize(value)
@@ -346,8 +346,8 @@ def _resolve_jumps(check: _Checker, hosts: Dict[str, Host], defaults: Dict[str, 
 
 def _check_shards(check: _Checker, settings: Dict[str, Any], name: str, node: yaml.Node) -> None:
     """shards ("0-3", "0,2") within shard_count, as the supervisor will read them."""
-    from remote.host.bot import parse_shards
-    from remote.host.errors import BadRequest
+    from remote.host.common.errors import BadRequest
+    from remote.host.supervision.bot import parse_shards
 
     if settings["shards"] is not None:
         settings["shards"] = str(settings["shards"])

@@ -1,7 +1,7 @@
 """`invoke deploy --plan`: what a deploy would do on each host, asked of the host, written nowhere.
 
 The release's contents are listed and hashed here (no tar is built); each host compares them with
-the release it runs (remote/host/plan.py, sent inside the command), tells whether its venv would be
+the release it runs (remote/host/releases/plan.py, sent inside the command), tells whether its venv would be
 reused, and which .env keys the --env-file would change, by name only. What the inventory says (hooks,
 commits) is added here.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from remote.host import hooks
+from remote.host.releases import hooks
 
 from . import agentcalls
 from .connections import Runner
@@ -39,7 +39,7 @@ def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Pat
     if env_file is not None:
         request["env_text"] = env_file.read_text(encoding="utf-8", errors="replace")  # stdin only, compared there
     # the interpreter a deploy's ctl runs with (release.deploy_host): the venv's digest is made of its name
-    doc = agentcalls.call_agent(runner, host, "plan", root="remote.host.plan", python=host.python, **request)
+    doc = agentcalls.call_agent(runner, host, "plan", root="remote.host.releases.plan", python=host.python, **request)
     if not doc.get("ok"):
         return doc
     doc.update(shipping={"commit": what.commit}, hooks=would_run(host))

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from remote.host import CODE_DIR, hooks, manifest
+from remote.host import CODE_DIR
+from remote.host.releases import hooks, manifest
 
 from . import agentcalls
 from .connections import Runner, put, run
@@ -254,8 +255,9 @@ def deploy_host(runner: Runner, host: Host, package: Package, report: Callable[[
     uploaded = time.monotonic()
     # unpacked outside the lock into a name of its own; that release's ctl then does the rest
     partial = "%s/releases/.partial-%s-%s" % (host.app_dir.rstrip("/"), package.stamp, os.urandom(4).hex())
-    unpack = "%s %s %s || exit 1; " % (agentcalls.host_command(host, "remote.host.unpack"), shell_path(incoming),
-                                       shell_path(partial))  # its own words on stderr, not "no release"
+    unpacker = agentcalls.host_command(host, "remote.host.releases.unpack")
+    # the unpacker speaks for itself on stderr, not "no release"
+    unpack = "%s %s %s || exit 1; " % (unpacker, shell_path(incoming), shell_path(partial))
     try:
         # the host's own bounds, all in a row: its lock, pip, every hook (the way back's too), the restarts
         bound = 120 + 900 + 4 * host.hook_timeout + 3 * timeout + 60

@@ -1,6 +1,6 @@
 """Shim: autostart units written by older releases run `python APP_DIR/current/remote/supervisor.py run CONFIG`.
 
-New units run `python -S -m remote.host.supervisor` (remote/host/autostart.py); keep this file while
+New units run `python -S -m remote.host.supervisor` (remote/host/releases/autostart.py); keep this file while
 hosts may still have old units.
 """
 

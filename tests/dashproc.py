@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remote.host.listener import spawn_on_socket  # noqa: E402
+from remote.host.supervision.listener import spawn_on_socket  # noqa: E402
 
 
 def processes(match: Callable[[list], bool], uid: Optional[int] = None) -> list:

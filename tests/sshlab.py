@@ -208,7 +208,7 @@ class Host:
         import math
         import random
 
-        from remote.host import history
+        from remote.host.common import history
 
         ring = str(Path(self.app_dir, "run", "history.bin"))
         os.makedirs(os.path.dirname(ring), exist_ok=True)

@@ -212,3 +212,100 @@ def helper():
     assert sulfur_error_handlers(source) == 2
     assert touches_sys_path(source)
     assert not touches_sys_path("import os\nos.path.join('a')\n")
+
+
+# ---------------------------------------------------------------- rooms you can name
+
+HOST = "remote.host"
+#: the host package's rooms, lowest first: a module may import its own room and the rooms before it,
+#: never one after (common knows nothing of supervision; supervision nothing of releases); the entry
+#: modules (ctl, supervisor, agent) sit on top and may import any room
+LAYERS = ("common", "probes", "supervision", "releases")
+ENTRIES = ("remote.host.ctl", "remote.host.supervisor", "remote.host.agent")
+
+
+def room(name):
+    parts = name.split(".")
+    return parts[2] if len(parts) > 3 and parts[2] in LAYERS else None
+
+
+def test_the_host_package_is_grouped_by_duty_with_entries_on_top():
+    host = {n: p for n, p in modules().items() if n.startswith(HOST + ".")}
+    loose = sorted(n for n, p in host.items() if room(n) is None and n not in ENTRIES and p.name != "__init__.py")
+    assert loose == [], "every host module belongs to a room (%s) or is an entry" % ", ".join(LAYERS)
+    for name, deps in graph().items():
+        if room(name) is None:
+            continue
+        for dep in deps:
+            if dep.startswith(HOST + ".") and room(dep) is not None:
+                assert LAYERS.index(room(dep)) <= LAYERS.index(room(name)), "%s imports %s: an arrow back up" % (
+                    name, dep)
+            assert dep not in ENTRIES, "%s imports the entry %s" % (name, dep)
+
+
+def classes(package_prefixes):
+    """[(module, ast.ClassDef)] of every class in the first-party modules under the prefixes."""
+    found = []
+    for name, path in modules().items():
+        if name.startswith(package_prefixes):
+            found += [(name, node) for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)]
+    return found
+
+
+#: a first-party class may build on another only where it is an exception, a TypedDict or a Protocol
+ALLOWED_ROOTS = {"Exception", "BaseException", "TypedDict", "Protocol"}
+
+
+def first_party_base_offenders(found):
+    bases = {node.name: [ast.unparse(b) for b in node.bases] for _, node in found}
+
+    def allowed(name, seen=()):
+        return name in ALLOWED_ROOTS or (name in bases and name not in seen and bases[name] != [] and all(
+            allowed(b, seen + (name,)) for b in bases[name]))
+
+    return sorted("%s.%s(%s)" % (module, node.name, base) for module, node in found
+                  for base in bases[node.name] if base in bases and not allowed(base))
+
+
+def test_no_host_class_has_a_first_party_base_class():
+    """Mixins that read and write another class's attributes are how a reader loses track of who may
+    touch what; the supervisor's policies get a Context instead."""
+    assert first_party_base_offenders(classes((HOST,))) == []
+
+
+def test_the_base_class_check_can_fail():
+    tree = ast.parse("class Duties:\n    pass\nclass Loop(Duties):\n    pass\n"
+                     "class Failure(Exception):\n    pass\nclass Bad(Failure):\n    pass\n")
+    found = [("m", node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    assert first_party_base_offenders(found) == ["m.Loop(Duties)"]
+
+
+MAX_CLASS = 250
+MAX_SUPERVISOR = 300
+
+
+def test_no_class_is_over_250_lines_and_the_supervisor_reads_in_one_sitting():
+    long = {"%s.%s" % (m, n.name): n.end_lineno - n.lineno + 1 for m, n in classes(FIRST_PARTY)
+            if n.end_lineno - n.lineno + 1 > MAX_CLASS}
+    assert long == {}
+    for name in ("remote.host.supervisor", "remote.host.supervision.loop"):
+        assert len(modules()[name].read_text().splitlines()) < MAX_SUPERVISOR, name
+
+
+def test_service_names_are_written_once():
+    """A list of service names written twice is how a new service ends up controllable from one place
+    and invisible in another: every list derives from remote/host/common/names.py."""
+    written = []
+    for name, path in modules().items():
+        if name == "remote.host.common.names":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                words = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                if {"dashboard", "bot"} <= words:
+                    written.append("%s:%d" % (name, node.lineno))
+    for path in list((ROOT / "dashboard" / "static").glob("*.js")) + list((ROOT / "remote" / "fleet" / "static").glob(
+            "*.js")):
+        if '"dashboard", "bot"' in path.read_text():
+            written.append(str(path.relative_to(ROOT)))
+    assert written == []

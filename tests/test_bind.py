@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from remote.host.listener import bind_once
-from remote.host.ports import parse_proc_net_tcp
+from remote.host.probes.ports import parse_proc_net_tcp
+from remote.host.supervision.listener import bind_once
 
 
 def time_wait_count(port):

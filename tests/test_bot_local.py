@@ -226,8 +226,8 @@ def test_restarts_asked_at_once_never_run_two_bots_and_a_launchers_child_goes_wi
     launcher = "/bin/sh -c '%s %s; exit 1'" % (sys.executable, EXAMPLE)  # the bot is sh's child, not sh
     inventory.write_text(inventory.read_text().replace("bot_command: '%s %s'" % (sys.executable, EXAMPLE),
                                                        'bot_command: "%s"' % launcher))
-    from remote.host.files import Layout
-    from remote.host.inbox import ask
+    from remote.host.common.files import Layout
+    from remote.host.supervision.inbox import ask
 
     try:
         assert invoke(inventory, "restart").returncode == 0

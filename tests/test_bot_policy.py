@@ -7,11 +7,11 @@ import hashlib
 import pytest
 from dashproc import Clock, Running
 
-from remote.host import bot
-from remote.host.errors import BadRequest
-from remote.host.files import Layout
-from remote.host.service import RestartPolicy, Service
-from remote.host.supervisor import DEFAULTS
+from remote.host.common.errors import BadRequest
+from remote.host.common.files import Layout
+from remote.host.supervision import bot
+from remote.host.supervision.loop import DEFAULTS
+from remote.host.supervision.service import RestartPolicy, Service
 
 
 def keeper(tmp_path, mono, wall, limit=50, **cfg):

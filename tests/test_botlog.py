@@ -6,7 +6,7 @@ import time
 
 import socketio
 
-from remote.host.logtail import LogFollower, last_lines
+from remote.host.common.logtail import LogFollower, last_lines
 
 
 def test_follower_reads_appends_partial_lines_rotation_and_truncation(tmp_path):

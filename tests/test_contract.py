@@ -21,9 +21,9 @@ from dashproc import ROOT, ctl_run, free_port, invoke, local_inventory
 from remote import agentcalls, release
 from remote.connections import read_answer
 from remote.errors import ContractError, UnknownCommand
-from remote.host import wire
-from remote.host.contract import PROTOCOL
-from remote.host.wire import OLDEST
+from remote.host.common import wire
+from remote.host.common.contract import PROTOCOL
+from remote.host.common.wire import OLDEST
 from remote.inventory import load
 
 OLDER = "the release on local is older than this sulfur-ops: run `invoke deploy --host local`"

@@ -15,7 +15,7 @@ from remote.fleet import intake, links
 from remote.fleet.intake import KEPT, aligned
 from remote.fleet.links import Link
 from remote.fleet.server import COALESCE, Fleet
-from remote.host import history
+from remote.host.common import history
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The host's 24 h history ring (remote/host/history.py) and `ctl watch`, on real files and processes:
+"""The host's 24 h history ring (remote/host/common/history.py) and `ctl watch`, on real files and processes:
 the ring's size never grows, old and future records are left out, CPU and RSS come from /proc, and
 watch sends the backlog, then each change, and ends with its stdin."""
 
@@ -10,7 +10,7 @@ import time
 
 from dashproc import ROOT, invoke, local_inventory, wait_for
 
-from remote.host import history
+from remote.host.common import history
 
 SPIN = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end:\n    pass\ntime.sleep(30)\n"
 

@@ -1,4 +1,4 @@
-"""Work off the supervisor's loop (remote/host/jobs.py): real threads and real child processes.
+"""Work off the supervisor's loop (remote/host/supervision/jobs.py): real threads and real child processes.
 
 The loop must never wait for a job: these tests check that an outcome arrives through ``collect()``
 (and wakes a select on the supervisor's self-pipe), that a deadline ends a job that hangs, that a child
@@ -11,8 +11,8 @@ import sys
 import threading
 import time
 
-from remote.host.jobs import Jobs
-from remote.host.selfpipe import SelfPipe
+from remote.host.supervision.jobs import Jobs
+from remote.host.supervision.selfpipe import SelfPipe
 
 
 def wait_for(jobs, count, timeout=20.0):

@@ -98,7 +98,7 @@ def test_the_bot_card_shows_its_id_role_status_line_and_budget_and_escapes_what_
 def write_history(app_dir, hours=2.0, restart_at=None):
     """A ring as the supervisor writes it (history.write): a sample per 10 s up to now, the
     dashboard's restart counter going up once at ``restart_at`` seconds ago."""
-    from remote.host import history
+    from remote.host.common import history
 
     (app_dir / "run").mkdir(parents=True, exist_ok=True)
     ring = str(app_dir / "run" / "history.bin")
@@ -164,7 +164,7 @@ def test_no_card_overflows_at_desktop_and_phone_widths(browser, dashboards, widt
 
 def test_the_fleet_page_is_built_on_the_dashboards_base_page(browser, tmp_path):
     """The fleet page extends dashboard/templates/base.html: its own title and stylesheets, the
-    session's CSRF token in the meta its script reads, every log of remote.host.names to pick. Its
+    session's CSRF token in the meta its script reads, every log of remote.host.common.names to pick. Its
     hosts' links are never started: no SSH here (test_fleet_ssh.py drives a real one)."""
     import threading
 
@@ -173,7 +173,7 @@ def test_the_fleet_page_is_built_on_the_dashboards_base_page(browser, tmp_path):
     from remote import inventory
     from remote.fleet.links import Link
     from remote.fleet.server import Fleet
-    from remote.host import names
+    from remote.host.common import names
 
     path = tmp_path / "inventory.yml"
     path.write_text("defaults: {user: bot}\nhosts:\n  pi: {hostname: 192.0.2.1}\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from remote.host import ports
+from remote.host.probes import ports
 
 REC = Path(__file__).with_name("recorded")
 

@@ -7,9 +7,9 @@ into it, and real processes are what the stack tests exercise.
 
 from dashproc import Clock, Running
 
-from remote.host.handover import Handover, WarmSpare
-from remote.host.service import RestartPolicy, Service
-from remote.host.supervisor import DEFAULTS
+from remote.host.supervision.handover import Handover, WarmSpare
+from remote.host.supervision.loop import DEFAULTS
+from remote.host.supervision.service import RestartPolicy, Service
 
 
 def bot(clock, **policy):

@@ -59,7 +59,7 @@ def test_never_signals_the_agent_or_its_parents(port):
     """The caller of the agent (here: this test process) holds the port: even --force leaves it."""
     import socket
 
-    from remote.host import agent
+    from remote.host.probes import holders as agent
 
     with socket.socket() as own:
         own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

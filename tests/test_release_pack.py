@@ -83,7 +83,7 @@ def test_bad_sources_are_refused_before_anything_is_packed(tmp_path, make, messa
 def test_a_bumped_stamp_is_one_utc_second_later_in_any_timezone(monkeypatch):
     import time
 
-    from remote.host.release import next_stamp
+    from remote.host.releases.release import next_stamp
 
     for zone in ("UTC", "Asia/Kolkata", "America/Los_Angeles"):
         monkeypatch.setenv("TZ", zone)
@@ -95,8 +95,8 @@ def test_a_bumped_stamp_is_one_utc_second_later_in_any_timezone(monkeypatch):
 
 
 def test_pruning_removes_failed_releases_first(tmp_path):
-    from remote.host import release as host_release
-    from remote.host.files import Layout
+    from remote.host.common.files import Layout
+    from remote.host.releases import release as host_release
 
     paths = Layout(tmp_path / "app")
     stamps = ["2026010100000%d" % n for n in range(1, 8)]
@@ -111,7 +111,7 @@ def test_pruning_removes_failed_releases_first(tmp_path):
 def test_the_manifest_is_what_the_tar_holds_and_what_a_release_without_one_hashes_to(source, tmp_path):
     import hashlib
 
-    from remote.host import manifest
+    from remote.host.releases import manifest
 
     (source / "sulfur_bot" / "link.py").symlink_to("__main__.py")
     package = release.pack(str(source), False, tmp_path)
@@ -125,7 +125,7 @@ def test_the_manifest_is_what_the_tar_holds_and_what_a_release_without_one_hashe
             held[member.name] = ("link:" + member.linkname if member.issym() else
                                  hashlib.sha256(tar.extractfile(member).read()).hexdigest())
         tar.extractall(dest)
-    assert listed == held and "sulfur_bot/link.py" in listed and "remote/host/manifest.py" in listed
+    assert listed == held and "sulfur_bot/link.py" in listed and "remote/host/releases/manifest.py" in listed
     assert package.unpacked == sum((dest / name).lstat().st_size for name in listed)
     # a release from before manifests: hashed from its files, the host's own links left out
     (dest / manifest.NAME).unlink()

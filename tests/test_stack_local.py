@@ -242,7 +242,7 @@ def test_state_settings_and_commands_stay_private_under_a_loose_umask(tmp_path, 
 
 
 def test_private_files_never_follow_a_planted_symlink(tmp_path):
-    from remote.host.files import create_private
+    from remote.host.common.files import create_private
 
     victim = tmp_path / "victim"
     victim.write_text("keep me")
@@ -259,7 +259,7 @@ def test_a_supervisor_of_an_older_release_is_replaced_by_the_next_restart(tmp_pa
     code, app = tmp_path / "code", tmp_path / "app"
     for part in ("dashboard", "remote"):
         shutil.copytree(ROOT / part, code / part, ignore=shutil.ignore_patterns("__pycache__"))
-    module = code / "remote" / "host" / "supervisor.py"
+    module = code / "remote" / "host" / "supervision" / "loop.py"
     current = module.read_text()
     module.write_text(current.replace("\nVERSION = ", "\nVERSION = -1 + "))  # an older supervisor
     settings = {"code_dir": str(code), "python": sys.executable, "port": port}

@@ -351,7 +351,7 @@ def test_port_status_labels_our_processes_by_role_one_row_each(lab):
 def test_the_supervisor_keeps_history_on_each_platform(lab, host):
     """Sampled on the host itself (Termux hides /proc/loadavg and /proc/meminfo: those read 0 there,
     its own processes' CPU and RSS do not)."""
-    from remote.host import history
+    from remote.host.common import history
 
     assert invoke(lab.inventory_path, "restart", "--host", host.name).returncode == 0
     ring = str(Path(host.app_dir, "run", "history.bin"))

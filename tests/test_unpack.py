@@ -41,7 +41,8 @@ def unpack(tmp_path, tar):
     host = load(local_inventory(tmp_path / "inventory.yml", tmp_path / "app")).select()[0]
     host.python = OLD_PYTHON
     dest = tmp_path / "release"
-    out = subprocess.run("%s %s %s" % (agentcalls.host_command(host, "remote.host.unpack"), tar, dest), shell=True,
+    unpacker = agentcalls.host_command(host, "remote.host.releases.unpack")
+    out = subprocess.run("%s %s %s" % (unpacker, tar, dest), shell=True,
                          capture_output=True, text=True, cwd=tmp_path)
     return out, dest
 

@@ -3,7 +3,10 @@
 // One file for both pages that show it, the host's own dashboard and the fleet page (uPlot, vendored).
 (function () {
   "use strict";
-  var SERVICES = ["supervisor", "dashboard", "bot"];
+  // the history's services, named once in the host package (remote/host/common/names.py) and given
+  // to the page in base.html's meta
+  var SERVICES = (document.querySelector('meta[name="sampled-services"]') || {content: ""})
+    .content.split(" ").filter(function (x) { return x; });
   var COLORS = {supervisor: "#9ca3af", dashboard: "#3b82f6", bot: "#f59e0b", load: "#10b981",
                 memory: "#8b5cf6", battery: "#ef4444"};
   var KINDS = {  // what a chart shows: its series, each a name and how to read it from the columns
@@ -124,5 +127,6 @@
     return made;
   }
 
-  window.SulfurCharts = {draw: draw, drawAll: drawAll, restarts: restarts, restartText: restartText};
+  window.SulfurCharts = {draw: draw, drawAll: drawAll, restarts: restarts, restartText: restartText,
+                         SERVICES: SERVICES};
 })();

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any, Dict, Optional, Tuple
 
-from remote.host import history
+from remote.host.common import history
 
 KEPT = 8640  # samples: 24 h at one per 10 s
 STATUS_BYTES = 256 * 1024  # a real status with a bot is about 3 KB

@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from remote import ctlcalls
-from remote.host import history
+from remote.host.common import history
 from remote.inventory import Host
 
 from . import intake

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 from flask import request
 from flask_socketio import SocketIO
 
-from remote.host import names
+from remote.host.common import names
 
 if TYPE_CHECKING:
     from .links import Link

@@ -26,7 +26,8 @@ from remote import actions, render
 from remote import failover as moves
 from remote.botguard import Guard, running_units
 from remote.errors import SulfurError
-from remote.host import bot, names
+from remote.host.common import names
+from remote.host.supervision import bot
 from remote.inventory import Inventory
 
 from .links import Link
@@ -75,6 +76,7 @@ class Fleet:
         self.hosts = [h for h in inventory.hosts.values() if not h.is_local]
         self.token: Optional[str] = secrets.token_urlsafe(24)  # one use: then a cookie
         self.app = Flask(__name__, static_folder=str(HERE / "static"))
+        self.app.jinja_env.globals["sampled"] = names.SAMPLED  # the charts' services (base.html's meta)
         # its own templates, and the dashboard's as "dashboard/...": one base page (head, CSRF meta) for both
         self.app.jinja_loader = ChoiceLoader([FileSystemLoader(str(HERE / "templates")), PrefixLoader(
             {"dashboard": FileSystemLoader(str(DASHBOARD / "templates"))})])

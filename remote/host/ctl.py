@@ -9,10 +9,11 @@ whole restart or deploy is one exec round trip and the same code serves every tr
 import os
 import sys
 
-from remote.host import hooks, names, wire
-from remote.host.errors import BadRequest, Failure, UnknownCommand
-from remote.host.files import Layout, current_stamp
-from remote.host.logtail import LogFollower, last_lines
+from remote.host.common import names, wire
+from remote.host.common.errors import BadRequest, Failure, UnknownCommand
+from remote.host.common.files import Layout, current_stamp
+from remote.host.common.logtail import LogFollower, last_lines
+from remote.host.releases import hooks
 
 _LOCK = {"timeout": (float, 20.0), "lock_timeout": (float, 120.0), "by": (str, None)}
 #: what the other hosts run, gathered by the operator for the exactly-once check (guard.check)
@@ -73,7 +74,7 @@ def options(command, given):
 def dispatch(command, app_dir, opts, settings, stdin):
     """The command's library, imported here: each ctl call pays only for what it runs (a host's
     watch, status or logs start in half the time without the deploy and autostart code)."""
-    from remote.host import stack
+    from remote.host.supervision import stack
 
     if command in ("restart", "start"):
         return stack.restart(app_dir, settings, opts["service"], opts["force"], opts["grace"], opts["timeout"],
@@ -86,26 +87,26 @@ def dispatch(command, app_dir, opts, settings, stdin):
     if command == "ping":  # what this host speaks (the answer carries its protocols) and runs
         return {"ok": True, "release": current_stamp(Layout(app_dir))}
     if command == "role":
-        from remote.host import roles
+        from remote.host.supervision import roles
 
         return roles.set_role(app_dir, settings, opts["role"], opts["checks"], opts["settle"], opts["timeout"])
     if command in ("deploy", "rollback", "releases"):
         return _release(command, app_dir, opts, settings)
     if command == "autostart":
-        from remote.host import autostart
+        from remote.host.releases import autostart
 
         return autostart.autostart(app_dir, opts["remove"])
     if command == "logs":
         return logs(app_dir, opts["service"], opts["lines"], opts["follow"], stdin)
     if command == "watch":  # JSON lines until the operator goes away
-        from remote.host import watch
+        from remote.host.supervision import watch
 
         return watch.watch(app_dir, opts["since"], stdin, opts["token_env"])
     return stack.dev(app_dir, settings, opts["force"], opts["grace"], opts["checks"])  # execs the supervisor
 
 
 def _release(command, app_dir, opts, settings):
-    from remote.host import release
+    from remote.host.releases import release
 
     if command == "deploy":
         return release.deploy(app_dir, settings, opts["stamp"], opts["commit"], opts["keep"], opts["shared"],

@@ -110,7 +110,7 @@
 
   function caption(history, kind) {  // "CPU %, 24 h: bot 4.2 now, 9.8 at most"
     var key = kind === "cpu" ? "_cpu" : "_rss", scale = kind === "cpu" ? 10 : 1024;
-    var parts = ["supervisor", "dashboard", "bot"].map(function (svc) {
+    var parts = SulfurCharts.SERVICES.map(function (svc) {
       var values = history[svc + key] || [];
       if (!values.length) return null;
       var top = 0;  // a loop: Math.max.apply fails on very long arrays

@@ -10,9 +10,9 @@ import shlex
 import subprocess
 import sys
 
-from remote.host.errors import Failure
-from remote.host.files import Layout
-from remote.host.system import UNIT_NAME, autostart_paths, detect_platform, which
+from remote.host.common.errors import Failure
+from remote.host.common.files import Layout
+from remote.host.common.system import UNIT_NAME, autostart_paths, detect_platform, which
 
 UNIT = """[Unit]
 Description=Sulfur bot stack (sulfur-ops supervisor of {description})

@@ -9,12 +9,12 @@ import os
 import subprocess
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from remote.host import orphans
-from remote.host.agent import describe_holder
-from remote.host.files import Layout, rotate
-from remote.host.listener import Listener, create_listener
-from remote.host.logtail import LogFollower
-from remote.host.system import read_pid, which
+from remote.host.common.files import Layout, rotate
+from remote.host.common.logtail import LogFollower
+from remote.host.common.system import read_pid, which
+from remote.host.probes.holders import describe_holder
+from remote.host.supervision import orphans
+from remote.host.supervision.listener import Listener, create_listener
 
 BEAT = 5.0      # `status` tells a dead supervisor by the age of its pidfile's mtime
 ROTATE = 30.0   # logs past their cap are copied and truncated this often

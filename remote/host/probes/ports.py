@@ -11,7 +11,7 @@ import re
 import socket
 import subprocess
 
-from remote.host.system import open_paths, read_file, which
+from remote.host.common.system import open_paths, read_file, which
 
 TCP_LISTEN, TCP_TIME_WAIT = "0A", "06"  # /proc/net/tcp state codes
 _SS_USERS = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')

@@ -8,7 +8,9 @@ list is how a new service ends up controllable from one place and invisible in a
 SERVICES = ("dashboard", "bot")
 #: what restart, start and stop accept: one service, or all of them
 TARGETS = SERVICES + ("all",)
+#: the processes of a stack, each with its pidfile under run/ (the supervisor and what it runs)
+PROCESSES = ("supervisor",) + SERVICES
 #: whose log files there are (the supervisor writes its own)
-LOGS = ("supervisor",) + SERVICES
+LOGS = PROCESSES
 #: whose figures the history ring keeps, in the ring's column order (changing it changes the file format)
-SAMPLED = ("supervisor",) + SERVICES
+SAMPLED = PROCESSES

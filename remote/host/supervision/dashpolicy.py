@@ -11,10 +11,10 @@ import select
 import signal
 from typing import Any, Dict, List, Optional, Tuple
 
-from remote.host.files import error_tail, rotate
-from remote.host.handover import Handover, WarmSpare, code_key, code_mtimes
-from remote.host.listener import spawn_on_socket
-from remote.host.policy import Context
+from remote.host.common.files import error_tail, rotate
+from remote.host.supervision.handover import Handover, WarmSpare, code_key, code_mtimes
+from remote.host.supervision.listener import spawn_on_socket
+from remote.host.supervision.policy import Context
 
 
 class DashboardPolicy:

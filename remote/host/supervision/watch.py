@@ -12,9 +12,10 @@ import json
 import os
 import sys
 
-from remote.host import history, stack
-from remote.host.files import Layout
-from remote.host.wire import PROTOCOL
+from remote.host.common import history
+from remote.host.common.files import Layout
+from remote.host.common.wire import PROTOCOL
+from remote.host.supervision import stack
 
 POLL = 0.5
 BACKLOG_POINTS = 1440  # one per minute over 24 h

@@ -9,12 +9,12 @@ every start of the bot honours (a restart, the page's button, a rollback, autost
 
 import time
 
-from remote.host import bot, guard, orphans
-from remote.host.errors import Failure
-from remote.host.files import Layout, error_tail
-from remote.host.inbox import ask
-from remote.host.stack import operator_lock, restart_locked, stack_config, wait_bot_up
-from remote.host.system import is_alive, read_pid, read_pidfile
+from remote.host.common.errors import Failure
+from remote.host.common.files import Layout, error_tail
+from remote.host.common.system import is_alive, read_pid, read_pidfile
+from remote.host.supervision import bot, guard, orphans
+from remote.host.supervision.inbox import ask
+from remote.host.supervision.stack import operator_lock, restart_locked, stack_config, wait_bot_up
 
 
 def set_role(app_dir, settings, role, checks=None, settle=5.0, timeout=20.0):

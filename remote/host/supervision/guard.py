@@ -9,10 +9,10 @@ changes. The token never leaves the host: only its bot id travels.
 import os
 import time
 
-from remote.host import bot, orphans
-from remote.host.errors import Failure
-from remote.host.files import read_env_file, read_json
-from remote.host.system import read_pid
+from remote.host.common.errors import Failure
+from remote.host.common.files import read_env_file, read_json
+from remote.host.common.system import read_pid
+from remote.host.supervision import bot, orphans
 
 #: states in which a host counts as running its bot: it is up, or about to be again by itself
 RUNNING = ("running", "starting", "backoff", "stopping", "orphaned")

@@ -14,13 +14,15 @@ import subprocess
 import sys
 import time
 
-from remote.host import CODE_DIR, agent, bot, guard, orphans
-from remote.host.contract import StackSettings
-from remote.host.errors import Failure
-from remote.host.files import Layout, error_tail, read_env_file, read_json, write_json
-from remote.host.inbox import ask
-from remote.host.supervisor import DEFAULTS, VERSION
-from remote.host.system import is_alive, read_pid, read_pidfile
+from remote.host import CODE_DIR
+from remote.host.common.contract import StackSettings
+from remote.host.common.errors import Failure
+from remote.host.common.files import Layout, error_tail, read_env_file, read_json, write_json
+from remote.host.common.system import is_alive, read_pid, read_pidfile
+from remote.host.probes import holders
+from remote.host.supervision import bot, guard, orphans
+from remote.host.supervision.inbox import ask
+from remote.host.supervision.loop import DEFAULTS, VERSION
 
 #: settings that only a new supervisor can apply (the socket, the commands it runs)
 RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock", "standby",
@@ -98,13 +100,13 @@ def check_dashboard_python(config, timeout=3.0):
 
 def preflight(paths, port, force, grace):
     """Before a supervisor starts: the port must be free, TIME_WAIT, or held by our own stale process."""
-    found = agent.probe(port, paths.app_dir)
+    found = holders.probe(port, paths.app_dir)
     if found["state"] in ("free", "time_wait", "unknown"):
         return found["state"]
     foreign = [item for item in found["listeners"] if not item["managed"]]
-    other = sorted({agent.stack_of(item) for item in foreign} - {None})
+    other = sorted({holders.stack_of(item) for item in foreign} - {None})
     if other and not force:  # our own kind, for another app dir: say which, and how to reach it
-        roles = agent.roles(other[0])
+        roles = holders.labels(other[0])
         order = {"supervisor": 0, "dashboard": 1, "spare": 2}
         held = sorted(("%s pid %d" % (roles.get(item["pid"], "process"), item["pid"]) for item in foreign
                        if item["pid"]), key=lambda text: (order.get(text.split()[0], 3), text))
@@ -112,9 +114,9 @@ def preflight(paths, port, force, grace):
                       "act on it through the inventory host whose app_dir that is (the dev stack of invoke dev: "
                       "any task without --host), or stop it first" % (port, other[0], ", ".join(held), paths.app_dir))
     if foreign and not force:
-        who = "; ".join(agent.who(item) if item["pid"] else "a process this user cannot see" for item in foreign)
+        who = "; ".join(holders.who(item) if item["pid"] else "a process this user cannot see" for item in foreign)
         raise Failure("port %d is held by %s: not ours, left alone (stop it, or use --force)" % (port, who))
-    freed = agent.free(port, paths.app_dir, force=force, grace=grace)
+    freed = holders.free(port, paths.app_dir, force=force, grace=grace)
     if not freed["ok"]:
         raise Failure("could not free port %d: %s" % (port, freed["error"]))
     return "freed " + ", ".join("pid %d" % s["pid"] for s in freed["stopped"])

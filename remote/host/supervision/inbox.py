@@ -11,9 +11,9 @@ import os
 import signal
 import time
 
-from remote.host.errors import Failure
-from remote.host.files import write_json
-from remote.host.system import read_pid
+from remote.host.common.errors import Failure
+from remote.host.common.files import write_json
+from remote.host.common.system import read_pid
 
 ACTIONS = ("restart", "stop", "start")
 

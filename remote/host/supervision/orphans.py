@@ -16,8 +16,17 @@ import signal
 import socket
 import time
 
-from remote.host.agent import stop_process
-from remote.host.system import environ, is_alive, is_dashboard, pids, process_info, read_file, read_pidfile, stat_fields
+from remote.host.common.system import (
+    environ,
+    is_alive,
+    is_dashboard,
+    pids,
+    process_info,
+    read_file,
+    read_pidfile,
+    stat_fields,
+)
+from remote.host.probes.holders import stop_process
 
 
 class Orphan:

@@ -21,7 +21,7 @@ its command and carries wire.py, not these documents.
 
 from typing import Any, Dict, List, Optional
 
-from remote.host.wire import PROTOCOL  # noqa: F401  (the number belongs with the documents it versions)
+from remote.host.common.wire import PROTOCOL  # noqa: F401  (the number belongs with the documents it versions)
 
 try:  # typing.TypedDict exists from Python 3.8 on; it documents, nothing checks it at run time
     from typing import TypedDict
@@ -42,7 +42,7 @@ class AgentRequest(TypedDict, total=False):
 
 
 class PlanRequest(TypedDict, total=False):
-    """deploy --plan, to remote.host.plan (bundled like the agent)."""
+    """deploy --plan, to remote.host.releases.plan (bundled like the agent)."""
     protocol: int
     app_dir: str
     files: Dict[str, str]   # the release to ship: name -> manifest.file_digest

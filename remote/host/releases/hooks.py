@@ -18,9 +18,9 @@ import signal
 import subprocess
 import time
 
-from remote.host.errors import BadRequest, Failure
-from remote.host.files import read_env_file
-from remote.host.service import GroupPopen, group_alive
+from remote.host.common.errors import BadRequest, Failure
+from remote.host.common.files import read_env_file
+from remote.host.supervision.service import GroupPopen, group_alive
 
 NAMES = ("before_switch", "after_switch")
 LINE_CAP = 400  # characters of one output line passed on

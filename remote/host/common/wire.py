@@ -7,7 +7,7 @@ import os
 import select
 import sys
 
-from remote.host.errors import BadRequest, ProtocolMismatch
+from remote.host.common.errors import BadRequest, ProtocolMismatch
 
 #: the newest protocol this side speaks: bump it when a request or an answer changes in a way the
 #: other side must know about (a new command, option or field meaning), and name the new commands in SINCE

@@ -16,13 +16,14 @@ import subprocess
 import threading
 import time
 
-from remote.host.system import stat_fields
+from remote.host.common import names
+from remote.host.common.system import stat_fields
 
 INTERVAL = 10
 SLOTS = 24 * 3600 // INTERVAL
 MAGIC = b"SOH1"
 HEADER = struct.Struct("<4sHHI")  # magic, record size, interval, slots
-SERVICES = ("supervisor", "dashboard", "bot")
+SERVICES = names.SAMPLED  # the record below has room for exactly these three
 RECORD = struct.Struct("<IBHIHHIHHIHHIIb")  # t, serving, 3 x (cpu, rss, restarts), load, mem used, total, battery
 FIELDS = ("t", "serving") + tuple("%s_%s" % (s, k) for s in SERVICES for k in ("cpu", "rss", "restarts")) + (
     "load", "mem_used", "mem_total", "battery")

@@ -13,11 +13,11 @@ import socket
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from remote.host import alerts
-from remote.host.files import Layout, error_tail
-from remote.host.inbox import reply
-from remote.host.jobs import Jobs, Outcome
-from remote.host.system import pidfile_line
+from remote.host.common.files import Layout, error_tail
+from remote.host.common.system import pidfile_line
+from remote.host.supervision import alerts
+from remote.host.supervision.inbox import reply
+from remote.host.supervision.jobs import Jobs, Outcome
 
 try:  # typing.Protocol exists from Python 3.8 on
     from typing import Protocol

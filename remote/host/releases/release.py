@@ -13,12 +13,14 @@ import subprocess
 import sys
 import time
 
-from remote.host import CODE_DIR, guard, hooks, manifest
-from remote.host.errors import Failure
-from remote.host.files import Layout, current_stamp, read_json, write_json
-from remote.host.inbox import ask
-from remote.host.stack import operator_lock, restart_locked, stack_config, wait_bot_up
-from remote.host.system import open_paths
+from remote.host import CODE_DIR
+from remote.host.common.errors import Failure
+from remote.host.common.files import Layout, current_stamp, read_json, write_json
+from remote.host.common.system import open_paths
+from remote.host.releases import hooks, manifest
+from remote.host.supervision import guard
+from remote.host.supervision.inbox import ask
+from remote.host.supervision.stack import operator_lock, restart_locked, stack_config, wait_bot_up
 
 STAMP = "%Y%m%d%H%M%S"
 BOT_GRACE = 3.0  # a bot still running this long after the switch counts as healthy
@@ -232,7 +234,7 @@ class _Steps:
 
 
 def _unpack_time(release):
-    """The unpack step's own figure, left in the release by remote.host.unpack."""
+    """The unpack step's own figure, left in the release by remote.host.releases.unpack."""
     path = os.path.join(release, "_unpack.json")
     seconds = read_json(path).get("seconds")
     if os.path.exists(path):

@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from remote.host.logtail import last_lines
+from remote.host.common.logtail import last_lines
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ERROR_LINE = re.compile(r"error|exception|traceback|failed|in use", re.I)

@@ -15,8 +15,8 @@ import hashlib
 import os
 import time
 
-from remote.host.errors import BadRequest
-from remote.host.files import read_env_file, read_json, write_json
+from remote.host.common.errors import BadRequest
+from remote.host.common.files import read_env_file, read_json, write_json
 
 TOKEN_NAMES = ("DISCORD_TOKEN", "BOT_TOKEN", "TOKEN")
 WINDOW = 24 * 3600.0

@@ -9,8 +9,8 @@
 
 import subprocess
 
-from remote.host.files import Layout, read_json
-from remote.host.system import which
+from remote.host.common.files import Layout, read_json
+from remote.host.common.system import which
 
 ADB_PHANTOM = ('adb shell "/system/bin/device_config set_sync_disabled_for_tests persistent; '
                '/system/bin/device_config put activity_manager max_phantom_processes 2147483647"; '

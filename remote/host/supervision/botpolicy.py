@@ -11,11 +11,11 @@ import socket
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
-from remote.host.bot import Keeper
-from remote.host.listener import shell
-from remote.host.policy import Context
-from remote.host.service import GroupPopen, group_alive, kill_group
-from remote.host.system import parent_pid
+from remote.host.common.system import parent_pid
+from remote.host.supervision.bot import Keeper
+from remote.host.supervision.listener import shell
+from remote.host.supervision.policy import Context
+from remote.host.supervision.service import GroupPopen, group_alive, kill_group
 
 
 def launch(argv: List[str], **kwargs: Any) -> Any:

@@ -12,10 +12,12 @@ import os
 import shutil
 import sys
 
-from remote.host import guard, manifest, wire
-from remote.host.errors import BadRequest, Failure
-from remote.host.files import Layout, current_stamp, parse_env, read_env_file, read_json
-from remote.host.system import existing_parent
+from remote.host.common import wire
+from remote.host.common.errors import BadRequest, Failure
+from remote.host.common.files import Layout, current_stamp, parse_env, read_env_file, read_json
+from remote.host.common.system import existing_parent
+from remote.host.releases import manifest
+from remote.host.supervision import guard
 
 
 def bot_check(paths, settings, checks, env_text):
