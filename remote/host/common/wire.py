@@ -39,6 +39,11 @@ def header(command):
     return {"protocol": max(OLDEST, SINCE.get(command, OLDEST)), "protocols": [OLDEST, PROTOCOL]}
 
 
+def agreed():
+    """The protocol of the request being served: the highest both sides speak (OLDEST before any)."""
+    return _agreed[0]
+
+
 def answer(doc, exit_code=None):
     """Print ``doc`` as the command's answer (one line, with the agreed protocol and this side's range);
     the exit status."""

@@ -12,9 +12,8 @@ import json
 import os
 import sys
 
-from remote.host.common import history
+from remote.host.common import history, wire
 from remote.host.common.files import Layout
-from remote.host.common.wire import PROTOCOL
 from remote.host.supervision import stack
 
 POLL = 0.5
@@ -30,7 +29,7 @@ def _mtime(path):
 
 
 def emit(doc, out=sys.stdout):
-    out.write(json.dumps(dict(doc, protocol=PROTOCOL)) + "\n")
+    out.write(json.dumps(dict(doc, protocol=wire.agreed())) + "\n")
     out.flush()
 
 
