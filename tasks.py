@@ -361,9 +361,10 @@ def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",
             "lines": "lines to show (default 50)", "follow": "keep printing new lines until Ctrl+C",
-            "raw": "keep colours and other control characters (only when printing to a terminal)"})
+            "raw": "keep colours and other control characters (only when printing to a terminal)",
+            "timeout": "without --follow: give a host that does not answer up after this many seconds (30)"})
 @_one_line_error
-def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False):
+def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False, timeout=30.0):
     """Print a service's log from each host; --follow keeps streaming it."""
     targets = _hosts(host, False, dev=True)
     if follow and len(targets) > 1:
@@ -373,7 +374,8 @@ def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False):
         if len(targets) > 1:
             print("==> %s <==" % target.name)
         with open_runner(target) as runner:
-            failed |= ctlcalls.logs(runner, target, service, int(lines), follow, raw and sys.stdout.isatty()) != 0
+            failed |= ctlcalls.logs(runner, target, service, int(lines), follow, raw and sys.stdout.isatty(),
+                                    float(timeout)) != 0
     if failed:
         raise Exit(code=1)
 

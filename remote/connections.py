@@ -18,11 +18,12 @@ import shutil
 import sys
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from invoke import Context
-from invoke.exceptions import CommandTimedOut
+from invoke import Config, Context
+from invoke.exceptions import CommandTimedOut, ThreadException
 
 from remote.host.common import wire
 
+from .capture import AnswerTooLarge, BoundedLocal
 from .errors import ContractError, HostError, UnknownCommand
 from .inventory import Host
 
@@ -30,7 +31,11 @@ Runner = Any  # fabric.Connection or LocalRunner: both have .run() and .put()
 
 
 class LocalRunner(Context):
-    """invoke's Context with Fabric's `put()`: a path relative to the home directory, like SFTP's."""
+    """invoke's Context with Fabric's `put()`: a path relative to the home directory, like SFTP's;
+    its commands' output captured within bounds (capture.py)."""
+
+    def __init__(self, config: Optional[Config] = None) -> None:
+        super().__init__(config or Config(overrides={"runners": {"local": BoundedLocal}}))
 
     def put(self, local: str, remote: str, preserve_mode: bool = True) -> None:
         target = os.path.join(os.path.expanduser("~"), remote)
@@ -87,6 +92,11 @@ def run(runner: Runner, command: str, timeout: Optional[float] = None,
         return runner.run(command, **options)
     except CommandTimedOut:
         raise HostError("command timed out after %s s" % timeout) from None
+    except ThreadException as exc:
+        for caught in exc.exceptions:
+            if isinstance(caught.value, AnswerTooLarge):
+                raise HostError(str(caught.value)) from None
+        raise
     except _lost() as exc:
         raise HostError("connection lost: %s" % (exc or type(exc).__name__)) from None
 

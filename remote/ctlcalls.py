@@ -13,11 +13,14 @@ import shlex
 import sys
 from typing import Any, Callable, Dict, Optional
 
+from invoke.exceptions import CommandTimedOut
+
 from remote.host import CODE_DIR
 from remote.host.common import wire
 from remote.host.releases import hooks
 
 from .connections import RequestStream, Runner, call
+from .errors import HostError
 from .inventory import Host
 from .render import TerminalStream
 
@@ -135,11 +138,18 @@ def autostart(runner: Runner, host: Host, remove: bool = False) -> Dict[str, Any
     return call_ctl(runner, host, "autostart", {"remove": remove})
 
 
-def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw: bool = False) -> int:
+def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw: bool = False,
+         timeout: Optional[float] = 30.0) -> int:
     """The log's text to this terminal, control characters made harmless unless ``raw``; with
-    ``follow``, until Ctrl+C (stdin stays open until then, and the host side stops when it ends)."""
+    ``follow``, until Ctrl+C (stdin stays open until then, and the host side stops when it ends).
+    Without ``follow``, a host whose command never ends is given up after ``timeout`` seconds."""
     request = ctl_request(host, "logs", {"service": service, "lines": lines, "follow": follow})
     out = sys.stdout if raw else TerminalStream(sys.stdout)
-    result = runner.run(ctl_command(host, "logs"), warn=True, in_stream=RequestStream(request, hold=follow),
-                        out_stream=out, err_stream=TerminalStream(sys.stderr))
+    try:
+        result = runner.run(ctl_command(host, "logs"), warn=True, in_stream=RequestStream(request, hold=follow),
+                            out_stream=out, err_stream=TerminalStream(sys.stderr),
+                            timeout=None if follow else timeout)
+    except CommandTimedOut:
+        raise HostError("%s: the logs did not come within %s s: is the host overloaded? (--timeout to wait "
+                        "longer)" % (host.name, "%g" % timeout)) from None
     return result.exited  # not 0: no release, a bad request (its one-line answer was printed)

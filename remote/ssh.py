@@ -20,6 +20,7 @@ import paramiko
 from fabric import Config, Connection
 from fabric.runners import Remote
 
+from .capture import handle_output
 from .errors import HostError, UnknownHostKey
 from .inventory import SETTINGS, Host, jump_host
 
@@ -83,6 +84,9 @@ class QuietStdinRemote(Remote):
             self.channel.send(b"\x03")
         except (OSError, EOFError):
             raise interrupt from None
+
+    def _handle_output(self, buffer_: List[str], hide: bool, output: Any, reader: Any) -> None:
+        handle_output(self, buffer_, hide, output, reader)  # bounded: a host cannot fill this machine's memory
 
     def _write_proc_stdin(self, data: bytes) -> None:
         try:

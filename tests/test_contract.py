@@ -229,3 +229,38 @@ def test_doctor_ends_for_an_app_dir_that_is_empty_or_relative(tmp_path, app_dir)
                          capture_output=True, text=True, timeout=60)
     doc = json.loads(out.stdout)
     assert doc["ok"] and doc["disk_free"] is not None and doc["app_dir_exists"] is False
+
+
+def test_an_endless_answer_ends_the_call_with_one_line_and_bounded_memory(tmp_path):
+    """A host whose ctl answers 300 MB on one line (broken, or hostile): the operator stops reading at
+    16 MiB, kills the command, and says so in one line, fast and without holding the flood in memory."""
+    flood = ("import sys\nchunk = 'x' * 65536\nfor _ in range(300 * 16):\n    sys.stdout.write(chunk)\n"
+             "sys.stdout.flush()\n")
+    fake_release(tmp_path / "app", {"remote/__init__.py": "", "remote/host/__init__.py": "",
+                                    "remote/host/ctl.py": flood})
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app")
+    measure = ("import resource, runpy, sys\nsys.argv = ['invoke', 'status']\ntry:\n"
+               "    runpy.run_module('invoke', run_name='__main__')\nfinally:\n"
+               "    print('maxrss_kb=%d' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", measure], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, SULFUR_INVENTORY=str(inventory)))
+    elapsed = time.monotonic() - started
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    [row] = [line for line in out.stdout.splitlines() if line.startswith("local")]
+    assert "the host's answer is larger than 16 MiB" in row
+    assert elapsed < 30, elapsed  # generous: it takes about a second
+    rss_mb = int(out.stderr.split("maxrss_kb=")[1].split()[0]) / 1024
+    assert rss_mb < 200, rss_mb  # 300 MB were sent; a capture of all of it would be far over this
+
+
+def test_logs_against_a_host_that_never_answers_ends_at_its_timeout_with_one_line(tmp_path):
+    hang = "import time\ntime.sleep(600)\n"
+    fake_release(tmp_path / "app", {"remote/__init__.py": "", "remote/host/__init__.py": "",
+                                    "remote/host/ctl.py": hang})
+    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app")
+    started = time.monotonic()
+    out = invoke(inventory, "logs", "--timeout", "2")
+    assert time.monotonic() - started < 20
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "local: the logs did not come within 2 s" in out.stdout + out.stderr

@@ -12,14 +12,29 @@ from typing import List, Optional
 
 def last_lines(path: str, count: int = 200, end: Optional[int] = None) -> List[str]:
     """The last ``count`` lines of a file (of its first ``end`` bytes: where a LogFollower made just
-    before starts, so that no line is lost or shown twice between the two), or [] when it does not exist."""
+    before starts, so that no line is lost or shown twice between the two), or [] when it does not exist.
+    Reads backwards from the end in blocks, never the whole file: a log may be large."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read() if end is None else handle.read(end)
+            pos = handle.seek(0, os.SEEK_END) if end is None else min(end, handle.seek(0, os.SEEK_END))
+            data, limit = b"", pos
+            while pos > 0 and data.count(b"\n") <= count and limit - pos < TAIL_BYTES:
+                step = min(BLOCK, pos)
+                pos -= step
+                handle.seek(pos)
+                data = handle.read(step) + data
     except OSError:
         return []
     text = io.StringIO(data.decode("utf-8", "replace"), newline=None)  # \r and \r\n end lines, as before
-    return [line.rstrip("\n") for line in deque(text, maxlen=count)]
+    lines = [line.rstrip("\n") for line in deque(text, maxlen=count + 1)]
+    if pos > 0 and len(lines) > count:  # the first line read may be the end of a longer one
+        lines = lines[1:]
+    return lines[-count:] if count else []
+
+
+BLOCK = 64 * 1024
+#: at most this much of a file is read for its last lines (a line of megabytes is not a log line)
+TAIL_BYTES = 8 * 1024 * 1024
 
 
 HEAD_BYTES = 64
