@@ -4,29 +4,53 @@ werkzeug runs each connection in a daemon thread that dies with the process, and
 keep-alive connections open forever; both would cut requests short on exit. Here every connection
 thread is tracked, an idle connection is closed once draining starts, and the process waits for the
 busy ones (up to a drain timeout) before it exits.
+
+Bounds, as gunicorn and nginx keep them: a connection idle for ``idle_timeout`` (60 s) is closed, and
+at most ``max_connections`` (100) are held at once, one thread each. A new connection at the cap
+closes the connection idle the longest (or, with none idle, is answered 503 and closed without a
+thread), so 400 idle sockets cost 100 threads at most and /healthz still answers at once.
 """
 
 import select
 import signal
+import socket
 import threading
 import time
-from typing import Callable, Optional, Set
+from typing import Callable, Dict, Optional, Set
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, make_server
 
 from remote.host.supervision.listener import store_socket
 
 IDLE_POLL_SECONDS = 0.2
+IDLE_TIMEOUT = 60.0
+MAX_CONNECTIONS = 100
+BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+               b"Retry-After: 1\r\nContent-Length: 20\r\n\r\ntoo many connections")
 
 
 class DrainingHandler(WSGIRequestHandler):
-    """Waits for a request while watching the server's drain flag instead of blocking in readline."""
+    """Waits for a request while watching the server's drain flag, its idle deadline and an eviction,
+    instead of blocking in readline; a request line that never completes times out too."""
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # type: ignore[attr-defined]  # set on the socket: a half-sent
+        super().setup()                                                        # request ends too
 
     def handle_one_request(self) -> None:
-        draining = self.server.draining  # type: ignore[attr-defined]
+        server = self.server
+        draining, idle = server.draining, server.idle  # type: ignore[attr-defined]
+        with server.conns_lock:  # type: ignore[attr-defined]
+            idle[self.connection] = time.monotonic()
         while not select.select([self.connection], [], [], IDLE_POLL_SECONDS)[0]:
-            if draining.is_set():
-                self.close_connection = True  # idle when draining began: the client reconnects
+            with server.conns_lock:  # type: ignore[attr-defined]
+                since = idle.get(self.connection)
+            if draining.is_set() or since is None or time.monotonic() - since > server.idle_timeout:  # type: ignore
+                self.close_connection = True  # idle when draining began, evicted, or for too long
+                return
+        with server.conns_lock:  # type: ignore[attr-defined]
+            if idle.pop(self.connection, None) is None:  # evicted as it woke: the socket is shut down
+                self.close_connection = True
                 return
         super().handle_one_request()
         if draining.is_set():
@@ -36,29 +60,61 @@ class DrainingHandler(WSGIRequestHandler):
 class Server:
     """A werkzeug server on a given listening socket, with drain-on-signal."""
 
-    def __init__(self, app: object, sock_fd: int, host: str, drain_timeout: float = 10.0) -> None:
+    def __init__(self, app: object, sock_fd: int, host: str, drain_timeout: float = 10.0,
+                 idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
         self.draining = threading.Event()
-        self.drain_timeout = drain_timeout
+        self.drain_timeout, self.max_connections = drain_timeout, max_connections
         self._threads: Set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
         self.httpd: ThreadedWSGIServer = make_server(
             host, 0, app, threaded=True, request_handler=DrainingHandler, fd=sock_fd
         )
+        self.idle: Dict[socket.socket, float] = {}  # connection -> idle since (monotonic), while it waits
         self.httpd.draining = self.draining  # type: ignore[attr-defined]
+        self.httpd.idle, self.httpd.conns_lock = self.idle, self._threads_lock  # type: ignore[attr-defined]
+        self.httpd.idle_timeout = idle_timeout  # type: ignore[attr-defined]
         self.httpd.process_request = self._process_request  # type: ignore[method-assign]
 
-    def _process_request(self, request: object, client_address: object) -> None:
-        thread = threading.Thread(target=self._run_request, args=(request, client_address), daemon=True)
+    def _process_request(self, request: socket.socket, client_address: object) -> None:
         with self._threads_lock:
+            if len(self._threads) >= self.max_connections and not self._evict_idlest():
+                self._refuse(request)
+                return
+            thread = threading.Thread(target=self._run_request, args=(request, client_address), daemon=True)
             self._threads.add(thread)
+            self.idle[request] = time.monotonic()  # idle until its first request line
         thread.start()
 
-    def _run_request(self, request: object, client_address: object) -> None:
+    def _evict_idlest(self) -> bool:
+        """Close the connection idle the longest (its thread sees it and ends); False when none is idle."""
+        if not self.idle:
+            return False
+        oldest = min(self.idle, key=self.idle.__getitem__)
+        del self.idle[oldest]
+        try:
+            oldest.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
+    @staticmethod
+    def _refuse(request: socket.socket) -> None:
+        """Every connection is busy: 503 and close, from the accepting thread, never blocking on it."""
+        try:
+            request.setblocking(False)
+            request.send(BUSY_ANSWER)
+        except OSError:
+            pass
+        finally:
+            request.close()
+
+    def _run_request(self, request: socket.socket, client_address: object) -> None:
         try:
             self.httpd.process_request_thread(request, client_address)  # type: ignore[arg-type]
         finally:
             with self._threads_lock:
                 self._threads.discard(threading.current_thread())
+                self.idle.pop(request, None)
 
     def busy(self) -> int:
         with self._threads_lock:

@@ -33,6 +33,8 @@ class Settings:
     bot_log: Optional[Path] = None
     release: str = "dev"
     drain_timeout: float = 10.0
+    idle_timeout: float = 60.0      # an idle connection is closed after this long
+    max_connections: int = 100      # connections held at once (one thread each)
     allowed_hosts: List[str] = field(default_factory=list)   # Host names answered besides the bound address
     allowed_origins: Optional[List[str]] = None              # Socket.IO origins; None: the same origin only
 
@@ -93,6 +95,8 @@ def parse(argv: Optional[List[str]] = None, environ: Optional[dict] = None) -> S
     parser.add_argument("--app-dir", default=env.get("DASHBOARD_APP_DIR", str(DEV_APP_DIR)))
     parser.add_argument("--bot-log", default=env.get("DASHBOARD_BOT_LOG"))
     parser.add_argument("--drain-timeout", default=env.get("DASHBOARD_DRAIN_TIMEOUT", "10"))
+    parser.add_argument("--idle-timeout", default=env.get("DASHBOARD_IDLE_TIMEOUT", "60"))
+    parser.add_argument("--max-connections", default=env.get("DASHBOARD_MAX_CONNECTIONS", "100"))
     args = parser.parse_args(argv)
 
     try:
@@ -127,6 +131,8 @@ def parse(argv: Optional[List[str]] = None, environ: Optional[dict] = None) -> S
         bot_log=Path(os.path.expanduser(args.bot_log)) if args.bot_log else None,
         release=release_name(),
         drain_timeout=_number("DASHBOARD_DRAIN_TIMEOUT", args.drain_timeout, float, 0),
+        idle_timeout=_number("DASHBOARD_IDLE_TIMEOUT", args.idle_timeout, float, 1),
+        max_connections=int(_number("DASHBOARD_MAX_CONNECTIONS", args.max_connections, int, 4)),
         allowed_hosts=[h.strip() for h in env.get("DASHBOARD_ALLOWED_HOSTS", "").split(",") if h.strip()],
         allowed_origins=origins or None,
     )
