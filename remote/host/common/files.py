@@ -6,6 +6,8 @@ The supervisor, the stack and release libraries, the agent and the dashboard all
 import json
 import os
 import re
+import shutil
+import threading
 
 from remote.host.common.logtail import last_lines
 
@@ -126,16 +128,21 @@ def error_tail(path, count=20):
     return errors[-5:] if errors else lines[-count:]
 
 
-def rotate(path, copy=False):
-    """Keep a log under LOG_CAP: move it to .1 (or copy and truncate it while a child writes to it)."""
-    try:
-        if os.path.getsize(path) < LOG_CAP:
-            return
-        if copy:  # the child holds the file open with O_APPEND: truncating keeps its writes coming
-            with open(path, "rb") as src, open(path + ".1", "wb") as dst:
-                dst.write(src.read())
-            os.truncate(path, 0)
-        else:
-            os.replace(path, path + ".1")
-    except OSError:
-        pass
+_ROTATING = threading.Lock()  # the loop (a cold start's rename) and the log cap's thread (copies)
+
+
+def rotate(path, copy=False, cap=None):
+    """Keep a log under ``cap`` (LOG_CAP): move it to .1, or, while a child writes to it, copy it
+    there in blocks (never the whole file in memory: a flood may make it large) and truncate it."""
+    with _ROTATING:
+        try:
+            if os.path.getsize(path) < (cap or LOG_CAP):
+                return
+            if copy:  # the child holds the file open with O_APPEND: truncating keeps its writes coming
+                with open(path, "rb") as src, open(path + ".1", "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.truncate(path, 0)
+            else:
+                os.replace(path, path + ".1")
+        except OSError:
+            pass

@@ -273,6 +273,7 @@ class Supervisor:
             self.finish()
 
     def finish(self):
+        self.upkeep.log_cap.stop()
         self.ctx.listener.sock.close()
         self.state = "stopped"
         for name in list(self.services) + ["supervisor"]:
