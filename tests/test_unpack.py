@@ -137,6 +137,9 @@ ESCAPES = {
     "through-a-file": ([entry("f"), entry("f/x/y")], "f/x/y: a path that goes through f, which is a file"),
     "dangling-link-as-dir": ([link("l", "nothing"), entry("l/x")], "which leads to no earlier member"),
     "symlink-loop": ([link("a", "b"), link("b", "a"), entry("a/x")], "follows more than 40 symlinks"),
+    "too-deep": ([entry("d/" * 300 + "x")], "is too long or too deep"),
+    "too-long-through-links": ([entry("a/" * 200 + "f"), link("s", "a/" * 200 + "../" * 200),
+                                link("t", "s/" * 30 + "x"), entry("t/y")], "is too long or too deep"),
     "case-only-difference": ([entry("Lib/x"), entry("lib/y")], "lib/y: the same name as Lib but for case"),
 }
 

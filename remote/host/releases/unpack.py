@@ -23,6 +23,9 @@ import time
 
 #: what the kernel follows before it gives up (ELOOP): a longer chain is refused, not resolved
 MAX_HOPS = 40
+#: names a resolution may step through, and how deep a real path may go: far beyond any release, and
+#: a crafted archive cannot make the check itself slow (each step costs the depth)
+MAX_STEPS, MAX_DEPTH = 4096, 256
 
 
 class UnsafeMember(Exception):
@@ -56,11 +59,14 @@ class Model:
         as a directory (what that name will be is not known: a link a deploy adds later, or nothing).
         ``strict`` (a path something is written to): every directory on the way must exist by then,
         as the kernel needs, and a symlink used as a directory must lead to one."""
-        hops = hops if hops is not None else [0]
+        hops = hops if hops is not None else [0, 0]  # symlinks followed, names stepped through
         at = list(start)
         parts = _parts(text)
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
+            hops[1] += 1
+            if hops[1] > MAX_STEPS or len(at) >= MAX_DEPTH:
+                raise _Refused("is too long or too deep (over %d names, or %d directories)" % (MAX_STEPS, MAX_DEPTH))
             if part == "..":
                 if not at:
                     raise _Refused("leads outside %s" % self.what)
