@@ -3,7 +3,7 @@
 The release's contents are listed and hashed here (no tar is built); each host compares them with
 the release it runs (remote/host/releases/plan.py, sent inside the command), tells whether its venv would be
 reused, and which .env keys the --env-file would change, by name only. What the inventory says (hooks,
-commits) is added here.
+commits) is added here, and the names packing would leave out (they may hold secrets).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def plan_host(runner: Runner, host: Host, what: Contents, env_file: Optional[Pat
     doc = agentcalls.call_agent(runner, host, "plan", root="remote.host.releases.plan", python=host.python, **request)
     if not doc.get("ok"):
         return doc
-    doc.update(shipping={"commit": what.commit}, hooks=would_run(host))
+    doc.update(shipping={"commit": what.commit, "not_shipped": what.not_shipped}, hooks=would_run(host))
     disk, refused = doc["disk"], (doc.get("bot") or {}).get("refused")
     if not disk["fits"]:
         doc.update(ok=False, error="not enough disk space in %s: %.1f MB free, the release needs about %.0f MB"
@@ -60,6 +60,6 @@ def plan_hosts(targets: List[Host], env_file: Optional[Path], checks_for: Callab
     listed: Dict[Optional[str], Contents] = {}
     for target in targets:
         if target.source not in listed:
-            listed[target.source] = contents(target.source)
+            listed[target.source] = contents(target.source, env_file)
     return on_hosts(targets, lambda runner, t: plan_host(runner, t, listed[t.source], env_file, checks_for(t)),
                     parallel)

@@ -1,14 +1,17 @@
 """Operator side of a release: pack once, upload over the host's SSH connection, install, switch.
 
 A release is one tar: this project's host side (remote/host/, dashboard/ and the shims older hosts
-name) plus the bot's source tree when the inventory names one. With --wheels a wheelhouse built here rides in the same
-tar (_wheels/), for hosts without a package index. The tar travels by SFTP on the connection the task
-already has (invoke's stdin path decodes bytes as text, so a tar stream over exec would be corrupted);
-for a local host it is copied.
+name) plus the bot's source tree when the inventory names one. What may hold a secret never goes in it
+(``SECRETS``, whatever git ignores, the --env-file itself): the packer names what it left out, so
+that every deploy and plan can say so; a .env reaches a host only through --env-file. With --wheels a
+wheelhouse built here rides in the same tar (_wheels/), for hosts without a package index. The tar
+travels by SFTP on the connection the task already has (invoke's stdin path decodes bytes as text, so a
+tar stream over exec would be corrupted); for a local host it is copied.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import getpass
 import hashlib
 import io
@@ -20,7 +23,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -39,7 +42,11 @@ ROOT = Path(CODE_DIR)
 HOST_SIDE = ("remote/host", "dashboard")
 #: ... and the package file plus the shims that paths written on hosts by older releases name
 SHIMS = ("remote/__init__.py", "remote/supervisor.py", "remote/hostctl.py")
-NEVER = {".git", ".venv", "__pycache__", ".env", ".pytest_cache", ".ruff_cache", "node_modules"}
+#: caches and tools' own state, never packed and not worth naming
+NEVER = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"}
+#: names that may hold a secret (tokens, keys), in any directory and in any case: never packed, always
+#: named in what packing left out (``Contents.not_shipped``)
+SECRETS = ("*.env", ".env.*", "*.pem", "id_rsa*", "id_ed25519*", "id_ecdsa*", "id_dsa*")
 WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sulfur-ops" / "wheels"
 VENV_ROOM = 64 * 2**20  # what a new venv may take, counted in every space check
 
@@ -53,6 +60,7 @@ class Contents:
     requirements: List[str]            # the texts the host's venv digest is made of, in its order
     commit: Optional[str]
     unpacked: int                      # bytes, once unpacked
+    not_shipped: List[str] = field(default_factory=list)  # names left out: they may hold secrets
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Package:
     size: int
     unpacked: int = 0
     seconds: float = 0.0   # spent packing
+    not_shipped: List[str] = field(default_factory=list)  # Contents.not_shipped
 
 
 def _quiet(*args: Any) -> None:
@@ -79,22 +88,49 @@ def stamp_now() -> str:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime())
 
 
-def _git(source: Path, *args: str) -> Optional[str]:
+def _git(source: Path, *args: str, stdin: Optional[str] = None, ok: Tuple[int, ...] = (0,)) -> Optional[str]:
+    """git's output in ``source``; None where git is missing, fails, or this is no work tree."""
     try:
-        out = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=30,
+                             input=stdin)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout if out.returncode == 0 else None
+    return out.stdout if out.returncode in ok else None
 
 
-def source_files(source: Path) -> List[Path]:
-    """The bot's files: git's view (tracked + untracked, .gitignore respected) or a plain walk."""
+def _names(listed: str) -> List[str]:
+    return [name for name in listed.split("\0") if name]
+
+
+def may_hold_secrets(name: str) -> bool:
+    """True when a part of ``name`` (a file or a directory it is in) matches SECRETS."""
+    return any(fnmatch.fnmatchcase(part.lower(), pattern) for part in Path(name).parts for pattern in SECRETS)
+
+
+def _is_cache(name: str) -> bool:
+    return bool(set(Path(name).parts) & NEVER) or name.endswith(".pyc")
+
+
+def source_files(source: Path) -> Tuple[List[Path], List[str]]:
+    """The bot's files to ship and the names left out because they may hold secrets. A git work tree
+    ships git's view (tracked and untracked files, less what git ignores: each ignored file, or a wholly
+    ignored directory as "dir/", is named as left out); any other directory everything. Either way no
+    name that matches SECRETS, and no cache."""
     listed = _git(source, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    left_out: List[str] = []
     if listed is not None:
-        names = [Path(n) for n in listed.split("\0") if n]
+        names = [Path(n) for n in _names(listed)]
+        ignored = _git(source, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+        left_out += [n for n in _names(ignored or "") if not _is_cache(n)]
     else:
         names = [p.relative_to(source) for p in source.rglob("*") if p.is_file() or p.is_symlink()]
-    return sorted(n for n in names if not (set(n.parts) & NEVER) and (source / n).exists())
+    shipped = []
+    for name in sorted(n for n in names if not _is_cache(str(n)) and (source / n).exists()):
+        if may_hold_secrets(str(name)):
+            left_out.append(str(name))
+        else:
+            shipped.append(name)
+    return shipped, sorted(set(left_out))
 
 
 def check_source(source: Optional[str]) -> Optional[Path]:
@@ -135,37 +171,57 @@ def wheelhouse(requirement_texts: str) -> Path:
     return target
 
 
-def _host_side() -> List[Tuple[Path, str]]:
-    """This project's files every release carries, less caches."""
+def _host_side() -> Tuple[List[Tuple[Path, str]], List[str]]:
+    """This project's files every release carries, less caches, and the names left out: those that may
+    hold secrets, and what git ignores here (a key or a .env a developer left in dashboard/)."""
     found = []
     for name in HOST_SIDE:
         for folder, dirs, names in os.walk(ROOT / name):
             dirs[:] = sorted(d for d in dirs if d not in NEVER)
             for file in sorted(names):
                 path = Path(folder) / file
-                if not (set(path.relative_to(ROOT).parts) & NEVER) and not file.endswith(".pyc"):
+                if not _is_cache(str(path.relative_to(ROOT))):
                     found.append((path, str(path.relative_to(ROOT))))
-    return found + [(ROOT / name, name) for name in SHIMS]
+    found += [(ROOT / name, name) for name in SHIMS]
+    ignored = set(_names(_git(ROOT, "check-ignore", "-z", "--stdin", stdin="\0".join(n for _, n in found),
+                              ok=(0, 1)) or ""))
+    left_out = sorted(n for _, n in found if n in ignored or may_hold_secrets(n))
+    return [(path, n) for path, n in found if n not in left_out], left_out
 
 
-def contents(source: Optional[str]) -> Contents:
-    """The files of the release to ship, their manifest and its requirements: no tar yet."""
+def _same_file(path: Path, env: Optional[os.stat_result]) -> bool:
+    if env is None:
+        return False
+    mine = path.lstat()
+    return (mine.st_dev, mine.st_ino) == (env.st_dev, env.st_ino)
+
+
+def contents(source: Optional[str], env_file: Optional[Path] = None) -> Contents:
+    """The files of the release to ship, their manifest and its requirements, and the names left out
+    because they may hold secrets (``env_file``, which goes to hosts by its own channel, is one
+    whatever its name, should it lie in the tree): no tar yet."""
     src = check_source(source)
-    files = _host_side()
+    files, left_out = _host_side()
     requirements = [(ROOT / "dashboard/requirements.txt").read_text()]
     if src is not None:
-        files += [(src / rel, str(rel)) for rel in source_files(src)]
+        shipped, withheld = source_files(src)
+        files += [(src / rel, str(rel)) for rel in shipped]
+        left_out += withheld
         requirements.append((src / "requirements.txt").read_text())
+    env = os.stat(env_file) if env_file is not None else None
+    left_out += [name for path, name in files if _same_file(path, env)]
+    files = [(path, name) for path, name in files if name not in left_out]
     digests = {name: manifest.file_digest(str(path)) for path, name in files}
     size = sum(path.lstat().st_size for path, _ in files)
     commit = ((_git(src, "rev-parse", "HEAD") or "").strip() or None) if src else None
-    return Contents(src, files, digests, requirements, commit, size)
+    return Contents(src, files, digests, requirements, commit, size, sorted(set(left_out)))
 
 
-def pack(source: Optional[str], wheels: bool, workdir: Path) -> Package:
-    """One tar.gz for every host of this deploy, with its manifest (MANIFEST.json) in it."""
+def pack(source: Optional[str], wheels: bool, workdir: Path, env_file: Optional[Path] = None) -> Package:
+    """One tar.gz for every host of this deploy, with its manifest (MANIFEST.json) in it; the package
+    names what was left out (contents)."""
     started = time.monotonic()
-    what = contents(source)
+    what = contents(source, env_file)
     stamp = stamp_now()
     path = workdir / ("release-%s.tar.gz" % stamp)
     with tarfile.open(path, "w:gz", compresslevel=6) as tar:
@@ -179,7 +235,8 @@ def pack(source: Optional[str], wheels: bool, workdir: Path) -> Package:
             house = wheelhouse("\n".join(what.requirements))
             for wheel in sorted(house.glob("*.whl")):
                 tar.add(str(wheel), arcname="_wheels/" + wheel.name)
-    return Package(path, stamp, what.commit, path.stat().st_size, what.unpacked, time.monotonic() - started)
+    return Package(path, stamp, what.commit, path.stat().st_size, what.unpacked, time.monotonic() - started,
+                   what.not_shipped)
 
 
 def _add_json(tar: tarfile.TarFile, name: str, doc: Dict[str, object]) -> None:
@@ -189,14 +246,14 @@ def _add_json(tar: tarfile.TarFile, name: str, doc: Dict[str, object]) -> None:
     tar.addfile(entry, io.BytesIO(data))
 
 
-def pack_sources(targets: List[Host], wheels: bool, workdir: Path,
-                 packed: Callable[[Package], None] = _quiet) -> Dict[Optional[str], Package]:
+def pack_sources(targets: List[Host], wheels: bool, workdir: Path, packed: Callable[[Package], None] = _quiet,
+                 env_file: Optional[Path] = None) -> Dict[Optional[str], Package]:
     """One package per bot source, shared by every target that names it: packing costs as much as a
     host's whole deploy, so it is done once per source, not once per host. ``packed`` hears of each."""
     packages: Dict[Optional[str], Package] = {}
     for target in targets:
         if target.source not in packages:
-            packages[target.source] = pack(target.source, wheels, workdir)
+            packages[target.source] = pack(target.source, wheels, workdir, env_file)
             packed(packages[target.source])
     return packages
 
@@ -292,12 +349,13 @@ def ship(targets: List[Host], wheels: bool, env_file: Optional[Path], timeout: f
     prints: ``packed`` each package, ``batch`` each batch as it starts, ``reporter(host)`` a host's lines."""
     workdir = Path(tempfile.mkdtemp(prefix="sulfur-deploy-"))
     try:
-        packages = pack_sources(targets, wheels, workdir, packed)
+        packages = pack_sources(targets, wheels, workdir, packed, env_file)
 
         def one(runner: Runner, target: Host) -> Dict[str, Any]:
             package = packages[target.source]
             doc: Dict[str, Any] = deploy_host(runner, target, package, reporter(target), env_file, timeout,
                                               checks_for(target))
+            doc["not_shipped"] = package.not_shipped
             if doc.get("ok"):
                 doc["timings"]["pack"] = package.seconds
             return doc

@@ -219,9 +219,24 @@ def not_reachable(name: str, problem: Any, values: Dict[str, Any]) -> str:
 
 
 def packed_line(package: Any, wheels: bool) -> str:
-    """deploy: one package made (one per bot source)."""
-    return "packing: %.1f MB%s%s" % (package.size / 2**20, ", commit %s" % package.commit[:12] if package.commit
-                                     else "", ", with wheels" if wheels else "")
+    """deploy: one package made (one per bot source), then what it left out."""
+    packing = "packing: %.1f MB%s%s" % (package.size / 2**20, ", commit %s" % package.commit[:12] if package.commit
+                                        else "", ", with wheels" if wheels else "")
+    return packing + "\n" + not_shipped_line(package.not_shipped)
+
+
+def not_shipped_line(names: List[str], width: int = 200) -> str:
+    """deploy and deploy --plan: what packing left out because it may hold secrets, on one line of about
+    ``width`` characters whatever the number (names only: a file's contents are never read for this)."""
+    shown: List[str] = []
+    for name in names:
+        text = _short(for_terminal(name).replace("\n", "?").replace("\t", " "))
+        if shown and sum(len(s) + 2 for s in shown) + len(text) > width:
+            break
+        shown.append(text)
+    more = ", ... and %d more" % (len(names) - len(shown)) if len(names) > len(shown) else ""
+    return "skipped %d file%s that may hold secrets%s" % (len(names), "" if len(names) == 1 else "s",
+                                                          ": " + ", ".join(shown) + more if names else "")
 
 
 def batch_line(number: int, total: int, hosts: List[Any]) -> str:
@@ -281,6 +296,7 @@ def plan_lines(docs: List[Dict[str, Any]]) -> str:
         out.append("    files: %s" % counts)
         for kind, sign in (("added", "+"), ("changed", "~"), ("removed", "-")):
             out.extend(_changes(kind, sign, files[kind]))
+        out.append("    " + not_shipped_line(d["shipping"].get("not_shipped") or []))
         venv = d["venv"]
         out.append("    venv: %s" % ("reused venvs/%s (same requirements)" % venv["digest"] if venv["reused"]
                                      else "new venvs/%s would be built (requirements changed)" % venv["digest"]))

@@ -76,6 +76,7 @@ def test_plan_names_files_venv_and_env_keys_and_writes_nothing(lab):
     write_source(lab.source, {"sulfur_bot/main.py": "VERSION = 2\n",
                               **{"sulfur_bot/new%02d.py" % i: "N = %d\n" % i for i in range(22)}})
     (lab.source / "sulfur_bot" / "old.py").unlink()
+    (lab.source / "sulfur_bot" / ".env.local").write_text("BOT_TOKEN=never-shipped\n")
     new_env = lab.dir / "plan.env"
     new_env.write_text("BOT_TOKEN=new-secret-value-2\nKEPT=same\nADDED=1\n")
     assert invoke(lab.inventory_path, "stop", "--all").returncode == 0  # a running stack writes its own files
@@ -93,7 +94,9 @@ def test_plan_names_files_venv_and_env_keys_and_writes_nothing(lab):
         assert "~ sulfur_bot/main.py" in text and "- sulfur_bot/old.py" in text
         assert "+ sulfur_bot/new19.py" in text and "new20.py" not in text and "... and 2 more added" in text
         assert "venv: reused venvs/" in text and "hooks: none" in text and "MB free in" in text
+        assert text.count("\n    skipped 1 file that may hold secrets: sulfur_bot/.env.local\n") == 2  # each host
         docs = json.loads(as_json.stdout)
+        assert [d["shipping"]["not_shipped"] for d in docs] == [["sulfur_bot/.env.local"]] * 2
         linux_env = [d for d in docs if d["host"] == "linux"][0]["env"]
         assert linux_env == {"added": ["ADDED"], "changed": ["BOT_TOKEN"], "removed": ["GONE"]}
         assert ".env: added ADDED; changed BOT_TOKEN; removed GONE" in text
@@ -107,6 +110,7 @@ def test_plan_names_files_venv_and_env_keys_and_writes_nothing(lab):
         assert out.returncode == 0 and "would be built (requirements changed)" in out.stdout
     finally:
         write_source(lab.source, {"requirements.txt": "", "sulfur_bot/old.py": "1\n"})
+        (lab.source / "sulfur_bot" / ".env.local").unlink()
     # and the plan was right: the deploy reports what the plan said
     out = deploy(lab.inventory_path, "--host", "linux")
     assert out.returncode == 0 and "reused venv" in out.stdout

@@ -72,14 +72,23 @@ def healthz_pid(host):
 def test_deploy_everywhere_keeps_shared_state_through_ten_deploys_and_a_rollback(lab):
     env_file = lab.dir / "bot.env"
     env_file.write_text("BOT_TOKEN=secret-token\n")
+    for name in (".env.production", "deploy.pem"):  # never shipped: only --env-file brings a .env
+        (lab.source / name).write_text("BOT_TOKEN=never-shipped\n")
     out = invoke(lab.inventory_path, "deploy", "--wheels", "--env-file", str(env_file))
     assert out.returncode == 0, out.stdout + out.stderr
     for name in ("linux", "termux"):
         assert "%s: uploading" % name in out.stdout and "%s: switching to" % name in out.stdout
         assert "%s: deployed " % name in out.stdout
     assert out.stdout.startswith("packing: ")
+    assert out.stdout.splitlines()[1] == "skipped 2 files that may hold secrets: .env.production, deploy.pem"
     kept = {}
     for host in lab.hosts.values():
+        release = Path(host.app_dir, "current").resolve()
+        assert not [n for n in (".env.production", "deploy.pem") if os.path.lexists(release / n)]
+        # what was unpacked is the host user's alone (bytecode caches come later, from imports, inside it)
+        loose = [str(p) for p in release.rglob("*") if not p.is_symlink() and p.stat().st_mode & 0o077
+                 and "__pycache__" not in p.parts]
+        assert loose == [] and release.stat().st_mode & 0o777 == 0o700
         env = Path(host.app_dir, "shared", ".env")
         assert env.read_text() == "BOT_TOKEN=secret-token\n" and (env.stat().st_mode & 0o777) == 0o600
         data = Path(host.app_dir, "shared", "data", "scores.db")

@@ -1,6 +1,7 @@
 """What a release contains: git's view of the bot's source, never secrets or caches, plus our host side."""
 
 import json
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -138,3 +139,76 @@ def test_the_manifest_is_what_the_tar_holds_and_what_a_release_without_one_hashe
     changes = manifest.compare(listed, manifest.read(str(dest)))
     assert changes["changed"] == {"names": ["sulfur_bot/__main__.py"], "count": 1}
     assert changes["added"]["count"] == changes["removed"]["count"] == 0
+
+
+SECRET_NAMES = ["bot.env", ".env.local", ".env.production", "secrets.env", "key.pem", "id_ed25519",
+                "id_ed25519.pub", "sulfur_bot/id_rsa", "config/Prod.ENV", "certs.pem/ca.txt"]
+
+
+def test_secrets_and_what_git_ignores_never_ship_and_are_named(source, tmp_path):
+    for name in SECRET_NAMES:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("TOKEN=never-sent\n")
+    git(source, "add", "-f", "key.pem")  # tracked: git does not ignore it, the packer still does
+    (source / "ignored.log").write_text("a log that may quote a token\n")
+    (source / ".gitignore").write_text("secret.txt\nscratch/\n*.log\n")
+    package = release.pack(str(source), False, tmp_path)
+    with tarfile.open(package.path) as tar:
+        names = set(tar.getnames())
+        shipped = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isreg())
+    assert b"never-sent" not in shipped and b"do not ship" not in shipped and b"quote a token" not in shipped
+    left_out = set(SECRET_NAMES) | {".env", "secret.txt", "scratch/", "ignored.log"}
+    assert set(package.not_shipped) == left_out and not names & left_out
+    assert not [n for n in package.not_shipped if "__pycache__" in n or ".venv" in n]  # caches: not worth naming
+    assert {"sulfur_bot/__main__.py", "new_module.py", ".gitignore"} <= names  # the rest still ships
+
+
+def test_a_plain_directory_still_never_ships_secrets(source, tmp_path):
+    subprocess.run(["rm", "-rf", str(source / ".git")], check=True)
+    for name in ("bot.env", ".env.production", "deploy_key.pem", "id_ecdsa", "id_dsa.old"):
+        (source / name).write_text("TOKEN=never-sent\n")
+    what = release.contents(str(source))
+    shipped = {name for _, name in what.files}
+    assert set(what.not_shipped) == {".env", "bot.env", ".env.production", "deploy_key.pem", "id_ecdsa", "id_dsa.old"}
+    assert not shipped & set(what.not_shipped) and "secret.txt" in shipped
+    assert set(what.manifest) == shipped  # the plan compares what really ships
+
+
+def test_the_env_file_never_ships_whatever_its_name(source, tmp_path):
+    """--env-file's file goes to hosts as shared/.env (mode 600), not in the release, even kept in the tree."""
+    (source / "production").write_text("TOKEN=never-sent\n")
+    package = release.pack(str(source), False, tmp_path, env_file=source / "production")
+    with tarfile.open(package.path) as tar:
+        assert "production" not in tar.getnames()
+    assert package.not_shipped == [".env", "production", "scratch/", "secret.txt"]
+
+
+def test_the_host_side_leaves_out_secrets_and_what_this_checkout_ignores(tmp_path, monkeypatch):
+    """A developer's dashboard/.env or key in this checkout stays here (a copy of the checkout: tests
+    never write into the real one)."""
+    root = tmp_path / "checkout"
+    for name in release.HOST_SIDE:
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in release.SHIMS:
+        shutil.copy(ROOT / name, root / name)
+    (root / ".gitignore").write_text("*.local.json\n")
+    git(root, "init", "-q")
+    (root / "dashboard" / "dev.env").write_text("DASHBOARD_TOKEN=never-sent\n")
+    (root / "dashboard" / "static" / "me.local.json").write_text("{}\n")
+    (root / "remote" / "host" / "id_rsa").write_text("key\n")
+    monkeypatch.setattr(release, "ROOT", root)
+    what = release.contents(None)
+    assert what.not_shipped == ["dashboard/dev.env", "dashboard/static/me.local.json", "remote/host/id_rsa"]
+    assert not {name for _, name in what.files} & set(what.not_shipped)
+    assert "dashboard/__main__.py" in what.manifest
+
+
+def test_the_skipped_line_is_one_bounded_line_of_names():
+    from remote import render
+
+    assert render.not_shipped_line([]) == "skipped 0 files that may hold secrets"
+    assert render.not_shipped_line(["bot.env", ".env.production"]) == \
+        "skipped 2 files that may hold secrets: bot.env, .env.production"
+    many = render.not_shipped_line(["%s-%03d.env" % ("x" * 40, n) for n in range(500)] + ["evil\n\x1b[2J.env"])
+    assert "\n" not in many and "\x1b" not in many and len(many) < 320
+    assert many.startswith("skipped 501 files that may hold secrets: ") and many.endswith("more")
