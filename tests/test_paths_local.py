@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dashproc import ROOT, ctl_run, free_port
+from dashproc import ROOT, ctl_run, free_port, invoke, local_inventory
 
 from remote.host.common.errors import Failure
 from remote.host.common.files import Layout
@@ -213,3 +213,14 @@ def test_a_request_file_outside_app_dir_is_read_and_left_in_place(lab):
         assert not (app / "run" / "dev-request-test.json").exists()  # its own run/: read, then removed
     finally:
         outside.unlink()
+
+
+@pytest.mark.parametrize("to", ["../x", "/srv", "a/b", STAMP + "\n", "20261301000000"])
+def test_invoke_rollback_to_takes_a_release_name_only(tmp_path, to):
+    """Refused on this machine, exit 2, before any host is asked (the local host's app dir stays unmade)."""
+    app = tmp_path / "app"
+    out = invoke(local_inventory(tmp_path / "inventory.yml", app), "rollback", "--to", to)
+    assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr.strip() == "error: --to %r is not a release name (a UTC stamp of 14 digits, such as " \
+                                 "20260101120000): name one that invoke releases lists" % to
+    assert not app.exists()
