@@ -296,6 +296,7 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
 def rollback(c, host=None, all=False, to=None, force=False, timeout=20.0, json=False, takeover=False,
              parallel=DEFAULT_PARALLEL):
     """Go back to the newest healthy release before current (or --to one) and restart on it."""
+    to = ctlcalls.release_name(to)
     inventory, targets = _select(host, all or not host)
     guard = _guarded(inventory, targets, takeover)
 

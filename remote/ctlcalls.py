@@ -17,10 +17,11 @@ from invoke.exceptions import CommandTimedOut
 
 from remote.host import CODE_DIR
 from remote.host.common import wire
+from remote.host.common.paths import stamp_problem
 from remote.host.releases import hooks
 
 from .connections import RequestStream, Runner, call
-from .errors import HostError
+from .errors import HostError, UsageError
 from .inventory import Host
 from .render import TerminalStream
 
@@ -117,9 +118,19 @@ def role(runner: Runner, host: Host, role: str, checks: Optional[Dict[str, Any]]
     return call_ctl(runner, host, "role", options, settings=True, timeout=timeout * 3 + settle + 60)
 
 
+def release_name(to: Optional[str]) -> Optional[str]:
+    """`rollback --to`: a release's name as hosts make them (its stamp), else UsageError before any host
+    is asked (a path such as ../x, a trailing newline); None stays None (the newest healthy one)."""
+    problem = None if to is None else stamp_problem(to)
+    if problem:
+        raise UsageError("--to %s: name one that invoke releases lists" % problem)
+    return to
+
+
 def rollback(runner: Runner, host: Host, to: Optional[str] = None, timeout: float = 20.0,
              by: Optional[str] = None, force: bool = False, checks: Optional[Dict[str, Any]] = None,
              progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    release_name(to)
     options: Dict[str, Any] = {"to": to, "timeout": timeout, "by": by, "force": force}
     if checks is not None:
         options["checks"] = checks

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from remote.host import CODE_DIR
 from remote.host.common import wire
+from remote.host.common.files import Layout
 
 from .ctlcalls import stack_settings
 from .inventory import Host, Inventory
@@ -78,13 +79,16 @@ def dev_argv(host: Host, port: Optional[int], reload: bool, force: bool,
              checks: Optional[Dict[str, Any]] = None) -> List[str]:
     """`invoke dev`: ctl dev in the foreground, from this checkout, app dir var/dev.
 
-    The terminal stays its stdin (Ctrl+C), so the request goes in a private file that ctl removes."""
+    The terminal stays its stdin (Ctrl+C), so the request goes in a private file in the app dir's run/,
+    the one place the ctl removes a request file from once read."""
     app_dir, settings = dev_app_dir(), dev_settings(host, port, reload)
     options: Dict[str, Any] = {"force": force}
     if checks is not None:
         options["checks"] = checks
     request = dict(wire.header("dev"), command="dev", app_dir=app_dir, options=options, settings=settings)
-    fd, path = tempfile.mkstemp(prefix="sulfur-dev-", suffix=".json")  # mode 600
+    run = Layout(app_dir).run
+    os.makedirs(run, mode=0o700, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="dev-request-", suffix=".json", dir=run)  # mode 600
     with os.fdopen(fd, "w") as handle:
         json.dump(request, handle)
     return [sys.executable, "-m", "remote.host.ctl", "dev", "--request", path]

@@ -18,15 +18,17 @@ import yaml
 from remote.host import CODE_DIR
 
 from .errors import InventoryError
+from .inventory_yaml import brief, compose, construct, one_line
 from .units import UnitError, parse_duration
 
 LOCAL = "local"
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # host and group names
-_HOSTNAME = re.compile(r"^[A-Za-z0-9._:%-]+$")  # DNS names, IPv4, IPv6 (with zone); no shell syntax
-_USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_COMMAND_WORD = re.compile(r"^[A-Za-z0-9._/+~-]+$")  # an interpreter name or path
+# every pattern is used with fullmatch: `$` after match() also accepts a trailing newline ("pi\n")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # host and group names
+_HOSTNAME = re.compile(r"[A-Za-z0-9._:%-]+")  # DNS names, IPv4, IPv6 (with zone); no shell syntax
+_USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._@-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COMMAND_WORD = re.compile(r"[A-Za-z0-9._/+~-]+")  # an interpreter name or path
 
 
 def _port(value: Any) -> Optional[str]:
@@ -39,7 +41,7 @@ def _positive(value: Any) -> Optional[str]:
 
 def _matches(pattern: re.Pattern, what: str):
     def check(value: str) -> Optional[str]:
-        return None if pattern.match(value) else "%r is not a valid %s (letters, digits, . _ - only)" % (
+        return None if pattern.fullmatch(value) else "%r is not a valid %s (letters, digits, . _ - only)" % (
             value, what)
     return check
 
@@ -230,7 +232,7 @@ class _Checker:
         self.path = path
 
     def fail(self, node: yaml.Node, key: str, message: str) -> InventoryError:
-        return InventoryError("%s:%d: %s: %s" % (self.path, node.start_mark.line + 1, key, message))
+        return InventoryError(one_line("%s:%d: %s: %s" % (self.path, node.start_mark.line + 1, key, message)))
 
     def mapping(self, node: yaml.Node, key: str) -> List[tuple]:
         if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
@@ -247,19 +249,33 @@ class _Checker:
     def value(self, node: yaml.Node, key: str, spec: tuple) -> Any:
         types, _, check = spec
         null = isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")  # `key:` with nothing after
-        value = None if null else yaml.safe_load(yaml.serialize(node))
+        try:
+            value = None if null else construct(node)
+        except ValueError as exc:
+            raise self.fail(node, key, str(exc)) from None
         if isinstance(types, _Units):
             return self.with_units(node, key, types, check, value)
         if isinstance(value, bool) and bool not in types:
-            raise self.fail(node, key, "expected %s, got %r" % (_names(types), value))
+            raise self.fail(node, key, "expected %s, got %s" % (_names(types), brief(value)))
         if not isinstance(value, types):
-            raise self.fail(node, key, "expected %s, got %r" % (_names(types), value))
-        if key.endswith("shared_paths") and not all(isinstance(p, str) for p in value):
-            raise self.fail(node, key, "expected a list of directory names")
+            raise self.fail(node, key, "expected %s, got %s" % (_names(types), brief(value)))
+        if key.endswith("shared_paths"):
+            self.shared_paths(node, key, value)
         problem = check(value) if check and value is not None else None
         if problem:
             raise self.fail(node, key, problem)
         return value
+
+    def shared_paths(self, node: yaml.Node, key: str, value: List[Any]) -> None:
+        """Each entry a relative, normal directory inside shared/, as the host checks it: the line of the
+        entry that is not."""
+        from remote.host.common.paths import shared_paths_problem
+
+        items = node.value  # a list comes from a sequence node: an entry's own line
+        for count in range(1, len(value) + 1):
+            problem = shared_paths_problem(value[:count])
+            if problem:
+                raise self.fail(items[count - 1], key, problem)
 
     def with_units(self, node: yaml.Node, key: str, units: _Units, check: Any, value: Any) -> Any:
         """A duration or a size: the number, checked; the message shows it as written (`2d`, `yes`)."""
@@ -298,12 +314,12 @@ def _app_dir(check: _Checker, value: str, connection: str, path: Path, key: str,
                                 "connection: local hosts only)" % (value, value))
 
 
-_JUMP = re.compile(r"^(?:([A-Za-z0-9._][A-Za-z0-9._@-]*)@)?([A-Za-z0-9._%-]+|\[[0-9A-Fa-f:.%]+\])(?::(\d{1,5}))?$")
+_JUMP = re.compile(r"(?:([A-Za-z0-9._][A-Za-z0-9._@-]*)@)?([A-Za-z0-9._%-]+|\[[0-9A-Fa-f:.%]+\])(?::(\d{1,5}))?")
 
 
 def jump_host(spec: str, defaults: Dict[str, Any], name: str) -> Optional[Host]:
     """``user@host[:port]`` as a Host with the defaults' settings, or None when it is not one."""
-    match = _JUMP.match(spec)
+    match = _JUMP.fullmatch(spec)
     if not match or not 1 <= int(match.group(3) or 22) <= 65535:
         return None
     settings = dict(defaults, jump=None, user=match.group(1) or defaults["user"], port=int(match.group(3) or 22))
@@ -323,7 +339,7 @@ def _resolve_jumps(check: _Checker, hosts: Dict[str, Host], defaults: Dict[str, 
         hops: List[Host] = []
         for spec in specs:
             if not isinstance(spec, str):
-                raise check.fail(nodes[name], key, "expected host names or user@host[:port], got %r" % (spec,))
+                raise check.fail(nodes[name], key, "expected host names or user@host[:port], got %s" % brief(spec))
             if spec in hosts:
                 if spec in seen or spec == name:
                     raise check.fail(nodes[name], key, "jump loop: %s" % " -> ".join(seen + (name, spec)))
@@ -366,18 +382,7 @@ def _names(types: Sequence[type]) -> str:
 def load(path: Optional[Path] = None) -> Inventory:
     """Parse and validate the inventory; raise InventoryError (one line) on the first problem."""
     path = Path(path or inventory_path())
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InventoryError("%s: cannot read the inventory (%s); create it or set SULFUR_INVENTORY"
-                             % (path, exc.strerror)) from None
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = ":%d" % (mark.line + 1) if mark else ""
-        problem = getattr(exc, "problem", exc)
-        raise InventoryError("%s%s: not valid YAML: %s" % (path, line, problem)) from None
+    root = compose(path)  # every YAML problem (a tag, a key twice, an alias bomb) is one line here
     check = _Checker(path)
     if root is None:
         raise InventoryError("%s: the inventory is empty; see README (Inventory)" % path)
@@ -399,7 +404,7 @@ def load(path: Optional[Path] = None) -> Inventory:
     host_nodes: Dict[str, yaml.Node] = {}
     for knode, vnode in check.mapping(sections["hosts"][1], "hosts") if "hosts" in sections else []:
         name = knode.value
-        if not NAME.match(str(name)):
+        if not NAME.fullmatch(str(name)):
             raise check.fail(knode, "hosts." + str(name), "host names use letters, digits, _ and - only")
         own_nodes: Dict[str, yaml.Node] = {}
         own = check.settings(vnode, "hosts.%s." % name, dict(SETTINGS, **HOST_ONLY), own_nodes)
@@ -420,12 +425,14 @@ def load(path: Optional[Path] = None) -> Inventory:
     groups: Dict[str, List[str]] = {}
     for knode, vnode in check.mapping(sections["groups"][1], "groups") if "groups" in sections else []:
         name = knode.value
-        if not NAME.match(str(name)):
+        if not NAME.fullmatch(str(name)):
             raise check.fail(knode, "groups." + str(name), "group names use letters, digits, _ and - only")
         if name in hosts:
             raise check.fail(knode, "groups." + name, "a host has this name already")
         members = check.value(vnode, "groups." + name, ((list,), None, None))
         for member in members:
+            if not isinstance(member, str):
+                raise check.fail(vnode, "groups." + name, "expected host names, got %s" % brief(member))
             if member not in hosts:
                 raise check.fail(vnode, "groups." + name, "unknown host %r" % member)
             hosts[member].groups.append(name)

@@ -21,7 +21,7 @@ import yaml
 from .errors import InventoryError
 from .inventory import Inventory, load
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_./~@][A-Za-z0-9_./~@:-]*$")
+_PLAIN = re.compile(r"[A-Za-z0-9_./~@][A-Za-z0-9_./~@:-]*")  # fullmatch: "x\n" is no plain word
 _YAML_WORDS = {"y", "yes", "n", "no", "true", "false", "on", "off", "null", "~"}
 
 
@@ -32,7 +32,7 @@ def scalar(value: Any) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     text = str(value)
-    if _PLAIN.match(text) and text.lower() not in _YAML_WORDS and not re.match(r"^[0-9.:]+$", text):
+    if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS and not re.fullmatch(r"[0-9.:]+", text):
         return text
     return json.dumps(text)
 

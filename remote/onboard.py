@@ -175,7 +175,7 @@ def add(path: Path, name: str, values: Dict[str, Any], group: Optional[str], acc
     when the values are wrong, the key changed or the user does not trust it. ``before_contact`` gets
     the host, with every setting resolved, once it is valid and before it is reached."""
     for what, value in (("host name", name), ("group name", group)):
-        if value is not None and not NAME.match(value):
+        if value is not None and not NAME.fullmatch(value):
             raise UsageError("%r is not a valid %s: letters, digits, _ and - only" % (value, what))
     inventory = load(path)
     text = path.read_text()

@@ -55,3 +55,38 @@ def test_a_newline_in_app_dir_never_reaches_a_unit(tmp_path):
     doc = json.loads(out.stdout)
     assert not doc["ok"] and "has control characters" in doc["error"]
     assert not (home / ".config" / "systemd" / "user" / "sulfur-ops.service").exists()
+
+
+def test_removing_autostart_removes_only_the_file_written_for_this_app_dir(tmp_path):
+    """The unit and the boot script are the only files outside app_dir a host task removes, and only
+    the ones sulfur-ops wrote for this app_dir: another stack's unit, someone else's boot script and a
+    link to a file of theirs stay."""
+    app, home = prepare(tmp_path)
+    other = tmp_path / "other"
+    (other / "run").mkdir(parents=True)
+    (other / "run" / "supervisor.json").write_text("{}")
+    env = {k: v for k, v in os.environ.items() if k not in ("TERMUX_VERSION", "PREFIX")}
+    env["HOME"] = str(home)
+    unit = home / ".config" / "systemd" / "user" / "sulfur-ops.service"
+    boot = home / ".termux" / "boot" / "sulfur-ops"
+    boot.parent.mkdir(parents=True)
+    boot.write_text("#!/bin/sh\necho someone else's boot script\n")
+    assert json.loads(ctl_run(ROOT, "autostart", other, env=env).stdout)["ok"]
+    written = unit.read_text()
+
+    doc = json.loads(ctl_run(ROOT, "autostart", app, {"remove": True}, env=env).stdout)
+    assert doc["ok"] and unit.read_text() == written and boot.exists()
+    assert "left %s in place: sulfur-ops did not write it for %s" % (unit, app) in doc["notes"]
+    assert "left %s in place: sulfur-ops did not write it for %s" % (boot, app) in doc["notes"]
+
+    theirs = tmp_path / "theirs.service"
+    theirs.write_text(written)  # the very text, behind a link: the link is not what sulfur-ops wrote
+    unit.unlink()
+    unit.symlink_to(theirs)
+    assert json.loads(ctl_run(ROOT, "autostart", other, {"remove": True}, env=env).stdout)["ok"]
+    assert unit.is_symlink() and theirs.read_text() == written
+    unit.unlink()
+
+    assert json.loads(ctl_run(ROOT, "autostart", other, env=env).stdout)["ok"]
+    doc = json.loads(ctl_run(ROOT, "autostart", other, {"remove": True}, env=env).stdout)
+    assert doc["ok"] and not unit.exists() and boot.exists()  # its own unit goes; the boot script stays

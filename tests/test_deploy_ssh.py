@@ -325,3 +325,33 @@ def test_no_disk_space_is_one_line_and_changes_nothing(lab):
     finally:
         subprocess.run(inside + ["umount", tiny], check=True)
         os.rmdir(tiny)
+
+
+def test_a_shared_link_that_leaves_shared_refuses_the_deploy_and_the_canary_stays(lab):
+    """On a real host, shared/data replaced by a link to a canary directory beside the app dir: the host
+    refuses the deploy in one line before anything changes (the inventory's shared_paths: [data] is fine,
+    so only the host's own check, which follows the links on disk, can stop it)."""
+    import shutil
+
+    linux = lab.hosts["linux"]
+    assert invoke(lab.inventory_path, "deploy", "--wheels", "--host", "linux").returncode == 0
+    shared, canary = Path(linux.app_dir, "shared"), Path(linux.app_dir).parent / "canary-shared"
+    (canary / "sub").mkdir(parents=True)
+    (canary / "sub" / "keep.txt").write_text("the canary")
+    (shared / "data").rename(shared / "data.kept")
+    (shared / "data").symlink_to(canary)
+    before = (current(linux), releases(linux))
+    try:
+        out = invoke(lab.inventory_path, "deploy", "--wheels", "--host", "linux")
+        assert out.returncode == 1, out.stdout + out.stderr
+        failed = [line for line in out.stdout.splitlines() if line.startswith("linux: FAILED: ")]
+        assert failed == ["linux: FAILED: shared_paths: shared/data leads to %s, outside shared/ (a link on the way): "
+                          "remove that link on the host" % canary], out.stdout
+        assert (current(linux), releases(linux)) == before
+        assert not [n for n in os.listdir(Path(linux.app_dir, "releases")) if n.startswith(".partial-")]
+        assert sorted(p.name for p in canary.rglob("*")) == ["keep.txt", "sub"]
+        assert (canary / "sub" / "keep.txt").read_text() == "the canary" and healthz_pid(linux)
+    finally:
+        (shared / "data").unlink()
+        (shared / "data.kept").rename(shared / "data")
+        shutil.rmtree(canary)

@@ -93,6 +93,31 @@ CASES = [
     ("defaults:\n  connect_timeout: off\nhosts:\n" + GOOD, 2, "defaults.connect_timeout: off: this key cannot be off"),
     ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, watchdog_sec: -5}\n", 3, "hosts.pi.watchdog_sec: -5 is negative"),
     ("hosts:\n" + GOOD + "groups:\n  'a b': [good]\n", 4, "groups.a b: group names use letters"),
+    # shared_paths: relative, normal, inside shared/ (the host checks them again against its links)
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [/srv/x]}\n", 3,
+     "hosts.pi.shared_paths: '/srv/x' is absolute: name a relative directory inside shared/"),
+    ("hosts:\n" + GOOD + "  pi:\n    hostname: pi.local\n    shared_paths:\n      - data\n      - ../..\n", 7,
+     "hosts.pi.shared_paths: '../..' has '..'"),
+    ("defaults:\n  shared_paths: [data/../../x]\nhosts:\n" + GOOD, 2, "defaults.shared_paths: 'data/../../x' has '..'"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [..]}\n", 3, "hosts.pi.shared_paths: '..' has '..'"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [.]}\n", 3,
+     "hosts.pi.shared_paths: '.' is shared/ itself"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: ['~/data']}\n", 3,
+     "hosts.pi.shared_paths: '~/data' starts with ~"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [data/]}\n", 3,
+     "hosts.pi.shared_paths: 'data/' is not a normal path (no ./, // or trailing /): write 'data'"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [./data]}\n", 3,
+     "hosts.pi.shared_paths: './data' is not a normal path"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: ['']}\n", 3,
+     "hosts.pi.shared_paths: an empty entry names no directory"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [\"data\\n\"]}\n", 3,
+     "hosts.pi.shared_paths: 'data\\n' has control characters"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [data, data/cache]}\n", 3,
+     "hosts.pi.shared_paths: 'data' and 'data/cache' overlap"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [.env]}\n", 3,
+     "hosts.pi.shared_paths: '.env' is the release's own"),
+    ("hosts:\n" + GOOD + "  pi: {hostname: pi.local, shared_paths: [[data]]}\n", 3,
+     "hosts.pi.shared_paths: ['data'] is not a directory name"),
 ]
 
 
@@ -361,3 +386,97 @@ def test_a_size_key_may_allow_off(tmp_path):
     node = yaml.compose(path.read_text()).value[0][1]
     assert _Checker(path).settings(node, "defaults.", {"log_cap": spec, "snapshot_cap": spec}) == {
         "log_cap": 0, "snapshot_cap": 2_097_152}
+
+
+BAD_YAML = [
+    # (inventory bytes, line, expected text): names end where they end; every YAML problem is one line
+    (b"hosts:\n  pi: {hostname: !!python/object/apply:os.system [touch CANARY]}\n" + GOOD.encode(), 2,
+     "hosts.pi.hostname: the tag !!python/object/apply:os.system is not allowed"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: !!python/object/apply:os.system [touch CANARY]\n", 3,
+     "hosts.pi: the tag !!python/object/apply:os.system is not allowed"),
+    (b"hosts: !!python/object:os.system\n" + GOOD.encode(), 1,
+     "hosts: the tag !!python/object:os.system is not allowed"),
+    (b"defaults:\n  python: !!python/name:os.system\nhosts:\n" + GOOD.encode(), 2,
+     "defaults.python: the tag !!python/name:os.system is not allowed"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: !mine pi.local}\n", 3, "hosts.pi.hostname: the tag !mine is not"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: !!binary cGk=}\n", 3,
+     "hosts.pi.hostname: the tag !!binary is not"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: pi.local, port: !!int abc}\n", 3,
+     "hosts.pi.port: !!int cannot read 'abc'"),
+    (b"hosts:\n" + GOOD.encode() + b"hosts:\n  other: {hostname: x}\n", 3, "hosts: given twice"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi:\n    hostname: pi.local\n    port: 22\n    port: 2222\n", 6,
+     "hosts.pi.port: given twice"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: pi.local, hooks: {before_switch: a, before_switch: b}}\n", 3,
+     "hosts.pi.hooks.before_switch: given twice"),
+    (b"hosts:\n" + GOOD.encode() + b"  ? [pi]\n  : {hostname: pi.local}\n", 3,
+     "hosts: a key must be plain text, not a list or a mapping"),
+    (b"hosts:\n" + GOOD.encode() + b"  \"pi\\n\": {hostname: pi.local}\n", 3,
+     "hosts.pi\\n: host names use letters, digits, _ and - only"),
+    (b"hosts:\n" + GOOD.encode() + b"groups:\n  \"home\\n\": [good]\n", 4, "groups.home\\n: group names use letters"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: \"pi.local\\n\"}\n", 3,
+     "hosts.pi.hostname: 'pi.local\\n' is not a valid host name"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: pi.local, user: \"bot\\n\"}\n", 3,
+     "hosts.pi.user: 'bot\\n' is not a valid user name"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: pi.local, python: \"python3\\n\"}\n", 3,
+     "hosts.pi.python: 'python3\\n' is not a valid interpreter"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: pi.local, bot_token_env: \"TOKEN\\n\"}\n", 3,
+     "hosts.pi.bot_token_env: 'TOKEN\\n' is not a valid variable name"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: pi.local, jump: \"bot@gw\\n\"}\n", 3,
+     "hosts.pi.jump: 'bot@gw\\n' is neither a host of this inventory nor user@host[:port]"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: pi.local}\n  x: \x07\n", 4,
+     "not valid YAML: character #x0007: special characters are not allowed"),
+    (b"hosts:\n" + GOOD.encode() + b"  pi: {hostname: \xff}\n", 3, "not UTF-8 text (byte 0xff)"),
+    (b"hosts:\n" + GOOD.encode() + b"---\nhosts: {}\n", 3,
+     "not valid YAML: expected a single document in the stream but found another document"),
+    (b"hosts:\n" + GOOD.encode() + b"groups:\n  loop: &a [*a]\n", 4, "groups.loop: an alias refers to the value"),
+    (b"hosts:\n" + GOOD.encode() + b"groups:\n  deep: " + b"[" * 60 + b"]" * 60 + b"\n", 4, "nested more than 50"),
+    (b"hosts:\n" + GOOD.encode() + b"groups:\n  home: [[good]]\n", 4, "groups.home: expected host names, got ['good']"),
+]
+
+
+def _laughs() -> bytes:
+    """A billion laughs: nine levels of nine aliases, 387 million values once expanded."""
+    lines = [b"defaults:", b"  shared_paths: &l0 [x, x, x, x, x, x, x, x, x]", b"hosts:", GOOD.encode().rstrip(),
+             b"groups:"]
+    lines += [b"  g%d: &l%d [%s]" % (n, n, b", ".join([b"*l%d" % (n - 1)] * 9)) for n in range(1, 9)]
+    lines.append(b"  home: *l8")
+    return b"\n".join(lines) + b"\n"
+
+
+BAD_YAML.append((_laughs(), 10, "groups.g5: stands for more than 100000 values once its aliases are followed"))
+
+
+@pytest.mark.parametrize("raw, line, expected", BAD_YAML, ids=[c[2].split(":")[0][:40] for c in BAD_YAML])
+def test_every_yaml_problem_is_one_line_with_file_and_line(tmp_path, counting_server, raw, line, expected):
+    """Through the real task: a tag, a key given twice, a name with a trailing newline, an alias bomb.
+    Exit 2, one line, no traceback, nothing run (the canary file of os.system is never made) and no
+    host touched, within the test's timeout (the bomb is refused, never expanded)."""
+    port, accepted = counting_server
+    path = tmp_path / "inventory.yml"
+    path.write_bytes(raw.replace(b"PORT", str(port).encode()).replace(b"CANARY", str(tmp_path / "ran").encode()))
+    env = dict(os.environ, SULFUR_INVENTORY=str(path))
+    out = subprocess.run([sys.executable, "-m", "invoke", "status", "--all"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and out.stdout == "", out.stdout + out.stderr
+    assert lines[0].startswith("error: %s:%d: " % (path, line)), lines[0]
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in out.stderr and len(lines[0]) < 400
+    assert not (tmp_path / "ran").exists() and accepted == []
+
+
+def test_add_host_names_end_where_they_end(tmp_path):
+    """add-host checks a name as the loader does (no trailing newline), and writes a value that ends
+    in one quoted, so what it appends reads back as it was given."""
+    from remote import onboard
+    from remote.errors import UsageError
+    from remote.inventory_text import scalar
+
+    path = tmp_path / "inventory.yml"
+    path.write_text("hosts:\n  good: {hostname: 127.0.0.1}\n")
+    for name, group in (("pi\n", None), ("pi", "home\n")):
+        with pytest.raises(UsageError, match="is not a valid (host|group) name"):
+            onboard.add(path, name, {"hostname": "pi.local"}, group, False, print, lambda question: False)
+    assert path.read_text() == "hosts:\n  good: {hostname: 127.0.0.1}\n"
+    assert scalar("pi.local") == "pi.local" and scalar("pi.local\n") == '"pi.local\\n"'

@@ -71,6 +71,8 @@ def test_invoke_dev_in_a_terminal_serves_and_ctrl_c_leaves_nothing(tmp_path, por
         assert "supervisor |" in shown and "dashboard: pid %d ready" % health["pid"] in shown
         state = json.loads((tmp_path / "app" / "run" / "state.json").read_text())
         assert state["supervisor"]["pid"] == pid  # exec'd all the way: the terminal's process supervises
+        # its request (settings: a webhook URL) went in app_dir/run/, the one place the ctl removes it from
+        assert not list((tmp_path / "app" / "run").glob("dev-request-*")), "the request file was left behind"
         os.write(fd, b"\x03")  # Ctrl+C, through the terminal: SIGINT to the whole foreground group
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

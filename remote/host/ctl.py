@@ -13,6 +13,7 @@ from remote.host.common import names, wire
 from remote.host.common.errors import BadRequest, Failure, UnknownCommand
 from remote.host.common.files import Layout, current_stamp
 from remote.host.common.logtail import LogFollower, last_lines
+from remote.host.common.paths import inside, shared_paths_problem, stamp_problem
 from remote.host.releases import hooks
 
 _LOCK = {"timeout": (float, 20.0), "lock_timeout": (float, 120.0), "by": (str, None)}
@@ -62,6 +63,7 @@ def options(command, given):
         raise BadRequest("unknown service %r (known: %s)" % (out["service"], ", ".join(known)))
     if command == "deploy" and not out["stamp"]:
         raise BadRequest("deploy needs a stamp")
+    _check_names(command, out)
     if "hooks" in out:
         out["hooks"] = hooks.normalize(out["hooks"])
         if out["hook_timeout"] <= 0:
@@ -69,6 +71,18 @@ def options(command, given):
     if command == "role" and out["role"] not in ("active", "standby"):
         raise BadRequest("role must be active or standby, not %r" % out["role"])
     return out
+
+
+def _check_names(command, out):
+    """The paths a deploy or rollback will act on, by their text, whatever the operator sent: a
+    release name only, shared_paths inside shared/ (release.py checks them again against the links
+    on disk before anything is removed or linked)."""
+    if command == "deploy" and stamp_problem(out["stamp"]):
+        raise BadRequest("deploy: stamp %s" % stamp_problem(out["stamp"]))
+    if command == "deploy" and shared_paths_problem(out["shared"]):
+        raise BadRequest("deploy: shared_paths: %s; nothing was changed" % shared_paths_problem(out["shared"]))
+    if command == "rollback" and out["to"] is not None and stamp_problem(out["to"]):
+        raise BadRequest("rollback: to: %s; invoke releases lists them" % stamp_problem(out["to"]))
 
 
 def dispatch(command, app_dir, opts, settings, stdin):
@@ -137,6 +151,7 @@ def read(argv, stdin):
     The request is read first, so that even "unknown command" is answered in the agreed protocol."""
     if argv[1:2] == ["--request"] and len(argv) == 3:
         request = wire.read_request_file(argv[2])
+        _remove_request_file(argv[2], request.get("app_dir"))
     elif len(argv) == 1:
         request = stdin.request()
     else:
@@ -149,6 +164,19 @@ def read(argv, stdin):
     if not isinstance(request.get("app_dir"), str) or not request["app_dir"]:
         raise BadRequest("the request names no app_dir")
     return argv[0], request
+
+
+def _remove_request_file(path, app_dir):
+    """The request file is removed once read (it holds settings) when it lies in app_dir/run/, where
+    `invoke dev` writes it; a file anywhere else is left alone: no command line deletes outside app_dir."""
+    if not isinstance(app_dir, str) or not app_dir:
+        return
+    run = Layout(app_dir).run
+    if os.path.isfile(path) and not os.path.islink(path) and inside(run, os.path.dirname(os.path.abspath(path))):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def main(argv=None):

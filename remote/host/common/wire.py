@@ -129,11 +129,11 @@ def parse_request(raw):
 
 
 def read_request_file(path):
-    """A request left in a file (mode 600) by the operator; the file is removed once read."""
+    """A request left in a file (mode 600) by the operator. Read only: the ctl removes it once it knows
+    the request's app_dir, and only from there (a command line must not delete a file elsewhere)."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
-        os.unlink(path)
     except OSError as exc:
         raise BadRequest("cannot read the request file %s: %s" % (path, exc.strerror)) from None
     return parse_request(raw)

@@ -6,6 +6,7 @@ which is kept as a shim for them.
 """
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -63,6 +64,25 @@ def boot_text(paths, python, prefix):
                        config=shlex.quote(paths.config), log=shlex.quote(paths.log("supervisor")))
 
 
+#: how every release's unit and boot script say who wrote them (older ones too: remote/supervisor.py)
+_MARKS = ("(sulfur-ops supervisor of ", "# sulfur-ops: start the Sulfur stack")
+
+
+def written_here(path, paths):
+    """Whether ``path`` is the unit or boot script sulfur-ops wrote for this app_dir (a plain file, which
+    says so and runs this app_dir's supervisor.json): the only file outside app_dir a host task removes."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(65536)
+    except OSError:
+        return False
+    forms = {paths.config, systemd_quote(paths.config), shlex.quote(paths.config)}
+    runs_ours = any(re.search(r"\brun %s(\s|$)" % re.escape(form), text) for form in forms)
+    return runs_ours and any(mark in text for mark in _MARKS)
+
+
 def _run_quiet(argv):
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -79,11 +99,15 @@ def autostart(app_dir, remove=False):
     target, notes = (boot if termux else unit), []
     systemctl = None if termux else which("systemctl")
     if remove:
-        if systemctl:
-            _run_quiet([systemctl, "--user", "disable", UNIT_NAME])
         for path in (unit, boot):
-            if os.path.exists(path):
-                os.unlink(path)
+            if not os.path.lexists(path):
+                continue
+            if not written_here(path, paths):
+                notes.append("left %s in place: sulfur-ops did not write it for %s" % (path, paths.app_dir))
+                continue
+            if path == unit and systemctl:
+                _run_quiet([systemctl, "--user", "disable", UNIT_NAME])
+            os.unlink(path)
         return {"ok": True, "action": "removed", "path": target, "notes": notes}
     if not os.path.exists(paths.config):
         raise Failure("no supervisor settings on this host yet (run/supervisor.json): run invoke restart once first")

@@ -16,13 +16,13 @@ import time
 from remote.host import CODE_DIR
 from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, current_stamp, read_json, write_json
+from remote.host.common.paths import STAMP, inside, is_stamp, remove, shared_problem, stamp_problem
 from remote.host.common.system import open_paths
 from remote.host.releases import hooks, manifest
 from remote.host.supervision import guard
 from remote.host.supervision.inbox import ask
 from remote.host.supervision.stack import operator_lock, restart_locked, stack_config, wait_bot_up
 
-STAMP = "%Y%m%d%H%M%S"
 BOT_GRACE = 3.0  # a bot still running this long after the switch counts as healthy
 RUN_TIMEOUT = 900
 
@@ -40,7 +40,7 @@ def progress(message):
 
 def stamps(paths):
     try:
-        return sorted(n for n in os.listdir(paths.releases) if n.isdigit() and len(n) == 14)
+        return sorted(n for n in os.listdir(paths.releases) if is_stamp(n))
     except OSError:
         return []
 
@@ -65,7 +65,7 @@ def clean_leftovers(paths, keep):
             continue
         if any(b == path or b.startswith(path + os.sep) for b in busy):  # open, or a file in it is
             continue
-        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+        remove(base, os.path.join(base, name))  # the entry itself: a link goes, never what it points at
         removed.append(name)
     return removed
 
@@ -99,11 +99,11 @@ def environment(paths, release):
     wheels = os.path.join(release, "_wheels")
     if os.path.exists(os.path.join(venv, ".complete")):
         return digest, True, 0
-    shutil.rmtree(venv, ignore_errors=True)  # half built by an interrupted deploy
+    remove(paths.venvs, venv, ignore_errors=True)  # half built by an interrupted deploy
     os.makedirs(os.path.dirname(venv), exist_ok=True)
     out = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
     if out.returncode != 0:
-        shutil.rmtree(venv, ignore_errors=True)
+        remove(paths.venvs, venv, ignore_errors=True)
         raise Failure("cannot create a virtual environment: %s" % (out.stderr.strip().splitlines() or ["?"])[-1])
     pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if os.path.isdir(wheels):
@@ -114,7 +114,7 @@ def environment(paths, release):
     progress("installing %d requirements into venvs/%s" % (count, digest))
     out = subprocess.run(pip, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     if out.returncode != 0:
-        shutil.rmtree(venv, ignore_errors=True)
+        remove(paths.venvs, venv, ignore_errors=True)
         raise Failure(_pip_failure(out.stdout + out.stderr))
     open(os.path.join(venv, ".complete"), "w").close()
     packages = len([n for n in os.listdir(_site_packages(venv)) if n.endswith(".dist-info")])
@@ -138,10 +138,22 @@ def relink(link, target):
     os.replace(tmp, link)
 
 
+def check_shared(paths, release, shared):
+    """Failure unless every shared_paths entry is a plain relative name that stays inside shared/ and
+    inside the release once the links already on this host are followed: whatever the operator sent,
+    checked before anything is removed or linked."""
+    problem = shared_problem(paths.shared, release, shared)
+    if problem:
+        raise Failure("shared_paths: %s" % problem)
+
+
 def install(paths, release, stamp, shared):
     """Environment, links into shared/, then the release renamed into place under a free stamp."""
+    check_shared(paths, release, shared)
+    if not is_stamp(stamp):
+        raise Failure("deploy: stamp %r is not a release name" % (stamp,))
     digest, reused, packages = environment(paths, release)
-    shutil.rmtree(os.path.join(release, "_wheels"), ignore_errors=True)
+    remove(release, os.path.join(release, "_wheels"), ignore_errors=True)
     relink(os.path.join(release, ".venv"), os.path.relpath(os.path.join(paths.venvs, digest), release))
     os.makedirs(paths.shared, mode=0o700, exist_ok=True)
     os.chmod(paths.shared, 0o700)  # .env and the bot's data: this user's alone
@@ -149,11 +161,11 @@ def install(paths, release, stamp, shared):
         target = os.path.join(paths.shared, name)
         if name != ".env":
             os.makedirs(target, exist_ok=True)
-        inside = os.path.join(release, name)
-        if os.path.isdir(inside) and not os.path.islink(inside):
-            shutil.rmtree(inside)  # the source's copy: shared/ is what the host keeps
-        os.makedirs(os.path.dirname(inside), exist_ok=True)
-        relink(inside, os.path.relpath(target, os.path.dirname(inside)))
+        linked = os.path.join(release, name)
+        if os.path.isdir(linked) and not os.path.islink(linked):
+            remove(release, linked)  # the source's copy: shared/ is what the host keeps
+        os.makedirs(os.path.dirname(linked), exist_ok=True)
+        relink(linked, os.path.relpath(target, os.path.dirname(linked)))
     while os.path.exists(os.path.join(paths.releases, stamp)):  # two deploys in one second
         stamp = next_stamp(stamp)
     os.rename(release, os.path.join(paths.releases, stamp))
@@ -199,12 +211,12 @@ def prune(paths, keep, protect):
     old.sort(key=lambda s: (not failed(paths, s), s))
     removed = old[:max(0, len(stamps(paths)) - keep)]
     for stamp in removed:
-        shutil.rmtree(os.path.join(paths.releases, stamp), ignore_errors=True)
+        remove(paths.releases, os.path.join(paths.releases, stamp), ignore_errors=True)
     used = {os.path.basename(os.path.realpath(os.path.join(paths.releases, s, ".venv"))) for s in stamps(paths)}
     venvs = paths.venvs
     for digest in os.listdir(venvs) if os.path.isdir(venvs) else []:
         if digest not in used:
-            shutil.rmtree(os.path.join(venvs, digest), ignore_errors=True)
+            remove(venvs, os.path.join(venvs, digest), ignore_errors=True)
     return removed
 
 
@@ -238,7 +250,7 @@ def _unpack_time(release):
     path = os.path.join(release, "_unpack.json")
     seconds = read_json(path).get("seconds")
     if os.path.exists(path):
-        os.unlink(path)
+        remove(release, path)
     return seconds
 
 
@@ -257,16 +269,17 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
     """Install the release this ctl runs from, switch to it, verify it; roll back when it fails."""
     started = time.monotonic()
     paths = Layout(app_dir)
-    paths.make()
     env_incoming = os.path.expanduser(env_incoming) if env_incoming else None
+    partial = CODE_DIR  # this ctl runs from the release it installs (unpacked by the operator's exec)
+    _check_request(paths, partial, stamp, shared, env_incoming)
+    paths.make()
     with operator_lock(paths, lock_timeout, "deploy %s" % stamp):
         steps = _Steps()
-        partial = CODE_DIR  # this ctl runs from the release it installs (unpacked by the operator's exec)
         unpacked = _unpack_time(partial)
         try:  # before anything changes: the bot it would start (with the .env it brings) runs elsewhere
             notes = guard.check(paths, stack_config(app_dir, settings), checks, env_incoming)
         except Failure:
-            _discard(partial, env_incoming)
+            _discard(paths, partial, env_incoming)
             raise
         removed = clean_leftovers(paths, partial)
         if removed:
@@ -275,7 +288,7 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
         try:
             installed = install(paths, partial, stamp, shared)
         except BaseException:
-            _discard(partial, env_incoming)
+            _discard(paths, partial, env_incoming)
             raise
         stamp = installed["stamp"]
         release = os.path.join(paths.releases, stamp)
@@ -284,7 +297,7 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
             _hook(hook_spec, "before_switch", paths, release, hook_timeout, env_incoming, release=stamp,
                   previous=current_stamp(paths))
         except Failure as exc:
-            _discard(None, env_incoming)
+            _discard(paths, None, env_incoming)
             mark(paths, stamp, "failed", str(exc))
             record(paths, stamp, commit, by, "failed before the switch")
             raise Failure("release %s: %s; current is untouched (%s); the failed release is kept in releases/%s"
@@ -321,12 +334,45 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
                     timings=timings)
 
 
-def _discard(partial, env_incoming):
-    """What a deploy brought and will not use: its unpacked release, its uploaded .env."""
+def _check_request(paths, partial, stamp, shared, env_incoming):
+    """Refuse, before anything changes, a deploy that would remove or link outside app_dir: run from
+    anything but an unpacked release of this app_dir (it renames and removes the directory it runs
+    from), a stamp that is not a release name, an upload that is not this deploy's, shared_paths that
+    leave shared/. A refused request's own unpacked release goes; nothing else is touched."""
+    if not _unpacked_here(paths, partial):
+        raise Failure("deploy runs from a release unpacked in %s/.partial-*, not from %s: use invoke deploy"
+                      % (paths.releases, partial))
+    try:
+        if stamp_problem(stamp):
+            raise Failure("deploy: stamp %s" % stamp_problem(stamp))
+        if env_incoming and not _uploaded_here(paths, env_incoming):
+            raise Failure("deploy: env_incoming %r is not an upload in %s/.env.incoming-*: nothing was changed"
+                          % (env_incoming, paths.shared))
+        check_shared(paths, partial, shared)
+    except Failure:
+        _discard(paths, partial, None)
+        raise
+
+
+def _unpacked_here(paths, partial):
+    return (os.path.basename(partial).startswith(".partial-") and inside(paths.releases, partial)
+            and os.path.realpath(os.path.dirname(partial)) == os.path.realpath(paths.releases))
+
+
+def _uploaded_here(paths, path):
+    """The .env this deploy's operator uploaded: a file of its own in shared/, never a link or elsewhere."""
+    return (os.path.basename(path).startswith(".env.incoming-") and not os.path.islink(path)
+            and os.path.isfile(path)
+            and os.path.realpath(os.path.dirname(os.path.abspath(path))) == os.path.realpath(paths.shared))
+
+
+def _discard(paths, partial, env_incoming):
+    """What a deploy brought and will not use: its unpacked release, its uploaded .env (both checked
+    to be this deploy's own before: remove() refuses anything else)."""
     if partial:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove(paths.releases, partial, ignore_errors=True)
     if env_incoming and os.path.exists(env_incoming):
-        os.unlink(env_incoming)
+        remove(paths.shared, env_incoming)
 
 
 def _apply_env(paths, incoming, stamp):
@@ -380,6 +426,8 @@ def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=No
     """Switch to ``to`` (default: the newest healthy release older than current) and restart on it.
     Hooks with on_rollback run: before_switch may refuse the switch, after_switch is reported."""
     paths = Layout(app_dir)
+    if to is not None and stamp_problem(to):
+        raise Failure("rollback --to: %s; invoke releases lists them" % stamp_problem(to))
     with operator_lock(paths, lock_timeout, "rollback"):
         current, known = current_stamp(paths), stamps(paths)
         target = to
