@@ -136,8 +136,9 @@ def autostart(runner: Runner, host: Host, remove: bool = False) -> Dict[str, Any
 
 
 def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw: bool = False) -> int:
-    """The log's text to this terminal, control characters made harmless unless ``raw``; with
-    ``follow``, until Ctrl+C (stdin stays open until then, and the host side stops when it ends)."""
+    """The log's text to this terminal, control characters shown as escapes (``\\x1b``) unless ``raw``
+    (stderr always); with ``follow``, until Ctrl+C (stdin stays open until then, and the host side
+    stops when it ends)."""
     request = ctl_request(host, "logs", {"service": service, "lines": lines, "follow": follow})
     out = sys.stdout if raw else TerminalStream(sys.stdout)
     result = runner.run(ctl_command(host, "logs"), warn=True, in_stream=RequestStream(request, hold=follow),
