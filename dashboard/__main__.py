@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     info = listener.describe()
     board = Dashboard(settings, info)
     host = listener.sock.getsockname()[0]
-    server = Server(board.app, listener.sock.fileno(), host, settings.drain_timeout)
+    server = Server(board.app, listener.sock.fileno(), host, settings.drain_timeout, str(settings.app_dir))
     listener.sock.close()  # the server holds its own duplicate of the descriptor
 
     if spare:

@@ -36,8 +36,10 @@ class DrainingHandler(WSGIRequestHandler):
 class Server:
     """A werkzeug server on a given listening socket, with drain-on-signal."""
 
-    def __init__(self, app: object, sock_fd: int, host: str, drain_timeout: float = 10.0) -> None:
+    def __init__(self, app: object, sock_fd: int, host: str, drain_timeout: float = 10.0,
+                 app_dir: Optional[str] = None) -> None:
         self.draining = threading.Event()
+        self.app_dir = app_dir  # where run/notify.name says which supervisor to hand the socket to
         self.drain_timeout = drain_timeout
         self._threads: Set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
@@ -76,7 +78,7 @@ class Server:
         def hand_over(signum: int, frame: object) -> None:
             # our supervisor died and a new one asks for the socket we serve on (remote/host/supervision/orphans.py)
             if not self.draining.is_set():
-                store_socket(self.httpd.socket)
+                store_socket(self.httpd.socket, self.app_dir)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
