@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dashproc import invoke, local_inventory, wait_for
 
+from remote.host.supervision.listener import store_socket
 from remote.host.supervision.notify import SUN_PATH, NotifySocket, handover_address
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
@@ -129,6 +130,25 @@ def test_handover_address_follows_the_live_record_and_never_a_dead_ones_name(tmp
     (run / "notify.name").write_text(json.dumps({"name": "@dead", "pid": int(dead.stdout), "start": 1}))
     assert handover_address(str(tmp_path), "@dead") is None  # its name is anyone's to bind now
     assert handover_address(str(tmp_path), "/app/run/notify.sock") == "/app/run/notify.sock"
+
+
+def test_an_orphan_never_sends_its_socket_to_the_name_a_dead_supervisor_recorded(tmp_path, monkeypatch):
+    """The dashboard's own end (listener.store_socket): its NOTIFY_SOCKET names a dead supervisor's
+    random name, which a thief holds now, and no live supervisor is recorded: nothing is sent."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    name = "@sulfur-%d-%s" % (os.getuid(), os.urandom(16).hex())
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notify.name").write_text(json.dumps({"name": name, "pid": int(dead.stdout), "start": 1}))
+    monkeypatch.setenv("NOTIFY_SOCKET", name)
+    thief = squat(name)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        assert store_socket(listening, str(tmp_path)) is False
+        monkeypatch.setenv("NOTIFY_SOCKET", "@sulfur-from-an-older-supervisor")  # no record names it: used
+        elder = squat("@sulfur-from-an-older-supervisor")
+        assert store_socket(listening, str(tmp_path)) is True
+    assert received(thief) == (0, 0) and received(elder) == (1, 1)
 
 
 def test_kill_9_of_a_deep_supervisor_the_orphan_hands_its_socket_to_the_next_not_to_a_thief(tmp_path, port):

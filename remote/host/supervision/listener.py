@@ -212,12 +212,15 @@ def notify_ready(status: str = "") -> bool:
     return notify("READY=1\nMAINPID=%d" % os.getpid() + ("\nSTATUS=%s" % status if status else ""))
 
 
-def _notify_address(name: Optional[str] = None) -> Optional[str]:
-    """$NOTIFY_SOCKET (or ``name``) as a socket address ("@name" is the abstract namespace), or None."""
-    path = name or os.environ.get("NOTIFY_SOCKET")
-    if not path:
+def _address(name: Optional[str]) -> Optional[str]:
+    """A NOTIFY_SOCKET value as a socket address ("@name" is the abstract namespace), or None."""
+    if not name:
         return None
-    return "\0" + path[1:] if path.startswith("@") else path
+    return "\0" + name[1:] if name.startswith("@") else name
+
+
+def _notify_address() -> Optional[str]:
+    return _address(os.environ.get("NOTIFY_SOCKET"))
 
 
 def notify(message: str) -> bool:
@@ -239,7 +242,7 @@ def store_socket(sock: socket.socket, app_dir: Optional[str] = None) -> bool:
     listening socket to the next supervisor, which keeps the port open. Sent where that supervisor
     hears, as ``app_dir``'s run/notify.name says (our $NOTIFY_SOCKET may name the dead one's random
     abstract name, free for anyone to bind now); to $NOTIFY_SOCKET only where no record says otherwise."""
-    path = _notify_address(handover_address(app_dir, os.environ.get("NOTIFY_SOCKET")) or "")
+    path = _address(handover_address(app_dir, os.environ.get("NOTIFY_SOCKET")))
     if not path:
         return False
     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]).tobytes())]
