@@ -8,6 +8,7 @@ Exit status: 0 every host succeeded, 1 some host failed, 2 bad inventory or bad 
 """
 
 import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def _one_line_error(body):
         try:
             return body(*args, **kwargs)
         except SulfurError as exc:
-            raise Exit("error: %s" % exc, code=exc.exit_code) from None
+            raise Exit(render.error_line(exc), code=exc.exit_code) from None
 
     return run
 
@@ -99,14 +100,14 @@ def _reporter(target, stream):
     """A host's progress lines ("pi: switching to ..."), one write per line: hosts report from parallel
     threads. With --json they go to stderr, so that stdout is the JSON alone."""
     def report(line):
-        stream.write(render.for_terminal("%s: %s\n" % (target.name, line)))
+        stream.write(render.progress_line(target.name, line))
         stream.flush()
 
     return report
 
 
 def _finish(docs, text, as_json):
-    print(render.as_json(docs) if as_json else render.for_terminal(text))
+    print(render.as_json(docs) if as_json else text)  # the renderers escaped every host string
     if not all(d.get("ok") for d in docs):
         raise Exit(code=1)
 
@@ -166,12 +167,12 @@ def remove_host(c, name):
 
 
 def _say(line):
-    print(render.for_terminal(line), flush=True)
+    print(render.escape(line), flush=True)
 
 
 def _ask(question):
     """One answer from stdin; no answer (end of input) is no."""
-    sys.stdout.write(question)
+    sys.stdout.write(render.escape(question))
     sys.stdout.flush()
     answer = sys.stdin.readline()
     return answer.strip().lower() in ("y", "yes")
@@ -318,7 +319,7 @@ def failover(c, to, from_=None, takeover=False, settle=5.0, timeout=20.0, json=F
     """Move the bot: stop it where it runs, start it on --to, confirm it stays up; undo if it does not."""
     def report(step):
         if not json:
-            print(render.for_terminal(render.failover_line(step)), flush=True)
+            print(render.failover_line(step), flush=True)
 
     steps = moves.failover(load(), to, from_, takeover, float(settle), float(timeout), report)
     if json:
@@ -334,6 +335,7 @@ def fleet(c, port=5050, no_browser=False):
     from remote.fleet.server import Fleet
 
     page = Fleet(load(), int(port))
+    logging.getLogger("sulfur").addHandler(render.log_handler(sys.stderr))  # a link's warnings, escaped
     try:
         page.start()
         print("fleet: %d hosts, page at %s   (Ctrl+C stops)" % (len(page.hosts), page.url()), flush=True)
@@ -362,21 +364,20 @@ def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",
             "lines": "lines to show (default 50)", "follow": "keep printing new lines until Ctrl+C",
-            "raw": "keep colours and other control characters (only when printing to a terminal)",
+            "raw": "print the log as it is: colours, and every other control character (not escaped)",
             "timeout": "without --follow: give a host that does not answer up after this many seconds (30)"})
 @_one_line_error
 def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False, timeout=30.0):
-    """Print a service's log from each host; --follow keeps streaming it."""
+    """Print a service's log from each host, control characters escaped (--raw: as is); --follow streams it."""
     targets = _hosts(host, False, dev=True)
     if follow and len(targets) > 1:
         raise UsageError("--follow takes one host")
     failed = False
     for target in targets:
         if len(targets) > 1:
-            print("==> %s <==" % target.name)
+            print(render.log_header(target.name))
         with open_runner(target) as runner:
-            failed |= ctlcalls.logs(runner, target, service, int(lines), follow, raw and sys.stdout.isatty(),
-                                    float(timeout)) != 0
+            failed |= ctlcalls.logs(runner, target, service, int(lines), follow, raw, float(timeout)) != 0
     if failed:
         raise Exit(code=1)
 

@@ -70,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     board = Dashboard(settings, info)
     host = listener.sock.getsockname()[0]
     server = Server(board.app, listener.sock.fileno(), host, settings.drain_timeout, settings.idle_timeout,
-                    settings.max_connections)
+                    settings.max_connections, str(settings.app_dir))
     listener.sock.close()  # the server holds its own duplicate of the descriptor
 
     if spare:

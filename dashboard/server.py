@@ -61,8 +61,10 @@ class Server:
     """A werkzeug server on a given listening socket, with drain-on-signal."""
 
     def __init__(self, app: object, sock_fd: int, host: str, drain_timeout: float = 10.0,
-                 idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS,
+                 app_dir: Optional[str] = None) -> None:
         self.draining = threading.Event()
+        self.app_dir = app_dir  # where run/notify.name says which supervisor to hand the socket to
         self.drain_timeout, self.max_connections = drain_timeout, max_connections
         self._threads: Set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
@@ -132,7 +134,7 @@ class Server:
         def hand_over(signum: int, frame: object) -> None:
             # our supervisor died and a new one asks for the socket we serve on (remote/host/supervision/orphans.py)
             if not self.draining.is_set():
-                store_socket(self.httpd.socket)
+                store_socket(self.httpd.socket, self.app_dir)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

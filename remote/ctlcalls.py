@@ -151,9 +151,10 @@ def autostart(runner: Runner, host: Host, remove: bool = False) -> Dict[str, Any
 
 def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw: bool = False,
          timeout: Optional[float] = 30.0) -> int:
-    """The log's text to this terminal, control characters made harmless unless ``raw``; with
-    ``follow``, until Ctrl+C (stdin stays open until then, and the host side stops when it ends).
-    Without ``follow``, a host whose command never ends is given up after ``timeout`` seconds."""
+    """The log's text to this terminal, control characters shown as escapes (``\\x1b``) unless ``raw``
+    (stderr always); with ``follow``, until Ctrl+C (stdin stays open until then, and the host side
+    stops when it ends). Without ``follow``, a host whose command never ends is given up after
+    ``timeout`` seconds."""
     request = ctl_request(host, "logs", {"service": service, "lines": lines, "follow": follow})
     out = sys.stdout if raw else TerminalStream(sys.stdout)
     try:

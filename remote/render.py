@@ -1,38 +1,99 @@
-"""Tables and JSON for the terminal. The only module of remote/ that makes text for people."""
+"""Tables and JSON for the terminal. The only module of remote/ that makes text for people.
+
+Every string a host sends (names, messages, errors, STATUS lines, log lines) reaches the terminal
+through ``escape`` alone: each field is escaped before it is joined into a line or padded into a
+column, so a host's newline cannot start a row that looks like another host's, and its ESC cannot
+move the cursor, recolour or retitle the terminal. ``_fmt`` and ``table`` are the two ways a
+renderer builds a line, and both escape every field.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import IO, Any, Dict, Iterable, List, Sequence
 
-#: what a remote string must not bring to a terminal: C0 and C1 controls (escape sequences start with
-#: one), and the invisible marks that reorder or hide text
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+#: what a host's text must not bring to a terminal as it is: C0 and C1 controls and DEL (escape
+#: sequences start with one), the invisible marks that reorder or hide text (bidi overrides and
+#: isolates, zero-width marks, line and paragraph separators), lone surrogates (printing one raises),
+#: and the backslash itself, so that what is shown reads back one way only
+_MARKS = r"\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff"
+_FIELD = re.compile(r"[\\\x00-\x1f%s]" % _MARKS)
+_TEXT = re.compile(r"[\\\x00-\x08\x0b-\x1f%s]" % _MARKS)  # a log's text: its tabs and newlines stay
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def for_terminal(text: str) -> str:
-    """``text`` with every control character but newline and tab made visible as '?'."""
-    return _CONTROL.sub("?", text)
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    return ("\\x%02x" if ord(char) < 0x100 else "\\u%04x") % ord(char)
+
+
+def escape(value: Any) -> str:
+    """One field from a host as one line of plain text: control characters, bidi marks and the
+    backslash shown as escapes (``\\n``, ``\\r``, ``\\x1b``, ``\\u202e``, ``\\\\``)."""
+    return _FIELD.sub(_visible, value if isinstance(value, str) else str(value))
+
+
+def escape_text(text: str) -> str:
+    """Text of many lines (a log as it streams): as ``escape``, but its newlines and tabs kept. Each
+    character is escaped alone, so a chunk may end anywhere."""
+    return _TEXT.sub(_visible, text)
+
+
+def _fmt(template: str, *fields: Any) -> str:
+    """``template % fields`` with every field escaped; numbers stay numbers for %d and %.1f."""
+    return template % tuple(f if isinstance(f, (int, float)) else escape(f) for f in fields)
+
+
+def error_line(exc: BaseException) -> str:
+    """A task's one line for a SulfurError, whose message may quote a host (its stderr, its answer)."""
+    return "error: " + escape(exc)
+
+
+def progress_line(name: str, line: str) -> str:
+    """A host's progress line ("pi: switching to ..."), with its newline."""
+    return _fmt("%s: %s", name, line) + "\n"
 
 
 class TerminalStream:
-    """An out_stream that passes a host's output on with control characters made harmless."""
+    """An out_stream that passes a host's output (a log) on with control characters made visible."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
 
     def write(self, data: str) -> None:
-        self.stream.write(for_terminal(data))
+        self.stream.write(escape_text(data))
 
     def flush(self) -> None:
         self.stream.flush()
 
 
+def log_header(name: str) -> str:
+    """`invoke logs` of several hosts: the line before each host's log."""
+    return _fmt("==> %s <==", name)
+
+
+class _EscapingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return escape(super().format(record))
+
+
+def log_handler(stream: IO[str]) -> logging.Handler:
+    """For the fleet's warnings ("pi: the page was not told of a change: ..."), which quote what a
+    link met: each record one line, escaped, as Python's last-resort handler would write it otherwise."""
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_EscapingFormatter("%(message)s"))
+    return handler
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    rows = [["-" if v is None or v == "" else for_terminal(str(v)).replace("\n", "?").replace("\t", " ")
-             for v in row] for row in rows]
+    """Columns padded to the widest cell; each cell escaped first, so every row is one line."""
+    rows = [["-" if v is None or v == "" else escape(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     last = len(headers) - 1
     lines = ["  ".join(h.ljust(w) if i < last else h for i, (h, w) in enumerate(zip(headers, widths)))]
@@ -97,40 +158,40 @@ def doctor_report(docs: List[Dict[str, Any]]) -> str:
     out = []
     for d in docs:
         if not d.get("ok"):
-            out.append("%s: unreachable or failed: %s" % (d["host"], d.get("error")))
+            out.append(_fmt("%s: unreachable or failed: %s", d["host"], d.get("error")))
             continue
-        if d.get("route"):
-            out.append("%s: via %s" % (d["host"], " -> ".join(d["route"])))
+        route = " -> ".join(map(str, d.get("route") or []))
+        if route:
+            out.append(_fmt("%s: via %s", d["host"], route))
         works = [m["method"] + ("" if m["owner"] else " (no owner)") for m in d["methods"] if m["ok"]]
         broken = ["%s (%s)" % (m["method"], m["detail"]) for m in d["methods"] if not m["ok"]]
         disk = d.get("disk_free")
-        out.append("\n".join([
-            "%s:" % d["host"],
-            "  reachable   yes%s%s" % (", auth ok" if d.get("auth") else " (local)",
-                                    ", via %s" % " -> ".join(d["route"]) if d.get("route") else ""),
-            "  platform    %s  (%s, user %s)" % (d["platform"], d["uname"], d["user"]),
-            "  python      %s  %s" % (d["python"], d["python_path"]),
-            "  port tools  %s" % (", ".join(works) or "none"),
-            "  not usable  %s" % (", ".join(broken) or "-"),
-            "  app_dir     %s  (%s, %s)" % (
-                d["app_dir"], "exists" if d["app_dir_exists"] else "not created yet",
-                "writable" if d["app_dir_writable"] else "NOT writable"),
+        out.extend([
+            _fmt("%s:", d["host"]),
+            _fmt("  reachable   yes%s%s", ", auth ok" if d.get("auth") else " (local)",
+                 ", via %s" % route if route else ""),
+            _fmt("  platform    %s  (%s, user %s)", d["platform"], d["uname"], d["user"]),
+            _fmt("  python      %s  %s", d["python"], d["python_path"]),
+            _fmt("  port tools  %s", ", ".join(works) or "none"),
+            _fmt("  not usable  %s", ", ".join(broken) or "-"),
+            _fmt("  app_dir     %s  (%s, %s)", d["app_dir"], "exists" if d["app_dir_exists"] else "not created yet",
+                 "writable" if d["app_dir_writable"] else "NOT writable"),
             "  disk free   %s" % ("%.1f GiB" % (disk / 2**30) if disk is not None else "unknown"),
-            "  autostart   %s" % (", ".join(d.get("autostart") or []) or "not installed (invoke autostart)"),
-        ] + _android(d.get("android")) + (["  warning     %s" % d["warning"]] if d.get("warning") else [])))
+            _fmt("  autostart   %s", ", ".join(d.get("autostart") or []) or "not installed (invoke autostart)"),
+        ] + _android(d.get("android")) + ([_fmt("  warning     %s", d["warning"])] if d.get("warning") else []))
     return "\n".join(out)
 
 
 def _notes(d: Dict[str, Any]) -> List[str]:
     """A host's loud notes (a --takeover that mattered) under its line."""
-    return ["    " + note for note in d.get("notes") or []]
+    return [_fmt("    %s", note) for note in d.get("notes") or []]
 
 
 def _android(info: Any) -> List[str]:
     if not info:
         return []
-    return (["  wake lock   %s" % info.get("wake_lock"), "  phantom     %s" % info.get("phantom_killer")]
-            + ["  note        %s" % note for note in info.get("notes") or []])
+    return ([_fmt("  wake lock   %s", info.get("wake_lock")), _fmt("  phantom     %s", info.get("phantom_killer"))]
+            + [_fmt("  note        %s", note) for note in info.get("notes") or []])
 
 
 def restart_lines(docs: List[Dict[str, Any]]) -> str:
@@ -139,13 +200,13 @@ def restart_lines(docs: List[Dict[str, Any]]) -> str:
         out.extend(_notes(d))
         if d.get("ok"):
             if d.get("action", "").startswith("stopped") or d.get("action") == "not running":
-                out.append("%s: %s" % (d["host"], d["action"]))
+                out.append(_fmt("%s: %s", d["host"], d["action"]))
             elif d.get("pid") and d.get("url"):
                 note = "" if d["action"] == "restarted" else " [%s]" % d["action"]
-                out.append("%s: dashboard up at %s (pid %s, %.1f s)%s" % (d["host"], d["url"], d["pid"],
-                                                                         d.get("elapsed", 0), note))
+                out.append(_fmt("%s: dashboard up at %s (pid %s, %.1f s)%s", d["host"], d["url"], d["pid"],
+                                d.get("elapsed", 0), note))
             else:
-                out.append("%s: %s" % (d["host"], d.get("action", "ok")))
+                out.append(_fmt("%s: %s", d["host"], d.get("action", "ok")))
         else:
             out.extend(_failed(d))
     return "\n".join(out)
@@ -169,7 +230,8 @@ def _supervisor_row(d: Dict[str, Any]) -> List[Any]:
 
 
 def _bot_detail(svc: Dict[str, Any]) -> str:
-    """What the bot said (STATUS=), or why it does not run, and its shards if it has several."""
+    """What the bot said (STATUS=), or why it does not run, and its shards if it has several: one
+    cell, which ``table`` escapes."""
     parts = [svc.get("reason") if svc.get("state") != "running" else None, svc.get("status")]
     if (svc.get("shard_count") or 1) > 1:
         parts.append("shards %s/%s" % (",".join(map(str, svc.get("shards") or [])), svc["shard_count"]))
@@ -193,35 +255,34 @@ def status_table(docs: List[Dict[str, Any]]) -> str:
                          svc.get("restarts"), svc.get("last_exit"), svc.get("bot_id") if bot else None,
                          _bot_detail(svc) if bot else None])
             if svc.get("state") == "failed" and svc.get("last_error"):
-                notes.append("%s %s failed; last lines:" % (d["host"], name))
-                notes.extend("    " + line for line in svc["last_error"])
+                notes.append(_fmt("%s %s failed; last lines:", d["host"], name))
+                notes.extend(_fmt("    %s", line) for line in svc["last_error"])
     headers = ["HOST", "SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT", "BOT-ID", "DETAIL"]
     return "\n".join([table(headers, rows)] + notes)
 
 
 def dev_stack_note(host: Any) -> str:
     """Said before a task without --host acts on `invoke dev`'s stack rather than the inventory's local host."""
-    return ("this machine: acting on the running dev stack of invoke dev (app dir %s); --host local is "
-            "the inventory's local host" % host.app_dir)
+    return _fmt("this machine: acting on the running dev stack of invoke dev (app dir %s); --host local is "
+                "the inventory's local host", host.app_dir)
 
 
 def termux_setup(lines: List[str]) -> str:
     """add-host --termux: the phone's one-time setup, indented to be pasted."""
-    return "Once, on the phone, in Termux (paste these):\n" + "\n".join("    " + line for line in lines)
+    return "Once, on the phone, in Termux (paste these):\n" + "\n".join(_fmt("    %s", line) for line in lines)
 
 
 def not_reachable(name: str, problem: Any, values: Dict[str, Any]) -> str:
     """add-host of a host that is down: written, but its key is not checked yet; how to do that later."""
-    return for_terminal("warning: %s is not reachable yet: %s. Once it is up, run invoke add-host %s "
-                        "--hostname %s%s again to check and trust its key" % (
-                            name, problem, name, values["hostname"],
-                            " --port %s" % values["port"] if "port" in values else ""))
+    return _fmt("warning: %s is not reachable yet: %s. Once it is up, run invoke add-host %s --hostname %s%s again "
+                "to check and trust its key", name, problem, name, values["hostname"],
+                " --port %s" % values["port"] if "port" in values else "")
 
 
 def packed_line(package: Any, wheels: bool) -> str:
     """deploy: one package made (one per bot source), then what it left out."""
-    packing = "packing: %.1f MB%s%s" % (package.size / 2**20, ", commit %s" % package.commit[:12] if package.commit
-                                        else "", ", with wheels" if wheels else "")
+    packing = _fmt("packing: %.1f MB%s%s", package.size / 2**20, ", commit %s" % package.commit[:12]
+                   if package.commit else "", ", with wheels" if wheels else "")
     return packing + "\n" + not_shipped_line(package.not_shipped)
 
 
@@ -230,7 +291,7 @@ def not_shipped_line(names: List[str], width: int = 200) -> str:
     ``width`` characters whatever the number (names only: a file's contents are never read for this)."""
     shown: List[str] = []
     for name in names:
-        text = _short(for_terminal(name).replace("\n", "?").replace("\t", " "))
+        text = _short(escape(name))
         if shown and sum(len(s) + 2 for s in shown) + len(text) > width:
             break
         shown.append(text)
@@ -241,12 +302,13 @@ def not_shipped_line(names: List[str], width: int = 200) -> str:
 
 def batch_line(number: int, total: int, hosts: List[Any]) -> str:
     """deploy --serial: a batch starts."""
-    return "batch %d of %d: %s" % (number, total, ", ".join(h.name for h in hosts))
+    return _fmt("batch %d of %d: %s", number, total, ", ".join(h.name for h in hosts))
 
 
 def failover_line(step: Dict[str, Any]) -> str:
-    line = "%s: %s" % (step["host"], step["step"])
-    return "\n".join([line] + ["    " + text for text in step.get("log_tail") or []])
+    """One step of `invoke failover` (and of the fleet page's), its host's last lines under it."""
+    return "\n".join([_fmt("%s: %s", step["host"], step["step"])]
+                     + [_fmt("    %s", text) for text in step.get("log_tail") or []])
 
 
 def deploy_lines(docs: List[Dict[str, Any]]) -> str:
@@ -255,24 +317,25 @@ def deploy_lines(docs: List[Dict[str, Any]]) -> str:
         out.extend(_notes(d))
         if d.get("ok"):
             venv = "reused venv" if d.get("venv_reused") else "new venv, %s packages" % d.get("packages")
-            out.append("%s: deployed %s (%s), dashboard pid %s healthy in %.1f s; %.1f s in all%s" % (
-                d["host"], d["stamp"], venv, d.get("pid"), d.get("healthy_in", 0), d.get("elapsed", 0),
-                "; previous %s" % d["previous"] if d.get("previous") else ""))
+            out.append(_fmt("%s: deployed %s (%s), dashboard pid %s healthy in %.1f s; %.1f s in all%s",
+                            d["host"], d["stamp"], venv, d.get("pid"), d.get("healthy_in", 0), d.get("elapsed", 0),
+                            "; previous %s" % d["previous"] if d.get("previous") else ""))
         elif d.get("skipped"):
-            out.append("%s: %s" % (d["host"], d.get("error")))
+            out.append(_fmt("%s: %s", d["host"], d.get("error")))
         else:
             out.extend(_failed(d))
     return "\n".join(out)
 
 
 def _changes(kind: str, sign: str, some: Dict[str, Any]) -> List[str]:
-    lines = ["      %s %s" % (sign, name) for name in some["names"]]
+    lines = [_fmt("      %s %s", sign, name) for name in some["names"]]
     if some["count"] > len(some["names"]):
-        lines.append("      %s ... and %d more %s" % (sign, some["count"] - len(some["names"]), kind))
+        lines.append(_fmt("      %s ... and %d more %s", sign, some["count"] - len(some["names"]), kind))
     return lines
 
 
 def _env_line(env: Any) -> str:
+    """One line (unescaped: plan_lines escapes it as one field)."""
     if env is None:
         return ".env: not sent (no --env-file): shared/.env stays as it is"
     said = ["%s %s" % (kind, ", ".join(env[kind])) for kind in ("added", "changed", "removed") if env[kind]]
@@ -289,8 +352,8 @@ def plan_lines(docs: List[Dict[str, Any]]) -> str:
         running = d["running"]
         now = "nothing yet (first deploy)" if d.get("first_deploy") else "%s (commit %s)" % (
             running["stamp"], (running.get("commit") or "none")[:12])
-        out.append("%s: running %s; would ship commit %s" % (d["host"], now,
-                                                               (d["shipping"].get("commit") or "none")[:12]))
+        out.append(_fmt("%s: running %s; would ship commit %s", d["host"], now,
+                        (d["shipping"].get("commit") or "none")[:12]))
         files = d["files"]
         counts = ", ".join("%d %s" % (files[k]["count"], k) for k in ("added", "changed", "removed"))
         out.append("    files: %s" % counts)
@@ -298,18 +361,18 @@ def plan_lines(docs: List[Dict[str, Any]]) -> str:
             out.extend(_changes(kind, sign, files[kind]))
         out.append("    " + not_shipped_line(d["shipping"].get("not_shipped") or []))
         venv = d["venv"]
-        out.append("    venv: %s" % ("reused venvs/%s (same requirements)" % venv["digest"] if venv["reused"]
-                                     else "new venvs/%s would be built (requirements changed)" % venv["digest"]))
-        out.append("    " + _env_line(d.get("env")))
-        hooks = ["%s: %s%s" % (h["hook"], h["run"].strip().splitlines()[0], " (also on rollback)" if h["on_rollback"]
-                                else "") for h in d.get("hooks") or []]
-        out.append("    hooks: %s" % ("; ".join(hooks) if hooks else "none"))
+        out.append(_fmt("    venv: %s", "reused venvs/%s (same requirements)" % venv["digest"] if venv["reused"]
+                        else "new venvs/%s would be built (requirements changed)" % venv["digest"]))
+        out.append(_fmt("    %s", _env_line(d.get("env"))))
+        hooks = ["%s: %s%s" % (h["hook"], (h["run"].strip().splitlines() or [""])[0],
+                               " (also on rollback)" if h["on_rollback"] else "") for h in d.get("hooks") or []]
+        out.append(_fmt("    hooks: %s", "; ".join(hooks) if hooks else "none"))
         disk = d["disk"]
-        out.append("    disk: %.0f MB free in %s, about %.0f MB needed%s" % (
-            disk["free"] / 2**20, disk["path"], disk["needed"] / 2**20, "" if disk["fits"] else ": NOT ENOUGH"))
+        out.append(_fmt("    disk: %.0f MB free in %s, about %.0f MB needed%s", disk["free"] / 2**20, disk["path"],
+                        disk["needed"] / 2**20, "" if disk["fits"] else ": NOT ENOUGH"))
         check = d.get("bot")
         if check is not None:
-            out.append("    bot: %s" % ("REFUSED (it runs elsewhere)" if check["refused"] else "; ".join(
+            out.append(_fmt("    bot: %s", "REFUSED (it runs elsewhere)" if check["refused"] else "; ".join(
                 check["notes"]) or "runs nowhere else: the exactly-once check passes"))
         if not d.get("ok"):
             out.extend(_failed(d))
@@ -328,14 +391,15 @@ def releases_table(docs: List[Dict[str, Any]]) -> str:
 
 
 def _failed(d: Dict[str, Any]) -> List[str]:
-    return ["%s: FAILED: %s" % (d["host"], d.get("error"))] + ["    " + line for line in d.get("log_tail") or []]
+    return ([_fmt("%s: FAILED: %s", d["host"], d.get("error"))]
+            + [_fmt("    %s", line) for line in d.get("log_tail") or []])
 
 
 def rollback_lines(docs: List[Dict[str, Any]]) -> str:
     out: List[str] = []
     for d in docs:
         if d.get("ok"):
-            out.append("%s: now on %s (was %s), dashboard pid %s" % (d["host"], d["stamp"], d["previous"], d["pid"]))
+            out.append(_fmt("%s: now on %s (was %s), dashboard pid %s", d["host"], d["stamp"], d["previous"], d["pid"]))
         else:
             out.extend(_failed(d))
     return "\n".join(out)
@@ -345,8 +409,8 @@ def autostart_lines(docs: List[Dict[str, Any]]) -> str:
     out: List[str] = []
     for d in docs:
         if d.get("ok"):
-            out.append("%s: %s %s" % (d["host"], d["action"], d["path"]))
-            out.extend("    note: " + note for note in d.get("notes") or [])
+            out.append(_fmt("%s: %s %s", d["host"], d["action"], d["path"]))
+            out.extend(_fmt("    note: %s", note) for note in d.get("notes") or [])
         else:
             out.extend(_failed(d))
     return "\n".join(out)

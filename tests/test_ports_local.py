@@ -105,7 +105,7 @@ def test_a_holders_escape_sequences_never_reach_the_terminal(tmp_path, port):
         assert holder.stdout.readline() == "ok\n"
         out = invoke(local_inventory(tmp_path / "inventory.yml", tmp_path / "app", port), "port-status")
         assert "\x1b" not in out.stdout and "\x07" not in out.stdout
-        assert "?]0;pwned??[2J" in out.stdout  # still there to read, as text
+        assert "\\x1b]0;pwned\\x07\\x1b[2J" in out.stdout  # still there to read, as escapes
     finally:
         holder.kill()
         holder.wait()

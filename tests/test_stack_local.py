@@ -197,17 +197,6 @@ def test_each_service_gets_only_its_own_secrets(tmp_path, port):
         invoke(inventory, "stop")
 
 
-def test_logs_strip_control_characters_unless_raw_on_a_terminal(tmp_path):
-    inventory = local_inventory(tmp_path / "inventory.yml", tmp_path / "app")
-    log = tmp_path / "app" / "logs" / "bot.log"
-    log.parent.mkdir(parents=True)
-    log.write_text("plain line\n\x1b[2J\x1b]0;pwned\x07cleared your screen\n")
-    for extra in ([], ["--raw"]):  # --raw keeps them only for a terminal, and this stdout is a pipe
-        out = invoke(inventory, "logs", "--service", "bot", *extra)
-        assert out.returncode == 0 and "plain line" in out.stdout and "cleared your screen" in out.stdout
-        assert "\x1b" not in out.stdout and "\x07" not in out.stdout
-
-
 def test_a_release_whose_venv_is_gone_is_named_in_one_line_at_once(tmp_path, port):
     """A cut deploy or a Python upgrade left current/.venv pointing nowhere: say so, start nothing."""
     import shutil

@@ -25,7 +25,9 @@ def last_lines(path: str, count: int = 200, end: Optional[int] = None) -> List[s
                 data = handle.read(step) + data
     except OSError:
         return []
-    text = io.StringIO(data.decode("utf-8", "replace"), newline=None)  # \r and \r\n end lines, as before
+    # lines end at \n alone, as LogFollower's do: a \r stays in its line, for the operator's side to show
+    # as \r (or, with logs --raw, to pass on as it is)
+    text = io.StringIO(data.decode("utf-8", "replace"), newline="\n")
     lines = [line.rstrip("\n") for line in deque(text, maxlen=count + 1)]
     if pos > 0 and len(lines) > count:  # the first line read may be the end of a longer one
         lines = lines[1:]

@@ -17,6 +17,8 @@ import subprocess
 import time
 from typing import Any, Callable, List, Optional
 
+from remote.host.supervision.notify import handover_address
+
 #: first inherited descriptor in the systemd socket-activation protocol (sd_listen_fds)
 SD_LISTEN_FDS_START = 3
 
@@ -210,12 +212,15 @@ def notify_ready(status: str = "") -> bool:
     return notify("READY=1\nMAINPID=%d" % os.getpid() + ("\nSTATUS=%s" % status if status else ""))
 
 
-def _notify_address() -> Optional[str]:
-    """$NOTIFY_SOCKET as a socket address ("@name" is the abstract namespace), or None."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
+def _address(name: Optional[str]) -> Optional[str]:
+    """A NOTIFY_SOCKET value as a socket address ("@name" is the abstract namespace), or None."""
+    if not name:
         return None
-    return "\0" + path[1:] if path.startswith("@") else path
+    return "\0" + name[1:] if name.startswith("@") else name
+
+
+def _notify_address() -> Optional[str]:
+    return _address(os.environ.get("NOTIFY_SOCKET"))
 
 
 def notify(message: str) -> bool:
@@ -232,10 +237,12 @@ def notify(message: str) -> bool:
     return True
 
 
-def store_socket(sock: socket.socket) -> bool:
-    """FDSTORE=1 with ``sock`` attached (SCM_RIGHTS) to $NOTIFY_SOCKET: how a dashboard whose
-    supervisor died hands its listening socket to the next supervisor, which keeps the port open."""
-    path = _notify_address()
+def store_socket(sock: socket.socket, app_dir: Optional[str] = None) -> bool:
+    """FDSTORE=1 with ``sock`` attached (SCM_RIGHTS): how a dashboard whose supervisor died hands its
+    listening socket to the next supervisor, which keeps the port open. Sent where that supervisor
+    hears, as ``app_dir``'s run/notify.name says (our $NOTIFY_SOCKET may name the dead one's random
+    abstract name, free for anyone to bind now); to $NOTIFY_SOCKET only where no record says otherwise."""
+    path = _address(handover_address(app_dir, os.environ.get("NOTIFY_SOCKET")))
     if not path:
         return False
     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]).tobytes())]

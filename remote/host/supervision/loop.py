@@ -90,7 +90,7 @@ class Supervisor:
             handle.write(pidfile_line(os.getpid()))
         write_json(self.paths.config, self.cfg)
         self.wake_locked = bool(self.cfg["wake_lock"]) and upkeep.wake_lock()
-        self.ctx.notify = NotifySocket(self.paths.notify, self.paths.app_dir)
+        self.ctx.notify = NotifySocket(self.paths.run)
         self.ctx.listener, orphan = upkeep.hold_socket(self.cfg, self.paths, self.ctx.notify, self.log)
         self.address, self.port = self.ctx.listener.address, self.ctx.listener.port  # known once it is closed
         self.log("holding %s (bind attempts %d)" % (self.address, self.ctx.listener.attempts))
