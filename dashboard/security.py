@@ -277,11 +277,6 @@ def protect(response: Any) -> Any:
     return response
 
 
-def new_csrf() -> str:
-    """The fleet page's CSRF token until it derives one from its session id as the dashboard does."""
-    return secrets.token_urlsafe(32)
-
-
 def csrf_for(secret: bytes, sid: Optional[str]) -> Optional[str]:
     """The CSRF token of session ``sid``: an HMAC with the server's secret, never stored in the cookie.
     The browser sends our cookie to every port of this address, and a signed cookie is readable: a
