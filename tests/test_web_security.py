@@ -311,3 +311,23 @@ def test_a_flood_of_wrong_tokens_from_the_owners_address_never_locks_the_owner_o
     worst = max(sum(1 for t in compared if start <= t < start + 60) for start in compared)
     print("flood: %d compared in 300 s, %d in the worst minute" % (len(compared), worst))
     assert 10 <= len(compared) and worst <= 10, (worst, len(compared))
+
+
+def test_no_minute_holds_more_than_ten_wrong_tokens_however_tries_are_hoarded():
+    """The limiter's bound at its worst: sessions opened ahead to hoard reserved tries, then the budget
+    spent, then the hoard: 10 in the minute, never 11; the next minute, 10 again."""
+    from dashproc import Clock
+
+    from dashboard.security import LoginLimiter
+
+    clock = Clock()
+    limiter = LoginLimiter(clock=clock)
+    address = "127.0.0.1"
+    hoard = [limiter.issue(address) for _ in range(8)]  # 5 get a reserved try (5 an address at most)
+    clock.advance(59)
+    wrong = [t for t in (limiter.attempt(address) for _ in range(20)) if t is not None]
+    assert len(wrong) == 5  # the budget left beside the 5 reserved
+    wrong += [t for t in (limiter.attempt(address, sid) for sid in hoard) if t is not None]
+    assert len(wrong) == 10 and limiter.retry_after(address) == 60
+    clock.advance(60)
+    assert sum(limiter.attempt(address) is not None for _ in range(20)) == 10
