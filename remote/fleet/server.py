@@ -117,6 +117,7 @@ class Fleet:
         return self.opener
 
     def forget_sign_in_file(self) -> None:
+        """The sign-in file gone with its directory: its token is worth nothing once the fleet stops."""
         signin.remove(self.opener)
         self.opener = None
 
@@ -198,8 +199,7 @@ class Fleet:
         @app.errorhandler(404)
         @app.errorhandler(405)
         def not_found(error: Any) -> Any:
-            """An API path that is no route (a name with a `/` in it, encoded, never matches one) is
-            answered as the API answers, for the page to show."""
+            """An API path that is no route (as a name with an encoded `/`): answered in JSON, for the card."""
             if not request.path.startswith("/api/"):
                 return error
             return jsonify({"error": "no such host, action or service"}), error.code
