@@ -328,7 +328,8 @@ def failover(c, to, from_=None, takeover=False, settle=5.0, timeout=20.0, json=F
         raise Exit(code=1)
 
 
-@task(help={"port": "loopback port of the page (default 5050)", "no_browser": "print the link, open no browser"})
+@task(help={"port": "loopback port of the page (default 5050)",
+            "no_browser": "print the sign-in file; open no browser"})
 @_one_line_error
 def fleet(c, port=5050, no_browser=False):
     """Every host on one live page here: states, 24 h charts, restart/stop/start; Ctrl+C stops it."""
@@ -338,11 +339,13 @@ def fleet(c, port=5050, no_browser=False):
     logging.getLogger("sulfur").addHandler(render.log_handler(sys.stderr))  # a link's warnings, escaped
     try:
         page.start()
-        print("fleet: %d hosts, page at %s   (Ctrl+C stops)" % (len(page.hosts), page.url()), flush=True)
+        opener = page.sign_in_file().as_uri()  # the token is in the file, never on a command line (ps)
+        print("fleet: %d hosts, page at %s   (Ctrl+C stops); sign in by opening %s (private, mode 600: the "
+              "one-time token is never on a command line)" % (len(page.hosts), page.url(), opener), flush=True)
         if not no_browser:
             import webbrowser
 
-            webbrowser.open(page.url())
+            webbrowser.open(opener)
         page.wait()
     except KeyboardInterrupt:
         pass

@@ -107,8 +107,9 @@ def main():
                 started = time.monotonic()
                 fleet = subprocess.Popen([sys.executable, "-m", "invoke", "fleet", "--port", str(port),
                                           "--no-browser"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-                url = re.search(r"(http://\S+)", fleet.stdout.readline()).group(1)
+                url = re.search(r"(file://\S+)", fleet.stdout.readline()).group(1)  # the private sign-in file
                 tab.goto(url)
+                tab.wait_for_url("http://127.0.0.1:%d/" % port, timeout=30000)  # on from the file, signed in
                 tab.wait_for_function("n => document.querySelectorAll('section.card td.state-running').length >= 2 * n"
                                       " && document.querySelectorAll('section.card .chart').length >= n",
                                       arg=args.hosts, timeout=120000)

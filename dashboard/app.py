@@ -30,9 +30,10 @@ from .security import (
     SessionKeys,
     View,
     client_key,
+    csrf_for,
     csrf_ok,
-    new_csrf,
     protect,
+    same_origin_only,
 )
 from .settings import Settings
 
@@ -85,6 +86,9 @@ class Dashboard:
         # the same-origin default: another site's page may not open our Socket.IO (None, not [])
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=settings.allowed_origins)
         self.app.wsgi_app = HostGuard(self.app.wsgi_app, settings.host, settings.allowed_hosts)
+        # another page's POST (another site, or another port here: the same site to a browser) is refused
+        # before any route, login and logout included; Socket.IO checks its Origin itself
+        self.app.before_request(same_origin_only(settings.allowed_origins or ()))
         self.limiter = LoginLimiter()
         self._clients: Dict[str, int] = {}  # Socket.IO sid -> the session version it connected under
         self._follower_started = False
@@ -94,23 +98,25 @@ class Dashboard:
         self._routes()
 
     # ------------------------------------------------------------------------------- auth
-    def _token_ok(self, given: object) -> bool:
+    def _token_ok(self, given: object, sid: Optional[str] = None) -> Optional[str]:
         """The token, from any of its three ways in (form, Bearer, Socket.IO auth), all under one
-        per-client limit of failures: no way in guesses faster than the login form."""
+        per-client limit of failures: no way in guesses faster than the login form. Only the form
+        comes with a login session (``sid``), which may hold a reserved try (LoginLimiter). Right:
+        a truthy string, the id of the new signed-in session for the form, else "bearer"."""
         token = self.settings.token
         if not token or not isinstance(given, str) or not given:
-            return False
+            return None
         client = client_key(request.remote_addr)
-        if self.limiter.retry_after(client) is not None:
-            return False
+        stamp = self.limiter.attempt(client, sid)  # counted as a failure until found right
+        if stamp is None:
+            return None
         if hmac.compare_digest(given.encode(), token.encode()):
-            return True
-        self.limiter.failed(client)
-        return False
+            return self.limiter.succeeded(client, stamp, session=sid is not None) or "bearer"
+        return None
 
     def bearer(self) -> bool:
         header = request.headers.get("Authorization", "")
-        return bool(self.settings.token) and header.startswith("Bearer ") and self._token_ok(header[7:].strip())
+        return bool(self.settings.token and header.startswith("Bearer ") and self._token_ok(header[7:].strip()))
 
     def authorized(self) -> bool:
         if not self.settings.token:
@@ -123,18 +129,20 @@ class Dashboard:
         return self.bearer()
 
     def csrf_token(self) -> str:
-        if not session.get("csrf"):
-            session["csrf"] = new_csrf()
-        return session["csrf"]
+        """This session's CSRF token (derived from its id: the cookie never holds it); a browser's
+        first page gives it a login session (LoginLimiter.issue)."""
+        if not session.get("sid"):
+            session["sid"] = self.limiter.issue(client_key(request.remote_addr))
+        return str(csrf_for(self.keys.secret, session["sid"]))
 
     def csrf_checked(self, form: bool = False) -> bool:
         """A state-changing request from our own page (its token) or with a Bearer header. The API
         takes the token in its header only: a form field can be posted by any page that learnt the
-        token (a session cookie is signed, not secret), a custom header only from our own origin."""
+        token, a custom header only from our own origin."""
         if self.bearer():
             return True
         given = [request.headers.get(CSRF_HEADER)] + ([request.form.get(CSRF_FIELD)] if form else [])
-        return csrf_ok(session.get("csrf"), given)
+        return csrf_ok(csrf_for(self.keys.secret, session.get("sid")), given)
 
     def _controls(self, view: View) -> View:
         """Without DASHBOARD_TOKEN the page controls nothing: said before the API's checks, so the
@@ -203,15 +211,17 @@ class Dashboard:
 
         @app.post("/login")
         def login() -> Any:
-            wait = self.limiter.retry_after(client_key(request.remote_addr))
+            sid = session.get("sid")
+            wait = self.limiter.retry_after(client_key(request.remote_addr), sid)
             if wait is not None:
                 return render_template("login.html", error="too many wrong tokens: wait %d s" % wait), 429, {
                     "Retry-After": str(wait)}
             if not self.csrf_checked(form=True):
                 return render_template("login.html", error="the form expired: try again"), 403
-            if self.settings.token and self._token_ok(request.form.get("token", "")):
-                session.clear()  # a new session: nothing chosen before login survives it
-                session.update(auth=True, v=self.keys.version, t=self.keys.digest, csrf=new_csrf())
+            signed = self._token_ok(request.form.get("token", ""), sid) if self.settings.token else None
+            if signed:
+                session.clear()  # a new session (its own id): nothing chosen before login survives it
+                session.update(auth=True, v=self.keys.version, t=self.keys.digest, sid=signed)
                 return redirect(url_for("index"))
             return render_template("login.html", error="wrong token"), 401
 
@@ -221,6 +231,7 @@ class Dashboard:
                 return redirect(url_for("index"))
             if self.settings.token and self.authorized():
                 self.keys.revoke()  # every browser signed in is signed out, captured cookies included
+            self.limiter.release(session.get("sid"))
             session.clear()
             return redirect(url_for("index"))
 

@@ -3,11 +3,16 @@
 The dashboard speaks plain HTTP and is meant for loopback or an SSH tunnel; these guard it against
 what a browser on the operator's machine can be made to do by another page:
 - DNS rebinding (a hostile name that resolves to 127.0.0.1): only known Host names are answered;
-- cross-site requests (ports do not separate sites for cookies): every state-changing request needs a
-  CSRF token from our own page, or an `Authorization: Bearer` header, which no other page can send;
+- cross-site requests (ports do not separate sites for cookies): every state-changing request must come
+  from our own origin (Origin, Sec-Fetch-Site: `same_origin_only`) and carry a CSRF token from our own
+  page, or an `Authorization: Bearer` header, which no other page can send. The CSRF token is an HMAC of
+  the session's random id with the server's secret (`csrf_for`): the cookie, which the browser also
+  sends to every other port of this address and which is signed, not encrypted, does not hold it;
 - a captured cookie: it is signed with a random secret kept in app_dir/run (mode 600), not derived from
   the token, and logout or a new token bumps the session version, which revokes every cookie;
-- guessing the token: 10 failed logins a minute per client address, then 429 with Retry-After.
+- guessing the token: at most 10 wrong tokens a minute per client address (`LoginLimiter`), while a
+  browser that has a session and has not failed keeps a try of its own: behind an SSH tunnel everyone
+  is 127.0.0.1, so a flood from that address must not lock the owner out.
 Written here rather than taken from Flask-WTF or Flask-Limiter: each piece is a few lines, and the
 host's venv stays small (it must install on Termux and from a wheelhouse).
 """
@@ -24,7 +29,7 @@ import time
 from collections import defaultdict, deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, TypeVar, cast
 
-from flask import jsonify
+from flask import jsonify, request
 
 from remote.host.common.files import Layout, read_json, write_json
 
@@ -39,6 +44,15 @@ def host_name(header: str) -> str:
     if header.startswith("["):
         return header[1:header.find("]")] if "]" in header else header
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def host_port(header: str) -> int:
+    """The port in a Host header, 80 when it names none: 'localhost:8022' -> 8022, '[::1]' -> 80."""
+    tail = header.strip().rsplit("]", 1)[-1] if header.strip().startswith("[") else header.strip()
+    if tail.count(":") != 1:
+        return 80
+    digits = tail.rsplit(":", 1)[1]
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 5 else -1
 
 
 def _is_ip(name: str, loopback: bool = False) -> bool:
@@ -58,16 +72,21 @@ class HostGuard:
     another site.
     """
 
-    def __init__(self, app: Callable, bound: str, extra: Iterable[str]) -> None:
+    def __init__(self, app: Callable, bound: str, extra: Iterable[str], port: Optional[int] = None) -> None:
         self.app = app
         self.wildcard = bound in ("0.0.0.0", "::", "")
         self.allowed = {"localhost", "127.0.0.1", "::1", bound.lower()}
         self.allowed.update(n.strip().lower() for n in extra if n.strip())
+        # given (the fleet page, reached only at its own address and port, never through a tunnel): that
+        # port, and the allowed names only, not any loopback literal
+        self.port = port
 
     def allows(self, header: str) -> bool:
         if not header:
             return True  # HTTP/1.0 without Host: not a browser, so not a rebinding page
         name = host_name(header)
+        if self.port is not None:
+            return name in self.allowed and host_port(header) == self.port
         return name in self.allowed or _is_ip(name, loopback=not self.wildcard)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -151,11 +170,30 @@ def client_key(address: Optional[str]) -> str:
 
 
 class LoginLimiter:
-    """At most ``limit`` failed logins per client address in ``window`` seconds (monotonic clock)."""
+    """At most ``limit`` wrong tokens per client address in any ``window`` seconds, while a browser
+    that has a session and has not failed keeps a try of its own, whatever else that address sends.
 
-    def __init__(self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window, self.clock = limit, window, clock
-        self._failures: Dict[str, Deque[float]] = defaultdict(deque)
+    Behind an SSH tunnel every browser and every guesser is 127.0.0.1, so an address alone cannot tell
+    the owner from a guesser, and a limit per address alone lets a flood lock the owner out. So a login
+    session (the random id in its cookie, ``issue``) may hold a *reserved try*: one unit of its
+    address's budget set aside for it. A session with one may always try; its try, if wrong, becomes
+    one of the address's failures and the session has none left. Any other try (a session that has
+    failed, or that got no reservation, a Bearer header, a Socket.IO token) needs the budget: failures
+    in the window plus the reservations held must stay below ``limit``. New sessions get a reservation
+    only within that same budget and at most ``keep`` an address, and a right token hands the
+    signed-in session one. Failures plus reservations never exceed ``limit``, so no 60 s ever holds
+    more than ``limit`` wrong guesses from one address, however many sessions it makes; a reservation
+    is never taken from its session, so a flood cannot take the owner's. Reservations live as long as
+    this process (a restart, a handover to a new dashboard, starts afresh) or until the session signs
+    out (``release``).
+    """
+
+    def __init__(self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 keep: int = 5, most: int = 10000) -> None:
+        self.limit, self.window, self.clock, self.keep, self.most = limit, window, clock, min(keep, limit - 1), most
+        self._failures: Dict[str, Deque[float]] = defaultdict(deque)  # client -> times of its wrong tries
+        self._held: Dict[str, set] = defaultdict(set)  # client -> the sessions holding a reserved try
+        self._reserved: Dict[str, str] = {}  # session id -> its client
         self._lock = threading.Lock()
 
     def _recent(self, client: str) -> Deque[float]:
@@ -166,17 +204,68 @@ class LoginLimiter:
             del self._failures[old]  # forget addresses whose failures have all expired
         return failures
 
-    def retry_after(self, client: str) -> Optional[int]:
-        """Seconds until ``client`` may try again, or None when it may now."""
+    def _room(self, client: str) -> bool:
+        return len(self._recent(client)) + len(self._held.get(client, ())) < self.limit
+
+    def _reserve(self, client: str, sid: str) -> None:
+        if self._room(client) and len(self._held.get(client, ())) < self.keep and len(self._reserved) < self.most:
+            self._held[client].add(sid)
+            self._reserved[sid] = client
+
+    def _unreserve(self, sid: str) -> None:
+        client = self._reserved.pop(sid)
+        self._held[client].discard(sid)
+        if not self._held[client]:
+            del self._held[client]
+
+    def issue(self, client: str) -> str:
+        """A new login session's id, holding a reserved try when its address has room for one."""
+        sid = secrets.token_urlsafe(18)
+        with self._lock:
+            self._reserve(client, sid)
+        return sid
+
+    def retry_after(self, client: str, sid: Optional[str] = None) -> Optional[int]:
+        """Seconds until ``client`` (in session ``sid``) may try again, or None when it may now."""
+        with self._lock:
+            if sid is not None and self._reserved.get(sid) == client:
+                return None
+            if self._room(client):
+                return None
+            failures = self._recent(client)
+            return max(1, math.ceil(failures[0] + self.window - self.clock())) if failures else int(self.window)
+
+    def attempt(self, client: str, sid: Optional[str] = None) -> Optional[float]:
+        """A try, counted as a failure before the token is compared (two at once cannot both slip past
+        the limit); None when it must wait. ``succeeded`` takes it back when the token was right."""
+        with self._lock:
+            if sid is not None and self._reserved.get(sid) == client:
+                self._unreserve(sid)  # its reserved unit becomes this failure
+            elif not self._room(client):
+                return None
+            stamp = self.clock()
+            self._recent(client).append(stamp)
+            return stamp
+
+    def succeeded(self, client: str, stamp: float, session: bool = False) -> Optional[str]:
+        """The try at ``stamp`` had the right token: not a failure. With ``session``, the id of the
+        signed-in session that replaces the one that tried, holding a reserved try when there is room
+        (a try that was reserved always leaves room for it)."""
         with self._lock:
             failures = self._recent(client)
-            if len(failures) < self.limit:
+            if stamp in failures:
+                failures.remove(stamp)
+            if not session:
                 return None
-            return max(1, math.ceil(failures[0] + self.window - self.clock()))
+            sid = secrets.token_urlsafe(18)
+            self._reserve(client, sid)
+            return sid
 
-    def failed(self, client: str) -> None:
+    def release(self, sid: Optional[str]) -> None:
+        """A session that signs out gives its reserved try back to its address."""
         with self._lock:
-            self._recent(client).append(self.clock())
+            if sid in self._reserved:
+                self._unreserve(sid)
 
 
 def protect(response: Any) -> Any:
@@ -188,13 +277,56 @@ def protect(response: Any) -> Any:
     return response
 
 
-def new_csrf() -> str:
-    return secrets.token_urlsafe(32)
+def csrf_for(secret: bytes, sid: Optional[str]) -> Optional[str]:
+    """The CSRF token of session ``sid``: an HMAC with the server's secret, never stored in the cookie.
+    The browser sends our cookie to every port of this address, and a signed cookie is readable: a
+    server on another port learns the session's id from it, never this token."""
+    if not sid:
+        return None
+    return hmac.new(secret, b"sulfur-csrf\0" + sid.encode(), hashlib.sha256).hexdigest()
 
 
 def csrf_ok(expected: Optional[str], given: List[Optional[str]]) -> bool:
     """One of ``given`` (form field, header) equals the session's token."""
     return bool(expected) and any(g and hmac.compare_digest(g.encode(), expected.encode()) for g in given)
+
+
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def cross_origin(allowed: Iterable[str] = ()) -> Optional[str]:
+    """Why this state-changing request is another page's (another site, or another port of this
+    machine: the same site to a browser, which sends it our cookies), or None when it is our own
+    page's or no browser's. A browser's POST carries Origin; one without it (User-Agent Mozilla/...,
+    or any Sec-Fetch-* header) is refused, as is Origin: null (a file:// page, a sandboxed frame).
+    Clients that are no browser (the CLI, curl) send neither and still need the token or the CSRF one."""
+    if request.method not in UNSAFE:
+        return None
+    origin = request.headers.get("Origin")
+    fetched = request.headers.get("Sec-Fetch-Site")
+    host = request.host.lower()
+    if origin is not None:
+        if origin.lower() not in {"http://" + host, "https://" + host} | {a.lower() for a in allowed}:
+            return "a request from another page (Origin: %s)" % origin[:100]
+    elif fetched is not None or "mozilla/" in request.headers.get("User-Agent", "").lower():
+        return "a browser's request without an Origin"
+    if fetched is not None and fetched != "same-origin":
+        return "a request from another page (Sec-Fetch-Site: %s)" % fetched[:40]
+    return None
+
+
+def same_origin_only(allowed: Iterable[str] = ()) -> Callable[[], Any]:
+    """A before_request hook: another page's state-changing request gets 403 before any route runs,
+    login and logout included."""
+    allowed = tuple(allowed)
+
+    def check() -> Any:
+        why = cross_origin(allowed)
+        if why is not None:
+            return jsonify({"error": "refused: %s; use this page's own buttons" % why}), 403
+        return None
+
+    return check
 
 
 class ApiGuard:

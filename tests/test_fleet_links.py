@@ -4,6 +4,7 @@ exactly as they would come off the host's channel. A host spoils at most its own
 page's JSON, never the other hosts' data, never the operator's memory or CPU."""
 
 import json
+import re
 import socket
 import threading
 import time
@@ -29,9 +30,15 @@ def fleet(tmp_path):
 
 
 def signed_in(made):
+    """A browser that opened the sign-in file: /login takes the one-time token (then its page goes on to /)."""
     client = made.app.test_client()
-    assert client.get("/?token=" + made.token).status_code == 302
+    assert client.get("/login?token=" + made.token).status_code == 200
     return client
+
+
+def page_csrf(client):
+    """The CSRF token as our own page has it (its meta): the cookie does not hold it."""
+    return re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
 
 
 def strict(doc):
@@ -227,9 +234,7 @@ def test_a_log_that_trickles_fast_comes_a_batch_per_tenth_of_a_second():
                                   {"to": "pi", "from": "pi"}, {"to": "nowhere"}, [1, 2]])
 def test_a_failover_request_of_the_wrong_shape_is_one_clear_refusal(fleet, body):
     client = signed_in(fleet)
-    with client.session_transaction() as session:
-        csrf = session["csrf"]
-    answer = client.post("/api/failover", json=body, headers={"X-CSRF-Token": csrf})
+    answer = client.post("/api/failover", json=body, headers={"X-CSRF-Token": page_csrf(client)})
     assert answer.status_code == 400 and "failover needs" in answer.get_json()["error"]
 
 
@@ -272,3 +277,82 @@ def test_the_log_pane_needs_the_session_a_known_host_and_a_known_log(fleet):
     assert logs == [{"host": "pi", "service": "supervisor", "n": 4, "lines": ["(pi is not reachable)"]}]
     client.disconnect()
     assert fleet.pages._follows == {} and fleet.pages._connected == set()
+
+
+HOSTILE_NAMES = {"services": {"bot/../../../pi/stop/bot": {"state": "running"}, "bot\n": {"state": "running"},
+                              "..": {"state": "running"},
+                              "bot": {"state": "running", "log": "/home/bot/app/../../../etc/shadow"},
+                              "dashboard": {"state": "running", "log": "/home/bot/app/logs/dashboard.log"}},
+                 "bot": {"running": {"bot_id": "b0t", "release": "../../x"}}, "release": "20260101120000"}
+
+
+def test_names_outside_the_contract_are_dropped_and_the_card_says_so(fleet):
+    """A host speaks only for itself: a service name the contract does not know (one that would be a
+    path in the page's URL), a log that is no absolute normal path, a release that is no stamp."""
+    fleet.links["vps"]._line(json.dumps({"kind": "status", "status": HOSTILE_NAMES}).encode())
+    web = signed_in(fleet)
+    kept = web.get("/api/hosts").get_json()["hosts"][1]
+    assert sorted(kept["status"]["services"]) == ["bot", "dashboard"]  # `bot\n` is not `bot`
+    assert "log" not in kept["status"]["services"]["bot"]
+    assert kept["status"]["services"]["dashboard"]["log"] == "/home/bot/app/logs/dashboard.log"
+    assert kept["status"]["release"] == "20260101120000" and "release" not in kept["status"]["bot"]["running"]
+    note = kept["status_error"]
+    assert note.startswith("the host sent services not named in the contract: ") and note.endswith("(not shown)")
+    for name in ("'bot/../../../pi/stop/bot'", "'bot\\n'", "'..'", "log paths", "'../../x'"):
+        assert name in note, name
+    fleet.links["vps"]._line(json.dumps({"kind": "status", "status": {"services": {"bot": {}}}}).encode())
+    assert web.get("/api/hosts").get_json()["hosts"][1]["status_error"] is None  # a good one clears it
+
+
+def test_an_action_reaches_only_the_host_in_its_path_and_a_known_service(fleet):
+    """The route's own checks, whatever the page sends: the service must be a name of the contract,
+    and the host acted on is the one the path names (an encoded `/` is no separator)."""
+    done = []
+    fleet.act = lambda target, action, service: (done.append((target.name, action, service)) or ({"ok": True}, 200))
+    client = signed_in(fleet)
+    headers = {"X-CSRF-Token": page_csrf(client)}
+    for path in ("/api/hosts/vps/restart/bot%2F..%2F..%2F..%2Fpi%2Fstop%2Fbot",
+                 "/api/hosts/vps/restart/bot/../../../pi/stop/bot", "/api/hosts/vps/restart/supervisor",
+                 "/api/hosts/vps/restart/bot%0A", "/api/hosts/nowhere/stop/bot", "/api/hosts/vps/kill/bot"):
+        assert client.post(path, headers=headers).status_code in (404, 405), path
+    assert done == []
+    assert client.post("/api/hosts/vps/restart/bot", headers=headers).status_code == 200
+    assert done == [("vps", "restart", "bot")]
+
+
+def test_the_fleet_answers_its_own_address_and_port_only(tmp_path):
+    """As the dashboard's HostGuard: a rebinding name gets 400, here also another port (the fleet is
+    never reached through a tunnel), Socket.IO included."""
+    path = tmp_path / "inventory.yml"
+    path.write_text("defaults: {user: bot}\nhosts:\n  pi: {hostname: 192.0.2.1}\n")
+    made = Fleet(inventory.load(path), 5059)
+    client = made.app.test_client()
+    for host, code in (("127.0.0.1:5059", 401), ("localhost:5059", 401), ("rebind.evil.example:5059", 400),
+                       ("rebind.evil.example", 400), ("127.0.0.1:5000", 400), ("127.0.0.1", 400),
+                       ("127.0.0.9:5059", 400)):
+        assert client.get("/api/hosts", headers={"Host": host}).status_code == code, host
+    polling = client.get("/socket.io/?EIO=4&transport=polling", headers={"Host": "rebind.evil.example:5059"})
+    assert polling.status_code == 400
+
+
+def test_another_pages_post_is_refused_even_with_the_csrf_token_and_the_cookie_does_not_hold_it(tmp_path):
+    from test_web_security import cookie_payload
+
+    path = tmp_path / "inventory.yml"
+    path.write_text("defaults: {user: bot}\nhosts:\n  pi: {hostname: 192.0.2.1}\n")
+    made = Fleet(inventory.load(path), 5059)
+    made.links = {h.name: Link(h, made._changed) for h in made.hosts}
+    client = made.app.test_client()
+    own = {"Host": "127.0.0.1:5059"}
+    assert client.get("/login?token=" + made.token, headers=own).status_code == 200
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/", headers=own).text).group(1)
+    cookie = client.get_cookie("sulfur_fleet_5059", domain="127.0.0.1")
+    assert csrf not in cookie_payload(cookie.value) and '"sid"' in cookie_payload(cookie.value)
+    url = "/api/hosts/pi/tunnel"
+    for other in ({"Origin": "http://127.0.0.1:8000"}, {"Origin": "null"}, {"Sec-Fetch-Site": "same-site"},
+                  {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64)"}):
+        answer = client.post(url, headers=dict(own, **other, **{"X-CSRF-Token": csrf}))
+        assert answer.status_code == 403 and answer.get_json()["error"].startswith("refused: "), other
+    ours = client.post(url, headers=dict(own, Origin="http://127.0.0.1:5059", **{"Sec-Fetch-Site": "same-origin",
+                                                                                 "X-CSRF-Token": csrf}))
+    assert ours.status_code == 409  # past both checks: pi is not reachable here

@@ -67,10 +67,14 @@ def fleet(lab):
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "fleet", "--port", str(port), "--no-browser"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
-    match = re.search(r"page at (http://127\.0\.0\.1:\d+/\?token=\S+)", line)
+    match = re.search(r"sign in by opening (file://\S+) \(private, mode 600", line)  # the token is not printed
     assert match, line + proc.stderr.read()
-    assert line.startswith("fleet: 2 hosts, page at ")
-    yield {"proc": proc, "url": match.group(1), "port": port, "base": "http://127.0.0.1:%d" % port}
+    assert line.startswith("fleet: 2 hosts, page at http://127.0.0.1:%d/ " % port)
+    opener = match.group(1)
+    with open(opener[len("file://"):]) as handle:
+        url = re.search(r'url=(http://[^"]+)"', handle.read()).group(1)  # the one-time link, in the file only
+    assert url.startswith("http://127.0.0.1:%d/login?token=" % port) and url not in line
+    yield {"proc": proc, "url": url, "opener": opener, "port": port, "base": "http://127.0.0.1:%d" % port}
     proc.send_signal(2)
     proc.wait(timeout=20)
 
@@ -83,7 +87,8 @@ def page(fleet):
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1280, "height": 900})  # one cookie jar, several tabs
         tab = context.new_page()
-        tab.goto(fleet["url"])
+        tab.goto(fleet["opener"])  # as invoke fleet opens the browser: the private sign-in file
+        tab.wait_for_url(fleet["base"] + "/", timeout=30000)
         yield tab
         browser.close()
 

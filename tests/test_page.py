@@ -168,6 +168,7 @@ def test_the_fleet_page_is_built_on_the_dashboards_base_page(browser, tmp_path):
     hosts' links are never started: no SSH here (test_fleet_ssh.py drives a real one)."""
     import threading
 
+    from dashproc import free_port
     from werkzeug.serving import make_server
 
     from remote import inventory
@@ -177,19 +178,21 @@ def test_the_fleet_page_is_built_on_the_dashboards_base_page(browser, tmp_path):
 
     path = tmp_path / "inventory.yml"
     path.write_text("defaults: {user: bot}\nhosts:\n  pi: {hostname: 192.0.2.1}\n")
-    fleet = Fleet(inventory.load(path), 0)
+    fleet = Fleet(inventory.load(path), free_port())
     fleet.links = {h.name: Link(h, fleet._changed) for h in fleet.hosts}
-    server = make_server("127.0.0.1", 0, fleet.app, threaded=True)
+    server = make_server("127.0.0.1", fleet.port, fleet.app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     page = browser.new_page()
     try:
-        answer = page.goto("http://127.0.0.1:%d/?token=%s" % (server.server_port, fleet.token), wait_until="load")
+        page.goto(fleet.sign_in_file().as_uri())  # as invoke fleet opens the browser
+        page.wait_for_url(fleet.url(), timeout=15000)
+        answer = page.reload(wait_until="load")
         assert answer.status == 200 and answer.headers["x-frame-options"] == "DENY"
         assert page.title() == "sulfur-ops fleet"
         csrf = page.get_attribute('meta[name="csrf-token"]', "content")
-        refused = page.request.post(page.url + "api/hosts/pi/tunnel", headers={"X-CSRF-Token": "not-it"})
-        taken = page.request.post(page.url + "api/hosts/pi/tunnel", headers={"X-CSRF-Token": csrf})
-        assert refused.status == 403 and taken.status == 409  # the meta's is the session's: past the check
+        post = "t => fetch('/api/hosts/pi/tunnel', {method: 'POST', headers: {'X-CSRF-Token': t}}).then(r => r.status)"
+        refused, taken = page.evaluate(post, "not-it"), page.evaluate(post, csrf)  # as the page's own script posts
+        assert refused == 403 and taken == 409  # the meta's is the session's: past the check
         sheets = page.evaluate("[...document.styleSheets].map(s => s.href.split('/').pop())")
         assert sheets == ["uPlot.min.css", "fleet.css"]
         assert page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor") == "rgb(29, 35, 48)"
@@ -198,3 +201,4 @@ def test_the_fleet_page_is_built_on_the_dashboards_base_page(browser, tmp_path):
     finally:
         page.close()
         server.shutdown()
+        fleet.forget_sign_in_file()

@@ -211,3 +211,123 @@ def test_the_login_limit_counts_an_ipv4_client_of_a_dual_stack_bind_as_itself():
     assert client_key("::ffff:192.0.2.7") == "192.0.2.7" != client_key("::ffff:192.0.2.8")
     assert client_key("::1") != client_key("::ffff:127.0.0.1")
     assert client_key("2001:db8::1") == client_key("2001:db8::2") == "2001:db8::/64"  # one host, one /64
+
+
+BROWSER_UA = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"}
+
+
+def test_another_ports_page_changes_nothing_even_knowing_the_csrf_token(guarded):
+    """Another port of this machine is the same site to a browser, which sends it our cookies: its
+    page's POST is refused by its Origin (or a browser's missing one), login and logout included."""
+    session = requests.Session()
+    assert login(session, guarded).status_code == 200
+    csrf = csrf_of(session.get(guarded.url("/"), timeout=10).text)  # the worst case: that page knows it
+    own = "http://127.0.0.1:%d" % guarded.port
+    for foreign in ({"Origin": "http://127.0.0.1:%d" % (guarded.port + 1)}, {"Origin": "null"},
+                    {"Origin": "http://localhost:%d" % guarded.port}, BROWSER_UA,
+                    {"Sec-Fetch-Site": "same-site"}, {"Origin": own, "Sec-Fetch-Site": "cross-site"}):
+        out = session.post(guarded.url("/logout"), data={"csrf": csrf}, headers=foreign, timeout=10)
+        assert out.status_code == 403 and out.json()["error"].startswith("refused: "), foreign
+        restart = session.post(guarded.url("/api/restart/dashboard"), headers=dict(foreign, **{"X-CSRF-Token": csrf}),
+                               timeout=10)
+        assert restart.status_code == 403, foreign  # not 409: it never reached the supervisor's inbox
+        fresh = requests.Session()
+        form = fresh.get(guarded.url("/"), timeout=10).text
+        signed = fresh.post(guarded.url("/login"), data={"token": TOKEN, "csrf": csrf_of(form)}, headers=foreign,
+                            timeout=10)
+        assert signed.status_code == 403 and fresh.get(guarded.url("/api/status"), timeout=10).status_code == 401
+    assert session.get(guarded.url("/api/status"), timeout=10).status_code == 200  # still signed in
+    ours = dict(BROWSER_UA, Origin=own, **{"Sec-Fetch-Site": "same-origin"})
+    session.post(guarded.url("/logout"), data={"csrf": csrf}, headers=ours, timeout=10)
+    assert session.get(guarded.url("/api/status"), timeout=10).status_code == 401  # our own page's POST works
+
+
+def cookie_payload(value):
+    """What anyone who gets a signed Flask cookie reads in it, without its key."""
+    import base64
+    import zlib
+
+    data = value.split(".")[1] if value.startswith(".") else value.split(".")[0]
+    raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    return (zlib.decompress(raw) if value.startswith(".") else raw).decode()
+
+
+def test_the_cookie_holds_no_csrf_token(guarded):
+    """A signed cookie is readable by anyone it is sent to (every port of this address): the CSRF token,
+    an HMAC of the session's id with the server's secret, is not in it."""
+    session = requests.Session()
+    form = session.get(guarded.url("/"), timeout=10).text
+    (before,) = session.cookies.values()
+    assert csrf_of(form) not in cookie_payload(before)
+    assert login(session, guarded).status_code == 200
+    (after,) = session.cookies.values()
+    page = session.get(guarded.url("/"), timeout=10).text
+    meta = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    assert meta == csrf_of(page) != csrf_of(form)  # a new session at sign-in, a new token
+    assert meta not in cookie_payload(after) and '"sid"' in cookie_payload(after)
+
+
+def test_a_flood_of_wrong_tokens_from_the_owners_address_never_locks_the_owner_out(tmp_path):
+    """Behind an SSH tunnel everyone is 127.0.0.1. Five minutes of guesses from that address, fresh
+    sessions and kept ones, a few pages opened first to hoard tries: no minute lets more than 10
+    wrong tokens be compared, and the owner's browsers (signed in, signed out by a sign-out elsewhere,
+    or on the sign-in page since before the flood) each get in at their first try. Real requests
+    through the app (werkzeug's client), on the limiter's injected clock."""
+    from dashproc import Clock
+
+    from dashboard.app import Dashboard
+    from dashboard.security import LoginLimiter
+    from dashboard.settings import Settings
+
+    board = Dashboard(Settings(token=TOKEN, app_dir=tmp_path / "app"), {"port": 5000})
+    clock = board.limiter.clock = Clock()
+    assert isinstance(board.limiter, LoginLimiter)
+
+    def attempt(client, token):
+        return client.post("/login", data={"token": token, "csrf": csrf_of(client.get("/").text)}).status_code
+
+    owner, revoked, waiting = (board.app.test_client() for _ in range(3))
+    assert attempt(owner, TOKEN) == 302 and attempt(revoked, TOKEN) == 302
+    csrf_of(waiting.get("/").text)  # on the sign-in page, typing
+    hoard = [board.app.test_client() for _ in range(8)]
+    for client in hoard:  # opened before the flood, used in the middle of it
+        client.get("/")
+    compared, kept, began = [], [], clock()
+    while clock() < began + 300:
+        fresh = board.app.test_client()
+        for client in [fresh] + kept[-2:] + (hoard if clock() == began + 90 else []):
+            code = attempt(client, "guess-%d" % len(compared))
+            assert code in (401, 429)
+            if code == 401:
+                compared.append(clock())
+        kept.append(fresh)
+        if clock() == began + 150:
+            board.keys.revoke()  # "sign out everywhere" from elsewhere: `revoked` must sign in again
+            assert revoked.get("/api/status").status_code == 401
+            for client in (owner, revoked, waiting):
+                assert attempt(client, TOKEN) == 302  # the first try, in the middle of the flood
+                assert client.get("/api/status").status_code == 200
+        clock.advance(1.0)
+    worst = max(sum(1 for t in compared if start <= t < start + 60) for start in compared)
+    print("flood: %d compared in 300 s, %d in the worst minute" % (len(compared), worst))
+    assert 10 <= len(compared) and worst <= 10, (worst, len(compared))
+
+
+def test_no_minute_holds_more_than_ten_wrong_tokens_however_tries_are_hoarded():
+    """The limiter's bound at its worst: sessions opened ahead to hoard reserved tries, then the budget
+    spent, then the hoard: 10 in the minute, never 11; the next minute, 10 again."""
+    from dashproc import Clock
+
+    from dashboard.security import LoginLimiter
+
+    clock = Clock()
+    limiter = LoginLimiter(clock=clock)
+    address = "127.0.0.1"
+    hoard = [limiter.issue(address) for _ in range(8)]  # 5 get a reserved try (5 an address at most)
+    clock.advance(59)
+    wrong = [t for t in (limiter.attempt(address) for _ in range(20)) if t is not None]
+    assert len(wrong) == 5  # the budget left beside the 5 reserved
+    wrong += [t for t in (limiter.attempt(address, sid) for sid in hoard) if t is not None]
+    assert len(wrong) == 10 and limiter.retry_after(address) == 60
+    clock.advance(60)
+    assert sum(limiter.attempt(address) is not None for _ in range(20)) == 10

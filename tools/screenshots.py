@@ -64,11 +64,12 @@ def main():
         env = dict(os.environ, SULFUR_INVENTORY=str(lab.inventory_path), XDG_CACHE_HOME=str(lab.dir / "cache"))
         fleet = subprocess.Popen([sys.executable, "-m", "invoke", "fleet", "--port", str(port), "--no-browser"],
                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-        url = re.search(r"(http://\S+)", fleet.stdout.readline()).group(1)
+        url = re.search(r"(file://\S+)", fleet.stdout.readline()).group(1)  # the private sign-in file
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             page.goto(url)
+            page.wait_for_url("http://127.0.0.1:%d/" % port, timeout=30000)  # on from the file, signed in
             page.wait_for_function("document.querySelectorAll('section.card .sparks').length === 3", timeout=60000)
             page.wait_for_selector('section.card[data-host="pi"] tr[data-service="bot"] td.state-running',
                                    timeout=30000)

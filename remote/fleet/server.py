@@ -5,7 +5,11 @@ page (dashboard/templates/base.html). The hosts' data comes over their kept-open
 actions go through the CLI's own code (actions.service_action, with the exactly-once check) and
 answer with the line the CLI prints. The page is reached with a one-time token, which becomes a
 cookie of this fleet's own name (a dashboard reached through a tunnel keeps its own), and every
-action needs that session and its CSRF token.
+action needs that session and its CSRF token (an HMAC of the session's id: the cookie, which the
+browser sends to every port of 127.0.0.1, does not hold it), from this page's own origin.
+
+The token never goes on a command line, where `ps` shows it: the browser is opened on a private file
+that takes it to `/login?token=...` (signin.py, which also says why /login answers with a page).
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, session
+from flask import Flask, jsonify, render_template, request, send_from_directory, session
 from flask_socketio import SocketIO
 from jinja2 import ChoiceLoader, FileSystemLoader, PrefixLoader
 
-from dashboard.security import CSRF_HEADER, ApiGuard, csrf_ok, new_csrf, protect
+from dashboard.security import CSRF_HEADER, ApiGuard, HostGuard, csrf_for, csrf_ok, protect, same_origin_only
 from remote import actions, render
 from remote import failover as moves
 from remote.botguard import Guard, running_units
@@ -30,6 +34,7 @@ from remote.host.common import names
 from remote.host.supervision import bot
 from remote.inventory import Inventory
 
+from . import signin
 from .links import Link
 from .links import log as links_log
 from .pages import Pages
@@ -84,6 +89,11 @@ class Fleet:
         self.app.config.update(SESSION_COOKIE_NAME="sulfur_fleet_%d" % port, SESSION_COOKIE_HTTPONLY=True,
                                SESSION_COOKIE_SAMESITE="Strict")
         self.socketio = SocketIO(self.app, async_mode="threading", cors_allowed_origins=None)
+        # as the dashboard: DNS rebinding gets 400 (here only 127.0.0.1 or localhost, at this port), and
+        # another page's POST (another port of this machine is the same site to a browser) gets 403
+        self.app.wsgi_app = HostGuard(self.app.wsgi_app, "127.0.0.1", (), port=port or None)
+        self.app.before_request(same_origin_only())
+        self.opener: Optional[Path] = None  # the private sign-in file, once written
         self._lock = threading.Lock()  # the token
         self.links: Dict[str, Link] = {}  # made by start(): every other part reads them through self.links
         self.tunnels = Tunnels([h.name for h in self.hosts], lambda name: self.links[name])
@@ -97,8 +107,19 @@ class Fleet:
         self._routes()
 
     def url(self) -> str:
-        """The link the operator opens: the token in it is good for one sign-in."""
-        return "http://127.0.0.1:%d/?token=%s" % (self.port, self.token)
+        """The page's address (no token: it signs no one in)."""
+        return "http://127.0.0.1:%d/" % self.port
+
+    def sign_in_file(self) -> Path:
+        """The private file that signs a browser in, once (signin.py): `wait()` removes it."""
+        if self.opener is None:
+            self.opener = signin.write("%slogin?token=%s" % (self.url(), self.token))
+        return self.opener
+
+    def forget_sign_in_file(self) -> None:
+        """The sign-in file gone with its directory: its token is worth nothing once the fleet stops."""
+        signin.remove(self.opener)
+        self.opener = None
 
     def _changed(self, host: str, kind: str) -> None:
         """A host's change to the page: at once, or with the next ones within COALESCE, so a host that
@@ -148,7 +169,7 @@ class Fleet:
     # ------------------------------------------------------------------------------- auth
     def authorized(self) -> bool:
         """Signed in: this browser brought the one-time token of this fleet run."""
-        return session.get("fleet") is True
+        return session.get("fleet") is True and bool(session.get("sid"))
 
     def _take_token(self, given: Optional[str]) -> bool:
         """The printed token, once: a link copied from the terminal later is worth nothing."""
@@ -158,9 +179,13 @@ class Fleet:
                 return True
         return False
 
+    def csrf_token(self) -> Optional[str]:
+        """The session's CSRF token, derived from its id with this run's secret, never in the cookie."""
+        return csrf_for(self.app.secret_key, session.get("sid"))
+
     def csrf_checked(self) -> bool:
         """The session's CSRF token in its header: only our own page's script can send one."""
-        return csrf_ok(session.get("csrf"), [request.headers.get(CSRF_HEADER)])
+        return csrf_ok(self.csrf_token(), [request.headers.get(CSRF_HEADER)])
 
     # ------------------------------------------------------------------------------- routes
     def _routes(self) -> None:
@@ -171,17 +196,28 @@ class Fleet:
             response.headers.setdefault("Cache-Control", "no-store")
             return protect(response)
 
+        @app.errorhandler(404)
+        @app.errorhandler(405)
+        def not_found(error: Any) -> Any:
+            """An API path that is no route (as a name with an encoded `/`): answered in JSON, for the card."""
+            if not request.path.startswith("/api/"):
+                return error
+            return jsonify({"error": "no such host, action or service"}), error.code
+
+        @app.get("/login")
+        def login() -> Any:
+            """The sign-in file's one-time token for a session; then on to / from a page of ours."""
+            if not self._take_token(request.args.get("token")):
+                return "this link was used already: run invoke fleet again for a new one\n", 403
+            session.clear()
+            session.update(fleet=True, sid=secrets.token_urlsafe(18))
+            return signin.LANDING, 200, signin.LANDING_HEADERS
+
         @app.get("/")
         def index() -> Any:
-            if request.args.get("token") is not None:
-                if not self._take_token(request.args.get("token")):
-                    return "this link was used already: run invoke fleet again for a new one\n", 403
-                session.clear()
-                session.update(fleet=True, csrf=new_csrf())
-                return redirect("/")  # the token leaves the address bar and the history
             if not self.authorized():
                 return "open the link invoke fleet printed\n", 401
-            return render_template("fleet.html", csrf_token=session["csrf"], names=[h.name for h in self.hosts],
+            return render_template("fleet.html", csrf_token=self.csrf_token(), names=[h.name for h in self.hosts],
                                    logs=names.LOGS)
 
         @app.get("/vendor/<path:name>")
@@ -281,5 +317,6 @@ class Fleet:
             while self.thread.is_alive():
                 self.thread.join(0.5)
         finally:
+            self.forget_sign_in_file()
             self.tunnels.close()
             stop_links(self.links)

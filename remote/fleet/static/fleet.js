@@ -37,9 +37,27 @@
     });
   }
 
+  // A URL path of names, each encoded on its own: a name can neither add segments ("/") nor climb
+  // them (".", ".."; a browser resolves those before sending), so a click on a host's card reaches
+  // that host's route, whatever the host named its services.
+  function path(names) {
+    return names.map(function (name) {
+      name = String(name);
+      if (name === "" || name === "." || name === "..") throw new Error("not a name: " + JSON.stringify(name));
+      return encodeURIComponent(name);
+    }).join("/");
+  }
+
   function act(host, action, service) {
+    var url;
+    try { url = path(["hosts", host, action, service]); } catch (err) {
+      var box = document.getElementById("result");
+      box.hidden = false;
+      box.textContent = "refused: " + err.message;
+      return;
+    }
     if (!window.confirm(action + " " + service + " on " + host + "?")) return;
-    post("hosts/" + encodeURIComponent(host) + "/" + action + "/" + service);
+    post(url);
   }
 
   function failover(host) {  // invoke failover --to host: stopped where it runs, then started here
@@ -52,7 +70,7 @@
   }
 
   function tunnel(host) {
-    post("hosts/" + encodeURIComponent(host) + "/tunnel", function (doc) {
+    post(path(["hosts", host, "tunnel"]), function (doc) {
       if (doc.url) window.open(doc.url, "_blank", "noopener");
     });
   }
