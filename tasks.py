@@ -340,8 +340,7 @@ def fleet(c, port=5050, no_browser=False):
     try:
         page.start()
         opener = page.sign_in_file().as_uri()  # the token is in the file, never on a command line (ps)
-        print("fleet: %d hosts, page at %s   (Ctrl+C stops); sign in by opening %s (private, mode 600: the "
-              "one-time token is never on a command line)" % (len(page.hosts), page.url(), opener), flush=True)
+        print(render.fleet_line(len(page.hosts), page.url(), opener), flush=True)
         if not no_browser:
             import webbrowser
 

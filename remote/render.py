@@ -414,3 +414,9 @@ def autostart_lines(docs: List[Dict[str, Any]]) -> str:
         else:
             out.extend(_failed(d))
     return "\n".join(out)
+
+
+def fleet_line(hosts: int, url: str, opener: str) -> str:
+    """invoke fleet's first line: where the page is, and the private file that signs the browser in."""
+    return ("fleet: %d hosts, page at %s   (Ctrl+C stops); sign in by opening %s (private, mode 600: the "
+            "one-time token is never on a command line)" % (hosts, url, opener))

@@ -14,6 +14,7 @@ import pytest
 from dashproc import ROOT
 
 from remote.inventory import InventoryError, load
+from remote.render import escape
 
 
 @pytest.fixture
@@ -133,7 +134,7 @@ def test_bad_inventory_is_one_line_exit_2_and_touches_no_host(tmp_path, counting
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("error: %s:%d: " % (path, line)), lines[0]
-    assert expected in lines[0]
+    assert escape(expected) in lines[0]  # the one line is escaped for the terminal, backslashes too
     assert "Traceback" not in out.stderr and out.stdout == ""
     assert accepted == []
 
@@ -461,7 +462,7 @@ def test_every_yaml_problem_is_one_line_with_file_and_line(tmp_path, counting_se
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and out.stdout == "", out.stdout + out.stderr
     assert lines[0].startswith("error: %s:%d: " % (path, line)), lines[0]
-    assert expected in lines[0], lines[0]
+    assert escape(expected) in lines[0], lines[0]  # escaped for the terminal, backslashes too
     assert "Traceback" not in out.stderr and len(lines[0]) < 400
     assert not (tmp_path / "ran").exists() and accepted == []
 

@@ -24,6 +24,7 @@ from remote.host.common.errors import Failure
 from remote.host.common.files import Layout
 from remote.host.common.paths import inside, remove
 from remote.host.releases import manifest, release
+from remote.render import escape
 
 STAMP = "20260101120000"
 
@@ -221,6 +222,6 @@ def test_invoke_rollback_to_takes_a_release_name_only(tmp_path, to):
     app = tmp_path / "app"
     out = invoke(local_inventory(tmp_path / "inventory.yml", app), "rollback", "--to", to)
     assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
-    assert out.stderr.strip() == "error: --to %r is not a release name (a UTC stamp of 14 digits, such as " \
-                                 "20260101120000): name one that invoke releases lists" % to
+    assert out.stderr.strip() == "error: " + escape("--to %r is not a release name (a UTC stamp of 14 digits, such as "
+                                                    "20260101120000): name one that invoke releases lists" % to)
     assert not app.exists()

@@ -196,7 +196,8 @@ def _samples():
 
 
 #: the public functions of render that take no host text (or are the escaping itself)
-NO_HOST_TEXT = {"as_json", "escape", "escape_text", "log_handler", "packed_line", "table"}
+NO_HOST_TEXT = {"as_json", "escape", "escape_text", "fleet_line", "log_handler", "not_shipped_line", "packed_line",
+                "table"}
 
 
 #: the words renderers choose a branch by: the line count is compared with them left as they are
