@@ -53,12 +53,8 @@ def parse_duration(value: Any, *, allow_off: bool = False, written: Optional[str
     """
     hint = "write " + DURATION_FORMS + (", or off" if allow_off else "")
     shown = _shown(value, written)
-    if _is_off(value):
-        if allow_off:
-            return 0
-        raise UnitError("%s: this key cannot be off; %s" % (shown, hint))
-    if isinstance(value, bool):
-        raise UnitError("%s%s is not a duration: %s" % (shown, _as_true(shown), hint))
+    if _off(value, shown, hint, allow_off, "duration"):
+        return 0
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise UnitError("%s is not a duration: %s" % (shown, hint))
@@ -80,6 +76,17 @@ def parse_duration(value: Any, *, allow_off: bool = False, written: Optional[str
     return int(seconds)
 
 
+def _off(value: Any, shown: str, hint: str, allow_off: bool, kind: str) -> bool:
+    """True for off (``off``, false) where the key allows it; UnitError for off elsewhere and for true."""
+    if _is_off(value):
+        if allow_off:
+            return True
+        raise UnitError("%s: this key cannot be off; %s" % (shown, hint))
+    if isinstance(value, bool):
+        raise UnitError("%s%s is not a %s: %s" % (shown, _as_true(shown), kind, hint))
+    return False
+
+
 def parse_size(value: Any, *, allow_off: bool = False, written: Optional[str] = None) -> int:
     """Bytes, from a YAML-loaded ``value``: ``500KB`` -> 500000, ``1MiB`` -> 1048576.
 
@@ -90,12 +97,8 @@ def parse_size(value: Any, *, allow_off: bool = False, written: Optional[str] = 
     """
     hint = "write " + SIZE_FORMS + (", or off" if allow_off else "")
     shown = _shown(value, written)
-    if _is_off(value):
-        if allow_off:
-            return 0
-        raise UnitError("%s: this key cannot be off; %s" % (shown, hint))
-    if isinstance(value, bool):
-        raise UnitError("%s%s is not a size: %s" % (shown, _as_true(shown), hint))
+    if _off(value, shown, hint, allow_off, "size"):
+        return 0
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
             raise UnitError("%s is not a size: %s" % (shown, hint))
