@@ -34,7 +34,7 @@ from remote.host.supervision.service import RestartPolicy, Service
 TICK = 0.5
 #: bump when a running supervisor must be replaced for a release's changes to reach it (a supervisor
 #: outlives deploys: they hand the dashboard over, they do not restart the supervisor)
-VERSION = 4
+VERSION = 5  # 5: the log cap thread and the private notify name (hardening) must reach running supervisors
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
             "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
