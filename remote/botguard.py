@@ -16,6 +16,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -97,6 +98,17 @@ def env_file_bot_id(path: Optional[Path], host: Host) -> Optional[str]:
     return bot.env_bot_id(str(path), host.bot_token_env) if path is not None else None
 
 
+#: an answer that has not come by then is none (a host that takes the login and then stalls)
+ANSWER_DEADLINE = CONNECT_TIMEOUT + QUERY_TIMEOUT + 15.0
+
+
+def _result(future: Future, name: str) -> Dict[str, Any]:
+    try:
+        return future.result(timeout=ANSWER_DEADLINE)
+    except FutureTimeout:
+        return {"host": name, "ok": False, "error": "no answer within %.0f s" % ANSWER_DEADLINE}
+
+
 class Guard:
     """Answers of the other hosts (and of the targets, when there are several), asked at once."""
 
@@ -117,7 +129,7 @@ class Guard:
     def answers(self) -> Dict[str, Dict[str, Any]]:
         """Every answer (waiting for them), the cache updated with those that came."""
         if self._answers is None:
-            self._answers = {name: future.result() for name, future in self._futures.items()}
+            self._answers = {name: _result(future, name) for name, future in self._futures.items()}
             cache, now = read_json(str(self.cache_file)), time.time()
             for name, doc in self._answers.items():
                 if answered(doc):

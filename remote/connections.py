@@ -120,6 +120,15 @@ def older_release(host: Host) -> str:
             % (host.name, host.name))
 
 
+class _NotANumber(ValueError):
+    pass
+
+
+def _not_a_number(word: str) -> None:
+    """json's hook for NaN and Infinity: a host that sends them is refused, as the fleet page does."""
+    raise _NotANumber(word)
+
+
 def read_answer(result: Any, what: str, host: Host, command: Optional[str] = None) -> Dict[str, Any]:
     """The JSON document a host-side command printed last, checked for its protocol: the two sides
     must share one (wire.speaks), and a host that does not know ``command`` is UnknownCommand.
@@ -128,7 +137,10 @@ def read_answer(result: Any, what: str, host: Host, command: Optional[str] = Non
     our modules or options, the release is older than this operator).
     """
     try:
-        doc = json.loads(result.stdout.strip().splitlines()[-1])
+        doc = json.loads(result.stdout.strip().splitlines()[-1], parse_constant=_not_a_number)
+    except _NotANumber:
+        raise ContractError("%s on %s: the answer holds NaN or Infinity, which no release of ours sends"
+                            % (what, host.name)) from None
     except (IndexError, ValueError):
         doc = None
     if not isinstance(doc, dict):
@@ -163,18 +175,31 @@ def call(runner: Runner, host: Host, command: str, request: Dict[str, Any], what
     return read_answer(result, what, host, name)
 
 
+#: the longest progress line passed on; a longer unfinished line is dropped
+PROGRESS_LINE = 64 * 1024
+
+
 class _Progress:
-    """An out_stream for invoke's run: passes on the host's `progress:` lines as they arrive."""
+    """An out_stream for invoke's run: passes on the host's `progress:` lines as they arrive.
+
+    Only the new chunk is searched for line ends, and an unfinished line past PROGRESS_LINE is dropped
+    (it is no progress line): a host that streams megabytes without a newline costs neither quadratic
+    time nor memory here (the answer itself is bounded by capture.py)."""
 
     def __init__(self, report: Callable[[str], None]) -> None:
-        self.report, self.buffer = report, ""
+        self.report, self.pending, self.size, self.dropping = report, [], 0, False
 
     def write(self, data: str) -> None:
-        self.buffer += data
-        while "\n" in self.buffer:
-            line, self.buffer = self.buffer.split("\n", 1)
-            if line.startswith("progress: "):
+        *lines, rest = data.split("\n")
+        for piece in lines:
+            line = "".join(self.pending) + piece
+            if line.startswith("progress: ") and not self.dropping:
                 self.report(line[10:])
+            self.pending, self.size, self.dropping = [], 0, False
+        self.pending.append(rest)
+        self.size += len(rest)
+        if self.size > PROGRESS_LINE:
+            self.pending, self.size, self.dropping = [], 0, True
 
     def flush(self) -> None:
         pass

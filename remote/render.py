@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
-from typing import IO, Any, Dict, Iterable, List, Sequence
+from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
 #: what a host's text must not bring to a terminal as it is: C0 and C1 controls and DEL (escape
 #: sequences start with one), the invisible marks that reorder or hide text (bidi overrides and
@@ -44,9 +45,28 @@ def escape_text(text: str) -> str:
     return _TEXT.sub(_visible, text)
 
 
+_DIRECTIVE = re.compile(r"%[-+ #0]*\d*(?:\.\d+)?[sdifgeEr]")
+
+
 def _fmt(template: str, *fields: Any) -> str:
-    """``template % fields`` with every field escaped; numbers stay numbers for %d and %.1f."""
-    return template % tuple(f if isinstance(f, (int, float)) else escape(f) for f in fields)
+    """``template % fields`` with every field escaped; numbers stay numbers for %d and %.1f. A host
+    that sends text, NaN or 1e400 where a number goes gets its field shown as sent (escaped), never
+    a traceback that would hide every other host's rows."""
+    values = tuple(f if isinstance(f, (int, float)) and not isinstance(f, bool) else escape(f) for f in fields)
+    try:
+        return template % values
+    except (TypeError, ValueError, OverflowError):
+        return _DIRECTIVE.sub("%s", template) % tuple(escape(f) for f in fields)
+
+
+def _number(value: Any) -> Optional[float]:
+    """``value`` when it is a finite number (a host's field, untrusted), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return value if math.isfinite(value) and abs(value) < 1e15 else None
+    except OverflowError:  # an int too large for a float
+        return None
 
 
 def error_line(exc: BaseException) -> str:
@@ -212,10 +232,11 @@ def restart_lines(docs: List[Dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _uptime(svc: Dict[str, Any], now: float) -> str:
-    if svc.get("state") not in ("running", "orphaned") or not svc.get("started_at"):
+def _uptime(svc: Dict[str, Any], now: Any) -> str:
+    started, now = _number(svc.get("started_at")), _number(now)
+    if svc.get("state") not in ("running", "orphaned") or not started or now is None:
         return "-"
-    seconds = int(now - svc["started_at"])
+    seconds = int(now - started)
     return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60) if seconds >= 3600 else "%dm%02ds" % divmod(seconds, 60)
 
 
@@ -223,8 +244,11 @@ def _supervisor_row(d: Dict[str, Any]) -> List[Any]:
     sup = d.get("supervisor") or {}
     state = sup.get("state") or ("running" if sup.get("running") else "stopped")
     when = None
-    if state == "dead" and sup.get("last_seen"):
-        when = "dead since %s" % time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sup["last_seen"]))
+    if state == "dead" and _number(sup.get("last_seen")):
+        try:
+            when = "dead since %s" % time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sup["last_seen"]))
+        except (OverflowError, OSError, ValueError):
+            when = "dead"
     return [d["host"], "supervisor", state, sup.get("pid") or sup.get("last_pid"),
             _uptime({"state": state, "started_at": sup.get("started_at")}, d.get("now", 0)), None, None, None, when]
 

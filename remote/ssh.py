@@ -58,6 +58,10 @@ class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
                 handle.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
 
 
+#: seconds past connect_timeout that a host may take to start a command (open a channel, answer exec)
+START_GRACE = 10.0
+
+
 class QuietStdinRemote(Remote):
     """Fabric's runner, minus a traceback when a command ends before reading its request, and with
     Ctrl+C passed on to the host.
@@ -84,6 +88,24 @@ class QuietStdinRemote(Remote):
             self.channel.send(b"\x03")
         except (OSError, EOFError):
             raise interrupt from None
+
+    def start(self, command: str, shell: str, env: Dict[str, str], timeout: Optional[float] = None) -> None:
+        """Fabric's start, bounded: paramiko waits for the answer to an exec request forever, and
+        invoke's own timeout only starts once the command has started. A host that takes the
+        channel and never answers the request is given up here, its channel closed."""
+        limit = (getattr(self.context, "connect_timeout", None) or 10) + START_GRACE
+        timer = threading.Timer(limit, self._abandon)
+        timer.daemon = True
+        timer.start()
+        try:
+            super().start(command, shell, env, timeout)
+        finally:
+            timer.cancel()
+
+    def _abandon(self) -> None:
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            channel.close()  # the exec request's wait ends, with an SSHException
 
     def _handle_output(self, buffer_: List[str], hide: bool, output: Any, reader: Any) -> None:
         handle_output(self, buffer_, hide, output, reader)  # bounded: a host cannot fill this machine's memory
@@ -174,6 +196,9 @@ def _open(host: Host, sock: Any = None, hop_of: Optional[Host] = None) -> Connec
         text = describe_connect_error(host, conn, exc)
         raise HostError("jump host %s (for %s): %s" % (host.name, hop_of.name, text) if hop_of else text) from None
     _no_delay(conn)
+    transport = conn.client.get_transport()
+    if transport is not None:  # a host that takes the login and never opens the channel: not 3600 s
+        transport.channel_timeout = host.connect_timeout
     return conn
 
 

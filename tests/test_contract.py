@@ -264,3 +264,30 @@ def test_logs_against_a_host_that_never_answers_ends_at_its_timeout_with_one_lin
     assert time.monotonic() - started < 20
     assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
     assert "local: the logs did not come within 2 s" in out.stdout + out.stderr
+
+
+def test_progress_lines_pass_and_a_flood_without_newlines_costs_no_time():
+    """deploy's progress relay: lines split across chunks arrive whole; 8 MiB without a newline (a
+    host's flood) is dropped as it comes, in linear time (it was quadratic: 8 MiB took 14 s)."""
+    from remote.connections import _Progress
+
+    got = []
+    relay = _Progress(got.append)
+    for chunk in ["progress: a\nprog", "ress: b\n", "x" * 70000, "y\nprogress: c\n", "progress: d"]:
+        relay.write(chunk)
+    assert got == ["a", "b", "c"]
+    started = time.monotonic()
+    for _ in range(8 * 1024):
+        relay.write("z" * 1024)
+    relay.write("\nprogress: e\n")
+    assert got == ["a", "b", "c", "e"] and relay.size == 0
+    assert time.monotonic() - started < 5
+
+
+def test_an_answer_with_nan_is_refused_with_one_line(tmp_path):
+    nan = "print('{\"ok\": true, \"protocol\": 1, \"now\": NaN, \"services\": {}}')\n"
+    fake_release(tmp_path / "app", {"remote/__init__.py": "", "remote/host/__init__.py": "",
+                                    "remote/host/ctl.py": nan})
+    out = status_line(tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "the answer holds NaN or Infinity" in out.stdout

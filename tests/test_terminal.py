@@ -273,3 +273,20 @@ def test_invoke_logs_follow_escapes_new_lines(tmp_path):
         assert proc.stdout.readline() == b"new\\x1b[2J\\rline\n"
     finally:
         interrupt(proc)  # Ctrl+C
+
+
+def test_text_nan_or_huge_numbers_where_numbers_go_show_as_sent_and_hide_no_other_host():
+    """A host that sends text, NaN or 1e300 for a time or a figure: its row shows what it sent (or
+    "-"), and the other hosts' rows are all there (a traceback used to replace the whole table)."""
+    docs = [
+        {"host": "evil", "ok": True, "now": float("nan"),
+         "supervisor": {"state": "dead", "last_seen": 1e300, "started_at": "x", "pid": "p"},
+         "services": {"bot": {"state": "running", "pid": 11, "started_at": "yesterday", "restarts": "many"}}},
+        {"host": "pi", "ok": True, "now": 100.0, "supervisor": {"state": "running", "pid": 1, "started_at": 99},
+         "services": {}},
+    ]
+    lines = _rows(render.status_table(docs))
+    assert [line.split()[0] for line in lines[1:]] == ["evil", "evil", "pi"]
+    out = render.deploy_lines([{"host": "evil", "ok": True, "stamp": "s", "pid": 1, "previous": "p",
+                                "healthy_in": "fast", "elapsed": float("inf")}])
+    assert "fast" in out and "inf" in out and "\n" not in out.strip()

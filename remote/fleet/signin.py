@@ -27,10 +27,18 @@ OPENER = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http
           'to <a href="{url}">the fleet page</a> (once).</p></body></html>\n')
 
 
+def _base() -> Path:
+    """Where the file's directory goes: the user's data dir, as Jupyter keeps its own (a browser from
+    a snap, Ubuntu's default, has a /tmp of its own and cannot open a file in this machine's /tmp)."""
+    root = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "sulfur-ops" / "sign-in"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return root
+
+
 def write(url: str) -> Path:
     """A new private file that takes the browser to ``url`` (which holds the token): mode 600, created
     exclusively in a directory of its own that no one else can enter or could have named first."""
-    folder = tempfile.mkdtemp(prefix="sulfur-fleet-")
+    folder = tempfile.mkdtemp(prefix="sulfur-fleet-", dir=str(_base()))
     path = Path(folder) / "sign-in.html"
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -13,7 +13,7 @@ from remote.host.common import names, wire
 from remote.host.common.errors import BadRequest, Failure, UnknownCommand
 from remote.host.common.files import Layout, current_stamp
 from remote.host.common.logtail import LogFollower, last_lines
-from remote.host.common.paths import inside, shared_paths_problem, stamp_problem
+from remote.host.common.paths import inside, plain, shared_paths_problem, stamp_problem
 from remote.host.releases import hooks
 
 _LOCK = {"timeout": (float, 20.0), "lock_timeout": (float, 120.0), "by": (str, None)}
@@ -172,7 +172,7 @@ def _remove_request_file(path, app_dir):
     if not isinstance(app_dir, str) or not app_dir:
         return
     run = Layout(app_dir).run
-    if os.path.isfile(path) and not os.path.islink(path) and inside(run, os.path.dirname(os.path.abspath(path))):
+    if plain(path) and os.path.isfile(path) and not os.path.islink(path) and inside(run, os.path.dirname(path) or "."):
         try:
             os.unlink(path)
         except OSError:

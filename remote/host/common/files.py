@@ -6,7 +6,6 @@ The supervisor, the stack and release libraries, the agent and the dashboard all
 import json
 import os
 import re
-import shutil
 import threading
 
 from remote.host.common.logtail import last_lines
@@ -140,7 +139,13 @@ def rotate(path, copy=False, cap=None):
                 return
             if copy:  # the child holds the file open with O_APPEND: truncating keeps its writes coming
                 with open(path, "rb") as src, open(path + ".1", "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    left = os.fstat(src.fileno()).st_size  # what is there now: a writer as fast as the
+                    while left > 0:                        # copy must not keep it going for ever
+                        block = src.read(min(left, 1 << 20))
+                        if not block:
+                            break
+                        dst.write(block)
+                        left -= len(block)
                 os.truncate(path, 0)
             else:
                 os.replace(path, path + ".1")

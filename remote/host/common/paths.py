@@ -89,6 +89,14 @@ def shared_paths_problem(names: Iterable[object]) -> Optional[str]:
     return None
 
 
+def plain(path: str) -> bool:
+    """No ``..`` and no ``.`` among its parts and no trailing separator: the kernel follows a link
+    before the ``..`` after it, while os.path.abspath drops both as text, so a path with them can name
+    another place than the one checked."""
+    return bool(path) and not path.endswith(os.sep) and not any(
+        part in (".", "..") for part in path.split(os.sep)[1 if path.startswith(os.sep) else 0:])
+
+
 def inside(root: str, path: str) -> bool:
     """Whether ``path``, with every link on the way followed, is ``root`` (followed too) or under it."""
     base = os.path.realpath(root)
@@ -126,9 +134,8 @@ def remove(root: str, path: str, ignore_errors: bool = False) -> None:
     under ``root`` once the links of its directories are followed; else Failure, and nothing removed.
 
     ``ignore_errors`` as shutil.rmtree's (a missing path, a file that will not go); never the refusal."""
-    name = os.path.basename(path.rstrip(os.sep))
-    parent = os.path.dirname(os.path.abspath(path.rstrip(os.sep)))
-    if name in ("", ".", "..") or not inside(root, parent):
+    name, parent = os.path.basename(path), os.path.dirname(path)
+    if not plain(path) or name in ("", ".", "..") or not inside(root, parent or "."):
         raise Failure("refused to remove %s: it is not inside %s (it leads to %s)"
                       % (path, root, os.path.realpath(path)))
     try:

@@ -16,7 +16,7 @@ import time
 from remote.host import CODE_DIR
 from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, current_stamp, read_json, write_json
-from remote.host.common.paths import STAMP, inside, is_stamp, remove, shared_problem, stamp_problem
+from remote.host.common.paths import STAMP, inside, is_stamp, plain, remove, shared_problem, stamp_problem
 from remote.host.common.system import open_paths
 from remote.host.releases import hooks, manifest
 from remote.host.supervision import guard
@@ -361,9 +361,9 @@ def _unpacked_here(paths, partial):
 
 def _uploaded_here(paths, path):
     """The .env this deploy's operator uploaded: a file of its own in shared/, never a link or elsewhere."""
-    return (os.path.basename(path).startswith(".env.incoming-") and not os.path.islink(path)
+    return (plain(path) and os.path.basename(path).startswith(".env.incoming-") and not os.path.islink(path)
             and os.path.isfile(path)
-            and os.path.realpath(os.path.dirname(os.path.abspath(path))) == os.path.realpath(paths.shared))
+            and os.path.realpath(os.path.dirname(path) or ".") == os.path.realpath(paths.shared))
 
 
 def _discard(paths, partial, env_incoming):
