@@ -98,16 +98,17 @@ class Dashboard:
         self._routes()
 
     # ------------------------------------------------------------------------------- auth
-    def _token_ok(self, given: object, sid: Optional[str] = None) -> Optional[str]:
+    def _token_ok(self, given: object, sid: Optional[str] = None, returning: bool = False) -> Optional[str]:
         """The token, from any of its three ways in (form, Bearer, Socket.IO auth), all under one
         per-client limit of failures: no way in guesses faster than the login form. Only the form
-        comes with a login session (``sid``), which may hold a reserved try (LoginLimiter). Right:
-        a truthy string, the id of the new signed-in session for the form, else "bearer"."""
+        comes with a login session (``sid``, ``returning`` when it has signed in before), which may
+        hold a reserved try or take the last unit (LoginLimiter). Right: a truthy string, the id of
+        the new signed-in session for the form, else "bearer"."""
         token = self.settings.token
         if not token or not isinstance(given, str) or not given:
             return None
         client = client_key(request.remote_addr)
-        stamp = self.limiter.attempt(client, sid)  # counted as a failure until found right
+        stamp = self.limiter.attempt(client, sid, returning)  # counted as a failure until found right
         if stamp is None:
             return None
         if hmac.compare_digest(given.encode(), token.encode()):
@@ -129,11 +130,20 @@ class Dashboard:
         return self.bearer()
 
     def csrf_token(self) -> str:
-        """This session's CSRF token (derived from its id: the cookie never holds it); a browser's
-        first page gives it a login session (LoginLimiter.issue)."""
-        if not session.get("sid"):
-            session["sid"] = self.limiter.issue(client_key(request.remote_addr))
-        return str(csrf_for(self.keys.secret, session["sid"]))
+        """This session's CSRF token (derived from its id: the cookie never holds it). A browser's
+        first page gives it a login session, and one this process has not seen (from before a
+        restart or a handover) is adopted: either may get a reserved try (LoginLimiter.adopt)."""
+        sid = self.limiter.adopt(client_key(request.remote_addr), session.get("sid") or None)
+        if session.get("sid") != sid:
+            session["sid"] = sid
+        return str(csrf_for(self.keys.secret, sid))
+
+    @staticmethod
+    def returning() -> bool:
+        """This browser's signed cookie says it signed in here once, whether or not it still is (a
+        sign-out elsewhere, a new token or a restart leave the mark; its own sign-out clears it): only
+        the right token makes one, so a guesser has none (LoginLimiter's last unit is for it)."""
+        return session.get("auth") is True
 
     def csrf_checked(self, form: bool = False) -> bool:
         """A state-changing request from our own page (its token) or with a Bearer header. The API
@@ -211,14 +221,14 @@ class Dashboard:
 
         @app.post("/login")
         def login() -> Any:
-            sid = session.get("sid")
-            wait = self.limiter.retry_after(client_key(request.remote_addr), sid)
+            sid, returning = session.get("sid"), self.returning()
+            wait = self.limiter.retry_after(client_key(request.remote_addr), sid, returning)
             if wait is not None:
                 return render_template("login.html", error="too many wrong tokens: wait %d s" % wait), 429, {
                     "Retry-After": str(wait)}
             if not self.csrf_checked(form=True):
                 return render_template("login.html", error="the form expired: try again"), 403
-            signed = self._token_ok(request.form.get("token", ""), sid) if self.settings.token else None
+            signed = self._token_ok(request.form.get("token", ""), sid, returning) if self.settings.token else None
             if signed:
                 session.clear()  # a new session (its own id): nothing chosen before login survives it
                 session.update(auth=True, v=self.keys.version, t=self.keys.digest, sid=signed)

@@ -10,9 +10,9 @@ what a browser on the operator's machine can be made to do by another page:
   sends to every other port of this address and which is signed, not encrypted, does not hold it;
 - a captured cookie: it is signed with a random secret kept in app_dir/run (mode 600), not derived from
   the token, and logout or a new token bumps the session version, which revokes every cookie;
-- guessing the token: at most 10 wrong tokens a minute per client address (`LoginLimiter`), while a
-  browser that has a session and has not failed keeps a try of its own: behind an SSH tunnel everyone
-  is 127.0.0.1, so a flood from that address must not lock the owner out.
+- guessing the token: at most 10 wrong tokens a minute per client address (`LoginLimiter`), the last
+  of them kept for a browser that has signed in before and has not failed since: behind an SSH tunnel
+  everyone is 127.0.0.1, so a flood from that address must not lock the owner out.
 Written here rather than taken from Flask-WTF or Flask-Limiter: each piece is a few lines, and the
 host's venv stays small (it must install on Termux and from a wheelhouse).
 """
@@ -170,32 +170,46 @@ def client_key(address: Optional[str]) -> str:
 
 
 class LoginLimiter:
-    """At most ``limit`` wrong tokens per client address in any ``window`` seconds, while a browser
-    that has a session and has not failed keeps a try of its own, whatever else that address sends.
+    """At most ``limit`` wrong tokens per client address in any ``window`` seconds, however they come,
+    while a browser that has signed in before, and has not failed since, gets in at its first try.
 
     Behind an SSH tunnel every browser and every guesser is 127.0.0.1, so an address alone cannot tell
-    the owner from a guesser, and a limit per address alone lets a flood lock the owner out. So a login
-    session (the random id in its cookie, ``issue``) may hold a *reserved try*: one unit of its
-    address's budget set aside for it. A session with one may always try; its try, if wrong, becomes
-    one of the address's failures and the session has none left. Any other try (a session that has
-    failed, or that got no reservation, a Bearer header, a Socket.IO token) needs the budget: failures
-    in the window plus the reservations held must stay below ``limit``. New sessions get a reservation
-    only within that same budget and at most ``keep`` an address, and a right token hands the
-    signed-in session one. Failures plus reservations never exceed ``limit``, so no 60 s ever holds
-    more than ``limit`` wrong guesses from one address, however many sessions it makes; a reservation
-    is never taken from its session, so a flood cannot take the owner's. Reservations live as long as
-    this process (a restart, a handover to a new dashboard, starts afresh) or until the session signs
-    out (``release``).
+    the owner from a guesser, and a limit per address alone lets a flood lock the owner out. The
+    address's budget is its failures in the window plus the *reserved tries* its sessions hold, never
+    over ``limit``, and it is shared out so:
+
+    - A login session (the random id in its cookie) may hold a reserved try, one unit set aside for it:
+      it may always try with it, and a wrong token turns the unit into one of the address's failures.
+      A session gets one when this process first sees it (a new one, or one from before a restart or a
+      handover: ``adopt``), and so does the signed-in session a right token makes, while the address
+      has room and holds fewer than ``keep``. Unused for ``ttl`` (10 min), it expires: tries hoarded
+      long ago do not hold the budget for good.
+    - Any other try (a Bearer header, a Socket.IO token, a session without a reservation) needs room
+      below ``limit - 1``, and so does a new reservation: the last unit is never theirs.
+    - A *returning* session, whose signed cookie shows it has signed in before (a guesser cannot make
+      one) and which has not tried and failed in this process, takes a free unit (the last one is
+      kept for it), else the oldest unused reservation of its address, which is dropped. A restart, a
+      handover, "sign out everywhere" or a new token leave its cookie returning: the owner gets in
+      during a flood from the owner's own address. What can stop it is another returning session's
+      failure in the window (the owner's own typo elsewhere, or a captured cookie's one guess).
+
+    Failures plus reservations never exceed ``limit``, and every failure took a unit, so no
+    ``window`` holds more than ``limit`` wrong guesses from one address, however many sessions it makes.
     """
 
     def __init__(self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 keep: int = 5, most: int = 10000) -> None:
-        self.limit, self.window, self.clock, self.keep, self.most = limit, window, clock, min(keep, limit - 1), most
+                 keep: int = 5, most: int = 10000, ttl: float = 600.0) -> None:
+        self.limit, self.window, self.clock, self.ttl = limit, window, clock, ttl
+        self.keep, self.most = min(keep, limit - 1), most
         self._failures: Dict[str, Deque[float]] = defaultdict(deque)  # client -> times of its wrong tries
-        self._held: Dict[str, set] = defaultdict(set)  # client -> the sessions holding a reserved try
+        self._held: Dict[str, Dict[str, float]] = {}  # client -> {session: reserved at}, oldest first
         self._reserved: Dict[str, str] = {}  # session id -> its client
+        self._seen: Dict[str, None] = {}  # the sessions this process knows, oldest first
+        self._failed: Dict[str, None] = {}  # returning sessions that tried here: kept apart, as a guesser can
+        #                                     fill _seen with new sessions but cannot make returning ones
         self._lock = threading.Lock()
 
+    # ----------------------------------------------------------------- the budget, under the lock
     def _recent(self, client: str) -> Deque[float]:
         failures, now = self._failures[client], self.clock()
         while failures and failures[0] <= now - self.window:
@@ -204,53 +218,101 @@ class LoginLimiter:
             del self._failures[old]  # forget addresses whose failures have all expired
         return failures
 
-    def _room(self, client: str) -> bool:
-        return len(self._recent(client)) + len(self._held.get(client, ())) < self.limit
+    def _holding(self, client: str) -> Dict[str, float]:
+        """The reservations of ``client`` still in force, oldest first (expired ones dropped)."""
+        held = self._held.get(client, {})
+        for sid, since in list(held.items()):
+            if self.clock() - since < self.ttl:
+                break
+            self._unreserve(sid)
+        return self._held.get(client, {})
+
+    def _used(self, client: str) -> int:
+        return len(self._recent(client)) + len(self._holding(client))
+
+    def _holds(self, client: str, sid: Optional[str]) -> bool:
+        return sid is not None and self._reserved.get(sid) == client and sid in self._holding(client)
+
+    def _returning(self, sid: Optional[str], returning: bool) -> bool:
+        return returning and sid is not None and sid not in self._failed
+
+    def _know(self, sid: str, into: Optional[Dict[str, None]] = None) -> None:
+        """Remember ``sid`` (in ``into``, by default the sessions seen), forgetting the oldest beyond ``most``."""
+        into = self._seen if into is None else into
+        into.pop(sid, None)
+        into[sid] = None
+        while len(into) > self.most:
+            del into[next(iter(into))]
 
     def _reserve(self, client: str, sid: str) -> None:
-        if self._room(client) and len(self._held.get(client, ())) < self.keep and len(self._reserved) < self.most:
-            self._held[client].add(sid)
+        if len(self._reserved) >= self.most:
+            for other in list(self._held):
+                self._holding(other)  # make room by what has expired anywhere
+        if (self._used(client) < self.limit - 1 and len(self._holding(client)) < self.keep
+                and len(self._reserved) < self.most):
+            self._held.setdefault(client, {})[sid] = self.clock()
             self._reserved[sid] = client
 
     def _unreserve(self, sid: str) -> None:
         client = self._reserved.pop(sid)
-        self._held[client].discard(sid)
+        del self._held[client][sid]
         if not self._held[client]:
             del self._held[client]
 
+    # ----------------------------------------------------------------- what the app asks
+    def adopt(self, client: str, sid: Optional[str] = None) -> str:
+        """The id of a login session: ``sid``, or a new one for a browser without. A session this
+        process has not seen (new, or from before a restart or a handover) gets a reserved try when its
+        address has room for one."""
+        with self._lock:
+            if sid is None or sid not in self._seen:
+                sid = sid or secrets.token_urlsafe(18)
+                self._know(sid)
+                self._reserve(client, sid)
+            return sid
+
     def issue(self, client: str) -> str:
-        """A new login session's id, holding a reserved try when its address has room for one."""
-        sid = secrets.token_urlsafe(18)
-        with self._lock:
-            self._reserve(client, sid)
-        return sid
+        """A new login session's id (``adopt`` without one)."""
+        return self.adopt(client)
 
-    def retry_after(self, client: str, sid: Optional[str] = None) -> Optional[int]:
-        """Seconds until ``client`` (in session ``sid``) may try again, or None when it may now."""
+    def retry_after(self, client: str, sid: Optional[str] = None, returning: bool = False) -> Optional[int]:
+        """Seconds until ``client`` (in session ``sid``, ``returning`` when its cookie has signed in
+        before) may try again, or None when it may now."""
         with self._lock:
-            if sid is not None and self._reserved.get(sid) == client:
+            if self._holds(client, sid) or self._used(client) < self.limit - 1:
                 return None
-            if self._room(client):
+            if self._returning(sid, returning) and (self._used(client) < self.limit or self._holding(client)):
                 return None
-            failures = self._recent(client)
-            return max(1, math.ceil(failures[0] + self.window - self.clock())) if failures else int(self.window)
+            # until the oldest failure leaves the window, or the oldest reservation expires
+            failures, held = self._recent(client), self._holding(client)
+            ends = ([failures[0] + self.window] if failures else []) + [since + self.ttl for since in held.values()]
+            return max(1, math.ceil(min(ends) - self.clock())) if ends else int(self.window)
 
-    def attempt(self, client: str, sid: Optional[str] = None) -> Optional[float]:
+    def attempt(self, client: str, sid: Optional[str] = None, returning: bool = False) -> Optional[float]:
         """A try, counted as a failure before the token is compared (two at once cannot both slip past
         the limit); None when it must wait. ``succeeded`` takes it back when the token was right."""
         with self._lock:
-            if sid is not None and self._reserved.get(sid) == client:
-                self._unreserve(sid)  # its reserved unit becomes this failure
-            elif not self._room(client):
+            if self._holds(client, sid):
+                self._unreserve(cast(str, sid))  # its reserved unit becomes this failure
+            elif self._returning(sid, returning):
+                if self._used(client) >= self.limit:
+                    held = self._holding(client)
+                    if not held:
+                        return None
+                    self._unreserve(next(iter(held)))  # the oldest unused reservation makes room
+            elif self._used(client) >= self.limit - 1:
                 return None
+            if sid is not None:
+                self._know(sid)
+                if returning:
+                    self._know(sid, self._failed)  # until it succeeds, which replaces the session
             stamp = self.clock()
             self._recent(client).append(stamp)
             return stamp
 
     def succeeded(self, client: str, stamp: float, session: bool = False) -> Optional[str]:
         """The try at ``stamp`` had the right token: not a failure. With ``session``, the id of the
-        signed-in session that replaces the one that tried, holding a reserved try when there is room
-        (a try that was reserved always leaves room for it)."""
+        signed-in session that replaces the one that tried, holding a reserved try when there is room."""
         with self._lock:
             failures = self._recent(client)
             if stamp in failures:
@@ -258,6 +320,7 @@ class LoginLimiter:
             if not session:
                 return None
             sid = secrets.token_urlsafe(18)
+            self._know(sid)
             self._reserve(client, sid)
             return sid
 

@@ -129,7 +129,7 @@ def test_a_new_token_signs_everyone_out(dashboards, tmp_path):
 
 def test_logins_are_rate_limited_per_client(guarded):
     session = requests.Session()
-    for _ in range(10):
+    for _ in range(9):  # the tenth of the minute is kept for a browser that has signed in before
         assert login(session, guarded, "wrong-guess").status_code == 401
     limited = login(session, guarded, "wrong-guess")
     assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
@@ -315,7 +315,8 @@ def test_a_flood_of_wrong_tokens_from_the_owners_address_never_locks_the_owner_o
 
 def test_no_minute_holds_more_than_ten_wrong_tokens_however_tries_are_hoarded():
     """The limiter's bound at its worst: sessions opened ahead to hoard reserved tries, then the budget
-    spent, then the hoard: 10 in the minute, never 11; the next minute, 10 again."""
+    spent, then the hoard, then sessions that have signed in before: 10 in the minute, never 11; the
+    next minute, 9 again for anyone else."""
     from dashproc import Clock
 
     from dashboard.security import LoginLimiter
@@ -326,8 +327,170 @@ def test_no_minute_holds_more_than_ten_wrong_tokens_however_tries_are_hoarded():
     hoard = [limiter.issue(address) for _ in range(8)]  # 5 get a reserved try (5 an address at most)
     clock.advance(59)
     wrong = [t for t in (limiter.attempt(address) for _ in range(20)) if t is not None]
-    assert len(wrong) == 5  # the budget left beside the 5 reserved
+    assert len(wrong) == 4  # the budget left beside the 5 reserved and the unit kept for returning browsers
     wrong += [t for t in (limiter.attempt(address, sid) for sid in hoard) if t is not None]
-    assert len(wrong) == 10 and limiter.retry_after(address) == 60
+    assert len(wrong) == 9 and limiter.retry_after(address) == 60
+    returning = [limiter.attempt(address, "signed-in-%d" % n, returning=True) for n in range(3)]
+    assert sum(t is not None for t in returning) == 1  # the last unit, once
+    assert limiter.retry_after(address, "signed-in-9", returning=True) == 60
     clock.advance(60)
-    assert sum(limiter.attempt(address) is not None for _ in range(20)) == 10
+    assert sum(limiter.attempt(address) is not None for _ in range(20)) == 9
+    assert limiter.attempt(address, "signed-in-0", returning=True) is None  # it failed: a guesser now
+
+
+def test_with_no_unit_free_a_browser_that_signed_in_takes_the_oldest_reservation():
+    """The last unit already spent (another browser that had signed in typed a wrong token): the next
+    one takes the reserved try held the longest, whose session then waits like any other; the minute
+    still holds 10 tokens compared at most."""
+    from dashproc import Clock
+
+    from dashboard.security import LoginLimiter
+
+    clock = Clock()
+    limiter = LoginLimiter(clock=clock)
+    address = "127.0.0.1"
+    hoard = []
+    for _ in range(5):
+        hoard.append(limiter.issue(address))
+        clock.advance(1)
+    assert sum(limiter.attempt(address) is not None for _ in range(10)) == 4
+    assert limiter.attempt(address, "typed-wrong", returning=True) is not None  # the last unit: 10 used
+    assert limiter.retry_after(address, "owner", returning=True) is None  # a reservation can be dropped
+    stamp = limiter.attempt(address, "owner", returning=True)
+    assert stamp is not None and limiter.succeeded(address, stamp, session=True)
+    assert limiter.attempt(address, hoard[0]) is None  # its reservation was the one dropped
+    assert limiter.attempt(address, hoard[1]) is not None  # the others still hold theirs
+    assert limiter.attempt(address, "typed-wrong", returning=True) is None  # it failed here: no longer first
+
+
+def counted(board):
+    """Every try the board's limiter lets through (a token compared), at its clock's time."""
+    from dashproc import Clock
+
+    clock = board.limiter.clock = Clock()
+    compared = []
+    real = board.limiter.attempt
+
+    def attempt(*args, **kwargs):
+        stamp = real(*args, **kwargs)
+        if stamp is not None:
+            compared.append(stamp)
+        return stamp
+
+    board.limiter.attempt = attempt
+    return clock, compared
+
+
+def worst_minute(compared):
+    return max((sum(1 for t in compared if start <= t < start + 60) for start in compared), default=0)
+
+
+def try_token(client, token):
+    return client.post("/login", data={"token": token, "csrf": csrf_of(client.get("/").text)}).status_code
+
+
+def bearer_guess(board, n):
+    return board.app.test_client().get("/api/status", headers={"Authorization": "Bearer guess-%d" % n}).status_code
+
+
+def test_tries_hoarded_by_pages_opened_long_ago_expire(tmp_path):
+    """Five sign-in pages opened and kept, and 5 wrong Bearer tokens a minute: for 10 minutes the hoard
+    holds its 5 reserved tries and a browser opened meanwhile finds no room; then the hoard expires,
+    and a browser opened then gets in at its first try. Real requests through the app."""
+    from dashboard.app import Dashboard
+    from dashboard.settings import Settings
+
+    board = Dashboard(Settings(token=TOKEN, app_dir=tmp_path / "app"), {"port": 5000})
+    clock, compared = counted(board)
+    hoard = [board.app.test_client() for _ in range(5)]
+    for client in hoard:
+        client.get("/")
+    began = clock()
+    while clock() < began + 900:
+        if (clock() - began) % 12 == 0:
+            assert bearer_guess(board, len(compared)) == 401
+        if clock() == began + 300:
+            assert try_token(board.app.test_client(), TOKEN) == 429  # the hoard holds its tries
+        if clock() == began + 660:
+            late = board.app.test_client()
+            assert try_token(late, TOKEN) == 302  # it expired after 10 minutes unused
+            assert late.get("/api/status").status_code == 200
+        clock.advance(1.0)
+    assert worst_minute(compared) <= 10
+
+
+def test_a_hoard_kept_full_and_bearer_guesses_never_keep_out_a_browser_that_signed_in(tmp_path):
+    """The hoard refilled whenever a try expires (a page opened every second), 5 wrong Bearer tokens a
+    minute, for 30 minutes; the owner signed in when the address held 5 tries already, so its session
+    holds none. Signed out everywhere at minute 25, it gets in at its first try; no minute holds more
+    than 10 tokens compared, its own included."""
+    from dashboard.app import Dashboard
+    from dashboard.settings import Settings
+
+    board = Dashboard(Settings(token=TOKEN, app_dir=tmp_path / "app"), {"port": 5000})
+    clock, compared = counted(board)
+    hoard = [board.app.test_client() for _ in range(5)]
+    for client in hoard:
+        client.get("/")
+    owner = board.app.test_client()
+    assert try_token(owner, TOKEN) == 302
+    began = clock()
+    while clock() < began + 1800:
+        if (clock() - began) % 12 == 0:
+            assert bearer_guess(board, len(compared)) == 401
+        kept = board.app.test_client()
+        kept.get("/")
+        hoard.append(kept)
+        if clock() == began + 1500:
+            board.keys.revoke()  # "sign out everywhere", from another browser
+            assert owner.get("/api/status").status_code == 401
+            assert try_token(owner, TOKEN) == 302
+            assert owner.get("/api/status").status_code == 200
+        clock.advance(1.0)
+    assert worst_minute(compared) <= 10, worst_minute(compared)
+
+
+def moved(client, board, name):
+    """A browser's cookie for ``name``, in a client of ``board``: the same browser, after a restart."""
+    cookie = client.get_cookie(name)
+    fresh = board.app.test_client()
+    if cookie is not None:
+        fresh.set_cookie(name, cookie.value)
+    return fresh
+
+
+def test_after_a_restart_the_owners_browsers_get_in_at_their_first_try_during_a_flood(tmp_path):
+    """A deploy with a new token: a new dashboard (a new limiter) on the same app_dir, so the same
+    cookie secret. The owner's browser that had signed in (its cookie now refused: the token changed),
+    and one that was on the sign-in page before the deploy and reloads it after, each get in at their
+    first try in the middle of a flood of wrong tokens from their address: fresh sessions, kept ones,
+    Bearer headers, and pages opened to hoard tries."""
+    from dashboard.app import Dashboard
+    from dashboard.settings import Settings
+
+    before = Dashboard(Settings(token=TOKEN, app_dir=tmp_path / "app"), {"port": 5000})
+    owner, waiting = before.app.test_client(), before.app.test_client()
+    assert try_token(owner, TOKEN) == 302
+    csrf_of(waiting.get("/").text)  # on the sign-in page, typing
+    name = before.keys.cookie_name(5000)
+    token = TOKEN + "-new"
+    board = Dashboard(Settings(token=token, app_dir=tmp_path / "app"), {"port": 5000})
+    assert board.keys.cookie_name(5000) == name
+    clock, compared = counted(board)
+    owner, waiting = moved(owner, board, name), moved(waiting, board, name)
+    assert owner.get("/api/status").status_code == 401  # signed out by the new token
+    waiting.get("/")  # the page reloaded (its Socket.IO lost the old dashboard)
+    kept, began = [], clock()
+    while clock() < began + 300:
+        fresh = board.app.test_client()
+        for client in [fresh] + kept[-2:]:
+            assert try_token(client, "guess-%d" % len(compared)) in (401, 429)
+        kept.append(fresh)
+        if (clock() - began) % 12 == 0:
+            assert bearer_guess(board, len(compared)) == 401
+        if clock() == began + 150:
+            for who, client in (("signed in before", owner), ("on the sign-in page", waiting)):
+                assert try_token(client, token) == 302, who
+                assert client.get("/api/status").status_code == 200, who
+        clock.advance(1.0)
+    assert worst_minute(compared) <= 10 and len(compared) >= 20, (worst_minute(compared), len(compared))
