@@ -34,6 +34,15 @@ def processes(match: Callable[[list], bool], uid: Optional[int] = None) -> list:
     return found
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is no zombie (a killed child its parent has not reaped yet)."""
+    try:
+        os.kill(pid, 0)
+        return Path("/proc/%d/stat" % pid).read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def interrupt(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     """Ctrl+C to ``proc`` (an `invoke fleet`, say), as a user stops it; killed if it will not end."""
     proc.send_signal(2)

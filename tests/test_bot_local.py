@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from dashproc import ROOT, ctl_run, invoke, local_inventory, wait_for
+from dashproc import ROOT, alive, ctl_run, invoke, local_inventory, wait_for
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
 EXAMPLE = ROOT / "examples" / "bot" / "bot.py"
@@ -49,14 +49,6 @@ def bot(app):
 
 def starts(app):
     return sorted(s["mono"] for s in json.loads((app / "run" / "bot-starts.json").read_text())["starts"])
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return Path("/proc/%d/stat" % pid).read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def bots(app):

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from dashproc import invoke, local_inventory, wait_for
+from dashproc import alive, invoke, local_inventory, wait_for
 
 from remote.host.common.files import LOG_CAP
 
@@ -29,14 +29,6 @@ def status_kb(pid, field):
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise AssertionError(field)
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return Path("/proc/%d/stat" % pid).read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def test_a_flooding_bot_never_makes_its_log_larger_than_twice_the_cap(tmp_path, port):
