@@ -87,12 +87,12 @@ class Upkeep:
         self.followers: Dict[str, LogFollower] = {}
         self.log_cap = LogCap(list(logs.values()) + [paths.log("supervisor")]).start()
 
-    def tick(self, printer: Optional[Callable[[str], None]] = None) -> None:
+    def tick(self) -> None:
         if self.stream:
             for name, path in self.logs.items():
                 follower = self.followers.setdefault(name, LogFollower(path))
                 for line in follower.poll():
-                    (printer or print)("%-9s | %s" % (name, line))
+                    print("%-9s | %s" % (name, line), flush=True)
         now = self.clock()
         if now - self.last_beat > BEAT:
             self.last_beat = now
