@@ -43,6 +43,23 @@ def alive(pid: int) -> bool:
         return False
 
 
+class Load:
+    """tests/loadgen.py hammering ``port`` (``threads`` clients, a new connection per request) from
+    when it says "started" until ``finish()``, which returns its JSON result (requests, rate, errors)."""
+
+    def __init__(self, port: int, stop_file: Path, threads: int = 4) -> None:
+        self.stop_file = stop_file
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("loadgen.py")), str(port),
+                                      str(stop_file), str(threads)], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "started"
+
+    def finish(self) -> dict:
+        self.stop_file.touch()
+        result = json.loads(self.proc.stdout.readline())
+        self.proc.wait(10)
+        return result
+
+
 def interrupt(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     """Ctrl+C to ``proc`` (an `invoke fleet`, say), as a user stops it; killed if it will not end."""
     proc.send_signal(2)

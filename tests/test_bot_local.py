@@ -6,15 +6,13 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from dashproc import ROOT, alive, ctl_run, invoke, local_inventory, wait_for
+from dashproc import ROOT, Load, alive, ctl_run, invoke, local_inventory, wait_for
 
-LOADGEN = Path(__file__).with_name("loadgen.py")
 EXAMPLE = ROOT / "examples" / "bot" / "bot.py"
 TOKEN = "token-for-tests-only"  # each app below has its own, with its path in it: bots() tells them apart
 
@@ -193,17 +191,13 @@ def test_kill_9_of_the_supervisor_status_is_truthful_and_restart_leaves_one_bot_
         assert doc["services"]["dashboard"]["state"] == "orphaned"
         assert "dead since" in invoke(inventory, "status").stdout
         stop_file = tmp_path / "stop"
-        load = subprocess.Popen([sys.executable, str(LOADGEN), str(port), str(stop_file), "4"],
-                                stdout=subprocess.PIPE, text=True)
-        assert load.stdout.readline().strip() == "started"
+        load = Load(port, stop_file)
         time.sleep(0.3)
         out = invoke(inventory, "restart")
         assert out.returncode == 0, out.stdout + out.stderr
         assert "the last one had died" in out.stdout
         time.sleep(0.5)
-        stop_file.touch()
-        result = json.loads(load.stdout.readline())
-        load.wait(10)
+        result = load.finish()
         assert result["errors"] == {}, result  # the orphan served until the new dashboard was ready
         wait_for(lambda: bot(app).get("state") == "running", 15, "the new bot")
         assert not alive(old_bot) and not alive(old_dash) and bots(app) == [bot(app)["pid"]]

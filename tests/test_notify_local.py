@@ -17,12 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from dashproc import invoke, local_inventory, wait_for
+from dashproc import Load, invoke, local_inventory, wait_for
 
 from remote.host.supervision.listener import store_socket
 from remote.host.supervision.notify import SUN_PATH, NotifySocket, handover_address
 
-LOADGEN = Path(__file__).with_name("loadgen.py")
 NOBODY = 65534
 
 #: binds an abstract name (argv[1], without its "@"), says "bound", then on its stdin's end prints
@@ -168,9 +167,7 @@ def test_kill_9_of_a_deep_supervisor_the_orphan_hands_its_socket_to_the_next_not
         wait_for(lambda: ("@" + first[1:]) not in Path("/proc/net/unix").read_text(), 10, "the name freed")
         thief = squat(first)
         stop_file = tmp_path / "stop"
-        load = subprocess.Popen([sys.executable, str(LOADGEN), str(port), str(stop_file), "4"],
-                                stdout=subprocess.PIPE, text=True)
-        assert load.stdout.readline().strip() == "started"
+        load = Load(port, stop_file)
         time.sleep(0.3)
         out = invoke(inventory, "restart")
         assert out.returncode == 0, out.stdout + out.stderr
@@ -178,16 +175,14 @@ def test_kill_9_of_a_deep_supervisor_the_orphan_hands_its_socket_to_the_next_not
         second = record(app)["name"]
         assert second != first and second.startswith("@sulfur-")
         time.sleep(0.5)
-        stop_file.touch()
-        result = json.loads(load.stdout.readline())
-        load.wait(10)
+        result = load.finish()
         assert result["errors"] == {} and result["requests"] > 0, result  # the port never closed
         log = (app / "logs" / "supervisor.log").read_text()
         assert "orphan dashboard pid %d handed its socket over" % dashboard in log
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
     finally:
-        if load is not None and load.poll() is None:
-            load.kill()
+        if load is not None and load.proc.poll() is None:
+            load.proc.kill()
         invoke(inventory, "stop")
     assert received(thief) == (0, 0)

@@ -2,18 +2,13 @@
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from dashproc import ROOT, ctl_run, free_port, invoke, local_inventory
-
-LOADGEN = Path(__file__).with_name("loadgen.py")
-
-
+from dashproc import ROOT, Load, ctl_run, free_port, invoke, local_inventory
 
 
 def test_restart_status_stop_locally(tmp_path, port):
@@ -71,16 +66,12 @@ def test_zero_failed_requests_across_five_local_restarts(tmp_path, port):
     try:
         assert invoke(inventory, "restart").returncode == 0
         stop_file = tmp_path / "stop"
-        load = subprocess.Popen([sys.executable, str(LOADGEN), str(port), str(stop_file), "4"],
-                                stdout=subprocess.PIPE, text=True)
-        assert load.stdout.readline().strip() == "started"
+        load = Load(port, stop_file)
         for _ in range(5):
             time.sleep(0.4)
             assert invoke(inventory, "restart", "--service", "dashboard").returncode == 0
         time.sleep(0.4)
-        stop_file.touch()
-        result = json.loads(load.stdout.readline())
-        load.wait(10)
+        result = load.finish()
         assert result["errors"] == {} and result["rate"] >= 100, result
         assert len(result["pids"]) == 6
     finally:
