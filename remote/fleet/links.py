@@ -21,6 +21,7 @@ from remote.host.common import history
 from remote.inventory import Host
 
 from . import intake
+from .forward import Forward
 
 log = logging.getLogger("sulfur.fleet")  # no handler set: Python's last resort writes warnings to stderr
 KEEPALIVE = 5.0
@@ -128,35 +129,32 @@ class Link:
             self.stopping.wait(KEEPALIVE)
 
     def tunnel(self, stop: threading.Event, address: str = "127.0.0.1") -> int:
-        """A local port forward (Fabric's) to this host's dashboard, on a free port of the loopback
-        ``address``, open until ``stop`` is set or the link drops; returns the port once it listens."""
+        """A local port forward to this host's dashboard, on a free port of the loopback ``address``,
+        open until ``stop`` is set or the link drops; returns the port, which listens already. Each
+        connection through it is carried on its own (forward.py): one that cannot be is closed, and
+        the port goes on accepting."""
         conn = self.conn
-        if conn is None:
+        transport = conn.client.get_transport() if conn is not None else None
+        if conn is None or transport is None:
             raise ConnectionError("%s is not reachable" % self.host.name)
-        with socket.socket() as probe:
-            probe.bind((address, 0))
-            port = probe.getsockname()[1]
+        listener = socket.socket()
+        try:
+            listener.bind((address, 0))
+            listener.listen(16)
+        except OSError:
+            listener.close()
+            raise
         remote = self.host.dashboard_host if self.host.dashboard_host not in ("0.0.0.0", "::") else "127.0.0.1"
-        ready, failed = threading.Event(), []
+        carried = Forward(transport, listener, (remote, self.host.dashboard_port), self.host.connect_timeout)
 
         def hold() -> None:
             try:
-                with conn.forward_local(port, remote_port=self.host.dashboard_port, remote_host=remote,
-                                        local_host=address):
-                    ready.set()
-                    while not stop.is_set() and not self.stopping.is_set() and self.conn is conn:
-                        stop.wait(0.5)
-            except Exception as exc:  # the port taken meanwhile, the link gone: the caller's line
-                failed.append(exc)
+                carried.serve(lambda: not stop.is_set() and not self.stopping.is_set() and self.conn is conn)
             finally:
                 stop.set()  # closed (a reconnect, too): the fleet opens a new one, never hands out this port
-                ready.set()
 
         threading.Thread(target=hold, name="tunnel-%s" % self.host.name, daemon=True).start()
-        if not ready.wait(10) or failed:
-            stop.set()
-            raise ConnectionError("the tunnel did not open: %s" % (failed[0] if failed else "no answer in 10 s"))
-        return port
+        return listener.getsockname()[1]
 
     def follow(self, service: str, lines: int, emit: Callable[[List[str]], None], stop: threading.Event) -> None:
         """`ctl logs --follow` of ``service`` on this link's connection, its lines to ``emit`` in

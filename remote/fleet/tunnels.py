@@ -30,7 +30,7 @@ class Tunnels:
 
     def __init__(self, names: Iterable[str], link: Callable[[str], Link]) -> None:
         self.link = link  # the host's link now: links are made when the fleet starts
-        self._locks = {name: threading.Lock() for name in names}  # held while one opens (10 s at most)
+        self._locks = {name: threading.Lock() for name in names}  # held while one opens
         self._lock = threading.Lock()  # the addresses handed out
         self._open: Dict[str, Tuple[threading.Event, str]] = {}  # host -> (its stop, local address:port)
         self._addresses: Dict[str, str] = {}  # host -> its tunnel's loopback address, for this run
@@ -45,7 +45,7 @@ class Tunnels:
                     "every process here: add DASHBOARD_TOKEN=<16 characters or more> to its shared/.env "
                     "(invoke deploy --host %s --env-file FILE), then invoke restart --host %s"
                     % (name, name, name)}, 409
-        with self._locks[name]:  # one host's tunnel opening (up to 10 s) holds up no other
+        with self._locks[name]:  # one tunnel per host, however many clicks come at once
             known = self._open.get(name)
             if known is None or known[0].is_set():
                 stop = threading.Event()
