@@ -15,7 +15,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from remote import actions, agentcalls, ctlcalls, devstack, onboard, release, render
+from remote import actions, agentcalls, ctlcalls, devstack, fencing, onboard, release, render
 from remote import failover as moves
 from remote import plan as plans
 from remote.botguard import Guard, refuse_conflicts
@@ -86,14 +86,20 @@ def _select(host, all_, dev=False):
     return inventory, targets
 
 
-def _guarded(inventory, targets, takeover, env_file=None):
-    """Ask the other hosts what they run (in parallel, while the targets connect); refuse targets
-    that would run the same bot as each other before anything starts."""
+def _guarded(inventory, targets, takeover, env_file=None, act=True):
+    """Ask the hosts what they run (in parallel, while the targets connect); refuse targets that
+    would run the same bot as each other before anything starts; fence the stale ones (``act``)."""
     guard = Guard(inventory, targets, takeover, env_file)
     refuse_conflicts(guard)
     if takeover:
         print("TAKEOVER: a host that cannot be reached does not block starting the bot", file=sys.stderr, flush=True)
+    actions.fence(inventory, guard, act, say=_note)
     return guard
+
+
+def _note(line):
+    """A line about another matter than the task's own output (fencing): stderr, escaped (a host's words)."""
+    print(render.escape(line), file=sys.stderr, flush=True)
 
 
 def _reporter(target, stream):
@@ -192,7 +198,8 @@ def port_status(c, host=None, all=False, port=None, json=False, parallel=DEFAULT
 def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=False,
               parallel=DEFAULT_PARALLEL):
     """Free the dashboard port: stop our stale dashboard; foreign holders only with --force."""
-    targets = _hosts(host, all, dev=True)
+    inventory, targets = _select(host, all, dev=True)
+    actions.contact(inventory, targets, _note)
     operation = functools.partial(agentcalls.free_port, port=port and int(port), force=force, grace=float(grace))
     docs = on_hosts(targets, operation, parallel)
     _finish(docs, render.free_table(docs), json)
@@ -217,6 +224,8 @@ def _start_bot(host, all_, service, json, parallel, takeover, **options):
     dashboard: a host whose supervisor is down (or must be replaced) starts its bot along with it."""
     inventory, targets = _select(host, all_, dev=True)
     guard = _guarded(inventory, targets, takeover)
+    if host and len(targets) == 1 and host == targets[0].name:  # named on its own, not in a group
+        actions.refuse_standby(guard, targets[0], service)
     action = "start" if options.pop("start_only", False) else "restart"
     docs = actions.service_action(guard, targets, action, service, parallel, **options)
     _finish(docs, render.restart_lines(docs), json)
@@ -244,15 +253,20 @@ def start(c, host=None, all=False, service="all", force=False, timeout=20.0, jso
 @_one_line_error
 def stop(c, host=None, all=False, service="all", timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
     """Stop a service, or the whole stack (the port is released)."""
-    _stack(host, all, parallel, functools.partial(ctlcalls.stop, service=service, timeout=float(timeout)), json,
-           dev=True)
+    inventory, targets = _select(host, all, dev=True)
+    actions.contact(inventory, targets, _note)
+    docs = on_hosts(targets, functools.partial(ctlcalls.stop, service=service, timeout=float(timeout)), parallel)
+    _finish(docs, render.restart_lines(docs), json)
 
 
 @task(help=_help("host", "all", "parallel", "json"))
 @_one_line_error
 def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """Services per host: HOST SERVICE STATE PID UPTIME RESTARTS LAST-EXIT BOT-ID DETAIL (failed: last lines)."""
-    _stack(host, all, parallel, ctlcalls.status, json, render.status_table, dev=True)
+    inventory, targets = _select(host, all, dev=True)
+    docs = on_hosts(targets, ctlcalls.status, parallel)
+    fencing.on_contact(inventory, {d["host"]: d for d in docs}, act=False, say=_note)  # reports, changes nothing
+    _finish(docs, render.status_table(docs), json)
 
 
 def _deploy_flags(targets, env_file, serial):
@@ -279,7 +293,7 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
     """Ship a new release to every host (or --host): switch atomically, verify, roll back on failure."""
     inventory, targets = _select(host, not host)  # deploy goes to every host unless told otherwise
     env_path = _deploy_flags(targets, env_file, serial)
-    guard = _guarded(inventory, targets, takeover, env_path)  # a plan too: it says what the deploy would refuse
+    guard = _guarded(inventory, targets, takeover, env_path, act=not plan)  # a plan says what a deploy would refuse
     if plan:
         docs = plans.plan_hosts(targets, env_path, guard.checks_for, parallel)
         return _finish(docs, render.plan_lines(docs), json)
@@ -354,6 +368,7 @@ def fleet(c, port=5050, no_browser=False):
 @_one_line_error
 def autostart(c, host=None, all=False, remove=False, json=False, parallel=DEFAULT_PARALLEL):
     """Start the stack at boot: a systemd user unit (Linux) or a Termux:Boot script (Termux)."""
+    actions.contact(*_select(host, all), _note)
     _stack(host, all, parallel, functools.partial(ctlcalls.autostart, remove=remove), json, render.autostart_lines)
 
 
@@ -393,7 +408,7 @@ def dev(c, port=None, reload=False, force=False, takeover=False):
     inventory, (local,) = _select(None, False)
     checks = None
     if local.bot_command:  # the dev bot too must not be a second copy of one a host runs
-        checks = _guarded(inventory, [local], takeover).checks_for(local)
+        checks = _guarded(inventory, [local], takeover, act=False).checks_for(local)  # dev: this machine's own
     argv = devstack.dev_argv(local, port and int(port), reload, force, checks)
     os.chdir(ROOT)
     # exec: Ctrl+C reaches the supervisor's whole process group, so nothing is left holding the port

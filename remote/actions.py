@@ -1,15 +1,17 @@
 """Start, restart and stop of a service on hosts, as the CLI and the fleet page both do them: a start
-is checked against what the other hosts run first (the bot runs exactly once, botguard.py)."""
+is checked against what the other hosts run first (the bot runs exactly once, botguard.py), and
+every task that changes state fences the stale hosts it reaches first (fencing.py)."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
-from . import ctlcalls
+from . import ctlcalls, fencing
 from .botguard import Guard
+from .errors import BotConflict
 from .fanout import DEFAULT_PARALLEL, on_hosts
-from .inventory import Host
+from .inventory import Host, Inventory
 
 ACTIONS = ("restart", "start", "stop")
 
@@ -25,3 +27,38 @@ def service_action(guard: Guard, targets: List[Host], action: str, service: str,
                                 start_only=action == "start", **options)
 
     return on_hosts(targets, start, parallel)
+
+
+def fence(inventory: Inventory, guard: Guard, act: bool = True, say: Callable[[str], None] = lambda line: None) -> None:
+    """Fence the hosts whose answers show a stale bot (``act``; else only say so), and tell the guard,
+    so the checks a start carries count a fenced host as running nothing."""
+    for step in fencing.on_contact(inventory, guard.answers(), act, say=say):
+        if act and step.kind == "fence":
+            guard.stood_down(step.host)
+
+
+def contact(inventory: Inventory, targets: List[Host], say: Callable[[str], None]) -> None:
+    """A state-changing task that starts no bot (stop, free-port, autostart) fences all the same."""
+    if any(h.bot_command for h in inventory.hosts.values()):
+        fence(inventory, Guard(inventory, targets, with_targets=True), say=say)
+
+
+def refuse_standby(guard: Guard, target: Host, service: str) -> None:
+    """`start --service bot --host H` (or restart) naming a standby or fenced host on its own: exit 1,
+    the active host and its epoch named, and the command that moves the bot."""
+    if service != "bot" or not target.bot_command:
+        return
+    doc = guard.answers().get(target.name) or {}
+    info = doc.get("bot") if isinstance(doc.get("bot"), dict) else {}
+    if (info.get("role") or ("standby" if target.standby else "active")) != "standby":
+        return
+    holder = _holder(guard, fencing.bot_of(doc))
+    where = ("the bot's %s" % fencing.epochs.moved(holder)) if holder else "no host holds a known epoch"
+    raise BotConflict("%s is standby: its bot does not start (%s); to move the bot there: invoke failover --to %s"
+                      % (target.name, where, target.name))
+
+
+def _holder(guard: Guard, bot_id: Optional[str]) -> Optional[Dict[str, Any]]:
+    if not bot_id:
+        return None
+    return fencing.highest(guard.answers(), fencing.remembered(guard.inventory)).get(bot_id)

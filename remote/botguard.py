@@ -32,10 +32,11 @@ CONNECT_TIMEOUT = 2.0
 QUERY_TIMEOUT = 10.0
 
 
-def cache_path(inventory_path: Path) -> Path:
+def cache_path(inventory_path: Path, kind: str = "bots") -> Path:
+    """This machine's memory for an inventory file: ``bots`` (what each host last ran), ``epochs``."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sulfur-ops"
     key = hashlib.sha256(str(Path(inventory_path).resolve()).encode()).hexdigest()[:12]
-    return base / ("bots-%s.json" % key)
+    return base / ("%s-%s.json" % (kind, key))
 
 
 def ask(host: Host) -> Dict[str, Any]:
@@ -118,8 +119,8 @@ class Guard:
         names = {t.name for t in targets}
         self.others = [h for h in inventory.hosts.values() if h.name not in names]
         if not with_targets and not any(t.bot_command for t in targets):  # no bot to start: nobody to ask
-            self.others, self.targets, with_targets, targets = [], [], False, []
-        asked = self.others + (targets if with_targets or len(targets) > 1 else [])
+            self.others, self.targets, targets = [], [], []
+        asked = self.others + targets  # the targets too: their epochs are read for fencing (fencing.py)
         self.cache_file = cache_path(inventory.path)
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(asked))))
         self._futures: Dict[str, Future] = {h.name: self._pool.submit(ask, h) for h in asked}
@@ -151,6 +152,12 @@ class Guard:
         seen = self._cache.get(host.name) or {}
         return {"host": host.name, "cached": True, "seen_at": seen.get("seen_at"), "units": seen.get("units") or [],
                 "error": doc.get("error")}
+
+    def stood_down(self, name: str) -> None:
+        """``name`` was fenced: it runs no bot now, and the checks sent with a start say so."""
+        doc = self.answers().get(name)
+        if isinstance(doc, dict) and isinstance(doc.get("bot"), dict):
+            doc["bot"] = dict(doc["bot"], running=None, role="standby")
 
     def checks_for(self, target: Host, leave_out: tuple = ()) -> Dict[str, Any]:
         """What ``target`` must check its bot against: every other host but the task's targets

@@ -118,6 +118,16 @@ def role(runner: Runner, host: Host, role: str, checks: Optional[Dict[str, Any]]
     return call_ctl(runner, host, "role", options, settings=True, timeout=timeout * 3 + settle + 60)
 
 
+def epoch(runner: Runner, host: Host, record: Dict[str, Any], expect: Optional[int] = None,
+          timeout: float = 20.0) -> Dict[str, Any]:
+    """Hand the host the bot's epoch as this machine knows it (epochs.settle there): it keeps it, or
+    stands down for it, or (``expect``) refuses because the bot was moved meanwhile."""
+    options: Dict[str, Any] = {"record": record, "timeout": timeout}
+    if expect is not None:
+        options["expect"] = expect
+    return call_ctl(runner, host, "epoch", options, settings=True, timeout=timeout * 2 + 60)
+
+
 def release_name(to: Optional[str]) -> Optional[str]:
     """`rollback --to`: a release's name as hosts make them (its stamp), else UsageError before any host
     is asked (a path such as ../x, a trailing newline); None stays None (the newest healthy one)."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
+from remote.host.common import wire
 from remote.host.supervision import bot
 
-from . import ctlcalls
+from . import ctlcalls, fencing
 from .botguard import Guard, running_units, would_run
 from .errors import UsageError
 from .fanout import on_host
@@ -43,8 +44,7 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         return item
 
     guard = Guard(inventory, [target], takeover, with_targets=True)
-    answers = guard.answers()
-    mine = answers[target.name]
+    mine = guard.answers()[target.name]
     if not mine.get("ok"):
         step(target.name, "cannot be reached: %s" % mine.get("error"), False)
         return steps
@@ -53,8 +53,13 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         reason = "no bot_command in the inventory" if not target.bot_command else "no bot token in its shared/.env"
         step(target.name, "cannot run the bot: %s" % reason, False)
         return steps
-    if not sources:  # whichever host runs that bot now, reachable or last seen so
-        sources = [h for h in guard.others if any(bot.overlaps(unit, u) for u in guard.entry(h)["units"])]
+    answers = guard.answers()
+    best = fencing.highest(answers, fencing.remembered(inventory)).get(unit["bot_id"])
+    current = best["epoch"] if best else 0
+    moving = fencing.new_record(current + 1, unit["bot_id"], target.name)
+    if not sources:  # whichever host runs that bot now, reachable or last seen so, and the epoch's holder
+        sources = [h for h in guard.others if any(bot.overlaps(unit, u) for u in guard.entry(h)["units"])
+                   or (best and best["active_host"] == h.name and not guard.entry(h)["cached"])]
     stopped: List[Host] = []
     for source in sources:
         entry = guard.entry(source)
@@ -63,40 +68,96 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
                 step(source.name, "cannot be reached (%s): refused; use --takeover to start the bot on %s anyway"
                      % (entry.get("error"), target.name), False)
                 return steps
-            step(source.name, "TAKEOVER: cannot be reached; the bot is started on %s without stopping it here"
-                 % target.name, True)
+            step(source.name, "TAKEOVER: cannot be reached; the bot is started on %s without stopping it here "
+                 "(it stands down at the next contact: epoch %d)" % (target.name, moving["epoch"]), True)
             continue
-        doc = _on(source, ctlcalls.role, "standby", timeout=timeout)
+        doc = _leave(source, answers.get(source.name) or {}, moving, timeout)
         if not doc.get("ok"):
             step(source.name, "could not stop the bot: %s" % doc.get("error"), False)
             return steps
-        step(source.name, "bot stopped%s; role standby" % (" (pid %s)" % doc["stopped_pid"] if doc.get("stopped_pid")
-                                                            else ""), True, role="standby")
+        step(source.name, "epoch %d belongs to %s; bot stopped%s; role standby" % (
+            moving["epoch"], target.name, " (pid %s)" % doc["stopped_pid"] if doc.get("stopped_pid") else ""),
+            True, role="standby")
         stopped.append(source)
     checks = guard.checks_for(target, leave_out=tuple(h.name for h in stopped))
     shown = stopped + [target]
-    doc = _on(target, ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
+    doc = _arrive(target, answers.get(target.name) or {}, moving, checks, settle, timeout)
     if doc.get("ok"):
-        step(target.name, "bot running (pid %s), up %.0f s; role active" % (doc.get("pid"), settle), True,
-             role="active", pid=doc.get("pid"))
+        fencing.remember(inventory, {unit["bot_id"]: moving})
+        step(target.name, "bot running (pid %s), up %.0f s; role active; epoch %d" % (
+            doc.get("pid"), settle, moving["epoch"]), True, role="active", pid=doc.get("pid"))
     else:
         step(target.name, "FAILED to start the bot: %s" % doc.get("error"), False, log_tail=doc.get("log_tail"))
-        # a lost connection looks like a refusal: the bot may be starting there after all. Only once
-        # it is confirmed stopped there does it go back, or the two would both run it
-        undo = _on(target, ctlcalls.role, "standby", timeout=timeout)
-        if not undo.get("ok"):
-            step(target.name, "cannot confirm the bot is stopped here (%s): %s left as they are (standby); "
-                 "check with invoke status --all" % (undo.get("error"), ", ".join(h.name for h in stopped)
-                                                     or "the other hosts"), False)
-            stopped = []
-        for source in stopped:
-            back = _on(source, ctlcalls.role, "active", settle=settle, timeout=timeout)
-            step(source.name, "bot started again (pid %s); role active" % back.get("pid") if back.get("ok")
-                 else "could not start the bot again: %s" % back.get("error"), bool(back.get("ok")))
+        _undo(inventory, target, stopped, answers, unit["bot_id"], moving, settle, timeout, step)
+    others = {name: doc for name, doc in answers.items() if name not in {h.name for h in shown}}
+    for line in [line for line in _fence_rest(inventory, others, timeout)]:
+        step(line.split(":")[0], line, "NOT fenced" not in line)
     for host in shown:
         final = guard_state(host)
         step(host.name, "now: %s" % final["text"], True, final=True, bot=final.get("bot"))
     return steps
+
+
+def _fence_rest(inventory: Inventory, answers: Dict[str, Dict[str, Any]], timeout: float) -> List[str]:
+    """The hosts the move did not touch, fenced against the epochs known now (a third host still
+    running the bot from before: it stands down)."""
+    lines: List[str] = []
+    fencing.on_contact(inventory, answers, act=True, timeout=timeout, say=lines.append)
+    return lines
+
+
+def _speaks_epochs(doc: Dict[str, Any]) -> bool:
+    return (wire.speaks(doc) or (1, 1))[1] >= fencing.EPOCH_PROTOCOL
+
+
+def _leave(source: Host, seen: Dict[str, Any], moving: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """The compare-and-set on the host the bot leaves: the new epoch is written there under its lock
+    only if its epoch is still the one read, then its bot is stopped and confirmed gone. A second
+    failover racing this one finds the new epoch and is refused. A release from before epochs: its role."""
+    if not _speaks_epochs(seen):
+        return _on(source, ctlcalls.role, "standby", timeout=timeout)
+    return _on(source, ctlcalls.epoch, moving, expect=fencing.record_in(seen)["epoch"], timeout=timeout)
+
+
+def _arrive(target: Host, seen: Dict[str, Any], record: Dict[str, Any], checks: Dict[str, Any], settle: float,
+            timeout: float) -> Dict[str, Any]:
+    """The target keeps the epoch, then takes the active role and starts the bot."""
+    if _speaks_epochs(seen):
+        kept = _on(target, ctlcalls.epoch, record, timeout=timeout)
+        if not kept.get("ok"):
+            return kept
+    return _on(target, ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
+
+
+def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict[str, Dict[str, Any]], bot_id: str,
+          moving: Dict[str, Any], settle: float, timeout: float, step: Callable[..., Step]) -> None:
+    """A failed start on the target: once its bot is confirmed stopped there, the source is named
+    active again with epoch N+2 (the target holds N+1) and starts its bot, as before the move."""
+    # a lost connection looks like a refusal: the bot may be starting there after all. Only once
+    # it is confirmed stopped there does it go back, or the two would both run it
+    back_to = stopped[0] if stopped else None
+    undo_record = fencing.new_record(moving["epoch"] + 1, bot_id, back_to.name) if back_to else None
+    seen = answers.get(target.name) or {}
+    if undo_record and _speaks_epochs(seen):
+        undo = _on(target, ctlcalls.epoch, undo_record, timeout=timeout)
+    else:
+        undo = _on(target, ctlcalls.role, "standby", timeout=timeout)
+    if not undo.get("ok"):
+        step(target.name, "cannot confirm the bot is stopped here (%s): %s left as they are (standby); "
+             "check with invoke status --all" % (undo.get("error"), ", ".join(h.name for h in stopped)
+                                                 or "the other hosts"), False)
+        return
+    for source in stopped:
+        if undo_record and _speaks_epochs(answers.get(source.name) or {}):
+            kept = _on(source, ctlcalls.epoch, undo_record, timeout=timeout)
+            if not kept.get("ok"):
+                step(source.name, "could not take the bot back: %s" % kept.get("error"), False)
+                continue
+            fencing.remember(inventory, {bot_id: undo_record})
+        back = _on(source, ctlcalls.role, "active", settle=settle, timeout=timeout)
+        step(source.name, "bot started again (pid %s); role active; epoch %d" % (
+            back.get("pid"), undo_record["epoch"] if undo_record else 0) if back.get("ok")
+            else "could not start the bot again: %s" % back.get("error"), bool(back.get("ok")))
 
 
 def guard_state(host: Host) -> Dict[str, Any]:

@@ -16,6 +16,8 @@ import re
 import time
 from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
+from remote.host.supervision import epochs
+
 #: what a host's text must not bring to a terminal as it is: C0 and C1 controls and DEL (escape
 #: sequences start with one), the invisible marks that reorder or hide text (bidi overrides and
 #: isolates, zero-width marks, line and paragraph separators), lone surrogates (printing one raises),
@@ -265,6 +267,20 @@ def _bot_detail(svc: Dict[str, Any]) -> str:
     return "; ".join(_short(p, 70) for p in parts if p)
 
 
+def epoch_text(doc: Dict[str, Any]) -> str:
+    """A host's role and epoch as status and the pages show them: "role active, epoch 4", or on a
+    host the bot was moved away from, "role standby, fenced: epoch 5 belongs to phone since ..."."""
+    info = doc.get("bot") if isinstance(doc.get("bot"), dict) else {}
+    role, record = info.get("role") or "initial", epochs.in_answer(doc)
+    if record.get("garbled"):
+        return "role %s, epoch unreadable" % role
+    if record.get("missing"):
+        return "role %s, no epoch yet" % role
+    if record["active_host"] == doc.get("host"):
+        return "role %s, epoch %d" % (role, record["epoch"])
+    return "role %s, %s%s" % (role, "fenced: " if role == "standby" else "STALE: ", epochs.moved(record))
+
+
 def status_table(docs: List[Dict[str, Any]]) -> str:
     rows, notes = [], []
     for d in docs:
@@ -277,7 +293,7 @@ def status_table(docs: List[Dict[str, Any]]) -> str:
             bot = name == "bot"
             rows.append([d["host"], name, svc.get("state"), svc.get("pid"), _uptime(svc, d.get("now", 0)),
                          svc.get("restarts"), svc.get("last_exit"), svc.get("bot_id") if bot else None,
-                         _bot_detail(svc) if bot else None])
+                         "; ".join(filter(None, [_bot_detail(svc), epoch_text(d)])) if bot else None])
             if svc.get("state") == "failed" and svc.get("last_error"):
                 notes.append(_fmt("%s %s failed; last lines:", d["host"], name))
                 notes.extend(_fmt("    %s", line) for line in svc["last_error"])

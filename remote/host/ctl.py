@@ -38,8 +38,10 @@ COMMANDS = {
     "ping": {},
     "autostart": {"remove": (bool, False)},
     "role": dict(_CHECKS, role=(str, None), settle=(float, 5.0), timeout=(float, 20.0)),
+    #: the bot's epoch as the operator knows it (roles.settle): kept, compared, or a reason to stand down
+    "epoch": {"record": (dict, None), "expect": (int, None), "timeout": (float, 20.0)},
 }
-SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role")
+SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch")
 SERVICES = names.TARGETS
 
 
@@ -104,6 +106,10 @@ def dispatch(command, app_dir, opts, settings, stdin):
         from remote.host.supervision import roles
 
         return roles.set_role(app_dir, settings, opts["role"], opts["checks"], opts["settle"], opts["timeout"])
+    if command == "epoch":
+        from remote.host.supervision import roles
+
+        return roles.settle(app_dir, settings, opts["record"], opts["expect"], opts["timeout"])
     if command in ("deploy", "rollback", "releases"):
         return _release(command, app_dir, opts, settings)
     if command == "autostart":

@@ -190,6 +190,25 @@ class BotStatus(TypedDict, total=False):
     env_bot_id: Optional[str]       # the bot id of the token in shared/.env (None: no token)
     running: Optional[BotUnit]      # what this host runs now (None: no bot running)
     role: Optional[str]             # run/bot-role as failover wrote it (None: the inventory decides)
+    epoch: "EpochRecord"            # run/bot-epoch.json (protocol 3; a host before it sends none: epoch 0)
+
+
+class EpochRecord(TypedDict, total=False):
+    """The bot's fencing number on a host (epochs.py): only grows; ``since`` is shown, never compared."""
+    epoch: int              # 0 with missing or garbled: no record, or none that reads
+    bot_id: Optional[str]
+    active_host: str        # the host the bot belongs to at this epoch
+    since: float            # when it was given (the operator's clock)
+    by: Optional[str]       # who moved it (user@machine)
+    missing: bool
+    garbled: bool
+
+
+class EpochAnswer(Answer, total=False):
+    """`ctl epoch {record, expect}` (protocol 3): the record kept here, and whether this host stood down."""
+    fenced: bool            # this host's bot was stopped (or its active role dropped) for ``epoch``
+    epoch: EpochRecord      # the record this host keeps now (its own, when it knows a later one)
+    stopped_pid: Optional[int]
 
 
 class StatusAnswer(Answer, total=False):

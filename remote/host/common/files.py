@@ -35,6 +35,7 @@ class Layout:
         self.session = os.path.join(self.run, "dashboard-session.json")  # the dashboard's cookie secret
         self.revisions = os.path.join(self.app_dir, "revisions.log")
         self.bot_role = os.path.join(self.run, "bot-role")  # active | standby, written by failover
+        self.bot_epoch = os.path.join(self.run, "bot-epoch.json")  # the bot's fencing number (epochs.py)
         self.bot_starts = os.path.join(self.run, "bot-starts.json")  # the start budget's record
 
     def pid(self, name):

@@ -1,0 +1,178 @@
+"""Fencing on contact: a host that runs a bot whose epoch is lower than the highest this machine knows
+stands down as soon as a task of ours reaches it.
+
+Every state-changing task already asks the hosts what they run (botguard.Guard); their answers carry
+each host's role and epoch record (run/bot-epoch.json). ``decide`` reads them with what this machine
+remembers (the highest epoch seen per bot, beside the guard's cache) and returns the steps; ``apply``
+takes them on the hosts (`ctl epoch`, which checks again under the host's lock); read-only tasks show
+the same steps as "would be fenced". Equal epochs: the host whose name sorts first in byte order
+keeps the bot (epochs.beats), the same rule on every machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from remote.host.common import wire
+from remote.host.common.files import read_json, write_json
+from remote.host.supervision import epochs
+from remote.host.supervision.epochs import in_answer as record_in
+
+from . import ctlcalls
+from .botguard import cache_path, running_units
+from .fanout import on_host
+from .inventory import Host, Inventory
+from .release import operator
+
+EPOCH_PROTOCOL = wire.SINCE["epoch"]
+Record = Dict[str, Any]
+
+
+@dataclasses.dataclass
+class Step:
+    """One thing to do on a host: ``fence`` (stand down for ``record``), ``record`` (keep ``record``,
+    which names it), or ``note`` (nothing to do, something to say)."""
+    host: str
+    kind: str
+    record: Optional[Record]
+    line: str
+
+
+def bot_of(doc: Dict[str, Any]) -> Optional[str]:
+    """Which bot a host's answer is about: the one it runs, else the one its shared/.env names."""
+    units = running_units(doc)
+    if units:
+        return units[0]["bot_id"]
+    info = doc.get("bot") if isinstance(doc, dict) else None
+    ident = info.get("env_bot_id") if isinstance(info, dict) else None
+    return ident if isinstance(ident, str) and ident else None
+
+
+def _wins(one: Record, other: Record) -> bool:
+    if one["epoch"] != other["epoch"]:
+        return one["epoch"] > other["epoch"]
+    return one["active_host"].encode() < other["active_host"].encode()
+
+
+def new_record(epoch: int, bot_id: Optional[str], host: str) -> Record:
+    return {"epoch": epoch, "bot_id": bot_id, "active_host": host, "since": time.time(), "by": operator()}
+
+
+def highest(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record]) -> Dict[str, Record]:
+    """The winning record per bot id: this machine's memory and every answer's record."""
+    best = {key: dict(rec) for key, rec in known.items() if epochs.valid(rec)}
+    for doc in answers.values():
+        key, rec = bot_of(doc), record_in(doc)
+        if key and rec["epoch"] >= 1 and (key not in best or _wins(rec, best[key])):
+            best[key] = dict(rec, bot_id=key)
+    return best
+
+
+def decide(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record]) -> Tuple[List[Step], Dict[str, Record]]:
+    """The steps for the hosts that answered (``answers``: name -> its status), and the highest
+    record per bot id after them. Only answers decide who stands down: a garbled or missing record
+    is epoch 0, which loses to any known epoch and stops nothing by itself."""
+    heard = {name: doc for name, doc in answers.items() if isinstance(doc, dict) and doc.get("ok")}
+    best = highest(heard, known)
+    steps: List[Step] = []
+    for key in sorted({bot_of(doc) for doc in heard.values()} - {None} - set(best)):
+        runners = sorted((n for n, doc in heard.items() if bot_of(doc) == key and running_units(doc)), key=str.encode)
+        unread = [n for n in runners if record_in(heard[n]).get("garbled")]
+        if runners and not unread:  # a bot from before epochs: the first at this contact gets epoch 1
+            best[key] = new_record(1, key, runners[0])
+        elif unread:
+            steps.append(Step(unread[0], "note", None, "%s: its bot's epoch does not read and no host has a known "
+                              "one (epochs unknown: run `invoke failover --to %s`); nothing was stopped"
+                              % (unread[0], unread[0])))
+    for name in sorted(heard, key=str.encode):
+        key = bot_of(heard[name])
+        if key not in best:
+            continue
+        top, own = best[key], record_in(heard[name])
+        if top["active_host"] == name:
+            if own["epoch"] < top["epoch"] or own.get("garbled"):
+                steps.append(Step(name, "record", top, "%s: epoch %d recorded (the bot belongs here)"
+                                  % (name, top["epoch"])))
+        elif epochs.beats(top, own, name):
+            steps.append(Step(name, "fence", top, "%s: fenced: %s" % (name, epochs.moved(top))))
+    return steps + _unfinished(heard, best), best
+
+
+def _unfinished(heard: Dict[str, Dict[str, Any]], best: Dict[str, Record]) -> List[Step]:
+    """A failover cut short after its compare-and-set: the epoch's holder answered, runs no bot and
+    had not taken it up (it does not know the epoch yet, or is standby), and no host runs the bot."""
+    notes = []
+    for key, top in best.items():
+        holder = heard.get(top["active_host"])
+        if holder is None or any(bot_of(doc) == key and running_units(doc) for doc in heard.values()):
+            continue
+        info = holder.get("bot") if isinstance(holder.get("bot"), dict) else {}
+        if record_in(holder)["epoch"] < top["epoch"] or info.get("role") == "standby":
+            notes.append(Step(top["active_host"], "note", None, "%s, which runs no bot: run `invoke failover --to %s`"
+                              % (epochs.moved(top), top["active_host"])))
+    return notes
+
+
+def epochs_path(inventory_path: Path) -> Path:
+    """This machine's memory of the highest epoch per bot, beside the guard's memory of the hosts."""
+    return cache_path(inventory_path, "epochs")
+
+
+def remembered(inventory: Inventory) -> Dict[str, Record]:
+    return {key: rec for key, rec in read_json(str(epochs_path(inventory.path))).items() if epochs.valid(rec)}
+
+
+def remember(inventory: Inventory, best: Dict[str, Record]) -> None:
+    """Keep the highest records seen (never a lower one: another task may have raised one meanwhile)."""
+    path = epochs_path(inventory.path)
+    kept = remembered(inventory)
+    for key, rec in best.items():
+        if key not in kept or _wins(rec, kept[key]):
+            kept[key] = rec
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_json(str(path), kept)
+    except OSError:
+        pass  # a read-only home: fencing still works from the hosts' own records
+
+
+def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
+    """One step on its host; the line the operator sees."""
+    speaks = wire.speaks(doc) or (1, 1)
+    if speaks[1] < EPOCH_PROTOCOL:  # a release from before epochs: its bot stopped by its role
+        if step.kind != "fence":
+            return "%s: epoch %d not recorded (its release is older: invoke deploy --host %s)" % (
+                host.name, step.record["epoch"], host.name)
+        answer = on_host(host, lambda runner, target: ctlcalls.role(runner, target, "standby", timeout=timeout))
+        if not answer.get("ok"):
+            return "%s: NOT fenced (%s): stop its bot by hand" % (host.name, answer.get("error"))
+        return step.line + " (an older release: role standby; deploy it to record the epoch)"
+    answer = on_host(host, lambda runner, target: ctlcalls.epoch(runner, target, step.record, timeout=timeout))
+    if not answer.get("ok"):
+        return "%s: NOT fenced (%s): stop its bot by hand" % (host.name, answer.get("error"))
+    if step.kind == "fence" and not answer.get("fenced"):
+        return "%s: already standby for %s" % (host.name, epochs.moved(step.record))
+    if answer.get("stopped_pid"):
+        return step.line + "; its bot (pid %s) stopped" % answer["stopped_pid"]
+    return step.line
+
+
+def on_contact(inventory: Inventory, answers: Dict[str, Dict[str, Any]], act: bool = True, timeout: float = 20.0,
+               say: Callable[[str], None] = lambda line: None) -> List[Step]:
+    """Fence what ``answers`` show stale (``act``), or only say what would be (a read-only task).
+    The steps taken (or that would be) are returned; each line goes to ``say``."""
+    steps, best = decide(answers, remembered(inventory))
+    if act:
+        remember(inventory, best)
+    for step in steps:
+        if step.kind == "note":
+            say(step.line)
+        elif not act:
+            say("%s (would be fenced; a task that changes state does it)" % step.line if step.kind == "fence"
+                else "%s (would be recorded)" % step.line)
+        else:
+            say(_take(inventory.hosts[step.host], step, answers[step.host], timeout))
+    return steps

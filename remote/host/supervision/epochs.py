@@ -1,0 +1,99 @@
+"""The bot's epoch on this host: a fencing number that only grows, in run/bot-epoch.json.
+
+run/bot-role says what this host does (one word, which older releases read too); the epoch says
+which host the bot belongs to and since which move: {"epoch", "bot_id", "active_host", "since",
+"by"}. A failover gives the host it moves the bot to the highest epoch known plus one, and a host
+that runs a bot with a lower epoch than another's stands down when anything of ours reaches it
+(`ctl epoch`, roles.settle). Epochs are counters: ``since`` is shown, never compared, so a wrong clock
+changes nothing. Equal epochs (two takeovers from two machines at once): the host whose name sorts
+first in byte order keeps the bot.
+"""
+
+import json
+import os
+import time
+
+from remote.host.common.files import create_private
+
+FIELDS = ("epoch", "bot_id", "active_host", "since", "by")
+
+
+def read(file):
+    """The record, with "epoch" 0 and "missing" or "garbled" when there is none to read: a garbled
+    file never makes this host stand down by itself, only another host's known higher epoch does."""
+    try:
+        with open(file) as handle:
+            doc = json.load(handle)
+    except FileNotFoundError:
+        return {"epoch": 0, "missing": True}
+    except (OSError, ValueError):
+        return {"epoch": 0, "garbled": True}
+    if not valid(doc):
+        return {"epoch": 0, "garbled": True}
+    return {key: doc.get(key) for key in FIELDS}
+
+
+def valid(doc):
+    """A record of the right shape: a positive whole epoch, names and times of bounded size."""
+    if not isinstance(doc, dict):
+        return False
+    epoch = doc.get("epoch")
+    texts = [doc.get(key) for key in ("bot_id", "active_host", "by")]
+    return (isinstance(epoch, int) and not isinstance(epoch, bool) and 0 < epoch < 2 ** 53
+            and all(t is None or (isinstance(t, str) and len(t) <= 200) for t in texts)
+            and isinstance(doc.get("active_host"), str) and doc["active_host"] != ""
+            and isinstance(doc.get("since"), (int, float)) and not isinstance(doc.get("since"), bool))
+
+
+def in_answer(doc):
+    """A host's record from its status answer, untrusted (the operator reads it): epoch 0 with
+    "missing" (none yet, or a release from before epochs) or "garbled" (one that does not read)."""
+    info = doc.get("bot") if isinstance(doc, dict) else None
+    record = info.get("epoch") if isinstance(info, dict) else None
+    if record is None or (isinstance(record, dict) and record.get("missing") is True and record.get("epoch") == 0):
+        return {"epoch": 0, "missing": True}
+    if valid(record):
+        return {key: record.get(key) for key in FIELDS}
+    return {"epoch": 0, "garbled": True}
+
+
+def write(file, doc):
+    """Atomic, private and on disk before the answer goes back (fsync of the file and its folder):
+    a host that loses power just after a failover must not come back with the epoch before it."""
+    tmp = "%s.%d-%s.tmp" % (file, os.getpid(), os.urandom(4).hex())
+    with create_private(tmp) as handle:
+        json.dump({key: doc.get(key) for key in FIELDS}, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, file)
+    folder = os.open(os.path.dirname(file), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def beats(given, own, me):
+    """Whether the record ``given`` (naming another host) wins over this host's own: a higher epoch,
+    or the same one held by a host whose name sorts first in byte order."""
+    if given["epoch"] != own["epoch"]:
+        return given["epoch"] > own["epoch"]
+    holder = own.get("active_host") or me
+    return given["active_host"] != holder and given["active_host"].encode() < holder.encode()
+
+
+def moved(doc):
+    """How status and refusals name a record: "epoch 4 belongs to phone since 2026-12-07 01:02 (by ...)"."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["since"])) if doc.get("since") else "?"
+    text = "epoch %d belongs to %s since %s" % (doc["epoch"], doc.get("active_host") or "?", since)
+    return text + (" (moved by %s)" % doc["by"] if doc.get("by") else "")
+
+
+def log(paths, message):
+    """A line in logs/supervisor.log, as the supervisor writes its own (appended whole)."""
+    line = "%s supervisor[%d] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), message)
+    fd = os.open(paths.log("supervisor"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
