@@ -26,13 +26,17 @@ def service_action(guard: Guard, targets: List[Host], action: str, service: str,
         return ctlcalls.restart(runner, target, service=service, checks=guard.checks_for(target),
                                 start_only=action == "start", **options)
 
-    return on_hosts(targets, start, parallel)
+    docs = on_hosts(targets, start, parallel)
+    fencing.learn(guard.inventory, docs)
+    return docs
 
 
 def fence(inventory: Inventory, guard: Guard, act: bool = True, say: Callable[[str], None] = lambda line: None) -> None:
     """Fence the hosts whose answers show a stale bot (``act``; else only say so), and tell the guard,
     so the checks a start carries count a fenced host as running nothing."""
-    for step in fencing.on_contact(inventory, guard.answers(), act, say=say):
+    spare = tuple(t.name for t in guard.targets) if guard.takeover else ()
+    steps, guard.epochs = fencing.on_contact(inventory, guard.answers(), act, say=say, spare=spare)
+    for step in steps:
         if act and step.kind == "fence":
             guard.stood_down(step.host)
 

@@ -27,6 +27,7 @@ from . import ctlcalls
 from .connections import open_runner
 from .errors import BotConflict, ContractError
 from .inventory import Host, Inventory
+from .release import operator
 
 CONNECT_TIMEOUT = 2.0
 QUERY_TIMEOUT = 10.0
@@ -125,6 +126,7 @@ class Guard:
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(asked))))
         self._futures: Dict[str, Future] = {h.name: self._pool.submit(ask, h) for h in asked}
         self._answers: Optional[Dict[str, Dict[str, Any]]] = None
+        self.epochs: Dict[str, Dict[str, Any]] = {}  # the highest epoch known per bot id (fencing), sent with a start
         self._pool.shutdown(wait=False)
 
     def answers(self) -> Dict[str, Dict[str, Any]]:
@@ -162,7 +164,8 @@ class Guard:
     def checks_for(self, target: Host, leave_out: tuple = ()) -> Dict[str, Any]:
         """What ``target`` must check its bot against: every other host but the task's targets
         (those are checked against each other by conflicts())."""
-        return {"others": [self.entry(h) for h in self.others if h.name not in leave_out], "takeover": self.takeover}
+        return {"others": [self.entry(h) for h in self.others if h.name not in leave_out], "takeover": self.takeover,
+                "epochs": self.epochs, "by": operator()}
 
     def conflicts(self) -> List[str]:
         """Pairs of this task's targets that would both start an overlapping bot."""

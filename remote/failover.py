@@ -59,7 +59,7 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
     moving = fencing.new_record(current + 1, unit["bot_id"], target.name)
     if not sources:  # whichever host runs that bot now, reachable or last seen so, and the epoch's holder
         sources = [h for h in guard.others if any(bot.overlaps(unit, u) for u in guard.entry(h)["units"])
-                   or (best and best["active_host"] == h.name and not guard.entry(h)["cached"])]
+                   or (best and best["active_host"] == h.name)]
     stopped: List[Host] = []
     for source in sources:
         entry = guard.entry(source)
@@ -81,7 +81,12 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         stopped.append(source)
     checks = guard.checks_for(target, leave_out=tuple(h.name for h in stopped))
     shown = stopped + [target]
-    doc = _arrive(target, answers.get(target.name) or {}, moving, checks, settle, timeout)
+    doc = _arrive(target, answers.get(target.name) or {}, moving, timeout)
+    if not doc.get("ok") and not stopped:  # its compare-and-set lost: nothing was changed anywhere
+        step(target.name, "refused: %s" % doc.get("error"), False)
+        return steps
+    if doc.get("ok"):
+        doc = _on(target, ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
     if doc.get("ok"):
         fencing.remember(inventory, {unit["bot_id"]: moving})
         step(target.name, "bot running (pid %s), up %.0f s; role active; epoch %d" % (
@@ -119,14 +124,12 @@ def _leave(source: Host, seen: Dict[str, Any], moving: Dict[str, Any], timeout: 
     return _on(source, ctlcalls.epoch, moving, expect=fencing.record_in(seen)["epoch"], timeout=timeout)
 
 
-def _arrive(target: Host, seen: Dict[str, Any], record: Dict[str, Any], checks: Dict[str, Any], settle: float,
-            timeout: float) -> Dict[str, Any]:
-    """The target keeps the epoch, then takes the active role and starts the bot."""
-    if _speaks_epochs(seen):
-        kept = _on(target, ctlcalls.epoch, record, timeout=timeout)
-        if not kept.get("ok"):
-            return kept
-    return _on(target, ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
+def _arrive(target: Host, seen: Dict[str, Any], record: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """The target keeps the new epoch, a compare-and-set too (its epoch still the one read): a
+    failover to it racing one away from it cannot both win."""
+    if not _speaks_epochs(seen):
+        return {"ok": True}
+    return _on(target, ctlcalls.epoch, record, expect=fencing.record_in(seen)["epoch"], timeout=timeout)
 
 
 def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict[str, Dict[str, Any]], bot_id: str,

@@ -96,23 +96,34 @@ def decide(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record]) -> Tupl
             if own["epoch"] < top["epoch"] or own.get("garbled"):
                 steps.append(Step(name, "record", top, "%s: epoch %d recorded (the bot belongs here)"
                                   % (name, top["epoch"])))
-        elif epochs.beats(top, own, name):
+        elif epochs.beats(top, own, name) and _concerned(heard[name], own):
             steps.append(Step(name, "fence", top, "%s: fenced: %s" % (name, epochs.moved(top))))
     return steps + _unfinished(heard, best), best
 
 
+def _concerned(doc: Dict[str, Any], own: Record) -> bool:
+    """A host fencing is about: it runs the bot, was named active by a failover (run/bot-role), or keeps
+    a record that is behind. A host that never had the bot (no record, no recorded role) is the
+    guard's: a start there is refused naming the host that runs it, never turned silently to standby."""
+    info = doc.get("bot") if isinstance(doc.get("bot"), dict) else {}
+    return bool(running_units(doc)) or info.get("role") == "active" or not own.get("missing")
+
+
 def _unfinished(heard: Dict[str, Dict[str, Any]], best: Dict[str, Record]) -> List[Step]:
-    """A failover cut short after its compare-and-set: the epoch's holder answered, runs no bot and
-    had not taken it up (it does not know the epoch yet, or is standby), and no host runs the bot."""
+    """A failover cut short after its compare-and-set: the host it left keeps the new epoch, the
+    epoch's holder answered but never took the active role up, and no host runs the bot."""
     notes = []
     for key, top in best.items():
-        holder = heard.get(top["active_host"])
+        name = top["active_host"]
+        holder = heard.get(name)
         if holder is None or any(bot_of(doc) == key and running_units(doc) for doc in heard.values()):
             continue
+        left = any(other != name and record_in(doc).get("epoch") == top["epoch"]
+                   and record_in(doc).get("active_host") == name for other, doc in heard.items())
         info = holder.get("bot") if isinstance(holder.get("bot"), dict) else {}
-        if record_in(holder)["epoch"] < top["epoch"] or info.get("role") == "standby":
-            notes.append(Step(top["active_host"], "note", None, "%s, which runs no bot: run `invoke failover --to %s`"
-                              % (epochs.moved(top), top["active_host"])))
+        if left and info.get("role") != "active":
+            notes.append(Step(name, "note", None, "%s, which runs no bot: run `invoke failover --to %s`"
+                              % (epochs.moved(top), name)))
     return notes
 
 
@@ -139,6 +150,19 @@ def remember(inventory: Inventory, best: Dict[str, Record]) -> None:
         pass  # a read-only home: fencing still works from the hosts' own records
 
 
+def learn(inventory: Inventory, docs: List[Dict[str, Any]]) -> None:
+    """Remember the epoch records that hosts' answers to a start carry (a first start's epoch 1), so
+    a host that becomes unreachable right after still counts as the bot's holder."""
+    found: Dict[str, Record] = {}
+    for doc in docs:
+        record = epochs.in_answer({"bot": {"epoch": doc.get("epoch")}}) if isinstance(doc, dict) else {}
+        key = record.get("bot_id")
+        if record.get("epoch", 0) >= 1 and isinstance(key, str) and (key not in found or _wins(record, found[key])):
+            found[key] = record
+    if found:
+        remember(inventory, found)
+
+
 def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
     """One step on its host; the line the operator sees."""
     speaks = wire.speaks(doc) or (1, 1)
@@ -161,10 +185,13 @@ def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
 
 
 def on_contact(inventory: Inventory, answers: Dict[str, Dict[str, Any]], act: bool = True, timeout: float = 20.0,
-               say: Callable[[str], None] = lambda line: None) -> List[Step]:
+               say: Callable[[str], None] = lambda line: None,
+               spare: Tuple[str, ...] = ()) -> Tuple[List[Step], Dict[str, Record]]:
     """Fence what ``answers`` show stale (``act``), or only say what would be (a read-only task).
-    The steps taken (or that would be) are returned; each line goes to ``say``."""
+    The steps taken (or that would be), each line to ``say``, and the highest record per bot id.
+    ``spare``: hosts not to fence (a --takeover task's targets: they start the bot with a higher epoch)."""
     steps, best = decide(answers, remembered(inventory))
+    steps = [s for s in steps if not (s.kind == "fence" and s.host in spare)]  # --takeover: they take the bot
     if act:
         remember(inventory, best)
     for step in steps:
@@ -175,4 +202,4 @@ def on_contact(inventory: Inventory, answers: Dict[str, Dict[str, Any]], act: bo
                 else "%s (would be recorded)" % step.line)
         else:
             say(_take(inventory.hosts[step.host], step, answers[step.host], timeout))
-    return steps
+    return steps, best

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -35,12 +36,14 @@ def clean(lab):
     """Every test starts with both stacks stopped, no role recorded, a fresh budget, the token set."""
     for host in lab.hosts.values():
         write_env(host, "")
+    for memory in (lab.dir / "cache" / "sulfur-ops").glob("epochs-*.json"):
+        memory.unlink()  # this machine's memory of the epochs goes with the hosts' records
     yield
     path = lab.dir / "bot-inventory.yml"
     if path.exists():
         invoke(path, "stop", "--all")
     for host in lab.hosts.values():
-        for name in ("bot-role", "bot-starts.json"):
+        for name in ("bot-role", "bot-starts.json", "bot-epoch.json"):
             try:
                 os.unlink(Path(host.app_dir, "run", name))
             except FileNotFoundError:
@@ -141,7 +144,7 @@ def test_failover_moves_the_bot_and_each_role_holds_across_restarts(lab):
     out = invoke(path, "failover", "--to", "termux", "--settle", "2")
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "linux: bot stopped (pid %d); role standby" % old
+    assert lines[0] == "linux: epoch 2 belongs to termux; bot stopped (pid %d); role standby" % old
     assert lines[1].startswith("termux: bot running (pid ")
     assert old not in bots(linux) and not bots(linux) and len(bots(termux)) == 1
     assert invoke(path, "restart", "--host", "termux").returncode == 0
@@ -260,3 +263,90 @@ def test_doctor_on_termux_reports_the_wake_lock_and_the_phantom_process_killer(l
     finally:
         for name in stubs:
             os.unlink(bin_dir / name)
+
+
+def epoch_of(host):
+    return json.loads(Path(host.app_dir, "run", "bot-epoch.json").read_text())
+
+
+def test_a_host_partitioned_then_back_stands_down_at_the_next_task_and_stays_fenced(lab):
+    """The Pi drops off the network (its bot goes on), the bot is taken over elsewhere, the network
+    comes back: a read-only task only reports it; the next state-changing task stands the Pi down,
+    the legitimate bot never stopping; the Pi stays fenced until a failover names it."""
+    path = inventory(lab)
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    stale = running_bot(linux)["pid"]
+    assert epoch_of(linux)["epoch"] == 1 and epoch_of(linux)["active_host"] == "linux"  # the first start
+    linux.stop_sshd()
+    try:
+        out = invoke(path, "failover", "--to", "termux", "--takeover", "--settle", "2")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "linux: TAKEOVER: cannot be reached" in out.stdout and "epoch 2" in out.stdout
+    finally:
+        linux.start_sshd()
+    legit = running_bot(termux)["pid"]
+    assert bots(linux) == [stale] and epoch_of(termux)["epoch"] == 2  # two bots: what fencing ends
+    out = invoke(path, "status", "--all")
+    assert "linux: fenced: epoch 2 belongs to termux since " in out.stderr and "would be fenced" in out.stderr
+    assert bots(linux) == [stale]  # a read-only task changes nothing
+    out = invoke(path, "start", "--host", "termux")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "linux: fenced: epoch 2 belongs to termux since " in out.stderr and "stopped" in out.stderr
+    assert not bots(linux) and bots(termux) == [legit]  # the legitimate bot never stopped
+    assert "fenced: epoch 2 belongs to termux since " in Path(linux.app_dir, "logs", "supervisor.log").read_text()
+    assert Path(linux.app_dir, "run", "bot-role").read_text().strip() == "standby"
+    assert invoke(path, "restart", "--all").returncode == 0  # a fenced host stays fenced
+    assert not bots(linux) and len(bots(termux)) == 1
+    out = invoke(path, "start", "--service", "bot", "--host", "linux")
+    assert out.returncode == 1 and "linux is standby" in out.stderr + out.stdout
+    said = out.stderr + out.stdout
+    assert "epoch 2 belongs to termux" in said and "invoke failover --to linux" in said
+    out = invoke(path, "status", "--host", "linux")
+    assert "role standby, fenced: epoch 2 belongs to termux" in out.stdout
+    out = invoke(path, "failover", "--to", "linux", "--settle", "2")  # only a failover brings it back
+    assert out.returncode == 0 and len(bots(linux)) == 1 and not bots(termux) and epoch_of(linux)["epoch"] == 3
+
+
+def test_two_failovers_started_together_never_make_two_bots(lab):
+    """Two terminals: one moves the bot to termux, the other keeps it on linux, at the same moment,
+    ten times. One compare-and-set wins each time; there is never a second bot."""
+    path = inventory(lab)
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    running_bot(linux)
+    env = dict(os.environ, SULFUR_INVENTORY=str(path), XDG_CACHE_HOME=str(path.parent / "cache"))
+    for round_ in range(10):
+        source, target = (linux, termux) if bots(linux) else (termux, linux)
+        racers = [subprocess.Popen([sys.executable, "-m", "invoke", "failover", "--to", name, "--settle", "1"],
+                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                  for name in (target.name, source.name)]
+        most = 0
+        while any(r.poll() is None for r in racers):
+            most = max(most, len(bots(linux)) + len(bots(termux)))
+            time.sleep(0.05)
+        outs = [r.communicate()[0] for r in racers]
+        assert most <= 1, (round_, outs)
+        assert any(r.returncode == 0 for r in racers), outs
+        assert len(bots(linux)) + len(bots(termux)) == 1, (round_, outs)
+        for r, out in zip(racers, outs):
+            assert r.returncode == 0 or "moved meanwhile" in out, out
+
+
+def test_a_failover_cut_short_after_its_compare_and_set_is_finished_by_running_it_again(lab):
+    path = inventory(lab)
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    running_bot(linux)
+    # what the compare-and-set leaves on linux before termux is reached: epoch 2 for termux, no bot
+    Path(linux.app_dir, "run", "bot-epoch.json").write_text(json.dumps(
+        {"epoch": 2, "bot_id": BOT_ID, "active_host": "termux", "since": time.time(), "by": "test"}))
+    Path(linux.app_dir, "run", "bot-role").write_text("standby\n")
+    assert invoke(path, "stop", "--service", "bot", "--host", "linux").returncode == 0
+    assert not bots(linux) and not bots(termux)
+    out = invoke(path, "status", "--all")
+    assert "epoch 2 belongs to termux" in out.stderr and "which runs no bot: run `invoke failover --to termux`" \
+        in out.stderr
+    out = invoke(path, "failover", "--to", "termux", "--settle", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(bots(termux)) == 1 and not bots(linux)

@@ -170,6 +170,7 @@ class RestartAnswer(Answer, total=False):
     port: int
     port_before: str
     elapsed: float
+    epoch: "EpochRecord"    # this host's bot epoch after the start (protocol 3)
 
 
 class StopAnswer(Answer, total=False):

@@ -12,7 +12,7 @@ import time
 from remote.host.common.errors import Failure
 from remote.host.common.files import read_env_file, read_json
 from remote.host.common.system import read_pid
-from remote.host.supervision import bot, orphans
+from remote.host.supervision import bot, epochs, orphans
 
 #: states in which a host counts as running its bot: it is up, or about to be again by itself
 RUNNING = ("running", "starting", "backoff", "stopping", "orphaned")
@@ -91,4 +91,23 @@ def check(paths, config, guard, path=None, role=None, dotenv=None):
                               "check that host, or use --takeover to start it here anyway"
                               % (other["host"], what, seen, unit.get("pid")))
             notes.append("TAKEOVER: %s was last seen running %s at %s" % (other["host"], what, seen))
+    if dotenv is None:  # a start, not a plan
+        take_epoch(paths, config, mine["bot_id"], guard)
     return notes
+
+
+def take_epoch(paths, config, bot_id, guard):
+    """The epoch a start here gives: 1 for the first start of a bot id anywhere (no host holds one),
+    the highest known + 1 for a start with --takeover while another host holds it, and the known one
+    when it names this host and this host's own record is behind. Anything else is failover's to do."""
+    me = config.get("name") or ""
+    own = epochs.read(paths.bot_epoch)
+    known = (guard.get("epochs") or {}).get(bot_id)
+    record = {"bot_id": bot_id, "active_host": me, "since": time.time(), "by": guard.get("by")}
+    if not isinstance(known, dict) or not epochs.valid(known):
+        if own.get("missing"):
+            epochs.write(paths.bot_epoch, dict(record, epoch=1))
+    elif known["active_host"] != me and guard.get("takeover"):
+        epochs.write(paths.bot_epoch, dict(record, epoch=max(known["epoch"], own["epoch"]) + 1))
+    elif known["active_host"] == me and own["epoch"] < known["epoch"]:
+        epochs.write(paths.bot_epoch, known)

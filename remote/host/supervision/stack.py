@@ -216,7 +216,8 @@ def restart(app_dir, settings, service="all", force=False, grace=3.0, timeout=20
         notes = guard.check(paths, config, checks) if service in ("bot", "all") or spawns else None
         if reset_budget:
             bot.reset_budget(paths.bot_starts, config["bot_starts_per_day"])
-        result = restart_locked(paths, config, service, force, grace, timeout, start_only)
+        result = dict(restart_locked(paths, config, service, force, grace, timeout, start_only),
+                      epoch=epochs.read(paths.bot_epoch))  # the operator remembers it (a first start's epoch 1)
         return dict(result, notes=notes) if notes else result
 
 
