@@ -37,7 +37,7 @@ def fence(inventory: Inventory, guard: Guard, act: bool = True, say: Callable[[s
     spare = tuple(t.name for t in guard.targets) if guard.takeover else ()
     steps, guard.epochs = fencing.on_contact(inventory, guard.answers(), act, say=say, spare=spare)
     for step in steps:
-        if act and step.kind == "fence":
+        if act and step.kind == "fence" and step.done:  # only a host that confirmed it runs nothing now
             guard.stood_down(step.host)
 
 

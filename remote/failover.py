@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional
 
 from remote.host.common import wire
-from remote.host.supervision import bot
+from remote.host.supervision import bot, epochs
 
 from . import ctlcalls, fencing
 from .botguard import Guard, running_units, would_run
@@ -34,7 +34,7 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
     if len(target) != 1:
         raise UsageError("--to names one host, not %s" % to)
     target = target[0]
-    sources = inventory.select(from_) if from_ else []
+    sources = [h for h in inventory.select(from_) if h.name != target.name] if from_ else []
     steps: List[Step] = []
 
     def step(host: str, what: str, ok: bool, **extra: Any) -> Step:
@@ -54,9 +54,13 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         step(target.name, "cannot run the bot: %s" % reason, False)
         return steps
     answers = guard.answers()
-    best = fencing.highest(answers, fencing.remembered(inventory)).get(unit["bot_id"])
+    best = fencing.highest(answers, fencing.remembered(inventory), inventory.hosts).get(unit["bot_id"])
     current = best["epoch"] if best else 0
     moving = fencing.new_record(current + 1, unit["bot_id"], target.name)
+    if not epochs.valid(moving):
+        step(target.name, "refused: the highest epoch known is out of range (%d): check the hosts' run/bot-epoch.json"
+             % current, False)
+        return steps
     if not sources:  # whichever host runs that bot now, reachable or last seen so, and the epoch's holder
         sources = [h for h in guard.others if any(bot.overlaps(unit, u) for u in guard.entry(h)["units"])
                    or (best and best["active_host"] == h.name)]
@@ -95,20 +99,20 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         step(target.name, "FAILED to start the bot: %s" % doc.get("error"), False, log_tail=doc.get("log_tail"))
         _undo(inventory, target, stopped, answers, unit["bot_id"], moving, settle, timeout, step)
     others = {name: doc for name, doc in answers.items() if name not in {h.name for h in shown}}
-    for line in [line for line in _fence_rest(inventory, others, timeout)]:
-        step(line.split(":")[0], line, "NOT fenced" not in line)
+    for line, taken in _fence_rest(inventory, others, timeout):
+        step(taken.host, line, taken.kind == "note" or taken.done)
     for host in shown:
         final = guard_state(host)
         step(host.name, "now: %s" % final["text"], True, final=True, bot=final.get("bot"))
     return steps
 
 
-def _fence_rest(inventory: Inventory, answers: Dict[str, Dict[str, Any]], timeout: float) -> List[str]:
+def _fence_rest(inventory: Inventory, answers: Dict[str, Dict[str, Any]], timeout: float) -> List[Any]:
     """The hosts the move did not touch, fenced against the epochs known now (a third host still
-    running the bot from before: it stands down)."""
+    running the bot from before: it stands down): (line, its fencing.Step) pairs."""
     lines: List[str] = []
-    fencing.on_contact(inventory, answers, act=True, timeout=timeout, say=lines.append)
-    return lines
+    steps, _ = fencing.on_contact(inventory, answers, act=True, timeout=timeout, say=lines.append)
+    return list(zip(lines, steps))
 
 
 def _speaks_epochs(doc: Dict[str, Any]) -> bool:
@@ -150,7 +154,7 @@ def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict
              "check with invoke status --all" % (undo.get("error"), ", ".join(h.name for h in stopped)
                                                  or "the other hosts"), False)
         return
-    for source in stopped:
+    for source in stopped[:1]:  # the bot goes back to one host: the first it left
         if undo_record and _speaks_epochs(answers.get(source.name) or {}):
             kept = _on(source, ctlcalls.epoch, undo_record, timeout=timeout)
             if not kept.get("ok"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from remote.host.common import wire
 from remote.host.common.files import read_json, write_json
@@ -39,6 +39,7 @@ class Step:
     kind: str
     record: Optional[Record]
     line: str
+    done: bool = False  # taken, and the host confirmed it (a fence: it stood down)
 
 
 def bot_of(doc: Dict[str, Any]) -> Optional[str]:
@@ -61,22 +62,29 @@ def new_record(epoch: int, bot_id: Optional[str], host: str) -> Record:
     return {"epoch": epoch, "bot_id": bot_id, "active_host": host, "since": time.time(), "by": operator()}
 
 
-def highest(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record]) -> Dict[str, Record]:
-    """The winning record per bot id: this machine's memory and every answer's record."""
+def highest(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record],
+            names: Optional[Iterable[str]] = None) -> Dict[str, Record]:
+    """The winning record per bot id: this machine's memory and every answer's record. A record
+    for another bot id (a host whose token changed), or naming a host outside ``names`` (the
+    inventory), is not believed."""
+    allowed = set(names) if names is not None else None
     best = {key: dict(rec) for key, rec in known.items() if epochs.valid(rec)}
     for doc in answers.values():
         key, rec = bot_of(doc), record_in(doc)
+        if rec.get("bot_id") not in (None, key) or (allowed is not None and rec.get("active_host") not in allowed):
+            continue
         if key and rec["epoch"] >= 1 and (key not in best or _wins(rec, best[key])):
             best[key] = dict(rec, bot_id=key)
     return best
 
 
-def decide(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record]) -> Tuple[List[Step], Dict[str, Record]]:
+def decide(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record],
+           names: Optional[Iterable[str]] = None) -> Tuple[List[Step], Dict[str, Record]]:
     """The steps for the hosts that answered (``answers``: name -> its status), and the highest
     record per bot id after them. Only answers decide who stands down: a garbled or missing record
     is epoch 0, which loses to any known epoch and stops nothing by itself."""
     heard = {name: doc for name, doc in answers.items() if isinstance(doc, dict) and doc.get("ok")}
-    best = highest(heard, known)
+    best = highest(heard, known, names)
     steps: List[Step] = []
     for key in sorted({bot_of(doc) for doc in heard.values()} - {None} - set(best)):
         runners = sorted((n for n, doc in heard.items() if bot_of(doc) == key and running_units(doc)), key=str.encode)
@@ -164,7 +172,7 @@ def learn(inventory: Inventory, docs: List[Dict[str, Any]]) -> None:
 
 
 def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
-    """One step on its host; the line the operator sees."""
+    """One step on its host; the line the operator sees. ``step.done`` once the host confirmed it."""
     speaks = wire.speaks(doc) or (1, 1)
     if speaks[1] < EPOCH_PROTOCOL:  # a release from before epochs: its bot stopped by its role
         if step.kind != "fence":
@@ -173,10 +181,16 @@ def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
         answer = on_host(host, lambda runner, target: ctlcalls.role(runner, target, "standby", timeout=timeout))
         if not answer.get("ok"):
             return "%s: NOT fenced (%s): stop its bot by hand" % (host.name, answer.get("error"))
+        step.done = True
         return step.line + " (an older release: role standby; deploy it to record the epoch)"
     answer = on_host(host, lambda runner, target: ctlcalls.epoch(runner, target, step.record, timeout=timeout))
     if not answer.get("ok"):
         return "%s: NOT fenced (%s): stop its bot by hand" % (host.name, answer.get("error"))
+    kept = answer.get("epoch") if isinstance(answer.get("epoch"), dict) else {}
+    step.done = kept.get("epoch") == step.record["epoch"] and kept.get("active_host") == step.record["active_host"]
+    if not step.done:
+        return "%s: NOT fenced: it knows a later epoch (%s)" % (host.name, epochs.moved(kept) if epochs.valid(kept)
+                                                                else "unreadable")
     if step.kind == "fence" and not answer.get("fenced"):
         return "%s: already standby for %s" % (host.name, epochs.moved(step.record))
     if answer.get("stopped_pid"):
@@ -190,7 +204,7 @@ def on_contact(inventory: Inventory, answers: Dict[str, Dict[str, Any]], act: bo
     """Fence what ``answers`` show stale (``act``), or only say what would be (a read-only task).
     The steps taken (or that would be), each line to ``say``, and the highest record per bot id.
     ``spare``: hosts not to fence (a --takeover task's targets: they start the bot with a higher epoch)."""
-    steps, best = decide(answers, remembered(inventory))
+    steps, best = decide(answers, remembered(inventory), inventory.hosts)
     steps = [s for s in steps if not (s.kind == "fence" and s.host in spare)]  # --takeover: they take the bot
     if act:
         remember(inventory, best)

@@ -267,7 +267,7 @@ def _bot_detail(svc: Dict[str, Any]) -> str:
     return "; ".join(_short(p, 70) for p in parts if p)
 
 
-def epoch_text(doc: Dict[str, Any]) -> str:
+def _epoch_text(doc: Dict[str, Any]) -> str:
     """A host's role and epoch as status and the pages show them: "role active, epoch 4", or on a
     host the bot was moved away from, "role standby, fenced: epoch 5 belongs to phone since ..."."""
     info = doc.get("bot") if isinstance(doc.get("bot"), dict) else {}
@@ -293,7 +293,7 @@ def status_table(docs: List[Dict[str, Any]]) -> str:
             bot = name == "bot"
             rows.append([d["host"], name, svc.get("state"), svc.get("pid"), _uptime(svc, d.get("now", 0)),
                          svc.get("restarts"), svc.get("last_exit"), svc.get("bot_id") if bot else None,
-                         "; ".join(filter(None, [_bot_detail(svc), epoch_text(d)])) if bot else None])
+                         "; ".join(filter(None, [_bot_detail(svc), _epoch_text(d)])) if bot else None])
             if svc.get("state") == "failed" and svc.get("last_error"):
                 notes.append(_fmt("%s %s failed; last lines:", d["host"], name))
                 notes.extend(_fmt("    %s", line) for line in svc["last_error"])

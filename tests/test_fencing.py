@@ -136,6 +136,21 @@ def test_a_host_never_takes_a_lower_epoch_and_a_garbled_file_reads_as_0(tmp_path
 @pytest.mark.parametrize("since", [time.time(), 0.0])
 def test_the_clock_is_shown_never_compared(tmp_path, since):
     app = tmp_path / "app"
-    assert ctl_epoch(app, {"record": record(2, "pi", since=1e12)})[0] == 0
+    assert ctl_epoch(app, {"record": record(2, "pi", since=8.0e9)})[0] == 0
     code, doc = ctl_epoch(app, {"record": record(3, "phone", since=since)})
     assert code == 0 and doc["epoch"]["epoch"] == 3  # a wrong clock on either side changes nothing
+
+
+def test_a_record_naming_a_host_outside_the_inventory_or_another_bot_is_not_believed():
+    """A hostile host claims the bot for a name that sorts first ("!"), or sends another bot's record."""
+    liar = answer(True, "active", record(2, "!"))
+    other_bot = answer(True, "active", dict(record(9, "phone"), bot_id="fedcba987654"))
+    steps, best = fencing.decide({"evil": liar, "phone": other_bot, "pi": answer(True, "active", record(2, "pi"))},
+                                 {}, names=["evil", "phone", "pi"])
+    assert best[BOT]["active_host"] == "pi" and ("pi", "fence") not in kinds(steps)
+
+
+@pytest.mark.parametrize("bad", [{"since": 1e300}, {"since": -1.0}, {"epoch": 2 ** 31}, {"active_host": "\ud800"}])
+def test_a_record_that_would_break_a_clock_or_a_counter_reads_as_garbled(bad):
+    assert not epochs.valid(dict(record(2, "pi"), **bad))
+    assert epochs.in_answer(answer(True, "active", dict(record(2, "pi"), **bad))) == {"epoch": 0, "garbled": True}

@@ -309,7 +309,7 @@ def test_the_failover_button_moves_the_bot_and_needs_the_csrf_token(lab, page, f
     page.locator('section.card[data-host="termux"] button.failover').click()
     wait_for(lambda: "termux: now:" in page.locator("#result").inner_text(), 90, "the failover's answer")
     lines = page.locator("#result").inner_text().splitlines()
-    assert re.match(r"linux: bot stopped \(pid \d+\); role standby$", lines[0]), lines
+    assert re.match(r"linux: epoch \d+ belongs to termux; bot stopped \(pid \d+\); role standby$", lines[0]), lines
     assert re.match(r"termux: bot running \(pid \d+\), up 5 s; role active$", lines[1]), lines
     assert not linux.bots() and len(termux.bots()) == 1
     page.wait_for_selector('section.card[data-host="linux"] button.failover', timeout=30000)  # it can go back

@@ -16,6 +16,7 @@ import time
 from remote.host.common.files import create_private
 
 FIELDS = ("epoch", "bot_id", "active_host", "since", "by")
+MAX_EPOCH = 2 ** 31  # a counter of moves: a hostile answer cannot push it where +1 stops being exact
 
 
 def read(file):
@@ -34,15 +35,30 @@ def read(file):
 
 
 def valid(doc):
-    """A record of the right shape: a positive whole epoch, names and times of bounded size."""
+    """A record of the right shape: a positive whole epoch far below any float's reach, a time a
+    clock can show, names of bounded size that encode (another host's answer may send anything)."""
     if not isinstance(doc, dict):
         return False
-    epoch = doc.get("epoch")
+    epoch, since = doc.get("epoch"), doc.get("since")
     texts = [doc.get(key) for key in ("bot_id", "active_host", "by")]
-    return (isinstance(epoch, int) and not isinstance(epoch, bool) and 0 < epoch < 2 ** 53
-            and all(t is None or (isinstance(t, str) and len(t) <= 200) for t in texts)
-            and isinstance(doc.get("active_host"), str) and doc["active_host"] != ""
-            and isinstance(doc.get("since"), (int, float)) and not isinstance(doc.get("since"), bool))
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and 0 < epoch < MAX_EPOCH):
+        return False
+    if isinstance(since, bool) or not isinstance(since, (int, float)) or not 0 <= since < 2 ** 33:
+        return False
+    if not isinstance(doc.get("active_host"), str) or not doc["active_host"]:
+        return False
+    for text in texts:
+        if text is not None and (not isinstance(text, str) or len(text) > 200 or not _encodes(text)):
+            return False
+    return True
+
+
+def _encodes(text):
+    try:
+        text.encode()
+        return True
+    except UnicodeError:
+        return False
 
 
 def in_answer(doc):
