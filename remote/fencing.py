@@ -100,8 +100,9 @@ def decide(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record],
         if key not in best:
             continue
         top, own = best[key], record_in(heard[name])
-        if top["active_host"] == name:
-            if own["epoch"] < top["epoch"] or own.get("garbled"):
+        if top["active_host"] == name:  # a holder that runs the bot learns its epoch; one that does not is
+            # failover's to start (a record here would race the failover's own compare-and-set on it)
+            if running_units(heard[name]) and (own["epoch"] < top["epoch"] or own.get("garbled")):
                 steps.append(Step(name, "record", top, "%s: epoch %d recorded (the bot belongs here)"
                                   % (name, top["epoch"])))
         elif epochs.beats(top, own, name) and _concerned(heard[name], own):
@@ -174,7 +175,8 @@ def learn(inventory: Inventory, docs: List[Dict[str, Any]]) -> None:
 def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
     """One step on its host; the line the operator sees. ``step.done`` once the host confirmed it."""
     speaks = wire.speaks(doc) or (1, 1)
-    if speaks[1] < EPOCH_PROTOCOL:  # a release from before epochs: its bot stopped by its role
+    knows = isinstance(doc.get("bot"), dict) and "epoch" in doc["bot"]  # a watch's status has no protocols
+    if speaks[1] < EPOCH_PROTOCOL and not knows:  # a release from before epochs: its bot stopped by its role
         if step.kind != "fence":
             return "%s: epoch %d not recorded (its release is older: invoke deploy --host %s)" % (
                 host.name, step.record["epoch"], host.name)

@@ -310,10 +310,38 @@ def test_the_failover_button_moves_the_bot_and_needs_the_csrf_token(lab, page, f
     wait_for(lambda: "termux: now:" in page.locator("#result").inner_text(), 90, "the failover's answer")
     lines = page.locator("#result").inner_text().splitlines()
     assert re.match(r"linux: epoch \d+ belongs to termux; bot stopped \(pid \d+\); role standby$", lines[0]), lines
-    assert re.match(r"termux: bot running \(pid \d+\), up 5 s; role active$", lines[1]), lines
+    assert re.match(r"termux: bot running \(pid \d+\), up 5 s; role active; epoch \d+$", lines[1]), lines
     assert not linux.bots() and len(termux.bots()) == 1
     page.wait_for_selector('section.card[data-host="linux"] button.failover', timeout=30000)  # it can go back
     row = 'section.card[data-host="linux"] tr[data-service="bot"]'
     assert "running" not in page.inner_text(row) and "state-running" not in page.inner_html(row)
     page.wait_for_selector('section.card[data-host="termux"] tr[data-service="bot"] td.state-running', timeout=30000)
     assert page.locator("#banner").is_hidden()  # one bot, one host
+
+
+def test_with_the_page_open_a_stale_bot_is_stopped_soon_after_its_hosts_link_comes_back(lab, page, fleet):
+    """The bot runs on termux (the failover button's test moved it there); termux drops off the
+    network, its bot going on; the bot is taken over on linux; termux comes back. The page's link
+    fences it by itself, and the banner names what it did."""
+    from dashproc import invoke
+
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    wait_for(lambda: len(termux.bots()) == 1 and not linux.bots(), 30, "the bot on termux only")
+    stale = termux.bots()[0]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    host_side = re.search(r"\d+: (sl%dh\d+)@" % termux.index, links).group(1)
+    subprocess.run(["ip", "link", "set", host_side, "down"], check=True)  # a partition: the bot goes on
+    try:
+        page.wait_for_selector('section.card.down[data-host="termux"]', timeout=45000)
+        out = invoke(lab.fleet_inventory, "failover", "--to", "linux", "--takeover", "--settle", "2")
+        assert out.returncode == 0, out.stdout + out.stderr
+        legit = wait_for(lambda: linux.bots(), 30, "the bot on linux")
+        assert termux.bots() == [stale]  # two bots: what the page's fencing ends
+    finally:
+        subprocess.run(["ip", "link", "set", host_side, "up"], check=True)
+    wait_for(lambda: not termux.bots(), 90, "the stale bot stopped by the page")
+    assert linux.bots() == legit  # the legitimate one never stopped
+    wait_for(lambda: "by this page: termux: fenced: epoch" in page.locator("#banner").inner_text(), 30,
+             "the banner naming what the page did")
+    log = open(os.path.join(termux.app_dir, "logs", "supervisor.log")).read()
+    assert "fenced: epoch" in log and "belongs to linux since" in log

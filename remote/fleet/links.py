@@ -27,6 +27,7 @@ log = logging.getLogger("sulfur.fleet")  # no handler set: Python's last resort 
 KEEPALIVE = 5.0
 MISSED = 3
 BACKOFF, BACKOFF_CAP = 1.0, 30.0
+BACKOFF_CAP_BOT = 5.0  # a host with a bot may come back running a stale one: fenced within seconds
 KEPT = intake.KEPT
 CHANNEL_TIMEOUT = 30.0  # s: opening a channel and sending its request, at most
 MAX_LINE = 4 << 20  # a day's backlog unthinned (an older host release sends that) is about 1 MB
@@ -80,7 +81,7 @@ class Link:
             if time.monotonic() - began > 60:
                 delay = BACKOFF  # it had been up a while: a fresh start
             self.stopping.wait(delay)
-            delay = min(delay * 2, BACKOFF_CAP)
+            delay = min(delay * 2, BACKOFF_CAP_BOT if self.host.bot_command else BACKOFF_CAP)
 
     def _close(self) -> None:
         conn, self.conn = self.conn, None

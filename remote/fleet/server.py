@@ -35,6 +35,7 @@ from remote.host.supervision import bot
 from remote.inventory import Inventory
 
 from . import signin
+from .fencer import Fencer
 from .links import Link
 from .links import log as links_log
 from .pages import Pages
@@ -97,6 +98,8 @@ class Fleet:
         self._lock = threading.Lock()  # the token
         self.links: Dict[str, Link] = {}  # made by start(): every other part reads them through self.links
         self.tunnels = Tunnels([h.name for h in self.hosts], lambda name: self.links[name])
+        self.fencer = Fencer(inventory, self._fence_statuses,
+                             lambda: [self._changed(h.name, "state") for h in self.hosts])
         self.pages = Pages(self.socketio, self.authorized, lambda: self.links)
         self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
         self._sends = threading.Lock()
@@ -126,6 +129,8 @@ class Fleet:
         floods its watch costs the page a few events a second, never one per line."""
         if host not in self.links:  # a link that speaks before start() has them all
             return
+        if kind in ("status", "state"):
+            self.fencer.poke()
         with self._sends:
             if host in self._pending:
                 self._pending[host].add(kind)
@@ -156,7 +161,20 @@ class Fleet:
         goes out before one made earlier, so the page always ends with the newest state."""
         with self._emitting[host]:
             doc = self.links[host].snapshot(with_history=kind == "history")  # a backlog goes with its event
-            self.socketio.emit("host", {"host": doc, "kind": kind, "conflicts": conflicts(self._statuses())})
+            self.socketio.emit("host", {"host": doc, "kind": kind, "conflicts": self.banner()})
+
+    def banner(self) -> List[str]:
+        """The page's warning banner: a bot on two hosts, and what the page's fencing did about it."""
+        return conflicts(self._statuses()) + self.fencer.recent()
+
+    def _fence_statuses(self) -> Dict[str, Dict[str, Any]]:
+        """The reachable hosts' latest statuses, for the page's fencing."""
+        found = {}
+        for host in self.hosts:
+            state = self.links[host.name].state
+            if state.get("reachable") and isinstance(state.get("status"), dict):
+                found[host.name] = state["status"]
+        return found
 
     def _statuses(self) -> List[Dict[str, Any]]:
         """Each host's status as the banner reads it, not copied (a status is replaced, never changed)."""
@@ -232,7 +250,8 @@ class Fleet:
         @self.api.signed_in
         def api_hosts() -> Tuple[Any, int]:
             docs = self.snapshots(with_history=request.args.get("history") == "1")
-            return jsonify({"hosts": docs, "conflicts": conflicts(docs), "now": time.time()}), 200
+            banner = conflicts(docs) + self.fencer.recent()
+            return jsonify({"hosts": docs, "conflicts": banner, "now": time.time()}), 200
 
         @app.post("/api/hosts/<name>/<action>/<service>")
         @self.api.action
@@ -278,6 +297,7 @@ class Fleet:
         """restart, start or stop as the CLI does them (its exactly-once guard), answered with its lines."""
         try:
             guard = Guard(self.inventory, [target])
+            actions.fence(self.inventory, guard)
             docs = actions.service_action(guard, [target], action, service)
         except SulfurError as exc:
             return jsonify({"ok": False, "line": str(exc)}), 409
@@ -306,6 +326,7 @@ class Fleet:
         server = make_server("127.0.0.1", self.port, self.app, threaded=True, fd=sock.fileno(),
                              request_handler=_quiet_handler())
         self.links = start_links(self.hosts, self._changed)
+        self.fencer.start()
         self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         self.thread.start()
 
@@ -319,4 +340,5 @@ class Fleet:
         finally:
             self.forget_sign_in_file()
             self.tunnels.close()
+            self.fencer.stop()
             stop_links(self.links)

@@ -33,18 +33,23 @@ def emit(doc, out=sys.stdout):
     out.flush()
 
 
+def _marks(paths):
+    """What a new status is sent for: the state, and the bot's role and epoch (fencing reads them)."""
+    return _mtime(paths.state), _mtime(paths.bot_role), _mtime(paths.bot_epoch)
+
+
 def watch(app_dir, since, stdin, token_env=None, poll=POLL, out=sys.stdout):
     paths = Layout(app_dir)
     ring = history.path(paths)
     seen_ring = _mtime(ring)
     records = history.read(ring, since)
-    seen_state = _mtime(paths.state)
+    seen_state = _marks(paths)
     emit({"kind": "status", "status": stack.status(app_dir, token_env)}, out)
     emit({"kind": "history", "interval": history.INTERVAL,
           "samples": history.thin(history.columns(records), BACKLOG_POINTS)}, out)
     newest = records[-1]["t"] if records else since
     while True:
-        state = _mtime(paths.state)
+        state = _marks(paths)
         if state != seen_state:
             seen_state = state
             emit({"kind": "status", "status": stack.status(app_dir, token_env)}, out)

@@ -1,0 +1,77 @@
+"""The fleet page fences too: each link already receives its host's status (role and epoch
+included), so a host that comes back from a partition still running a stale bot is stood down within
+seconds of its link coming back, not at the next task someone runs.
+
+One pass at a time, on a thread of its own, woken by any status change (a pass a second at most):
+the hosts' latest statuses go through the CLI's own fencing (fencing.on_contact, which stops the
+stale bot with `ctl epoch` on a connection of its own). What it did is kept (the last few lines) for
+the page's banner, which names the action taken.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List
+
+from remote import fencing
+from remote.inventory import Inventory
+
+log = logging.getLogger("sulfur.fleet")
+KEPT_LINES = 5
+PASS_SPACING = 1.0  # s between two passes at least
+
+
+class Fencer:
+    """Fencing from the page's links; ``statuses()`` gives each reachable host's latest status."""
+
+    def __init__(self, inventory: Inventory, statuses: Callable[[], Dict[str, Dict[str, Any]]],
+                 told: Callable[[], None]) -> None:
+        self.inventory, self.statuses, self.told = inventory, statuses, told
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lines: Deque[str] = collections.deque(maxlen=KEPT_LINES)
+        self.thread = threading.Thread(target=self._run, name="fencer", daemon=True)
+
+    def start(self) -> None:
+        if any(h.bot_command for h in self.inventory.hosts.values()):
+            self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def poke(self) -> None:
+        """A host's status changed: a pass soon."""
+        self._wake.set()
+
+    def recent(self) -> List[str]:
+        """What the page's fencing did lately, newest last, for the banner."""
+        return list(self._lines)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            began = time.monotonic()
+            try:
+                self.once()
+            except Exception as exc:  # a pass that fails is this pass's: the next status brings another
+                log.warning("fleet: fencing: %s", exc)
+            self._stop.wait(max(0.0, PASS_SPACING - (time.monotonic() - began)))
+
+    def once(self) -> List[str]:
+        """One pass over the statuses there are now; the lines of what it did."""
+        said: List[str] = []
+        answers = {name: dict(status, ok=True) for name, status in self.statuses().items()}
+        steps, _ = fencing.on_contact(self.inventory, answers, act=True, say=said.append)
+        taken = [line for line, step in zip(said, steps) if step.kind != "note"]
+        if taken:
+            stamp = time.strftime("%H:%M:%S")
+            self._lines.extend("%s by this page: %s" % (stamp, line) for line in taken)
+            self.told()
+        return taken
