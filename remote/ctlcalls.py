@@ -52,7 +52,8 @@ def stack_settings(host: Host) -> Dict[str, Any]:
     return {"code_dir": where["code_dir"], "python": where["dashboard_python"], "host": host.dashboard_host,
             "port": host.dashboard_port, "bot_command": host.bot_command, "alert_webhook": host.alert_webhook,
             "wake_lock": host.wake_lock, "name": host.name, "standby": host.standby,
-            "watchdog_sec": host.watchdog_sec, "bot_starts_per_day": host.bot_starts_per_day,
+            "watchdog_sec": host.watchdog_sec, "boot_wait": host.boot_wait,
+            "bot_starts_per_day": host.bot_starts_per_day,
             "shard_count": host.shard_count, "shards": host.shards, "bot_token_env": host.bot_token_env}
 
 
@@ -156,7 +157,7 @@ def releases(runner: Runner, host: Host) -> Dict[str, Any]:
 
 
 def autostart(runner: Runner, host: Host, remove: bool = False) -> Dict[str, Any]:
-    return call_ctl(runner, host, "autostart", {"remove": remove})
+    return call_ctl(runner, host, "autostart", {"remove": remove}, settings=True)  # settings: boot_wait
 
 
 def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw: bool = False,

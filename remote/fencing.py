@@ -107,7 +107,32 @@ def decide(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record],
                                   % (name, top["epoch"])))
         elif epochs.beats(top, own, name) and _concerned(heard[name], own):
             steps.append(Step(name, "fence", top, "%s: fenced: %s" % (name, epochs.moved(top))))
-    return steps + _unfinished(heard, best), best
+    return steps + _releases(heard, best, steps) + _unfinished(heard, best), best
+
+
+def held(doc: Dict[str, Any]) -> bool:
+    """The host's bot is held by boot_wait: it waits for its epoch to be checked."""
+    services = doc.get("services") if isinstance(doc.get("services"), dict) else {}
+    svc = services.get("bot") if isinstance(services.get("bot"), dict) else {}
+    hold = svc.get("boot_hold")
+    return isinstance(hold, (int, float)) and not isinstance(hold, bool) and hold > 0
+
+
+def _releases(heard: Dict[str, Dict[str, Any]], best: Dict[str, Record], taken: List[Step]) -> List[Step]:
+    """Hosts whose bot boot_wait holds, and that no other step reaches: their epoch is checked now
+    (`ctl epoch` marks it), so the bot starts without waiting out boot_wait."""
+    reached = {step.host for step in taken}
+    found = []
+    for name in sorted(heard, key=str.encode):
+        doc = heard[name]
+        if name in reached or not held(doc):
+            continue
+        key, own = bot_of(doc), record_in(doc)
+        record = best.get(key) if key else None
+        record = record or (own if epochs.valid(own) else new_record(1, key, name))
+        found.append(Step(name, "release", record, "%s: epoch checked (%s): its bot, held by boot_wait, may start"
+                          % (name, epochs.moved(record))))
+    return found
 
 
 def _concerned(doc: Dict[str, Any], own: Record) -> bool:
@@ -189,7 +214,8 @@ def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
     if not answer.get("ok"):
         return "%s: NOT fenced (%s): stop its bot by hand" % (host.name, answer.get("error"))
     kept = answer.get("epoch") if isinstance(answer.get("epoch"), dict) else {}
-    step.done = kept.get("epoch") == step.record["epoch"] and kept.get("active_host") == step.record["active_host"]
+    step.done = step.kind == "release" or (
+        kept.get("epoch") == step.record["epoch"] and kept.get("active_host") == step.record["active_host"])
     if not step.done:
         return "%s: NOT fenced: it knows a later epoch (%s)" % (host.name, epochs.moved(kept) if epochs.valid(kept)
                                                                 else "unreadable")

@@ -43,7 +43,7 @@ def clean(lab):
     if path.exists():
         invoke(path, "stop", "--all")
     for host in lab.hosts.values():
-        for name in ("bot-role", "bot-starts.json", "bot-epoch.json"):
+        for name in ("bot-role", "bot-starts.json", "bot-epoch.json", "boot-wait.json", "boot-id", "epoch-checked"):
             try:
                 os.unlink(Path(host.app_dir, "run", name))
             except FileNotFoundError:
@@ -350,3 +350,52 @@ def test_a_failover_cut_short_after_its_compare_and_set_is_finished_by_running_i
     out = invoke(path, "failover", "--to", "termux", "--settle", "2")
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(bots(termux)) == 1 and not bots(linux)
+
+
+def test_a_phone_booting_with_a_stale_active_role_is_fenced_before_its_bot_starts(lab):
+    """The phone ran the bot, went off, the bot was taken over elsewhere; it boots (Termux:Boot) with
+    role active. With boot_wait its bot is held until the first state-changing task checks its epoch,
+    which stands it down: its bot never starts."""
+    path = inventory(lab, termux="boot_wait: 60s")
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "termux").returncode == 0
+    running_bot(termux)
+    assert epoch_of(termux)["epoch"] == 1
+    assert invoke(path, "autostart", "--host", "termux").returncode == 0
+    try:
+        assert json.loads(Path(termux.app_dir, "run", "boot-wait.json").read_text()) == {"seconds": 60.0}
+        os.kill(state(termux)["supervisor"]["pid"], signal.SIGKILL)  # the phone goes off: its stack with it
+        for pid in bots(termux):
+            os.kill(pid, signal.SIGKILL)
+        termux.stop_sshd()
+        try:
+            out = invoke(path, "failover", "--to", "linux", "--takeover", "--settle", "1")
+            assert out.returncode == 0, out.stdout + out.stderr
+        finally:
+            termux.start_sshd()
+        assert epoch_of(linux)["epoch"] == 2 and len(bots(linux)) == 1
+        Path(termux.app_dir, "run", "boot-id").write_text("an-earlier-boot\n")  # it boots: a new boot id
+        boot = Path(termux.user.pw_dir, ".termux/boot/sulfur-ops")
+        termux.spawn_as_user(["/usr/bin/env", "-i", "PATH=%s/bin" % termux.prefix, "HOME=%s" % termux.user.pw_dir,
+                              str(boot)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        held = wait_for(lambda: "boot_wait" in (bot(termux).get("reason") or "") and bot(termux), 30, "the bot held")
+        assert held["boot_hold"] > 30 and not bots(termux)
+        out = invoke(path, "start", "--host", "linux")  # any task that changes state checks the epoch
+        assert out.returncode == 0 and "termux: fenced: epoch 2 belongs to linux" in out.stderr, out.stderr
+        wait_for(lambda: bot(termux).get("state") in ("standby", "stopped"), 20, "termux no longer holding a start")
+        time.sleep(2)  # and nothing starts it afterwards: its role is standby now
+        assert not bots(termux) and len(bots(linux)) == 1
+        assert Path(termux.app_dir, "run", "bot-role").read_text().strip() == "standby"
+    finally:
+        invoke(path, "autostart", "--remove", "--host", "termux")
+
+
+def test_a_held_bot_on_the_host_it_belongs_to_starts_at_the_first_check():
+    """The release half of boot_wait: the holder's own bot, held at boot, is checked and let go."""
+    from remote import fencing
+
+    doc = {"ok": True, "now": 2.0, "services": {"bot": {"state": "backoff", "boot_hold": 42.0}},
+           "bot": {"env_bot_id": BOT_ID, "running": None, "role": "active",
+                   "epoch": {"epoch": 3, "bot_id": BOT_ID, "active_host": "pi", "since": 1.0, "by": "x"}}}
+    steps, _ = fencing.decide({"pi": doc}, {})
+    assert [(s.host, s.kind, s.record["epoch"]) for s in steps] == [("pi", "release", 3)]

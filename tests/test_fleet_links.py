@@ -304,11 +304,14 @@ def test_names_outside_the_contract_are_dropped_and_the_card_says_so(fleet):
     assert web.get("/api/hosts").get_json()["hosts"][1]["status_error"] is None  # a good one clears it
 
 
-def test_an_action_reaches_only_the_host_in_its_path_and_a_known_service(fleet):
+def test_an_action_reaches_only_the_host_in_its_path_and_a_known_service(fleet, monkeypatch):
     """The route's own checks, whatever the page sends: the service must be a name of the contract,
     and the host acted on is the one the path names (an encoded `/` is no separator)."""
+    from remote.fleet import acts
+
     done = []
-    fleet.act = lambda target, action, service: (done.append((target.name, action, service)) or ({"ok": True}, 200))
+    monkeypatch.setattr(acts, "act", lambda inventory, target, action, service: (
+        done.append((target.name, action, service)) or ({"ok": True}, 200)))
     client = signed_in(fleet)
     headers = {"X-CSRF-Token": page_csrf(client)}
     for path in ("/api/hosts/vps/restart/bot%2F..%2F..%2F..%2Fpi%2Fstop%2Fbot",

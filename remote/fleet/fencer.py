@@ -24,6 +24,16 @@ KEPT_LINES = 5
 PASS_SPACING = 1.0  # s between two passes at least
 
 
+def reachable_statuses(hosts: List[Any], links: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The reachable hosts' latest statuses (a status is replaced, never changed: no copy needed)."""
+    found = {}
+    for host in hosts:
+        state = links[host.name].state if host.name in links else {}
+        if state.get("reachable") and isinstance(state.get("status"), dict):
+            found[host.name] = state["status"]
+    return found
+
+
 class Fencer:
     """Fencing from the page's links; ``statuses()`` gives each reachable host's latest status."""
 

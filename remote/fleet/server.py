@@ -26,16 +26,15 @@ from flask_socketio import SocketIO
 from jinja2 import ChoiceLoader, FileSystemLoader, PrefixLoader
 
 from dashboard.security import CSRF_HEADER, ApiGuard, HostGuard, csrf_for, csrf_ok, protect, same_origin_only
-from remote import actions, render
-from remote import failover as moves
-from remote.botguard import Guard, running_units
+from remote import actions
+from remote.botguard import running_units
 from remote.errors import SulfurError
 from remote.host.common import names
 from remote.host.supervision import bot
 from remote.inventory import Inventory
 
-from . import signin
-from .fencer import Fencer
+from . import acts, signin
+from .fencer import Fencer, reachable_statuses
 from .links import Link
 from .links import log as links_log
 from .pages import Pages
@@ -98,7 +97,7 @@ class Fleet:
         self._lock = threading.Lock()  # the token
         self.links: Dict[str, Link] = {}  # made by start(): every other part reads them through self.links
         self.tunnels = Tunnels([h.name for h in self.hosts], lambda name: self.links[name])
-        self.fencer = Fencer(inventory, self._fence_statuses,
+        self.fencer = Fencer(inventory, lambda: reachable_statuses(self.hosts, self.links),
                              lambda: [self._changed(h.name, "state") for h in self.hosts])
         self.pages = Pages(self.socketio, self.authorized, lambda: self.links)
         self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
@@ -166,15 +165,6 @@ class Fleet:
     def banner(self) -> List[str]:
         """The page's warning banner: a bot on two hosts, and what the page's fencing did about it."""
         return conflicts(self._statuses()) + self.fencer.recent()
-
-    def _fence_statuses(self) -> Dict[str, Dict[str, Any]]:
-        """The reachable hosts' latest statuses, for the page's fencing."""
-        found = {}
-        for host in self.hosts:
-            state = self.links[host.name].state
-            if state.get("reachable") and isinstance(state.get("status"), dict):
-                found[host.name] = state["status"]
-        return found
 
     def _statuses(self) -> List[Dict[str, Any]]:
         """Each host's status as the banner reads it, not copied (a status is replaced, never changed)."""
@@ -259,7 +249,8 @@ class Fleet:
             target = self.inventory.hosts.get(name)
             if target is None or target.is_local or action not in actions.ACTIONS or service not in names.TARGETS:
                 return jsonify({"error": "no such host, action or service"}), 404
-            return self.act(target, action, service)
+            doc, code = acts.act(self.inventory, target, action, service)
+            return jsonify(doc), code
 
         @app.post("/api/hosts/<name>/tunnel")
         @self.api.action
@@ -278,31 +269,8 @@ class Fleet:
             if not isinstance(to, str) or not isinstance(from_, (str, type(None))) or to not in self.links or (
                     from_ is not None and from_ not in self.links) or to == from_:
                 return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\": another)"}), 400
-            return self.failover(to, from_)
-
-    def failover(self, to: str, from_: Optional[str]) -> Tuple[Any, int]:
-        """`invoke failover --to`, step by step as the CLI prints it; never two at once."""
-        if not self._moving.acquire(blocking=False):
-            return jsonify({"ok": False, "line": "a failover is under way: wait for its answer"}), 409
-        try:
-            steps = moves.failover(self.inventory, to, from_)
-        except SulfurError as exc:
-            return jsonify({"ok": False, "line": str(exc)}), 409
-        finally:
-            self._moving.release()
-        return jsonify({"ok": all(step["ok"] for step in steps), "steps": steps,
-                        "line": "\n".join(render.failover_line(step) for step in steps)}), 200
-
-    def act(self, target: Any, action: str, service: str) -> Tuple[Any, int]:
-        """restart, start or stop as the CLI does them (its exactly-once guard), answered with its lines."""
-        try:
-            guard = Guard(self.inventory, [target])
-            actions.fence(self.inventory, guard)
-            docs = actions.service_action(guard, [target], action, service)
-        except SulfurError as exc:
-            return jsonify({"ok": False, "line": str(exc)}), 409
-        text = render.restart_lines(docs)
-        return jsonify({"ok": all(d.get("ok") for d in docs), "line": text, "result": docs}), 200
+            doc, code = acts.failover(self.inventory, self._moving, to, from_)
+            return jsonify(doc), code
 
     def start(self) -> None:
         """Bind 127.0.0.1:port (a taken port is one line, before any host is reached), connect the

@@ -41,7 +41,7 @@ COMMANDS = {
     #: the bot's epoch as the operator knows it (roles.settle): kept, compared, or a reason to stand down
     "epoch": {"record": (dict, None), "expect": (int, None), "timeout": (float, 20.0)},
 }
-SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch")
+SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch", "autostart")
 SERVICES = names.TARGETS
 
 
@@ -114,7 +114,9 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return _release(command, app_dir, opts, settings)
     if command == "autostart":
         from remote.host.releases import autostart
+        from remote.host.supervision import epochs
 
+        epochs.write_boot_wait(Layout(app_dir), settings.get("boot_wait"))
         return autostart.autostart(app_dir, opts["remove"])
     if command == "logs":
         return logs(app_dir, opts["service"], opts["lines"], opts["follow"], stdin)

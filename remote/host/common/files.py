@@ -36,6 +36,9 @@ class Layout:
         self.revisions = os.path.join(self.app_dir, "revisions.log")
         self.bot_role = os.path.join(self.run, "bot-role")  # active | standby, written by failover
         self.bot_epoch = os.path.join(self.run, "bot-epoch.json")  # the bot's fencing number (epochs.py)
+        self.boot_wait = os.path.join(self.run, "boot-wait.json")  # the inventory's boot_wait (epochs.BootHold)
+        self.boot_seen = os.path.join(self.run, "boot-id")  # the boot the last supervisor started in
+        self.epoch_checked = os.path.join(self.run, "epoch-checked")  # the boot in which ctl epoch last ran
         self.bot_starts = os.path.join(self.run, "bot-starts.json")  # the start budget's record
 
     def pid(self, name):

@@ -17,6 +17,7 @@ import time
 
 from remote.host.common.errors import BadRequest
 from remote.host.common.files import read_env_file, read_json, write_json
+from remote.host.supervision import epochs
 
 TOKEN_NAMES = ("DISCORD_TOKEN", "BOT_TOKEN", "TOKEN")
 WINDOW = 24 * 3600.0
@@ -257,6 +258,7 @@ class Keeper:
         self.next_unit = None           # what a start now would run (shared/.env as it is now)
         self.pending = None             # (old process, waiter): a restart waits until the old one is gone
         self.status_written = 0.0
+        self.hold = epochs.BootHold(paths, boot_id(), clock)  # boot_wait: the first supervisor of a boot
 
     def role(self):
         return read_role(self.role_path, bool(self.cfg.get("standby")))
@@ -265,6 +267,9 @@ class Keeper:
         """(decision, reason, seconds): start | standby | spent (retry in) | wait (start in)."""
         if self.role() == "standby":
             return "standby", "standby: this host does not start the bot (invoke failover moves it here)", None
+        held = self.hold.remaining()
+        if held is not None:
+            return "wait", "boot_wait: held until its epoch is checked (%.0f s at most)" % held, min(held, 1.0)
         starts = self.budget.load()
         frees = self.budget.frees_in(starts)
         if frees > 0:
@@ -294,4 +299,5 @@ class Keeper:
         unit_ = (self.unit if running else self.next_unit) or {}
         return {"bot_id": unit_.get("bot_id"), "shard_count": unit_.get("shard_count"),
                 "shards": unit_.get("shards"), "role": self.role(), "status": self.live.status,
-                "ready": self.live.ready, "watchdog_sec": self.live.watchdog_sec, "budget": self.budget.describe()}
+                "ready": self.live.ready, "watchdog_sec": self.live.watchdog_sec, "budget": self.budget.describe(),
+                "boot_hold": self.hold.remaining()}

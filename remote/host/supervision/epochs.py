@@ -105,6 +105,67 @@ def moved(doc):
     return text + (" (moved by %s)" % doc["by"] if doc.get("by") else "")
 
 
+# ------------------------------------------------------------------------------- boot_wait
+def write_boot_wait(paths, seconds):
+    """run/boot-wait.json, which every supervisor reads when it starts (a change needs no new one)."""
+    if seconds is None or not os.path.isdir(paths.run):
+        return
+    tmp = "%s.%d.tmp" % (paths.boot_wait, os.getpid())
+    with create_private(tmp) as handle:
+        json.dump({"seconds": float(seconds)}, handle)
+    os.replace(tmp, paths.boot_wait)
+
+
+def read_boot_wait(paths):
+    try:
+        with open(paths.boot_wait) as handle:
+            seconds = json.load(handle).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    return float(seconds) if isinstance(seconds, (int, float)) and 0 < seconds < 86400 else 0.0
+
+
+def _read_text(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def mark_checked(paths, boot):
+    """ctl epoch ran in this boot: a bot held by boot_wait may start (or stays stood down)."""
+    if boot:
+        with create_private("%s.%d.tmp" % (paths.epoch_checked, os.getpid())) as handle:
+            handle.write(boot + "\n")
+        os.replace("%s.%d.tmp" % (paths.epoch_checked, os.getpid()), paths.epoch_checked)
+
+
+class BootHold:
+    """A host that boots with role active cannot know it was replaced while it was off: the first
+    supervisor of a boot (the boot id differs from the one run/boot-id recorded) holds the bot for
+    ``boot_wait`` seconds, or until something of ours has checked its epoch (`ctl epoch` in this boot,
+    run/epoch-checked), whichever comes first. Later supervisors of the same boot hold nothing."""
+
+    def __init__(self, paths, boot, clock):
+        self.paths, self.boot, self.clock = paths, boot, clock
+        wait, seen = read_boot_wait(paths), _read_text(paths.boot_seen)
+        self.until = clock() + wait if wait > 0 and boot and seen != boot else None
+        if boot and seen != boot:
+            with create_private("%s.%d.tmp" % (paths.boot_seen, os.getpid())) as handle:
+                handle.write(boot + "\n")
+            os.replace("%s.%d.tmp" % (paths.boot_seen, os.getpid()), paths.boot_seen)
+
+    def remaining(self):
+        """Seconds the bot is still held, or None: not held (any more)."""
+        if self.until is None:
+            return None
+        if self.clock() >= self.until or _read_text(self.paths.epoch_checked) == self.boot:
+            self.until = None
+            return None
+        return self.until - self.clock()
+
+
 def log(paths, message):
     """A line in logs/supervisor.log, as the supervisor writes its own (appended whole)."""
     line = "%s supervisor[%d] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), message)

@@ -62,6 +62,7 @@ def settle(app_dir, settings, record, expect=None, timeout=20.0):
         if expect is not None and own["epoch"] != expect:
             where = epochs.moved(own) if own.get("active_host") else "epoch %d here" % own["epoch"]
             raise Failure("refused: the bot was moved meanwhile: %s; nothing was changed" % where)
+        epochs.mark_checked(paths, bot.boot_id())  # a bot held by boot_wait: checked, it may start (or not)
         if record["active_host"] == me:
             if own["epoch"] > record["epoch"]:
                 raise Failure("refused: this host knows a later epoch: %s; nothing was changed" % epochs.moved(own))

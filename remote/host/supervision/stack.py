@@ -234,6 +234,7 @@ def replacing(paths, config):
 def restart_locked(paths, config, service="all", force=False, grace=3.0, timeout=20.0, start_only=False):
     """The restart flow, for a caller that holds the operator lock (restart, deploy, rollback)."""
     started = time.monotonic()
+    epochs.write_boot_wait(paths, config.get("boot_wait"))  # read by every supervisor at its start, not a restart key
     running = read_pid(paths.pidfile)
     changed = replacing(paths, config) if running else []
     if changed and read_json(paths.config).get("stream"):
