@@ -97,6 +97,15 @@ def _guarded(inventory, targets, takeover, env_file=None, act=True):
     return guard
 
 
+def _fence_report(inventory, targets):
+    """A read-only task's look at fencing: asked in parallel with the task's own work (the guard's
+    threads start now), said on stderr when the returned function is called; it changes nothing."""
+    if not any(h.bot_command for h in inventory.hosts.values()):
+        return lambda: None
+    guard = Guard(inventory, targets, with_targets=True)
+    return lambda: actions.fence(inventory, guard, act=False, say=_note)
+
+
 def _note(line):
     """A line about another matter than the task's own output (fencing): stderr, escaped (a host's words)."""
     print(render.escape(line), file=sys.stderr, flush=True)
@@ -188,8 +197,10 @@ def _ask(question):
 @_one_line_error
 def port_status(c, host=None, all=False, port=None, json=False, parallel=DEFAULT_PARALLEL):
     """Who holds the dashboard port on each host, via whichever tool that host has."""
-    targets = _hosts(host, all, dev=True)
+    inventory, targets = _select(host, all, dev=True)
+    report = _fence_report(inventory, targets)
     docs = on_hosts(targets, functools.partial(agentcalls.port_status, port=port and int(port)), parallel)
+    report()
     _finish(docs, render.port_table(docs), json)
 
 
@@ -208,9 +219,11 @@ def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=F
 @task(help=_help("host", "all", "parallel", "json"))
 @_one_line_error
 def doctor(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
-    """Check each host: reachable, auth, platform, python, working port tools, app_dir, disk."""
-    targets = _hosts(host, all)
+    """Check each host: reachable, auth, platform, python, working port tools, app_dir, disk, bot epoch."""
+    inventory, targets = _select(host, all)
+    report = _fence_report(inventory, targets)
     docs = on_hosts(targets, agentcalls.doctor, parallel)
+    report()
     _finish(docs, render.doctor_report(docs), json)
 
 
@@ -376,7 +389,11 @@ def autostart(c, host=None, all=False, remove=False, json=False, parallel=DEFAUL
 @_one_line_error
 def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """The releases on each host: stamp, commit, who deployed it, which is current."""
-    _stack(host, all or not host, parallel, ctlcalls.releases, json, render.releases_table)
+    inventory, targets = _select(host, all or not host)
+    report = _fence_report(inventory, targets)
+    docs = on_hosts(targets, ctlcalls.releases, parallel)
+    report()
+    _finish(docs, render.releases_table(docs), json)
 
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",
@@ -386,9 +403,10 @@ def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
 @_one_line_error
 def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False, timeout=30.0):
     """Print a service's log from each host, control characters escaped (--raw: as is); --follow streams it."""
-    targets = _hosts(host, False, dev=True)
+    inventory, targets = _select(host, False, dev=True)
     if follow and len(targets) > 1:
         raise UsageError("--follow takes one host")
+    _fence_report(inventory, targets)()  # on stderr, before the log: a follow never ends by itself
     failed = False
     for target in targets:
         if len(targets) > 1:

@@ -200,8 +200,24 @@ def doctor_report(docs: List[Dict[str, Any]]) -> str:
                  "writable" if d["app_dir_writable"] else "NOT writable"),
             "  disk free   %s" % ("%.1f GiB" % (disk / 2**30) if disk is not None else "unknown"),
             _fmt("  autostart   %s", ", ".join(d.get("autostart") or []) or "not installed (invoke autostart)"),
-        ] + _android(d.get("android")) + ([_fmt("  warning     %s", d["warning"])] if d.get("warning") else []))
+        ] + _android(d.get("android")) + _epoch_lines(d)
+            + ([_fmt("  warning     %s", d["warning"])] if d.get("warning") else []))
     return "\n".join(out)
+
+
+def _epoch_lines(d: Dict[str, Any]) -> List[str]:
+    """doctor: the bot's epoch here, and boot_wait recommended on a host the bot was moved away from."""
+    info = d.get("bot_epoch")
+    if not isinstance(info, dict):
+        return []
+    if info.get("garbled"):
+        return [_fmt("  bot epoch   UNREADABLE (run/bot-epoch.json): it counts as 0; invoke failover --to the host "
+                     "that should run the bot writes it again")]
+    line = _fmt("  bot epoch   %s, the bot belongs to %s", info.get("epoch"), info.get("active_host"))
+    if info.get("active_host") != d["host"] and not info.get("boot_wait"):
+        line += _fmt("; the bot was moved away from here: set boot_wait: 30s on %s in the inventory, so that at "
+                     "boot its bot waits for an epoch check (then invoke restart --host %s)", d["host"], d["host"])
+    return [line]
 
 
 def _notes(d: Dict[str, Any]) -> List[str]:

@@ -290,6 +290,10 @@ def test_a_host_partitioned_then_back_stands_down_at_the_next_task_and_stays_fen
     out = invoke(path, "status", "--all")
     assert "linux: fenced: epoch 2 belongs to termux since " in out.stderr and "would be fenced" in out.stderr
     assert bots(linux) == [stale]  # a read-only task changes nothing
+    for task in ("releases", "port-status", "doctor"):  # nor do these, which say so too
+        out = invoke(path, task, "--host", "linux")
+        assert "linux: fenced: epoch 2 belongs to termux" in out.stderr and "would be fenced" in out.stderr, task
+    assert bots(linux) == [stale]
     out = invoke(path, "start", "--host", "termux")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "linux: fenced: epoch 2 belongs to termux since " in out.stderr and "stopped" in out.stderr
@@ -304,6 +308,8 @@ def test_a_host_partitioned_then_back_stands_down_at_the_next_task_and_stays_fen
     assert "epoch 2 belongs to termux" in said and "invoke failover --to linux" in said
     out = invoke(path, "status", "--host", "linux")
     assert "role standby, fenced: epoch 2 belongs to termux" in out.stdout
+    out = invoke(path, "doctor", "--host", "linux")
+    assert "bot epoch   2, the bot belongs to termux; the bot was moved away from here: set boot_wait" in out.stdout
     out = invoke(path, "failover", "--to", "linux", "--settle", "2")  # only a failover brings it back
     assert out.returncode == 0 and len(bots(linux)) == 1 and not bots(termux) and epoch_of(linux)["epoch"] == 3
 

@@ -139,6 +139,7 @@ class DoctorMethod(TypedDict):
 
 
 class DoctorAnswer(Answer, total=False):
+    bot_epoch: Optional[Dict[str, Any]]  # epoch, active_host, boot_wait (run/); {"garbled": True}; None: no record
     platform: str
     python: str
     python_path: str

@@ -53,7 +53,31 @@ def doctor(port, app_dir):
             "app_dir_exists": os.path.isdir(path), "app_dir_writable": os.access(existing, os.W_OK),
             "disk_free": space(path).get("free"),
             "autostart": [p for p in autostart_paths() if os.path.exists(p)],
-            "android": android.report(path) if detect_platform() == "termux" else None}
+            "android": android.report(path) if detect_platform() == "termux" else None,
+            "bot_epoch": epoch_report(path)}
+
+
+def epoch_report(app_dir):
+    """The bot's epoch record and boot_wait as this host keeps them (run/), read as files: the probe
+    imports nothing of the supervisor's. None without a record; {"garbled": True} for one that does not read."""
+    import json
+
+    try:
+        with open(os.path.join(app_dir, "run", "bot-epoch.json")) as handle:
+            doc = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"garbled": True}
+    if not isinstance(doc, dict) or type(doc.get("epoch")) is not int or not isinstance(doc.get("active_host"), str):
+        return {"garbled": True}
+    try:
+        with open(os.path.join(app_dir, "run", "boot-wait.json")) as handle:
+            wait = json.load(handle).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        wait = None
+    return {"epoch": doc["epoch"], "active_host": doc["active_host"][:200],
+            "boot_wait": wait if isinstance(wait, (int, float)) and not isinstance(wait, bool) else None}
 
 
 def space(path):
