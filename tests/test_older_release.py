@@ -80,3 +80,34 @@ def test_the_older_release_serves_every_command_it_knows_and_refuses_one_it_does
         deadline = time.monotonic() + 20
         while (old_release / "run" / "supervisor.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def test_a_host_on_the_older_release_running_a_stale_bot_is_stood_down_by_its_role(old_release, tmp_path, port):
+    """That release keeps no epoch (it reads as 0): when this machine knows a higher one held by
+    another host, the first state-changing task stands it down through the command it knows (role)."""
+    import hashlib
+
+    from remote.botguard import cache_path
+
+    path = inventory(tmp_path, old_release, port)
+    path.write_text(path.read_text() + "  phone: {hostname: 192.0.2.1, connect_timeout: 1}\n")  # unreachable
+    bot_id = hashlib.sha256(("older-release-test-%s" % old_release).encode()).hexdigest()[:12]
+    try:
+        assert invoke(path, "restart", "--host", "local", "--takeover").returncode == 0
+        bot = wait_for(lambda: state(old_release)["services"]["bot"].get("pid"), 20, "the old release's bot")
+        memory = tmp_path / "cache" / "sulfur-ops" / cache_path(path, "epochs").name
+        memory.parent.mkdir(parents=True, exist_ok=True)
+        memory.write_text(json.dumps({bot_id: {"epoch": 3, "bot_id": bot_id, "active_host": "phone",
+                                               "since": time.time(), "by": "test"}}))
+        out = invoke(path, "stop", "--service", "dashboard", "--host", "local")
+        assert "local: fenced: epoch 3 belongs to phone since " in out.stderr, out.stdout + out.stderr
+        assert "an older release: role standby" in out.stderr
+        wait_for(lambda: not Path("/proc/%d" % bot).exists()
+                 or "Z" in Path("/proc/%d/stat" % bot).read_text().split(") ")[1][:1], 20, "the stale bot stopped")
+        assert (old_release / "run" / "bot-role").read_text().strip() == "standby"
+    finally:
+        invoke(path, "stop", "--host", "local")
+        deadline = time.monotonic() + 20
+        while (old_release / "run" / "supervisor.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (old_release / "run" / "bot-role").unlink(missing_ok=True)
