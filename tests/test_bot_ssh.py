@@ -132,6 +132,7 @@ def test_the_same_token_on_a_second_host_is_refused_naming_the_first(lab):
         out = invoke(path, "restart", "--host", "termux", "--takeover")
         assert out.returncode == 0, out.stdout + out.stderr
         assert "TAKEOVER" in out.stdout and "linux was last seen running bot" in out.stdout
+        assert epoch_of(termux)["epoch"] == epoch_of(linux)["epoch"] + 1  # a takeover: the highest known + 1
     finally:
         linux.start_sshd()
 
@@ -405,3 +406,57 @@ def test_a_held_bot_on_the_host_it_belongs_to_starts_at_the_first_check():
                    "epoch": {"epoch": 3, "bot_id": BOT_ID, "active_host": "pi", "since": 1.0, "by": "x"}}}
     steps, _ = fencing.decide({"pi": doc}, {})
     assert [(s.host, s.kind, s.record["epoch"]) for s in steps] == [("pi", "release", 3)]
+
+
+def garble(host):
+    Path(host.app_dir, "run", "bot-epoch.json").write_text("{not an epoch")
+
+
+def test_the_decision_table_on_garbled_epochs_row_by_row(lab):
+    path = inventory(lab)
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    one = running_bot(linux)["pid"]
+    # garbled, its bot running; no other host has a known epoch: it keeps running, and the task warns
+    garble(linux)
+    for memory in (lab.dir / "cache" / "sulfur-ops").glob("epochs-*.json"):
+        memory.unlink()
+    out = invoke(path, "stop", "--service", "dashboard", "--host", "termux")
+    assert "linux: its bot's epoch does not read and no host has a known one" in out.stderr, out.stderr
+    assert bots(linux) == [one]
+    # garbled on a standby; another host active with a known epoch: it stays standby, its file rewritten
+    assert invoke(path, "failover", "--to", "termux", "--settle", "1").returncode == 0
+    garble(linux)
+    out = invoke(path, "stop", "--service", "dashboard", "--host", "linux")
+    assert out.returncode == 0 and epoch_of(linux) == epoch_of(termux) and not bots(linux)
+    # garbled, its bot running (taken over while termux's link was down); termux active with a known
+    # epoch, its bot running: this host stands down
+    two = running_bot(termux)["pid"]
+    termux.stop_sshd()
+    try:
+        assert invoke(path, "failover", "--to", "linux", "--takeover", "--settle", "1").returncode == 0
+    finally:
+        termux.start_sshd()
+    stale = running_bot(linux)["pid"]
+    assert epoch_of(linux)["epoch"] > epoch_of(termux)["epoch"]
+    garble(linux)
+    for memory in (lab.dir / "cache" / "sulfur-ops").glob("epochs-*.json"):
+        memory.unlink()  # this machine forgot too: only termux's own record is known
+    out = invoke(path, "stop", "--service", "dashboard", "--host", "termux")
+    assert "linux: fenced: epoch %d belongs to termux" % epoch_of(termux)["epoch"] in out.stderr, out.stderr
+    assert stale not in bots(linux) and bots(termux) == [two]
+    # garbled on both, both running: nothing is stopped, and the task says the epochs are unknown
+    termux.stop_sshd()
+    try:
+        assert invoke(path, "failover", "--to", "linux", "--takeover", "--settle", "1").returncode == 0
+    finally:
+        termux.start_sshd()
+    three = running_bot(linux)["pid"]
+    garble(linux)
+    garble(termux)
+    for memory in (lab.dir / "cache" / "sulfur-ops").glob("epochs-*.json"):
+        memory.unlink()
+    out = invoke(path, "status", "--all")
+    assert "epochs unknown: run `invoke failover --to" in out.stderr, out.stderr
+    out = invoke(path, "stop", "--service", "dashboard", "--host", "linux")
+    assert "epochs unknown" in out.stderr and bots(linux) == [three] and bots(termux) == [two]
