@@ -54,9 +54,10 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         step(target.name, "cannot run the bot: %s" % reason, False)
         return steps
     answers = guard.answers()
-    best = fencing.highest(answers, fencing.remembered(inventory), inventory.hosts).get(unit["bot_id"])
+    key = epochs.unit_key(unit["bot_id"], unit["shard_count"], unit["shards"])
+    best = fencing.highest(answers, fencing.remembered(inventory), inventory.hosts).get(key)
     current = best["epoch"] if best else 0
-    moving = fencing.new_record(current + 1, unit["bot_id"], target.name)
+    moving = fencing.new_record(current + 1, key, target.name)
     if not epochs.valid(moving):
         step(target.name, "refused: the highest epoch known is out of range (%d): check the hosts' run/bot-epoch.json"
              % current, False)
@@ -92,12 +93,13 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
     if doc.get("ok"):
         doc = _on(target, ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
     if doc.get("ok"):
-        fencing.remember(inventory, {unit["bot_id"]: moving})
+        fencing.remember(inventory, {key: moving})
         step(target.name, "bot running (pid %s), up %.0f s; role active; epoch %d" % (
             doc.get("pid"), settle, moving["epoch"]), True, role="active", pid=doc.get("pid"))
     else:
         step(target.name, "FAILED to start the bot: %s" % doc.get("error"), False, log_tail=doc.get("log_tail"))
-        _undo(inventory, target, stopped, answers, unit["bot_id"], moving, settle, timeout, step)
+        _undo(inventory, target, stopped, answers, key, moving, best["active_host"] if best else None,
+              settle, timeout, step)
     others = {name: doc for name, doc in answers.items() if name not in {h.name for h in shown}}
     for line, taken in _fence_rest(inventory, others, timeout):
         step(taken.host, line, taken.kind == "note" or taken.done)
@@ -137,16 +139,25 @@ def _arrive(target: Host, seen: Dict[str, Any], record: Dict[str, Any], timeout:
 
 
 def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict[str, Dict[str, Any]], bot_id: str,
-          moving: Dict[str, Any], settle: float, timeout: float, step: Callable[..., Step]) -> None:
+          moving: Dict[str, Any], before: Optional[str], settle: float, timeout: float,
+          step: Callable[..., Step]) -> None:
     """A failed start on the target: once its bot is confirmed stopped there, the source is named
-    active again with epoch N+2 (the target holds N+1) and starts its bot, as before the move."""
+    active again with epoch N+2 (the target holds N+1) and starts its bot, as before the move. With
+    no source stopped (a --takeover of an unreachable host), N+2 goes to the host that held the bot
+    ``before``, so that host, still running it, is not the one fenced at the next contact."""
     # a lost connection looks like a refusal: the bot may be starting there after all. Only once
     # it is confirmed stopped there does it go back, or the two would both run it
-    back_to = stopped[0] if stopped else None
-    undo_record = fencing.new_record(moving["epoch"] + 1, bot_id, back_to.name) if back_to else None
+    back_to = stopped[0].name if stopped else before
+    undo_record = fencing.new_record(moving["epoch"] + 1, bot_id, back_to) if back_to else None
     seen = answers.get(target.name) or {}
     if undo_record and _speaks_epochs(seen):
         undo = _on(target, ctlcalls.epoch, undo_record, timeout=timeout)
+        kept = undo.get("epoch") if isinstance(undo.get("epoch"), dict) else {}
+        if undo.get("ok") and kept.get("epoch") != undo_record["epoch"]:  # it knows a later epoch: not ours to undo
+            undo = {"ok": False, "error": "it knows a later epoch (%s)" % fencing.epochs.moved(kept)
+                    if epochs.valid(kept) else "it keeps another epoch"}
+        elif undo.get("ok"):
+            fencing.remember(inventory, {bot_id: undo_record})
     else:
         undo = _on(target, ctlcalls.role, "standby", timeout=timeout)
     if not undo.get("ok"):

@@ -12,6 +12,7 @@ keeps the bot (epochs.beats), the same rule on every machine.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -43,13 +44,20 @@ class Step:
 
 
 def bot_of(doc: Dict[str, Any]) -> Optional[str]:
-    """Which bot a host's answer is about: the one it runs, else the one its shared/.env names."""
+    """Which bot (and shard set) a host's answer is about: the one it runs, else the one its .env names."""
     units = running_units(doc)
     if units:
-        return units[0]["bot_id"]
+        return epochs.unit_key(units[0]["bot_id"], units[0].get("shard_count", 1), units[0].get("shards"))
     info = doc.get("bot") if isinstance(doc, dict) else None
     ident = info.get("env_bot_id") if isinstance(info, dict) else None
-    return ident if isinstance(ident, str) and ident else None
+    if not isinstance(ident, str) or not ident:
+        return None
+    services = doc.get("services") if isinstance(doc.get("services"), dict) else {}
+    svc = services.get("bot") if isinstance(services.get("bot"), dict) else {}
+    count, shards = svc.get("shard_count"), svc.get("shards")
+    if type(count) is int and isinstance(shards, list) and len(shards) <= 1024 and all(type(s) is int for s in shards):
+        return epochs.unit_key(ident, count, shards)
+    return ident
 
 
 def _wins(one: Record, other: Record) -> bool:
@@ -173,13 +181,15 @@ def remembered(inventory: Inventory) -> Dict[str, Record]:
 def remember(inventory: Inventory, best: Dict[str, Record]) -> None:
     """Keep the highest records seen (never a lower one: another task may have raised one meanwhile)."""
     path = epochs_path(inventory.path)
-    kept = remembered(inventory)
-    for key, rec in best.items():
-        if key not in kept or _wins(rec, kept[key]):
-            kept[key] = rec
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_json(str(path), kept)
+        with open(str(path) + ".lock", "a") as lock:  # the page and a task at once: no raise is lost
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            kept = remembered(inventory)
+            for key, rec in best.items():
+                if key not in kept or _wins(rec, kept[key]):
+                    kept[key] = rec
+            write_json(str(path), kept)
     except OSError:
         pass  # a read-only home: fencing still works from the hosts' own records
 
@@ -220,7 +230,7 @@ def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
         return "%s: NOT fenced: it knows a later epoch (%s)" % (host.name, epochs.moved(kept) if epochs.valid(kept)
                                                                 else "unreadable")
     if step.kind == "fence" and not answer.get("fenced"):
-        return "%s: already standby for %s" % (host.name, epochs.moved(step.record))
+        return "%s: already standby; it keeps %s" % (host.name, epochs.moved(step.record))
     if answer.get("stopped_pid"):
         return step.line + "; its bot (pid %s) stopped" % answer["stopped_pid"]
     return step.line

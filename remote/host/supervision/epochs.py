@@ -34,6 +34,19 @@ def read(file):
     return {key: doc.get(key) for key in FIELDS}
 
 
+def unit_key(bot_id, shard_count=1, shards=None):
+    """What an epoch is kept for: the bot id, and with shards the shard set too (two hosts that run
+    disjoint shards of one bot are both active, each under its own epoch)."""
+    if not shard_count or shard_count <= 1:
+        return bot_id
+    text = "%s/%d:%s" % (bot_id, shard_count, ",".join(str(s) for s in shards or [0]))
+    if len(text) <= 80:
+        return text
+    import hashlib
+
+    return "%s/%d:%s" % (bot_id, shard_count, hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
 def valid(doc):
     """A record of the right shape: a positive whole epoch far below any float's reach, a time a
     clock can show, names of bounded size that encode (another host's answer may send anything)."""

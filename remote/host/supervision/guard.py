@@ -92,7 +92,7 @@ def check(paths, config, guard, path=None, role=None, dotenv=None):
                               % (other["host"], what, seen, unit.get("pid")))
             notes.append("TAKEOVER: %s was last seen running %s at %s" % (other["host"], what, seen))
     if dotenv is None:  # a start, not a plan
-        take_epoch(paths, config, mine["bot_id"], guard)
+        take_epoch(paths, config, epochs.unit_key(mine["bot_id"], mine["shard_count"], mine["shards"]), guard)
     return notes
 
 
@@ -109,5 +109,8 @@ def take_epoch(paths, config, bot_id, guard):
             epochs.write(paths.bot_epoch, dict(record, epoch=1))
     elif known["active_host"] != me and guard.get("takeover"):
         epochs.write(paths.bot_epoch, dict(record, epoch=max(known["epoch"], own["epoch"]) + 1))
+    elif known["active_host"] != me:  # started here, it would be fenced at the next contact
+        raise Failure("bot %s: %s, not to this host: refused before anything changed; move it here with invoke "
+                      "failover --to %s" % (bot_id, epochs.moved(known), me or "HOST"))
     elif known["active_host"] == me and own["epoch"] < known["epoch"]:
         epochs.write(paths.bot_epoch, known)
