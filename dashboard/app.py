@@ -17,8 +17,10 @@ from flask import Flask, jsonify, redirect, render_template, request, session, u
 from flask_socketio import SocketIO, emit, join_room
 
 from remote.host.common import history, names
-from remote.host.common.files import Layout
+from remote.host.common.files import Layout, read_json
 from remote.host.common.logtail import LogFollower, last_lines
+from remote.host.supervision import epochs
+from remote.host.supervision.bot import read_role
 
 from . import hostinfo
 from .security import (
@@ -54,6 +56,14 @@ def read_services(app_dir: str) -> Dict[str, Any]:
         return {"available": False, "message": "cannot read %s: %s" % (path, exc)}
     state["available"] = True
     return state
+
+
+def bot_epoch(app_dir: str) -> str:
+    """This host's role and epoch, as status and the fleet page word them (fencing)."""
+    paths = Layout(app_dir)
+    role = read_role(paths.bot_role) if os.path.exists(paths.bot_role) else None
+    me = read_json(paths.config).get("name")  # the supervisor's settings: its inventory name
+    return epochs.text(epochs.read(paths.bot_epoch), role, me)
 
 
 def human_duration(seconds: Optional[float]) -> str:
@@ -181,6 +191,7 @@ class Dashboard:
             "dashboard": self.health(),
             "host": hostinfo.collect(self.settings.app_dir),
             "services": read_services(str(self.settings.app_dir)),
+            "epoch": bot_epoch(str(self.settings.app_dir)),
             "port": self.listener,
             "log": {"path": str(self.settings.log_path)},
         }

@@ -287,14 +287,7 @@ def _epoch_text(doc: Dict[str, Any]) -> str:
     """A host's role and epoch as status and the pages show them: "role active, epoch 4", or on a
     host the bot was moved away from, "role standby, fenced: epoch 5 belongs to phone since ..."."""
     info = doc.get("bot") if isinstance(doc.get("bot"), dict) else {}
-    role, record = info.get("role") or "initial", epochs.in_answer(doc)
-    if record.get("garbled"):
-        return "role %s, epoch unreadable" % role
-    if record.get("missing"):
-        return "role %s, no epoch yet" % role
-    if record["active_host"] == doc.get("host"):
-        return "role %s, epoch %d" % (role, record["epoch"])
-    return "role %s, %s%s" % (role, "fenced: " if role == "standby" else "STALE: ", epochs.moved(record))
+    return epochs.text(epochs.in_answer(doc), info.get("role"), doc.get("host"))
 
 
 def status_table(docs: List[Dict[str, Any]]) -> str:

@@ -154,3 +154,35 @@ def test_a_record_naming_a_host_outside_the_inventory_or_another_bot_is_not_beli
 def test_a_record_that_would_break_a_clock_or_a_counter_reads_as_garbled(bad):
     assert not epochs.valid(dict(record(2, "pi"), **bad))
     assert epochs.in_answer(answer(True, "active", dict(record(2, "pi"), **bad))) == {"epoch": 0, "garbled": True}
+
+
+def test_the_hosts_own_dashboard_words_its_role_and_epoch_as_status_does(tmp_path):
+    from dashboard.app import bot_epoch
+    from remote.host.common.files import Layout, write_json
+    from remote.host.supervision import bot
+
+    paths = Layout(str(tmp_path / "app"))
+    paths.make()
+    write_json(paths.config, {"name": "pi"})
+    assert bot_epoch(paths.app_dir) == "role initial, no epoch yet"
+    epochs.write(paths.bot_epoch, record(4, "pi"))
+    assert bot_epoch(paths.app_dir) == "role initial, epoch 4"
+    epochs.write(paths.bot_epoch, record(5, "phone"))
+    bot.write_role(paths.bot_role, "standby")
+    assert bot_epoch(paths.app_dir).startswith("role standby, fenced: epoch 5 belongs to phone since ")
+    (tmp_path / "app" / "run" / "bot-epoch.json").write_text("[")
+    assert bot_epoch(paths.app_dir) == "role standby, epoch unreadable (counts as 0)"
+
+
+def test_a_new_token_carries_the_epoch_over_to_the_new_bot_id(tmp_path):
+    from remote.host.common.files import Layout
+    from remote.host.supervision import guard
+
+    paths = Layout(str(tmp_path / "app"))
+    paths.make()
+    epochs.write(paths.bot_epoch, record(7, "pi"))
+    guard.take_epoch(paths, {"name": "pi"}, "fedcba987654", {"epochs": {}, "by": "op@laptop"})
+    kept = epochs.read(paths.bot_epoch)
+    assert kept["epoch"] == 7 and kept["bot_id"] == "fedcba987654" and kept["active_host"] == "pi"
+    guard.take_epoch(paths, {"name": "pi"}, "fedcba987654", {"epochs": {}})  # the same id again: nothing moves
+    assert epochs.read(paths.bot_epoch)["epoch"] == 7

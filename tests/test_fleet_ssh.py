@@ -343,5 +343,6 @@ def test_with_the_page_open_a_stale_bot_is_stopped_soon_after_its_hosts_link_com
     assert linux.bots() == legit  # the legitimate one never stopped
     wait_for(lambda: "by this page: termux: fenced: epoch" in page.locator("#banner").inner_text(), 30,
              "the banner naming what the page did")
+    wait_for(lambda: "role standby, fenced: epoch" in card_text(page, "termux"), 30, "the card saying it is fenced")
     log = open(os.path.join(termux.app_dir, "logs", "supervisor.log")).read()
     assert "fenced: epoch" in log and "belongs to linux since" in log

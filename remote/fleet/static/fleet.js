@@ -99,7 +99,8 @@
       var cell = el("td"), box = el("div");
       cell.colSpan = 6;
       cell.appendChild(box);
-      var detail = [svc.bot_id, svc.status, svc.reason].filter(function (x) { return x; }).join(" · ");
+      var detail = [svc.bot_id, svc.status, svc.reason, name === "bot" ? doc.epoch_text : null]
+        .filter(function (x) { return x; }).join(" · ");
       box.appendChild(el("span", detail, "detail muted"));
       var buttons = el("span", null, "buttons");
       ["restart", "stop", "start"].forEach(function (action) {

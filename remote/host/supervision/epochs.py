@@ -86,6 +86,19 @@ def in_answer(doc):
     return {"epoch": 0, "garbled": True}
 
 
+def text(record, role, me):
+    """A host's role and epoch as status and both pages show them: "role active, epoch 4", or on a
+    host the bot was moved away from, "role standby, fenced: epoch 5 belongs to phone since ..."."""
+    role = role or "initial"
+    if record.get("garbled"):
+        return "role %s, epoch unreadable (counts as 0)" % role
+    if record.get("missing"):
+        return "role %s, no epoch yet" % role
+    if record.get("active_host") == me:
+        return "role %s, epoch %d" % (role, record["epoch"])
+    return "role %s, %s%s" % (role, "fenced: " if role == "standby" else "STALE: ", moved(record))
+
+
 def write(file, doc):
     """Atomic, private and on disk before the answer goes back (fsync of the file and its folder):
     a host that loses power just after a failover must not come back with the epoch before it."""

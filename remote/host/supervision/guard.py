@@ -98,13 +98,17 @@ def check(paths, config, guard, path=None, role=None, dotenv=None):
 
 def take_epoch(paths, config, bot_id, guard):
     """The epoch a start here gives: 1 for the first start of a bot id anywhere (no host holds one),
-    the highest known + 1 for a start with --takeover while another host holds it, and the known one
-    when it names this host and this host's own record is behind. Anything else is failover's to do."""
+    the highest known + 1 for a start with --takeover while another host holds it, the known one
+    when it names this host and this host's own record is behind, and this host's own epoch carried
+    to a new bot id (a changed token, or shard set). Anything else is failover's to do."""
     me = config.get("name") or ""
     own = epochs.read(paths.bot_epoch)
     known = (guard.get("epochs") or {}).get(bot_id)
     record = {"bot_id": bot_id, "active_host": me, "since": time.time(), "by": guard.get("by")}
-    if not isinstance(known, dict) or not epochs.valid(known):
+    if (not isinstance(known, dict) or not epochs.valid(known)) and own.get("active_host") == me \
+            and own.get("bot_id") not in (None, bot_id):  # a new token here: its epoch carried over to the new id
+        epochs.write(paths.bot_epoch, dict(own, bot_id=bot_id))
+    elif not isinstance(known, dict) or not epochs.valid(known):
         if own.get("missing"):
             epochs.write(paths.bot_epoch, dict(record, epoch=1))
     elif known["active_host"] != me and guard.get("takeover"):
