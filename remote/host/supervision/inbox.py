@@ -18,13 +18,17 @@ from remote.host.common.system import read_pid
 ACTIONS = ("restart", "stop", "start")
 
 
-def ask(paths, action, service, timeout):
-    """Ask the running supervisor and wait (up to ``timeout`` s) for its answer."""
+def ask(paths, action, service, timeout, grace=None):
+    """Ask the running supervisor and wait (up to ``timeout`` s) for its answer. ``grace``: a stop's
+    seconds between TERM and KILL, instead of the service's own (a supervisor before it ignores it)."""
     pid = read_pid(paths.pidfile)
     if not pid:
         raise Failure("the supervisor is not running")
     name = "%020d-%d" % (time.monotonic_ns(), os.getpid())  # names sort in the order they were asked
-    write_json(os.path.join(paths.commands, name + ".request"), {"action": action, "service": service})
+    request = {"action": action, "service": service}
+    if grace is not None:
+        request["grace"] = grace
+    write_json(os.path.join(paths.commands, name + ".request"), request)
     os.kill(pid, signal.SIGUSR1)
     result = os.path.join(paths.commands, name + ".result")
     deadline = time.monotonic() + timeout
@@ -46,7 +50,7 @@ class Inbox:
         self.directory = directory
 
     def take(self):
-        """[(action, service, reply_path)], each request file removed as it is read."""
+        """[(action, service, reply_path, grace)], each request file removed as it is read."""
         taken = []
         for name in sorted(os.listdir(self.directory)):
             if not name.endswith(".request"):
@@ -60,7 +64,10 @@ class Inbox:
                 continue
             if isinstance(request, dict):
                 reply = os.path.join(self.directory, name[:-len(".request")] + ".result")
-                taken.append((request.get("action"), request.get("service", "all"), reply))
+                grace = request.get("grace")
+                grace = float(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) \
+                    and 0 <= grace <= 600 else None
+                taken.append((request.get("action"), request.get("service", "all"), reply, grace))
         return taken
 
 

@@ -34,7 +34,7 @@ from remote.host.supervision.service import RestartPolicy, Service
 TICK = 0.5
 #: bump when a running supervisor must be replaced for a release's changes to reach it (a supervisor
 #: outlives deploys: they hand the dashboard over, they do not restart the supervisor)
-VERSION = 5  # 5: the log cap thread and the private notify name (hardening) must reach running supervisors
+VERSION = 6  # 6: boot_wait's hold and a stop's own grace (fencing: TERM, 2 s, KILL) must reach running supervisors
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
             "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
@@ -126,13 +126,13 @@ class Supervisor:
         svc.restarts += 1
         self.start(svc, waiter)
 
-    def stop_service(self, svc):
+    def stop_service(self, svc, grace=None):
         self.ctx.answer(svc.take_waiters(), False, "%s was stopped before it started" % svc.name)
         svc.deferred = False
         self.policies[svc.name].stopping()
         old = svc.detach()
         if old is not None:
-            self.ctx.retire(old)
+            self.ctx.retire(old, grace)
         svc.stopped()
 
     def shutdown(self):
@@ -145,7 +145,7 @@ class Supervisor:
             self.stop_service(self.services[name])
         self.write_state()
 
-    def handle(self, action, service, waiter):
+    def handle(self, action, service, waiter, grace=None):
         """One control request: restart, stop or start a service (or all of them)."""
         names = list(self.services) if service == "all" else [service]
         if any(n not in self.services for n in names) or action not in ACTIONS:
@@ -160,7 +160,7 @@ class Supervisor:
             svc = self.services[name]
             answer = waiter if i == len(names) - 1 else None
             if action == "stop":
-                self.stop_service(svc)
+                self.stop_service(svc, grace)
                 reply(answer, True)
             elif action == "start" and svc.proc is not None:
                 svc.failures = 0  # acknowledged: what fails from now on is this start's to answer for
@@ -255,8 +255,8 @@ class Supervisor:
             self._drain_notify()
             self.reap()
             if not self.ctx.stopping:
-                for action, service, waiter in self.inbox.take():
-                    self.handle(action, service, waiter)
+                for action, service, waiter, grace in self.inbox.take():
+                    self.handle(action, service, waiter, grace)
             self.timers()
             self.jobs.collect()
             self.history.from_supervisor(self)

@@ -86,7 +86,7 @@ def stop_bot(paths, config, timeout, grace=None):
     default the bot's own); return once its process is gone."""
     record = read_pidfile(paths.pid("bot"))
     if read_pid(paths.pidfile):
-        answer = ask(paths, "stop", "bot", timeout)
+        answer = ask(paths, "stop", "bot", timeout, grace)
         if not answer.get("ok"):
             raise Failure(answer.get("error") or "the supervisor refused to stop the bot")
     else:
