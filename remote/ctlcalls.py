@@ -119,10 +119,11 @@ def role(runner: Runner, host: Host, role: str, checks: Optional[Dict[str, Any]]
     return call_ctl(runner, host, "role", options, settings=True, timeout=timeout * 3 + settle + 60)
 
 
-def epoch(runner: Runner, host: Host, record: Dict[str, Any], expect: Optional[int] = None,
+def epoch(runner: Runner, host: Host, record: Optional[Dict[str, Any]], expect: Optional[int] = None,
           timeout: float = 20.0) -> Dict[str, Any]:
-    """Hand the host the bot's epoch as this machine knows it (epochs.settle there): it keeps it, or
-    stands down for it, or (``expect``) refuses because the bot was moved meanwhile."""
+    """Hand the host the bot's epoch as this machine knows it (roles.settle there): it keeps it, or
+    stands down for it, or (``expect``) refuses because the bot was moved meanwhile. No ``record``:
+    a check only (a bot held by boot_wait may start)."""
     options: Dict[str, Any] = {"record": record, "timeout": timeout}
     if expect is not None:
         options["expect"] = expect

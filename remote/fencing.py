@@ -119,7 +119,11 @@ def decide(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record],
 
 
 def held(doc: Dict[str, Any]) -> bool:
-    """The host's bot is held by boot_wait: it waits for its epoch to be checked."""
+    """The host's bot is held by boot_wait: it waits for its epoch to be checked (a live supervisor's
+    word only: a stopped one's state.json keeps what it last said)."""
+    supervisor = doc.get("supervisor") if isinstance(doc.get("supervisor"), dict) else {}
+    if supervisor.get("running") is not True:
+        return False
     services = doc.get("services") if isinstance(doc.get("services"), dict) else {}
     svc = services.get("bot") if isinstance(services.get("bot"), dict) else {}
     hold = svc.get("boot_hold")
@@ -135,11 +139,7 @@ def _releases(heard: Dict[str, Dict[str, Any]], best: Dict[str, Record], taken: 
         doc = heard[name]
         if name in reached or not held(doc):
             continue
-        key, own = bot_of(doc), record_in(doc)
-        record = best.get(key) if key else None
-        record = record or (own if epochs.valid(own) else new_record(1, key, name))
-        found.append(Step(name, "release", record, "%s: epoch checked (%s): its bot, held by boot_wait, may start"
-                          % (name, epochs.moved(record))))
+        found.append(Step(name, "release", None, "%s: epoch checked: its bot, held by boot_wait, may start" % name))
     return found
 
 
@@ -212,7 +212,7 @@ def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
     speaks = wire.speaks(doc) or (1, 1)
     knows = isinstance(doc.get("bot"), dict) and "epoch" in doc["bot"]  # a watch's status has no protocols
     if speaks[1] < EPOCH_PROTOCOL and not knows:  # a release from before epochs: its bot stopped by its role
-        if step.kind != "fence":
+        if step.kind != "fence":  # (no boot_wait there either: nothing to release)
             return "%s: epoch %d not recorded (its release is older: invoke deploy --host %s)" % (
                 host.name, step.record["epoch"], host.name)
         answer = on_host(host, lambda runner, target: ctlcalls.role(runner, target, "standby", timeout=timeout))
@@ -221,11 +221,13 @@ def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
         step.done = True
         return step.line + " (an older release: role standby; deploy it to record the epoch)"
     answer = on_host(host, lambda runner, target: ctlcalls.epoch(runner, target, step.record, timeout=timeout))
+    if step.kind == "release":  # a check only: nothing of its record changes
+        step.done = bool(answer.get("ok"))
+        return step.line if step.done else "%s: epoch NOT checked (%s)" % (host.name, answer.get("error"))
     if not answer.get("ok"):
         return "%s: NOT fenced (%s): stop its bot by hand" % (host.name, answer.get("error"))
     kept = answer.get("epoch") if isinstance(answer.get("epoch"), dict) else {}
-    step.done = step.kind == "release" or (
-        kept.get("epoch") == step.record["epoch"] and kept.get("active_host") == step.record["active_host"])
+    step.done = kept.get("epoch") == step.record["epoch"] and kept.get("active_host") == step.record["active_host"]
     if not step.done:
         return "%s: NOT fenced: it knows a later epoch (%s)" % (host.name, epochs.moved(kept) if epochs.valid(kept)
                                                                 else "unreadable")

@@ -27,7 +27,7 @@ TOKEN = "a-token-of-twenty-chars"
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, monkeypatch):
     """A fleet of pi and vps on a loopback port of its own; ``fleet.done`` lists the actions that
     reached its action route (host, action, service), none of which runs."""
     from werkzeug.serving import make_server
@@ -42,11 +42,13 @@ def fleet(tmp_path):
     made.links = {h.name: Link(h, made._changed) for h in made.hosts}
     made.done = []
 
-    def act(target, action, service):
+    def act(inventory_, target, action, service):
         made.done.append((target.name, action, service))
         return {"ok": True, "line": "%s: %s %s (recorded)" % (target.name, action, service)}, 200
 
-    made.act = act
+    from remote.fleet import acts
+
+    monkeypatch.setattr(acts, "act", act)
     server = make_server("127.0.0.1", made.port, made.app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield made
