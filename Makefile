@@ -39,6 +39,7 @@ bench: $(VENV)/.devtools
 	$(BIN)/python bench/guard.py
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/fencing.py
 
 screenshots: $(VENV)/.devtools
 	@sh tools/system-deps.sh

@@ -87,13 +87,13 @@ def _select(host, all_, dev=False):
 
 
 def _guarded(inventory, targets, takeover, env_file=None, act=True):
-    """Ask the hosts what they run (in parallel, while the targets connect); refuse targets that
-    would run the same bot as each other before anything starts; fence the stale ones (``act``)."""
+    """Ask the hosts what they run (in parallel, while the targets connect); fence the stale ones
+    (``act``); refuse targets that would run the same bot as each other before anything starts."""
     guard = Guard(inventory, targets, takeover, env_file)
+    actions.fence(inventory, guard, act, say=_note)  # first: a stale host stood down is no conflict
     refuse_conflicts(guard)
     if takeover:
         print("TAKEOVER: a host that cannot be reached does not block starting the bot", file=sys.stderr, flush=True)
-    actions.fence(inventory, guard, act, say=_note)
     return guard
 
 

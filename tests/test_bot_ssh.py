@@ -463,3 +463,22 @@ def test_the_decision_table_on_garbled_epochs_row_by_row(lab):
     assert "epochs unknown: run `invoke failover --to" in out.stderr, out.stderr
     out = invoke(path, "stop", "--service", "dashboard", "--host", "linux")
     assert "epochs unknown" in out.stderr and bots(linux) == [three] and bots(termux) == [two]
+
+
+def test_one_restart_all_after_a_partition_stands_the_stale_host_down_and_restarts_the_rest(lab):
+    """Fencing comes before the check of the task's targets against each other: the stale host is no
+    second bot once it stood down, so `restart --all` goes through with one bot."""
+    path = inventory(lab)
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    stale = running_bot(linux)["pid"]
+    linux.stop_sshd()
+    try:
+        assert invoke(path, "failover", "--to", "termux", "--takeover", "--settle", "1").returncode == 0
+    finally:
+        linux.start_sshd()
+    assert bots(linux) == [stale] and len(bots(termux)) == 1
+    out = invoke(path, "restart", "--all")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "linux: fenced: epoch 2 belongs to termux" in out.stderr
+    assert not bots(linux) and len(bots(termux)) == 1

@@ -14,7 +14,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from remote import fencing
 from remote.inventory import Inventory
@@ -22,6 +22,7 @@ from remote.inventory import Inventory
 log = logging.getLogger("sulfur.fleet")
 KEPT_LINES = 5
 PASS_SPACING = 1.0  # s between two passes at least
+RETRY = 3.0  # s: a step that could not be taken (the host not reachable again yet) is tried again this soon
 
 
 def reachable_statuses(hosts: List[Any], links: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -62,26 +63,31 @@ class Fencer:
         return list(self._lines)
 
     def _run(self) -> None:
+        failed = False
         while not self._stop.is_set():
-            self._wake.wait()
+            self._wake.wait(RETRY if failed else None)  # a partition that heals sends no new status by itself
             if self._stop.is_set():
                 return
             self._wake.clear()
             began = time.monotonic()
             try:
-                self.once()
+                failed = self.once() is None
             except Exception as exc:  # a pass that fails is this pass's: the next status brings another
                 log.warning("fleet: fencing: %s", exc)
+                failed = True
             self._stop.wait(max(0.0, PASS_SPACING - (time.monotonic() - began)))
 
-    def once(self) -> List[str]:
-        """One pass over the statuses there are now; the lines of what it did."""
+    def once(self) -> Optional[List[str]]:
+        """One pass over the statuses there are now; the lines of what it did, or None when a step
+        could not be taken (its host not reachable yet: the link may not know it is cut off)."""
         said: List[str] = []
         answers = {name: dict(status, ok=True) for name, status in self.statuses().items()}
         steps, _ = fencing.on_contact(self.inventory, answers, act=True, say=said.append)
-        taken = [line for line, step in zip(said, steps) if step.kind != "note"]
+        taken = [line for line, step in zip(said, steps) if step.kind != "note" and step.done]
         if taken:
             stamp = time.strftime("%H:%M:%S")
             self._lines.extend("%s by this page: %s" % (stamp, line) for line in taken)
             self.told()
+        if any(step.kind != "note" and not step.done for step in steps):
+            return None
         return taken
