@@ -411,6 +411,17 @@ def test_a_held_bot_on_the_host_it_belongs_to_starts_at_the_first_check():
     assert [(s.host, s.kind, s.record) for s in steps] == [("pi", "release", None)]  # a check only
 
 
+def taken_over_while_away(path, away, to):
+    """``away`` drops off the network (its sshd stopped, its bot going on) while the bot is taken
+    over on ``to``; then it comes back."""
+    away.stop_sshd()
+    try:
+        out = invoke(path, "failover", "--to", to, "--takeover", "--settle", "1")
+        assert out.returncode == 0, out.stdout + out.stderr
+    finally:
+        away.start_sshd()
+
+
 def garble(host):
     Path(host.app_dir, "run", "bot-epoch.json").write_text("{not an epoch")
 
@@ -435,11 +446,7 @@ def test_the_decision_table_on_garbled_epochs_row_by_row(lab):
     # garbled, its bot running (taken over while termux's link was down); termux active with a known
     # epoch, its bot running: this host stands down
     two = running_bot(termux)["pid"]
-    termux.stop_sshd()
-    try:
-        assert invoke(path, "failover", "--to", "linux", "--takeover", "--settle", "1").returncode == 0
-    finally:
-        termux.start_sshd()
+    taken_over_while_away(path, termux, "linux")
     stale = running_bot(linux)["pid"]
     assert epoch_of(linux)["epoch"] > epoch_of(termux)["epoch"]
     garble(linux)
@@ -449,11 +456,7 @@ def test_the_decision_table_on_garbled_epochs_row_by_row(lab):
     assert "linux: fenced: epoch %d belongs to termux" % epoch_of(termux)["epoch"] in out.stderr, out.stderr
     assert stale not in bots(linux) and bots(termux) == [two]
     # garbled on both, both running: nothing is stopped, and the task says the epochs are unknown
-    termux.stop_sshd()
-    try:
-        assert invoke(path, "failover", "--to", "linux", "--takeover", "--settle", "1").returncode == 0
-    finally:
-        termux.start_sshd()
+    taken_over_while_away(path, termux, "linux")
     three = running_bot(linux)["pid"]
     garble(linux)
     garble(termux)
@@ -472,11 +475,7 @@ def test_one_restart_all_after_a_partition_stands_the_stale_host_down_and_restar
     linux, termux = lab.hosts["linux"], lab.hosts["termux"]
     assert invoke(path, "restart", "--host", "linux").returncode == 0
     stale = running_bot(linux)["pid"]
-    linux.stop_sshd()
-    try:
-        assert invoke(path, "failover", "--to", "termux", "--takeover", "--settle", "1").returncode == 0
-    finally:
-        linux.start_sshd()
+    taken_over_while_away(path, linux, "termux")
     assert bots(linux) == [stale] and len(bots(termux)) == 1
     out = invoke(path, "restart", "--all")
     assert out.returncode == 0, out.stdout + out.stderr
