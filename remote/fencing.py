@@ -115,7 +115,7 @@ def decide(answers: Dict[str, Dict[str, Any]], known: Dict[str, Record],
                                   % (name, top["epoch"])))
         elif epochs.beats(top, own, name) and _concerned(heard[name], own):
             steps.append(Step(name, "fence", top, "%s: fenced: %s" % (name, epochs.moved(top))))
-    return steps + _releases(heard, best, steps) + _unfinished(heard, best), best
+    return steps + _releases(heard, best, steps, known, names) + _unfinished(heard, best), best
 
 
 def held(doc: Dict[str, Any]) -> bool:
@@ -130,14 +130,18 @@ def held(doc: Dict[str, Any]) -> bool:
     return isinstance(hold, (int, float)) and not isinstance(hold, bool) and hold > 0
 
 
-def _releases(heard: Dict[str, Dict[str, Any]], best: Dict[str, Record], taken: List[Step]) -> List[Step]:
+def _releases(heard: Dict[str, Dict[str, Any]], best: Dict[str, Record], taken: List[Step],
+              known: Dict[str, Record], names: Optional[Iterable[str]]) -> List[Step]:
     """Hosts whose bot boot_wait holds, and that no other step reaches: their epoch is checked now
-    (`ctl epoch` marks it), so the bot starts without waiting out boot_wait."""
+    (`ctl epoch` marks it), so the bot starts without waiting out boot_wait. Only when the check
+    means something: this machine remembers the bot's epoch, or every host of the inventory answered
+    (a stale phone whose link comes back before the real holder's is not let go on its own word)."""
     reached = {step.host for step in taken}
+    everyone = names is None or set(names) <= set(heard)
     found = []
     for name in sorted(heard, key=str.encode):
         doc = heard[name]
-        if name in reached or not held(doc):
+        if name in reached or not held(doc) or not (everyone or bot_of(doc) in known):
             continue
         found.append(Step(name, "release", None, "%s: epoch checked: its bot, held by boot_wait, may start" % name))
     return found
@@ -209,6 +213,10 @@ def learn(inventory: Inventory, docs: List[Dict[str, Any]]) -> None:
 
 def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
     """One step on its host; the line the operator sees. ``step.done`` once the host confirmed it."""
+    if step.kind == "release":  # a check only: nothing of its record changes (a held bot: a release of ours)
+        answer = on_host(host, lambda runner, target: ctlcalls.epoch(runner, target, None, timeout=timeout))
+        step.done = bool(answer.get("ok"))
+        return step.line if step.done else "%s: epoch NOT checked (%s)" % (host.name, answer.get("error"))
     speaks = wire.speaks(doc) or (1, 1)
     knows = isinstance(doc.get("bot"), dict) and "epoch" in doc["bot"]  # a watch's status has no protocols
     if speaks[1] < EPOCH_PROTOCOL and not knows:  # a release from before epochs: its bot stopped by its role
@@ -221,9 +229,6 @@ def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
         step.done = True
         return step.line + " (an older release: role standby; deploy it to record the epoch)"
     answer = on_host(host, lambda runner, target: ctlcalls.epoch(runner, target, step.record, timeout=timeout))
-    if step.kind == "release":  # a check only: nothing of its record changes
-        step.done = bool(answer.get("ok"))
-        return step.line if step.done else "%s: epoch NOT checked (%s)" % (host.name, answer.get("error"))
     if not answer.get("ok"):
         return "%s: NOT fenced (%s): stop its bot by hand" % (host.name, answer.get("error"))
     kept = answer.get("epoch") if isinstance(answer.get("epoch"), dict) else {}
@@ -239,13 +244,13 @@ def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
 
 
 def on_contact(inventory: Inventory, answers: Dict[str, Dict[str, Any]], act: bool = True, timeout: float = 20.0,
-               say: Callable[[str], None] = lambda line: None,
-               spare: Tuple[str, ...] = ()) -> Tuple[List[Step], Dict[str, Record]]:
+               say: Callable[[str], None] = lambda line: None, spare: Tuple[str, ...] = (),
+               keep: Callable[[Step], bool] = lambda step: True) -> Tuple[List[Step], Dict[str, Record]]:
     """Fence what ``answers`` show stale (``act``), or only say what would be (a read-only task).
     The steps taken (or that would be), each line to ``say``, and the highest record per bot id.
     ``spare``: hosts not to fence (a --takeover task's targets: they start the bot with a higher epoch)."""
     steps, best = decide(answers, remembered(inventory), inventory.hosts)
-    steps = [s for s in steps if not (s.kind == "fence" and s.host in spare)]  # --takeover: they take the bot
+    steps = [s for s in steps if not (s.kind == "fence" and s.host in spare) and keep(s)]  # --takeover: theirs
     if act:
         remember(inventory, best)
     for step in steps:

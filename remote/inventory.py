@@ -109,7 +109,8 @@ SETTINGS: Dict[str, tuple] = {
     "bot_token_env": ((str, type(None)), None, _matches(_ENV_NAME, "variable name")),
     "standby": ((bool,), False, None),
     "watchdog_sec": (_Units(parse_duration, allow_off=True), 0, None),  # 0 or off: no watchdog
-    "boot_wait": (_Units(parse_duration, allow_off=True), 0, None),  # 0 or off: the bot starts at boot at once
+    "boot_wait": (_Units(parse_duration, allow_off=True), 0,  # 0 or off: the bot starts at boot at once
+                  lambda v: None if v <= 3600 else "%s s is over 1h: a bot held that long at boot is a bot down" % v),
     "bot_starts_per_day": ((int,), 50, lambda v: None if 1 <= v <= 1000 else
                            "%s is outside 1-1000 (Discord resets a token after 1000 logins a day)" % v),
     "shard_count": ((int,), 1, _positive),

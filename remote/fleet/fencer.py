@@ -23,6 +23,7 @@ log = logging.getLogger("sulfur.fleet")
 KEPT_LINES = 5
 PASS_SPACING = 1.0  # s between two passes at least
 RETRY = 3.0  # s: a step that could not be taken (the host not reachable again yet) is tried again this soon
+TRIES = 5  # a step that failed this many times waits for its host's next status (a host that always refuses)
 
 
 def reachable_statuses(hosts: List[Any], links: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -39,8 +40,10 @@ class Fencer:
     """Fencing from the page's links; ``statuses()`` gives each reachable host's latest status."""
 
     def __init__(self, inventory: Inventory, statuses: Callable[[], Dict[str, Dict[str, Any]]],
-                 told: Callable[[], None]) -> None:
+                 told: Callable[[], None], moving: Optional[threading.Lock] = None) -> None:
         self.inventory, self.statuses, self.told = inventory, statuses, told
+        self.moving = moving  # held while the page moves the bot: no pass meanwhile (it would race the move)
+        self._tries: Dict[tuple, int] = {}  # (host, kind, epoch) -> failed tries, until its host's status changes
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lines: Deque[str] = collections.deque(maxlen=KEPT_LINES)
@@ -54,8 +57,10 @@ class Fencer:
         self._stop.set()
         self._wake.set()
 
-    def poke(self) -> None:
-        """A host's status changed: a pass soon."""
+    def poke(self, host: Optional[str] = None) -> None:
+        """A host's status changed: a pass soon, its failed steps tried afresh."""
+        if host is not None:
+            self._tries = {key: n for key, n in self._tries.items() if key[0] != host}
         self._wake.set()
 
     def recent(self) -> List[str]:
@@ -80,14 +85,26 @@ class Fencer:
     def once(self) -> Optional[List[str]]:
         """One pass over the statuses there are now; the lines of what it did, or None when a step
         could not be taken (its host not reachable yet: the link may not know it is cut off)."""
+        if self.moving is not None and self.moving.locked():
+            return None  # the page's failover is under way: after it
         said: List[str] = []
         answers = {name: dict(status, ok=True) for name, status in self.statuses().items()}
-        steps, _ = fencing.on_contact(self.inventory, answers, act=True, say=said.append)
+        steps, _ = fencing.on_contact(self.inventory, answers, act=True, say=said.append, keep=self._worth)
         taken = [line for line, step in zip(said, steps) if step.kind != "note" and step.done]
         if taken:
             stamp = time.strftime("%H:%M:%S")
             self._lines.extend("%s by this page: %s" % (stamp, line) for line in taken)
             self.told()
-        if any(step.kind != "note" and not step.done for step in steps):
-            return None
-        return taken
+        failed = [step for step in steps if step.kind != "note" and not step.done]
+        for step in failed:
+            key = self._key(step)
+            self._tries[key] = self._tries.get(key, 0) + 1
+        return None if failed else taken
+
+    @staticmethod
+    def _key(step: Any) -> tuple:
+        return step.host, step.kind, (step.record or {}).get("epoch")
+
+    def _worth(self, step: Any) -> bool:
+        """A step not yet tried TRIES times in vain since its host's last status."""
+        return self._tries.get(self._key(step), 0) < TRIES

@@ -97,10 +97,10 @@ class Fleet:
         self._lock = threading.Lock()  # the token
         self.links: Dict[str, Link] = {}  # made by start(): every other part reads them through self.links
         self.tunnels = Tunnels([h.name for h in self.hosts], lambda name: self.links[name])
-        self.fencer = Fencer(inventory, lambda: reachable_statuses(self.hosts, self.links),
-                             lambda: [self._changed(h.name, "state") for h in self.hosts])
-        self.pages = Pages(self.socketio, self.authorized, lambda: self.links)
         self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
+        self.fencer = Fencer(inventory, lambda: reachable_statuses(self.hosts, self.links),
+                             lambda: [self._changed(h.name, "banner") for h in self.hosts], self._moving)
+        self.pages = Pages(self.socketio, self.authorized, lambda: self.links)
         self._sends = threading.Lock()
         self._sent: Dict[str, float] = {}  # host -> when its last event went (monotonic)
         self._pending: Dict[str, set] = {}  # host -> the kinds of change waiting for its next event
@@ -129,7 +129,7 @@ class Fleet:
         if host not in self.links:  # a link that speaks before start() has them all
             return
         if kind in ("status", "state"):
-            self.fencer.poke()
+            self.fencer.poke(host)
         with self._sends:
             if host in self._pending:
                 self._pending[host].add(kind)

@@ -300,4 +300,4 @@ class Keeper:
         return {"bot_id": unit_.get("bot_id"), "shard_count": unit_.get("shard_count"),
                 "shards": unit_.get("shards"), "role": self.role(), "status": self.live.status,
                 "ready": self.live.ready, "watchdog_sec": self.live.watchdog_sec, "budget": self.budget.describe(),
-                "boot_hold": self.hold.remaining()}
+                "boot_hold": self.hold.remaining() if not running and self.role() == "active" else None}

@@ -16,6 +16,7 @@ import time
 from remote.host.common.files import create_private
 
 FIELDS = ("epoch", "bot_id", "active_host", "since", "by")
+MAX_BOOT_WAIT = 3600  # s: boot_wait longer than an hour is a bot down, not a bot held
 MAX_EPOCH = 2 ** 31  # a counter of moves: a hostile answer cannot push it where +1 stops being exact
 
 
@@ -148,23 +149,28 @@ def read_boot_wait(paths):
             seconds = json.load(handle).get("seconds")
     except (OSError, ValueError, AttributeError):
         return 0.0
-    return float(seconds) if isinstance(seconds, (int, float)) and 0 < seconds < 86400 else 0.0
+    return float(seconds) if isinstance(seconds, (int, float)) and 0 < seconds <= MAX_BOOT_WAIT else 0.0
 
 
 def _read_text(path):
     try:
         with open(path) as handle:
-            return handle.read().strip()
-    except OSError:
+            return handle.read(200).strip()
+    except (OSError, ValueError):  # missing, or not text (a torn write): as if missing
         return None
+
+
+def _write_text(path, text):
+    tmp = "%s.%d-%s.tmp" % (path, os.getpid(), os.urandom(4).hex())  # pids repeat across boots
+    with create_private(tmp) as handle:
+        handle.write(text + "\n")
+    os.replace(tmp, path)
 
 
 def mark_checked(paths, boot):
     """ctl epoch ran in this boot: a bot held by boot_wait may start (or stays stood down)."""
     if boot:
-        with create_private("%s.%d.tmp" % (paths.epoch_checked, os.getpid())) as handle:
-            handle.write(boot + "\n")
-        os.replace("%s.%d.tmp" % (paths.epoch_checked, os.getpid()), paths.epoch_checked)
+        _write_text(paths.epoch_checked, boot)
 
 
 class BootHold:
@@ -177,17 +183,17 @@ class BootHold:
         self.paths, self.boot, self.clock = paths, boot, clock
         wait, seen = read_boot_wait(paths), _read_text(paths.boot_seen)
         self.until = clock() + wait if wait > 0 and boot and seen != boot else None
-        if boot and seen != boot:
-            with create_private("%s.%d.tmp" % (paths.boot_seen, os.getpid())) as handle:
-                handle.write(boot + "\n")
-            os.replace("%s.%d.tmp" % (paths.boot_seen, os.getpid()), paths.boot_seen)
+        if self.until is None and boot and seen != boot:
+            _write_text(paths.boot_seen, boot)  # no hold: this boot is seen
 
     def remaining(self):
-        """Seconds the bot is still held, or None: not held (any more)."""
+        """Seconds the bot is still held, or None: not held (any more). The boot counts as seen only
+        when the hold ends, so a supervisor that dies while holding leaves the next one holding too."""
         if self.until is None:
             return None
         if self.clock() >= self.until or _read_text(self.paths.epoch_checked) == self.boot:
             self.until = None
+            _write_text(self.paths.boot_seen, self.boot)
             return None
         return self.until - self.clock()
 

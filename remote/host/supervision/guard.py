@@ -112,7 +112,11 @@ def take_epoch(paths, config, bot_id, guard):
         if own.get("missing"):
             epochs.write(paths.bot_epoch, dict(record, epoch=1))
     elif known["active_host"] != me and guard.get("takeover"):
-        epochs.write(paths.bot_epoch, dict(record, epoch=max(known["epoch"], own["epoch"]) + 1))
+        taken = dict(record, epoch=max(known["epoch"], own["epoch"]) + 1)
+        if not epochs.valid(taken):
+            raise Failure("bot %s: the highest epoch known is out of range (%d): refused; check the hosts' "
+                          "run/bot-epoch.json" % (bot_id, known["epoch"]))
+        epochs.write(paths.bot_epoch, taken)
     elif known["active_host"] != me:  # started here, it would be fenced at the next contact
         raise Failure("bot %s: %s, not to this host: refused before anything changed; move it here with invoke "
                       "failover --to %s" % (bot_id, epochs.moved(known), me or "HOST"))

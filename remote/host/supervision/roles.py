@@ -66,17 +66,19 @@ def settle(app_dir, settings, record, expect=None, timeout=20.0):
         if expect is not None and own["epoch"] != expect:
             where = epochs.moved(own) if own.get("active_host") else "epoch %d here" % own["epoch"]
             raise Failure("refused: the bot was moved meanwhile: %s; nothing was changed" % where)
-        epochs.mark_checked(paths, bot.boot_id())  # a bot held by boot_wait: checked, it may start (or not)
         if record["active_host"] == me:
             if own["epoch"] > record["epoch"]:
                 raise Failure("refused: this host knows a later epoch: %s; nothing was changed" % epochs.moved(own))
             epochs.write(paths.bot_epoch, record)
+            epochs.mark_checked(paths, bot.boot_id())  # a bot held by boot_wait may start now
             return {"ok": True, "fenced": False, "epoch": record}
         if not epochs.beats(record, own, me):
+            epochs.mark_checked(paths, bot.boot_id())
             return {"ok": True, "fenced": False, "epoch": own}
         epochs.write(paths.bot_epoch, record)  # first: a host that dies now comes back knowing it lost the bot
         was = bot.read_role(paths.bot_role, bool(config.get("standby")))
         bot.write_role(paths.bot_role, "standby")
+        epochs.mark_checked(paths, bot.boot_id())  # only now: a held bot sees the standby role, never a start
         stopped = stop_bot(paths, config, timeout, grace=FENCE_GRACE) if config.get("bot_command") else {}
         if was == "active" or stopped.get("stopped_pid"):
             epochs.log(paths, "fenced: %s%s" % (epochs.moved(record), "; bot pid %d stopped" % stopped["stopped_pid"]
