@@ -97,15 +97,6 @@ def _guarded(inventory, targets, takeover, env_file=None, act=True):
     return guard
 
 
-def _fence_report(inventory, targets):
-    """A read-only task's look at fencing: asked in parallel with the task's own work (the guard's
-    threads start now), said on stderr when the returned function is called; it changes nothing."""
-    if not any(h.bot_command for h in inventory.hosts.values()):
-        return lambda: None
-    guard = Guard(inventory, targets, with_targets=True)
-    return lambda: actions.fence(inventory, guard, act=False, say=_note)
-
-
 def _note(line):
     """A line about another matter than the task's own output (fencing): stderr, escaped (a host's words)."""
     print(render.escape(line), file=sys.stderr, flush=True)
@@ -198,7 +189,7 @@ def _ask(question):
 def port_status(c, host=None, all=False, port=None, json=False, parallel=DEFAULT_PARALLEL):
     """Who holds the dashboard port on each host, via whichever tool that host has."""
     inventory, targets = _select(host, all, dev=True)
-    report = _fence_report(inventory, targets)
+    report = actions.contact(inventory, targets, _note, act=False)
     docs = on_hosts(targets, functools.partial(agentcalls.port_status, port=port and int(port)), parallel)
     report()
     _finish(docs, render.port_table(docs), json)
@@ -210,7 +201,7 @@ def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=F
               parallel=DEFAULT_PARALLEL):
     """Free the dashboard port: stop our stale dashboard; foreign holders only with --force."""
     inventory, targets = _select(host, all, dev=True)
-    actions.contact(inventory, targets, _note)
+    actions.contact(inventory, targets, _note)()
     operation = functools.partial(agentcalls.free_port, port=port and int(port), force=force, grace=float(grace))
     docs = on_hosts(targets, operation, parallel)
     _finish(docs, render.free_table(docs), json)
@@ -221,7 +212,7 @@ def free_port(c, host=None, all=False, port=None, force=False, grace=3.0, json=F
 def doctor(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """Check each host: reachable, auth, platform, python, working port tools, app_dir, disk, bot epoch."""
     inventory, targets = _select(host, all)
-    report = _fence_report(inventory, targets)
+    report = actions.contact(inventory, targets, _note, act=False)
     docs = on_hosts(targets, agentcalls.doctor, parallel)
     report()
     _finish(docs, render.doctor_report(docs), json)
@@ -267,7 +258,7 @@ def start(c, host=None, all=False, service="all", force=False, timeout=20.0, jso
 def stop(c, host=None, all=False, service="all", timeout=20.0, json=False, parallel=DEFAULT_PARALLEL):
     """Stop a service, or the whole stack (the port is released)."""
     inventory, targets = _select(host, all, dev=True)
-    actions.contact(inventory, targets, _note)
+    actions.contact(inventory, targets, _note)()
     docs = on_hosts(targets, functools.partial(ctlcalls.stop, service=service, timeout=float(timeout)), parallel)
     _finish(docs, render.restart_lines(docs), json)
 
@@ -381,7 +372,7 @@ def fleet(c, port=5050, no_browser=False):
 @_one_line_error
 def autostart(c, host=None, all=False, remove=False, json=False, parallel=DEFAULT_PARALLEL):
     """Start the stack at boot: a systemd user unit (Linux) or a Termux:Boot script (Termux)."""
-    actions.contact(*_select(host, all), _note)
+    actions.contact(*_select(host, all), _note)()
     _stack(host, all, parallel, functools.partial(ctlcalls.autostart, remove=remove), json, render.autostart_lines)
 
 
@@ -390,7 +381,7 @@ def autostart(c, host=None, all=False, remove=False, json=False, parallel=DEFAUL
 def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """The releases on each host: stamp, commit, who deployed it, which is current."""
     inventory, targets = _select(host, all or not host)
-    report = _fence_report(inventory, targets)
+    report = actions.contact(inventory, targets, _note, act=False)
     docs = on_hosts(targets, ctlcalls.releases, parallel)
     report()
     _finish(docs, render.releases_table(docs), json)
@@ -406,7 +397,7 @@ def logs(c, host=None, service="dashboard", lines=50, follow=False, raw=False, t
     inventory, targets = _select(host, False, dev=True)
     if follow and len(targets) > 1:
         raise UsageError("--follow takes one host")
-    _fence_report(inventory, targets)()  # on stderr, before the log: a follow never ends by itself
+    actions.contact(inventory, targets, _note, act=False)()  # on stderr, before the log: a follow never ends by itself
     failed = False
     for target in targets:
         if len(targets) > 1:

@@ -16,11 +16,10 @@ from typing import Any, Dict, Optional, Tuple, cast
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
-from remote.host.common import history, names
+from remote.host.common import epochs, history, names
 from remote.host.common.files import Layout, read_json
 from remote.host.common.logtail import LogFollower, last_lines
-from remote.host.supervision import epochs
-from remote.host.supervision.bot import read_role
+from remote.host.supervision.bot import recorded_role
 
 from . import hostinfo
 from .security import (
@@ -61,9 +60,8 @@ def read_services(app_dir: str) -> Dict[str, Any]:
 def bot_epoch(app_dir: str) -> str:
     """This host's role and epoch, as status and the fleet page word them (fencing)."""
     paths = Layout(app_dir)
-    role = read_role(paths.bot_role) if os.path.exists(paths.bot_role) else None
     me = read_json(paths.config).get("name")  # the supervisor's settings: its inventory name
-    return epochs.text(epochs.read(paths.bot_epoch), role, me)
+    return epochs.text(epochs.read(paths.bot_epoch), recorded_role(paths), me)
 
 
 def human_duration(seconds: Optional[float]) -> str:

@@ -41,10 +41,15 @@ def fence(inventory: Inventory, guard: Guard, act: bool = True, say: Callable[[s
             guard.stood_down(step.host)
 
 
-def contact(inventory: Inventory, targets: List[Host], say: Callable[[str], None]) -> None:
-    """A state-changing task that starts no bot (stop, free-port, autostart) fences all the same."""
-    if any(h.bot_command for h in inventory.hosts.values()):
-        fence(inventory, Guard(inventory, targets, with_targets=True), say=say)
+def contact(inventory: Inventory, targets: List[Host], say: Callable[[str], None],
+            act: bool = True) -> Callable[[], None]:
+    """Fencing for a task that starts no bot: a state-changing one (stop, free-port, autostart)
+    fences all the same, a read-only one only says what would be (``act`` False). The hosts are
+    asked now, in parallel with the task's own work; the returned function fences (or says)."""
+    if not any(h.bot_command for h in inventory.hosts.values()):
+        return lambda: None
+    guard = Guard(inventory, targets, with_targets=True)
+    return lambda: fence(inventory, guard, act, say=say)
 
 
 def refuse_standby(guard: Guard, target: Host, service: str) -> None:

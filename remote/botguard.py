@@ -57,7 +57,7 @@ def answered(doc: Dict[str, Any]) -> bool:
     return bool(doc.get("ok")) or doc.get("kind") == "no_release"
 
 
-def _well_formed(unit: Any) -> bool:
+def well_formed(unit: Any) -> bool:
     """A unit the overlap check can read: a bot id, a shard count, a short list of shard numbers."""
     if not isinstance(unit, dict):
         return False
@@ -72,7 +72,7 @@ def running_units(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     read it beside the other hosts' (a 400-digit started_at must not stop them)."""
     info = doc.get("bot") if isinstance(doc, dict) else None
     unit = info.get("running") if isinstance(info, dict) else None
-    if not unit or not _well_formed(unit):
+    if not unit or not well_formed(unit):
         return []
     started, now = unit.get("started_at"), doc.get("now")
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
-from remote.host.common import wire
-from remote.host.supervision import bot, epochs
+from remote.host.common import epochs
+from remote.host.supervision import bot
 
 from . import ctlcalls, fencing
 from .botguard import Guard, running_units, would_run
@@ -44,7 +44,8 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         return item
 
     guard = Guard(inventory, [target], takeover, with_targets=True)
-    mine = guard.answers()[target.name]
+    answers = guard.answers()
+    mine = answers[target.name]
     if not mine.get("ok"):
         step(target.name, "cannot be reached: %s" % mine.get("error"), False)
         return steps
@@ -53,7 +54,6 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         reason = "no bot_command in the inventory" if not target.bot_command else "no bot token in its shared/.env"
         step(target.name, "cannot run the bot: %s" % reason, False)
         return steps
-    answers = guard.answers()
     key = epochs.unit_key(unit["bot_id"], unit["shard_count"], unit["shards"])
     best = fencing.highest(answers, fencing.remembered(inventory), inventory.hosts).get(key)
     current = best["epoch"] if best else 0
@@ -117,15 +117,11 @@ def _fence_rest(inventory: Inventory, answers: Dict[str, Dict[str, Any]], timeou
     return list(zip(lines, steps))
 
 
-def _speaks_epochs(doc: Dict[str, Any]) -> bool:
-    return (wire.speaks(doc) or (1, 1))[1] >= fencing.EPOCH_PROTOCOL
-
-
 def _leave(source: Host, seen: Dict[str, Any], moving: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """The compare-and-set on the host the bot leaves: the new epoch is written there under its lock
     only if its epoch is still the one read, then its bot is stopped and confirmed gone. A second
     failover racing this one finds the new epoch and is refused. A release from before epochs: its role."""
-    if not _speaks_epochs(seen):
+    if not fencing.speaks_epochs(seen):
         return _on(source, ctlcalls.role, "standby", timeout=timeout)
     return _on(source, ctlcalls.epoch, moving, expect=fencing.record_in(seen)["epoch"], timeout=timeout)
 
@@ -133,7 +129,7 @@ def _leave(source: Host, seen: Dict[str, Any], moving: Dict[str, Any], timeout: 
 def _arrive(target: Host, seen: Dict[str, Any], record: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """The target keeps the new epoch, a compare-and-set too (its epoch still the one read): a
     failover to it racing one away from it cannot both win."""
-    if not _speaks_epochs(seen):
+    if not fencing.speaks_epochs(seen):
         return {"ok": True}
     return _on(target, ctlcalls.epoch, record, expect=fencing.record_in(seen)["epoch"], timeout=timeout)
 
@@ -150,11 +146,11 @@ def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict
     back_to = stopped[0].name if stopped else before
     undo_record = fencing.new_record(moving["epoch"] + 1, bot_id, back_to) if back_to else None
     seen = answers.get(target.name) or {}
-    if undo_record and _speaks_epochs(seen):
+    if undo_record and fencing.speaks_epochs(seen):
         undo = _on(target, ctlcalls.epoch, undo_record, timeout=timeout)
         kept = undo.get("epoch") if isinstance(undo.get("epoch"), dict) else {}
         if undo.get("ok") and kept.get("epoch") != undo_record["epoch"]:  # it knows a later epoch: not ours to undo
-            undo = {"ok": False, "error": "it knows a later epoch (%s)" % fencing.epochs.moved(kept)
+            undo = {"ok": False, "error": "it knows a later epoch (%s)" % epochs.moved(kept)
                     if epochs.valid(kept) else "it keeps another epoch"}
         elif undo.get("ok"):
             fencing.remember(inventory, {bot_id: undo_record})
@@ -166,7 +162,7 @@ def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict
                                                  or "the other hosts"), False)
         return
     for source in stopped[:1]:  # the bot goes back to one host: the first it left
-        if undo_record and _speaks_epochs(answers.get(source.name) or {}):
+        if undo_record and fencing.speaks_epochs(answers.get(source.name) or {}):
             kept = _on(source, ctlcalls.epoch, undo_record, timeout=timeout)
             if not kept.get("ok"):
                 step(source.name, "could not take the bot back: %s" % kept.get("error"), False)

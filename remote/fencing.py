@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from remote.host.common import wire
+from remote.host.common import epochs, wire
+from remote.host.common.epochs import in_answer as record_in
 from remote.host.common.files import read_json, write_json
-from remote.host.supervision import epochs
-from remote.host.supervision.epochs import in_answer as record_in
 
 from . import ctlcalls
-from .botguard import cache_path, running_units
+from .botguard import cache_path, running_units, well_formed
 from .fanout import on_host
 from .inventory import Host, Inventory
 from .release import operator
@@ -54,10 +53,8 @@ def bot_of(doc: Dict[str, Any]) -> Optional[str]:
         return None
     services = doc.get("services") if isinstance(doc.get("services"), dict) else {}
     svc = services.get("bot") if isinstance(services.get("bot"), dict) else {}
-    count, shards = svc.get("shard_count"), svc.get("shards")
-    if type(count) is int and isinstance(shards, list) and len(shards) <= 1024 and all(type(s) is int for s in shards):
-        return epochs.unit_key(ident, count, shards)
-    return ident
+    unit = {"bot_id": ident, "shard_count": svc.get("shard_count"), "shards": svc.get("shards")}
+    return epochs.unit_key(ident, unit["shard_count"], unit["shards"]) if well_formed(unit) else ident
 
 
 def _wins(one: Record, other: Record) -> bool:
@@ -211,15 +208,20 @@ def learn(inventory: Inventory, docs: List[Dict[str, Any]]) -> None:
         remember(inventory, found)
 
 
+def speaks_epochs(doc: Dict[str, Any]) -> bool:
+    """The host's release knows `ctl epoch`: its answer's protocols say so, or its status carries an
+    epoch (a watch's status has no protocols of its own)."""
+    knows = isinstance(doc.get("bot"), dict) and "epoch" in doc["bot"]
+    return knows or (wire.speaks(doc) or (1, 1))[1] >= EPOCH_PROTOCOL
+
+
 def _take(host: Host, step: Step, doc: Dict[str, Any], timeout: float) -> str:
     """One step on its host; the line the operator sees. ``step.done`` once the host confirmed it."""
     if step.kind == "release":  # a check only: nothing of its record changes (a held bot: a release of ours)
         answer = on_host(host, lambda runner, target: ctlcalls.epoch(runner, target, None, timeout=timeout))
         step.done = bool(answer.get("ok"))
         return step.line if step.done else "%s: epoch NOT checked (%s)" % (host.name, answer.get("error"))
-    speaks = wire.speaks(doc) or (1, 1)
-    knows = isinstance(doc.get("bot"), dict) and "epoch" in doc["bot"]  # a watch's status has no protocols
-    if speaks[1] < EPOCH_PROTOCOL and not knows:  # a release from before epochs: its bot stopped by its role
+    if not speaks_epochs(doc):  # a release from before epochs: its bot stopped by its role
         if step.kind != "fence":  # (no boot_wait there either: nothing to release)
             return "%s: epoch %d not recorded (its release is older: invoke deploy --host %s)" % (
                 host.name, step.record["epoch"], host.name)

@@ -16,7 +16,7 @@ import re
 import time
 from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
-from remote.host.supervision import epochs
+from remote.host.common import epochs
 
 #: what a host's text must not bring to a terminal as it is: C0 and C1 controls and DEL (escape
 #: sequences start with one), the invisible marks that reorder or hide text (bidi overrides and
@@ -283,26 +283,19 @@ def _bot_detail(svc: Dict[str, Any]) -> str:
     return "; ".join(_short(p, 70) for p in parts if p)
 
 
-def _epoch_text(doc: Dict[str, Any]) -> str:
-    """A host's role and epoch as status and the pages show them: "role active, epoch 4", or on a
-    host the bot was moved away from, "role standby, fenced: epoch 5 belongs to phone since ..."."""
-    info = doc.get("bot") if isinstance(doc.get("bot"), dict) else {}
-    return epochs.text(epochs.in_answer(doc), info.get("role"), doc.get("host"))
-
-
 def status_table(docs: List[Dict[str, Any]]) -> str:
     rows, notes = [], []
     for d in docs:
         if not d.get("ok"):
             rows.append([d["host"], "-", "error", None, None, None, None, None, d.get("error")])
             continue
-        services = d.get("services") or {}
+        services, epoch = d.get("services") or {}, epochs.answer_text(d, d.get("host"))
         rows.append(_supervisor_row(d))
         for name, svc in services.items():
             bot = name == "bot"
             rows.append([d["host"], name, svc.get("state"), svc.get("pid"), _uptime(svc, d.get("now", 0)),
                          svc.get("restarts"), svc.get("last_exit"), svc.get("bot_id") if bot else None,
-                         "; ".join(filter(None, [_bot_detail(svc), _epoch_text(d)])) if bot else None])
+                         "; ".join(filter(None, [_bot_detail(svc), epoch])) if bot else None])
             if svc.get("state") == "failed" and svc.get("last_error"):
                 notes.append(_fmt("%s %s failed; last lines:", d["host"], name))
                 notes.extend(_fmt("    %s", line) for line in svc["last_error"])

@@ -10,8 +10,7 @@ import pytest
 from dashproc import ROOT, ctl_run
 
 from remote import fencing
-from remote.host.common import wire
-from remote.host.supervision import epochs
+from remote.host.common import epochs, wire
 
 BOT = "0123456789ab"
 

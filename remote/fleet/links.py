@@ -17,8 +17,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from remote import ctlcalls
-from remote.host.common import history
-from remote.host.supervision import epochs
+from remote.host.common import epochs, history
 from remote.inventory import Host
 
 from . import intake
@@ -193,8 +192,7 @@ class Link:
             self._update(reachable=True, error=None, since=None, kind="history", **known)
         elif kind == "status":
             status, wrong = intake.status(doc.get("status"))  # why it was refused stays until the next one
-            info = status.get("bot") if status and isinstance(status.get("bot"), dict) else {}
-            shown = epochs.text(epochs.in_answer(status), info.get("role"), self.host.name) if status else None
+            shown = epochs.answer_text(status, self.host.name) if status else None
             self._update(reachable=True, error=None, since=None, kind="status", status=status, status_error=wrong,
                          epoch_text=shown if self.host.bot_command else None)
         elif kind == "sample":

@@ -113,8 +113,8 @@ def dispatch(command, app_dir, opts, settings, stdin):
     if command in ("deploy", "rollback", "releases"):
         return _release(command, app_dir, opts, settings)
     if command == "autostart":
+        from remote.host.common import epochs
         from remote.host.releases import autostart
-        from remote.host.supervision import epochs
 
         epochs.write_boot_wait(Layout(app_dir), settings.get("boot_wait"))
         return autostart.autostart(app_dir, opts["remove"])

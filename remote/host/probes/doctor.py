@@ -10,6 +10,8 @@ import shutil
 import socket
 import sys
 
+from remote.host.common import epochs
+from remote.host.common.files import Layout
 from remote.host.common.system import (
     autostart_paths,
     detect_platform,
@@ -58,26 +60,16 @@ def doctor(port, app_dir):
 
 
 def epoch_report(app_dir):
-    """The bot's epoch record and boot_wait as this host keeps them (run/), read as files: the probe
-    imports nothing of the supervisor's. None without a record; {"garbled": True} for one that does not read."""
-    import json
-
-    try:
-        with open(os.path.join(app_dir, "run", "bot-epoch.json")) as handle:
-            doc = json.load(handle)
-    except FileNotFoundError:
+    """The bot's epoch record and boot_wait as this host keeps them (run/), read as fencing reads
+    them: None without a record; {"garbled": True} for one that does not read (it counts as 0)."""
+    paths = Layout(app_dir)
+    record = epochs.read(paths.bot_epoch)
+    if record.get("missing"):
         return None
-    except (OSError, ValueError):
+    if record.get("garbled"):
         return {"garbled": True}
-    if not isinstance(doc, dict) or type(doc.get("epoch")) is not int or not isinstance(doc.get("active_host"), str):
-        return {"garbled": True}
-    try:
-        with open(os.path.join(app_dir, "run", "boot-wait.json")) as handle:
-            wait = json.load(handle).get("seconds")
-    except (OSError, ValueError, AttributeError):
-        wait = None
-    return {"epoch": doc["epoch"], "active_host": doc["active_host"][:200],
-            "boot_wait": wait if isinstance(wait, (int, float)) and not isinstance(wait, bool) else None}
+    return {"epoch": record["epoch"], "active_host": record["active_host"],
+            "boot_wait": epochs.read_boot_wait(paths) or None}
 
 
 def space(path):

@@ -15,9 +15,9 @@ import hashlib
 import os
 import time
 
+from remote.host.common import epochs
 from remote.host.common.errors import BadRequest
 from remote.host.common.files import read_env_file, read_json, write_json
-from remote.host.supervision import epochs
 
 TOKEN_NAMES = ("DISCORD_TOKEN", "BOT_TOKEN", "TOKEN")
 WINDOW = 24 * 3600.0
@@ -92,6 +92,11 @@ def read_role(path, default_standby=False):
     except OSError:
         role = ""
     return role if role in ROLES else ("standby" if default_standby else "active")
+
+
+def recorded_role(paths):
+    """run/bot-role as failover wrote it, or None (the inventory's standby setting decides)."""
+    return read_role(paths.bot_role) if os.path.exists(paths.bot_role) else None
 
 
 def write_role(path, role):

@@ -9,10 +9,11 @@ changes. The token never leaves the host: only its bot id travels.
 import os
 import time
 
+from remote.host.common import epochs
 from remote.host.common.errors import Failure
 from remote.host.common.files import read_env_file, read_json
 from remote.host.common.system import read_pid
-from remote.host.supervision import bot, epochs, orphans
+from remote.host.supervision import bot, orphans
 
 #: states in which a host counts as running its bot: it is up, or about to be again by itself
 RUNNING = ("running", "starting", "backoff", "stopping", "orphaned")
@@ -104,11 +105,11 @@ def take_epoch(paths, config, bot_id, guard):
     me = config.get("name") or ""
     own = epochs.read(paths.bot_epoch)
     known = (guard.get("epochs") or {}).get(bot_id)
+    known = known if epochs.valid(known) else None
     record = {"bot_id": bot_id, "active_host": me, "since": time.time(), "by": guard.get("by")}
-    if (not isinstance(known, dict) or not epochs.valid(known)) and own.get("active_host") == me \
-            and own.get("bot_id") not in (None, bot_id):  # a new token here: its epoch carried over to the new id
-        epochs.write(paths.bot_epoch, dict(own, bot_id=bot_id))
-    elif not isinstance(known, dict) or not epochs.valid(known):
+    if known is None and own.get("active_host") == me and own.get("bot_id") not in (None, bot_id):
+        epochs.write(paths.bot_epoch, dict(own, bot_id=bot_id))  # a new token here: its epoch carried over
+    elif known is None:
         if own.get("missing"):
             epochs.write(paths.bot_epoch, dict(record, epoch=1))
     elif known["active_host"] != me and guard.get("takeover"):
@@ -120,5 +121,5 @@ def take_epoch(paths, config, bot_id, guard):
     elif known["active_host"] != me:  # started here, it would be fenced at the next contact
         raise Failure("bot %s: %s, not to this host: refused before anything changed; move it here with invoke "
                       "failover --to %s" % (bot_id, epochs.moved(known), me or "HOST"))
-    elif known["active_host"] == me and own["epoch"] < known["epoch"]:
+    elif own["epoch"] < known["epoch"]:  # it names this host, whose own record is behind
         epochs.write(paths.bot_epoch, known)

@@ -1,6 +1,6 @@
 """`ctl role` and `ctl epoch`: this host's half of `invoke failover` and of fencing. The role is
 recorded in run/bot-role, which every start of the bot honours (a restart, the page's button, a
-rollback, autostart at boot); the epoch in run/bot-epoch.json (epochs.py).
+rollback, autostart at boot); the epoch in run/bot-epoch.json (common/epochs.py).
 
 - standby: record it, stop the bot (orphaned one included) and confirm it is gone;
 - active: check the other hosts (guard.check), record it, start the bot (the stack too if it is not
@@ -10,10 +10,11 @@ rollback, autostart at boot); the epoch in run/bot-epoch.json (epochs.py).
 
 import time
 
+from remote.host.common import epochs
 from remote.host.common.errors import BadRequest, Failure
 from remote.host.common.files import Layout, error_tail
 from remote.host.common.system import is_alive, read_pid, read_pidfile
-from remote.host.supervision import bot, epochs, guard, orphans
+from remote.host.supervision import bot, guard, orphans
 from remote.host.supervision.inbox import ask
 from remote.host.supervision.stack import operator_lock, restart_locked, stack_config, wait_bot_up
 

@@ -15,12 +15,13 @@ import sys
 import time
 
 from remote.host import CODE_DIR
+from remote.host.common import epochs
 from remote.host.common.contract import StackSettings
 from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, error_tail, read_env_file, read_json, write_json
 from remote.host.common.system import is_alive, read_pid, read_pidfile
 from remote.host.probes import holders
-from remote.host.supervision import bot, epochs, guard, orphans
+from remote.host.supervision import bot, guard, orphans
 from remote.host.supervision.inbox import ask
 from remote.host.supervision.loop import DEFAULTS, VERSION
 
@@ -320,7 +321,7 @@ def status(app_dir, token_env=None):
                 svc.update(state="stopped", pid=None)
     dotenv = read_env_file(guard.env_path(paths))  # read once: the bot's token and the dashboard's
     bot_state = {"env_bot_id": bot.bot_id(bot.token(dotenv, token_env)), "running": guard.running(paths),
-                 "role": _recorded_role(paths), "epoch": epochs.read(paths.bot_epoch)}
+                 "role": bot.recorded_role(paths), "epoch": epochs.read(paths.bot_epoch)}
     return {"ok": True, "supervisor": supervisor, "services": services, "bot": bot_state, "now": time.time(),
             "dashboard_token": bool(dotenv.get("DASHBOARD_TOKEN"))}  # set or not, never its value
 
@@ -330,11 +331,6 @@ def _mtime(path):
         return os.stat(path).st_mtime
     except OSError:
         return None
-
-
-def _recorded_role(paths):
-    """run/bot-role as failover wrote it, or None (the inventory's standby setting decides)."""
-    return bot.read_role(paths.bot_role) if os.path.exists(paths.bot_role) else None
 
 
 def dev(app_dir, settings, force=False, grace=3.0, checks=None):

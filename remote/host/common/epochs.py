@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from remote.host.common.files import create_private
+from remote.host.common.files import create_private, read_json, write_json
 
 FIELDS = ("epoch", "bot_id", "active_host", "since", "by")
 MAX_BOOT_WAIT = 3600  # s: boot_wait longer than an hour is a bot down, not a bot held
@@ -100,6 +100,12 @@ def text(record, role, me):
     return "role %s, %s%s" % (role, "fenced: " if role == "standby" else "STALE: ", moved(record))
 
 
+def answer_text(doc, me):
+    """``text`` of a host's status answer (untrusted: its record read as in_answer reads it)."""
+    info = doc.get("bot") if isinstance(doc.get("bot"), dict) else {}
+    return text(in_answer(doc), info.get("role"), me)
+
+
 def write(file, doc):
     """Atomic, private and on disk before the answer goes back (fsync of the file and its folder):
     a host that loses power just after a failover must not come back with the epoch before it."""
@@ -135,20 +141,12 @@ def moved(doc):
 # ------------------------------------------------------------------------------- boot_wait
 def write_boot_wait(paths, seconds):
     """run/boot-wait.json, which every supervisor reads when it starts (a change needs no new one)."""
-    if seconds is None or not os.path.isdir(paths.run):
-        return
-    tmp = "%s.%d.tmp" % (paths.boot_wait, os.getpid())
-    with create_private(tmp) as handle:
-        json.dump({"seconds": float(seconds)}, handle)
-    os.replace(tmp, paths.boot_wait)
+    if seconds is not None and os.path.isdir(paths.run):
+        write_json(paths.boot_wait, {"seconds": float(seconds)})
 
 
 def read_boot_wait(paths):
-    try:
-        with open(paths.boot_wait) as handle:
-            seconds = json.load(handle).get("seconds")
-    except (OSError, ValueError, AttributeError):
-        return 0.0
+    seconds = read_json(paths.boot_wait).get("seconds")
     return float(seconds) if isinstance(seconds, (int, float)) and 0 < seconds <= MAX_BOOT_WAIT else 0.0
 
 
