@@ -54,7 +54,9 @@ def stack_settings(host: Host) -> Dict[str, Any]:
             "wake_lock": host.wake_lock, "name": host.name, "standby": host.standby,
             "watchdog_sec": host.watchdog_sec, "boot_wait": host.boot_wait,
             "bot_starts_per_day": host.bot_starts_per_day,
-            "shard_count": host.shard_count, "shards": host.shards, "bot_token_env": host.bot_token_env}
+            "shard_count": host.shard_count, "shards": host.shards, "bot_token_env": host.bot_token_env,
+            "shared_paths": list(host.shared_paths), "backup_every": host.backup_every or None,
+            "backup_keep": host.backup_keep, "backup_max": host.backup_max}
 
 
 def ctl_request(host: Host, command: str, options: Optional[Dict[str, Any]] = None,

@@ -19,7 +19,7 @@ from remote.host import CODE_DIR
 
 from .errors import InventoryError
 from .inventory_yaml import brief, compose, construct, one_line
-from .units import UnitError, parse_duration
+from .units import UnitError, parse_duration, parse_size
 
 LOCAL = "local"
 
@@ -115,6 +115,14 @@ SETTINGS: Dict[str, tuple] = {
                            "%s is outside 1-1000 (Discord resets a token after 1000 logins a day)" % v),
     "shard_count": ((int,), 1, _positive),
     "shards": ((str, int, type(None)), None, None),
+    # the bot's data (remote/host/data): scheduled snapshots on the active host, their retention, replicas
+    "backup_every": (_Units(parse_duration, allow_off=True), 21600,  # 0 or off: no scheduled snapshots
+                     lambda v: None if v == 0 or v >= 30 else "%s s is under 30s: snapshots that often are a load, "
+                     "not a backup" % v),
+    "backup_keep": ((int,), 10, _positive),
+    "backup_max": (_Units(parse_size), 1 << 30, lambda v: None if v > 0 else "must be greater than 0"),
+    "replicate": ((bool,), False, None),
+    "replicate_max": (_Units(parse_size), 100 << 20, lambda v: None if v > 0 else "must be greater than 0"),
     # reaching hosts: another inventory host or user@host[:port] in between (a list: a chain)
     "jump": ((str, list, type(None)), None, None),
     "ssh_config": ((str, type(None)), None, lambda v: _plain_text(v, "an ssh_config file")),
@@ -162,6 +170,11 @@ class Host:
     bot_starts_per_day: int
     shard_count: int
     shards: Optional[str]
+    backup_every: float
+    backup_keep: int
+    backup_max: int
+    replicate: bool
+    replicate_max: int
     jump: Any
     ssh_config: Optional[str]
     hooks: Optional[Dict[str, Any]]

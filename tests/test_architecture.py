@@ -220,7 +220,7 @@ HOST = "remote.host"
 #: the host package's rooms, lowest first: a module may import its own room and the rooms before it,
 #: never one after (common knows nothing of supervision; supervision nothing of releases); the entry
 #: modules (ctl, supervisor, agent) sit on top and may import any room
-LAYERS = ("common", "probes", "supervision", "releases")
+LAYERS = ("common", "probes", "supervision", "data", "releases")
 ENTRIES = ("remote.host.ctl", "remote.host.supervisor", "remote.host.agent")
 
 

@@ -40,8 +40,18 @@ COMMANDS = {
     "role": dict(_CHECKS, role=(str, None), settle=(float, 5.0), timeout=(float, 20.0)),
     #: the bot's epoch as the operator knows it (roles.settle): kept, compared, or a reason to stand down
     "epoch": {"record": (dict, None), "expect": (int, None), "timeout": (float, 20.0)},
+    #: the bot's data (remote/host/data): a snapshot kept here or streamed on stdout, a restore from a
+    #: kept one or from stdin, the list of what is kept, one kept archive on stdout
+    "snapshot": {"reason": (str, "manual"), "stream": (bool, False)},
+    "restore": {"stamp": (str, None), "replica_of": (str, None), "stream": (bool, False), "force": (bool, False),
+                "reason": (str, "before-restore"), "lock_timeout": (float, 120.0), "by": (str, None)},
+    "backups": {},
+    "backup-read": {"stamp": (str, None), "replica_of": (str, None)},
 }
-SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch", "autostart")
+SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch", "autostart", "snapshot",
+                     "restore")
+#: commands whose stdout carries an archive's bytes: their answer goes to stderr's last line
+BINARY_OUT = ("snapshot", "backup-read")
 SERVICES = names.TARGETS
 
 
@@ -112,6 +122,8 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return roles.settle(app_dir, settings, opts["record"], opts["expect"], opts["timeout"])
     if command in ("deploy", "rollback", "releases"):
         return _release(command, app_dir, opts, settings)
+    if command in ("snapshot", "restore", "backups", "backup-read"):
+        return _data(command, app_dir, opts, settings, stdin)
     if command == "autostart":
         from remote.host.common import epochs
         from remote.host.releases import autostart
@@ -125,6 +137,39 @@ def dispatch(command, app_dir, opts, settings, stdin):
 
         return watch.watch(app_dir, opts["since"], stdin, opts["token_env"])
     return stack.dev(app_dir, settings, opts["force"], opts["grace"], opts["checks"])  # execs the supervisor
+
+
+def binary_stdout():
+    """The archive's way out: fd 1 for bytes only, and everything printed after (the answer, a hook's
+    words) to stderr, where the operator reads the answer as its last line."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    return out
+
+
+def _data(command, app_dir, opts, settings, stdin):
+    from remote.host.data import ops
+
+    if command == "backups":
+        return ops.listing(app_dir)
+    if command == "snapshot":
+        if not opts["stream"]:
+            return ops.take(app_dir, settings, opts["reason"])
+        with binary_stdout() as out:
+            return ops.take(app_dir, settings, opts["reason"], out=out)
+    if command == "backup-read":
+        path, doc = ops.archive(app_dir, opts["stamp"], opts["replica_of"])
+        with ops.verified(path, doc) as source, binary_stdout() as out:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                out.write(block)
+        return {"ok": True, "snapshot": {k: v for k, v in doc.items() if k != "files"}}
+    args = (opts["force"], opts["reason"], opts["lock_timeout"], opts["by"])
+    if opts["stream"]:
+        return ops.restore_data(app_dir, settings, stdin, *args)
+    path, doc = ops.archive(app_dir, opts["stamp"], opts["replica_of"])
+    with ops.verified(path, doc) as source:
+        return ops.restore_data(app_dir, settings, source, *args)
 
 
 def _release(command, app_dir, opts, settings):

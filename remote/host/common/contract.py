@@ -78,6 +78,10 @@ class StackSettings(TypedDict, total=False):
     shard_count: int
     shards: Optional[str]   # "0-3", "0,2"; None: all of them
     bot_token_env: Optional[str]   # the .env variable with the token (None: DISCORD_TOKEN, BOT_TOKEN, TOKEN)
+    shared_paths: List[str]  # the bot's data in shared/ (snapshots, restores)
+    backup_every: Optional[float]  # s between scheduled snapshots on the active host; None: off
+    backup_keep: int        # retention: per reason, see remote/host/data/retention.py
+    backup_max: int         # retention: bytes in all
 
 
 class CtlRequest(TypedDict, total=False):

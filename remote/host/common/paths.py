@@ -25,6 +25,8 @@ STAMP = "%Y%m%d%H%M%S"  # a release's name: its UTC time, 14 digits (20260101120
 _STAMP = re.compile(r"[0-9]{14}")
 #: names a release holds for sulfur-ops itself: a shared directory in their place would hide them
 RESERVED = (".env", ".venv", "_wheels", "remote", "dashboard", "REVISION.json", "MANIFEST.json", "DEPLOY.json")
+#: names in shared/ that hold the bot's data's own bookkeeping (remote/host/data/store.py)
+DATA_NAMES = (".sulfur-data", ".data-id")
 SHARED_FORMS = "a relative directory inside shared/ such as data or cache/images"
 
 
@@ -66,6 +68,8 @@ def shared_path_problem(name: object) -> Optional[str]:
         return "%r has '..': name %s" % (name, SHARED_FORMS)
     if posixpath.normpath(name) != name or "." in parts:
         return "%r is not a normal path (no ./, // or trailing /): write %r" % (name, posixpath.normpath(name))
+    if parts[0] in DATA_NAMES:
+        return "%r is where sulfur-ops keeps the data's generations and id: name another directory" % name
     if parts[0] in RESERVED:
         return "%r is the release's own (sulfur-ops keeps %s there): name another directory" % (
             name, ", ".join(RESERVED))

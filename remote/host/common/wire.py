@@ -11,12 +11,12 @@ from remote.host.common.errors import BadRequest, ProtocolMismatch
 
 #: the newest protocol this side speaks: bump it when a request or an answer changes in a way the
 #: other side must know about (a new command, option or field meaning), and name the new commands in SINCE
-PROTOCOL = 3
+PROTOCOL = 4
 #: the oldest protocol this side still speaks: raise it only to drop old counterparts on purpose
 OLDEST = 1
 #: commands newer than OLDEST, with the protocol that brought them; a host that speaks less answers
 #: "unknown command" and the operator says which host to deploy, while every other command still works
-SINCE = {"ping": 2, "epoch": 3}
+SINCE = {"ping": 2, "epoch": 3, "snapshot": 4, "restore": 4, "backups": 4, "backup-read": 4}
 ETX = b"\x03"
 #: the protocol agreed with the request being served (the highest both sides speak), for its answer
 _agreed = [OLDEST]
@@ -100,6 +100,18 @@ class Stdin:
             self._fill()
         line, _, self.buffer = self.buffer.partition(b"\n")
         return parse_request(line)
+
+    def read(self, size=-1):
+        """Bytes after the request line (a restore's archive): what is buffered first, then the pipe;
+        b"" at its end. A file object for tarfile's stream mode."""
+        if not self.buffer and not self.eof:
+            self._fill()
+        if size is None or size < 0:
+            while not self.eof:
+                self._fill()
+            size = len(self.buffer)
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
 
     def closed(self, timeout):
         """True once stdin has ended (the SSH channel closed) or brought ETX (Ctrl+C); waits up to

@@ -18,6 +18,7 @@ from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, current_stamp, read_json, write_json
 from remote.host.common.paths import STAMP, inside, is_stamp, plain, remove, shared_problem, stamp_problem
 from remote.host.common.system import open_paths
+from remote.host.data import store
 from remote.host.releases import hooks, manifest
 from remote.host.supervision import guard
 from remote.host.supervision.inbox import ask
@@ -157,6 +158,7 @@ def install(paths, release, stamp, shared):
     relink(os.path.join(release, ".venv"), os.path.relpath(os.path.join(paths.venvs, digest), release))
     os.makedirs(paths.shared, mode=0o700, exist_ok=True)
     os.chmod(paths.shared, 0o700)  # .env and the bot's data: this user's alone
+    store.repair(paths, shared or [])  # a restore cut short: its data linked, never hidden by a new directory
     for name in [".env"] + list(shared or []):
         target = os.path.join(paths.shared, name)
         if name != ".env":

@@ -1,0 +1,196 @@
+"""The data commands a host's ctl runs: snapshot, restore, backups, backup-read (and replica-put).
+
+Thin: it gathers what a snapshot says about itself (host, bot id, epoch, release), takes the
+host's operator lock for anything that changes data, and leaves the work to snapshot.py, restore.py,
+store.py and retention.py. The operator stops and starts the bot around a restore through the guard,
+as for any start; a restore here only refuses to replace data under a running bot.
+"""
+
+import os
+import re
+import time
+
+from remote.host.common import epochs
+from remote.host.common.errors import BadRequest, Failure
+from remote.host.common.files import Layout, current_stamp, read_json, write_json
+from remote.host.common.paths import remove, shared_paths_problem
+from remote.host.data import restore, retention, snapshot, store
+
+STAMP = re.compile(r"[0-9]{14}-[0-9]{1,9}")
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+REPLICAS = "replica"
+DEFAULT_KEEP, DEFAULT_MAX = 10, 1 << 30
+
+
+def check_stamp(stamp):
+    if not isinstance(stamp, str) or not STAMP.fullmatch(stamp):
+        raise BadRequest("%r is not a snapshot's stamp (UTC time and sequence, such as 20261207101500-42; "
+                         "invoke backups lists them)" % (stamp,))
+    return stamp
+
+
+def folder(paths, replica_of=None):
+    """backups/ for this host's own snapshots, backups/replica/<host>/ for another host's copies."""
+    if replica_of is None:
+        return snapshot.backups_dir(paths)
+    if not isinstance(replica_of, str) or not HOST_NAME.fullmatch(replica_of):
+        raise BadRequest("%r is not a host name" % (replica_of,))
+    return os.path.join(snapshot.backups_dir(paths), REPLICAS, replica_of)
+
+
+def entries(settings):
+    names = list(settings.get("shared_paths") or [])
+    problem = shared_paths_problem(names)
+    if problem:
+        raise BadRequest("shared_paths: %s; nothing was changed" % problem)
+    return names
+
+
+def bot_stopped(paths):
+    """Whether no bot of ours runs here (a supervised, orphaned or failing-with-retry one counts)."""
+    from remote.host.supervision import guard
+
+    return guard.running(paths) is None
+
+
+def about(paths, settings):
+    from remote.host.supervision import guard
+
+    record = epochs.read(paths.bot_epoch)
+    return {"host": settings.get("name"), "bot_id": record.get("bot_id") or guard.env_bot_id(
+        paths, settings.get("bot_token_env")), "epoch": record.get("epoch") or 0, "release": current_stamp(paths)}
+
+
+def limits(settings):
+    keep = settings.get("backup_keep")
+    most = settings.get("backup_max")
+    return (keep if type(keep) is int and keep > 0 else DEFAULT_KEEP,
+            most if type(most) is int and most > 0 else DEFAULT_MAX)
+
+
+def prune(where, keep, max_bytes):
+    """Retention in one folder; the stamps removed."""
+    gone = []
+    for doc in retention.plan(snapshot.catalog(where), keep, max_bytes):
+        remove(where, doc["path"], ignore_errors=True)
+        remove(where, snapshot.sidecar(doc["path"]), ignore_errors=True)
+        gone.append(doc["stamp"])
+    return gone
+
+
+def record_result(paths, doc=None, error=None, reason=None):
+    """run/backups.json: the last snapshot's result, which status, doctor and the pages show."""
+    last = read_json(os.path.join(paths.run, "backups.json"))
+    entry = {"at": time.time(), "ok": error is None, "reason": reason or (doc or {}).get("reason")}
+    if doc:
+        entry.update(stamp=doc["stamp"], bytes=doc["bytes"], files=len(doc["files"]))
+    if error:
+        entry["error"] = error
+    last["last"] = entry
+    if error is None:
+        last["last_ok"] = entry
+    write_json(os.path.join(paths.run, "backups.json"), last)
+
+
+def take(app_dir, settings, reason, out=None):
+    """One snapshot of this host's data; kept in backups/ with retention applied (or, with ``out``,
+    streamed there and kept nowhere)."""
+    paths = Layout(app_dir)
+    names = entries(settings)
+    if reason not in snapshot.REASONS:
+        raise BadRequest("%r is not a snapshot reason (%s)" % (reason, ", ".join(snapshot.REASONS)))
+    try:
+        doc = snapshot.take(paths, names, reason, bot_stopped(paths), about(paths, settings), out=out)
+    except Failure as exc:
+        if out is None:
+            record_result(paths, error=str(exc), reason=reason)
+        raise
+    answer = {"ok": True, "snapshot": {k: v for k, v in doc.items() if k != "path"}}
+    if out is None:
+        record_result(paths, doc)
+        answer["removed"] = prune(snapshot.backups_dir(paths), *limits(settings))
+    return answer
+
+
+def listing(app_dir):
+    """This host's own snapshots and the replicas it holds of others'."""
+    paths = Layout(app_dir)
+    rows = [dict(doc, where="host") for doc in snapshot.catalog(snapshot.backups_dir(paths))]
+    replicas = os.path.join(snapshot.backups_dir(paths), REPLICAS)
+    for name in sorted(os.listdir(replicas)) if os.path.isdir(replicas) else []:
+        if HOST_NAME.fullmatch(name):
+            found = snapshot.catalog(os.path.join(replicas, name))
+            rows += [dict(doc, where="replica", replica_of=name) for doc in found]
+    for row in rows:
+        row.pop("path", None)
+        row["files"] = len(row.get("files") or [])
+    return {"ok": True, "backups": rows, "last": read_json(os.path.join(paths.run, "backups.json")),
+            "data_id": snapshot.read_data_id(paths)}
+
+
+def archive(app_dir, stamp, replica_of=None):
+    """The path of a kept archive and its record (no ``stamp``: the newest of this data's own);
+    Failure when there is none."""
+    paths = Layout(app_dir)
+    where = folder(paths, replica_of)
+    if stamp is None:
+        ours = snapshot.read_data_id(paths)
+        mine = [doc for doc in snapshot.catalog(where) if doc.get("data_id") == ours or ours is None]
+        if not mine:
+            raise Failure("no snapshot of this host's data here to restore (invoke backups lists what there is)")
+        stamp = mine[-1]["stamp"]
+    check_stamp(stamp)
+    path = os.path.join(where, stamp + ".tar.gz")
+    doc = read_json(snapshot.sidecar(path))
+    if not doc or not os.path.isfile(path) or os.path.islink(path):
+        raise Failure("no snapshot %s %s (invoke backups lists them)" % (
+            stamp, "of %s on this host" % replica_of if replica_of else "on this host"))
+    return path, doc
+
+
+def _plain(value):
+    """A value from an archive, fit for one log line: printable, short."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))[:80]
+
+
+def verified(path, doc):
+    """The kept archive at ``path``, opened, once its bytes match the sha256 of its record."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != doc.get("archive_sha256"):
+        raise restore.Refused("%s does not match its checksum (the file changed or is damaged): refused" % path)
+    return open(path, "rb")
+
+
+def restore_data(app_dir, settings, source, force, reason, lock_timeout, by=None):
+    """The data replaced by the snapshot ``source`` reads (a binary stream), under the operator lock,
+    with the bot stopped: this host's current data kept first as a ``reason`` snapshot, the new one
+    checked and built beside it, then switched in by one rename."""
+    from remote.host.supervision.stack import operator_lock
+
+    paths = Layout(app_dir)
+    names = entries(settings)
+    if not names:
+        raise restore.Refused("this host has no shared_paths: there is no data to restore into")
+    with operator_lock(paths, lock_timeout, "restore by %s" % (by or "?")):
+        if not bot_stopped(paths):
+            raise restore.Refused("the bot runs on this host: stop it first (invoke restore does)")
+        store.tidy(paths)
+        kept, ours = None, snapshot.read_data_id(paths)
+        if snapshot.data_files(paths, names) or snapshot.read_data_id(paths):
+            kept = snapshot.take(paths, names, reason, True, about(paths, settings), check_space=False)
+            record_result(paths, kept)
+        store.adopt(paths, names)
+        built, doc = restore.receive(paths, source, names, force, ours)
+        store.switch(paths, built)
+        epochs.log(paths, "data restored from snapshot %s of %s (the data before kept as %s)" % (
+            _plain(doc.get("stamp")), _plain(doc.get("host")), kept["stamp"] if kept else "nothing: there was none"))
+    answer = {"ok": True, "restored": {k: v for k, v in doc.items() if k != "files"},
+              "files": len(doc.get("files") or []), "kept": kept and {k: v for k, v in kept.items() if k != "files"}}
+    if kept:
+        answer["removed"] = prune(snapshot.backups_dir(paths), *limits(settings))
+    return answer

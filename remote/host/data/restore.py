@@ -1,0 +1,155 @@
+"""A snapshot read back into the bot's data: checked member by member, built as the next generation,
+and switched in by one rename (store.py), so the data is old or new whatever kills it.
+
+The archive is read as a stream (a failover pipes it from the source host through the operator), so
+SNAPSHOT.json comes last and every check that needs it runs once the stream has ended, before
+anything is switched. Refused, with nothing changed: a truncated or corrupt archive, a member that is
+not a regular file (a link, a device), a name outside ``data/<entry>/`` for this host's shared_paths,
+a file whose size or sha256 differs from SNAPSHOT.json's or that it does not list, a snapshot of
+another data id (unless forced).
+"""
+
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import tarfile
+import zlib
+
+from remote.host.common.errors import Failure
+from remote.host.common.paths import inside, remove
+from remote.host.data import snapshot, store
+
+MAX_DOC = 16 << 20  # SNAPSHOT.json: a record per file; larger is not one of ours
+
+
+class Refused(Failure):
+    kind = "refused"
+
+
+def _member_name(member, entries):
+    """The path below data/ a member stands for, or Refused: regular files only, under an entry."""
+    name = member.name
+    if not member.isreg():
+        raise Refused("the archive has %s, which is not a regular file (a link or a device): refused" % name)
+    if name.startswith("/") or "\\" in name or any(ord(c) < 32 for c in name):
+        raise Refused("the archive has a member named %r: refused" % name)
+    parts = name.split("/")
+    if ".." in parts or "." in parts or "" in parts or posixpath.normpath(name) != name:
+        raise Refused("the archive has a member %r that is not a plain path: refused" % name)
+    if parts[0] != "data" or len(parts) < 2:
+        raise Refused("the archive has %s, outside data/: refused" % name)
+    inner = "/".join(parts[1:])
+    if inner == store.DATA_ID:
+        return inner
+    if not any(inner.startswith(entry + "/") for entry in entries):
+        raise Refused("the archive has %s, which is not under this host's shared_paths (%s): refused"
+                      % (name, ", ".join(entries) or "none"))
+    if snapshot._is_env(parts[-1]):
+        raise Refused("the archive has %s, a .env file, which snapshots never hold: refused" % name)
+    return inner
+
+
+def unpack(stream, target, entries):
+    """Every member of the archive on ``stream`` into ``target`` (each entry's directory made, even
+    empty), hashed on the way; SNAPSHOT.json's document once all of it is checked."""
+    for entry in entries:
+        os.makedirs(os.path.join(target, entry), mode=0o700, exist_ok=True)
+    seen, doc = {}, None
+    try:
+        with tarfile.open(fileobj=stream, mode="r|gz") as tar:
+            for member in tar:
+                if doc is not None:
+                    raise Refused("the archive goes on after SNAPSHOT.json (%s): refused" % member.name)
+                if member.name == "SNAPSHOT.json" and member.isreg() and member.size <= MAX_DOC:
+                    doc = _document(tar.extractfile(member).read())
+                    continue
+                inner = _member_name(member, entries)
+                if inner in seen:
+                    raise Refused("the archive has %s twice: refused" % member.name)
+                seen[inner] = _extract(tar, member, os.path.join(target, inner))
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno:  # a full disk here, not a bad archive
+            raise Failure("could not write the restored data: %s" % exc) from None
+        raise Refused("the archive is truncated or corrupt (%s): refused" % (str(exc) or type(exc).__name__)) from None
+    if doc is None:
+        raise Refused("the archive has no SNAPSHOT.json at its end (truncated, or not a snapshot): refused")
+    listed = {}
+    for record in doc.get("files") or []:
+        if isinstance(record, dict) and isinstance(record.get("name"), str):
+            listed[record["name"]] = record
+    for inner, (size, digest) in seen.items():
+        record = listed.pop(inner, None)
+        if record is None:
+            raise Refused("the archive has data/%s, which SNAPSHOT.json does not list: refused" % inner)
+        if record.get("size") != size or record.get("sha256") != digest:
+            raise Refused("data/%s does not match its checksum in SNAPSHOT.json: refused" % inner)
+    if listed:
+        raise Refused("SNAPSHOT.json lists %s, missing from the archive: refused" % ", ".join(sorted(listed)))
+    return doc
+
+
+def _document(raw):
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        raise Refused("the archive's SNAPSHOT.json is not JSON: refused") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
+        raise Refused("the archive's SNAPSHOT.json is not a snapshot's: refused")
+    return doc
+
+
+def _extract(tar, member, path):
+    """One member to ``path`` (private, never through a link: O_EXCL|O_NOFOLLOW); (size, sha256)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    source = tar.extractfile(member)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        while True:
+            chunk = source.read(1 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            handle.write(chunk)
+    return size, digest.hexdigest()
+
+
+def _keep_env_files(paths, entries, built):
+    """The .env files in this host's data (secrets a snapshot never holds) carried into the new
+    generation as they are: a restore replaces data, never a host's secrets."""
+    for entry in entries:
+        real = os.path.realpath(os.path.join(paths.shared, entry))
+        if not os.path.isdir(real) or not inside(paths.shared, real):
+            continue
+        for folder, dirs, files in os.walk(real):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+            for name in files:
+                path = os.path.join(folder, name)
+                if snapshot._is_env(name) and not os.path.islink(path):
+                    target = os.path.join(built, entry, os.path.relpath(path, real))
+                    if not os.path.lexists(target):
+                        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+                        shutil.copy2(path, target)
+
+
+def receive(paths, stream, entries, force=False, ours=None):
+    """The archive on ``stream`` built and checked as the next generation; (directory, document).
+    ``ours``: this host's data id as it was before anything here made one (None: any is accepted).
+    Nothing live is touched: ``store.switch`` makes it live. A refusal removes what was built."""
+    built = store.incoming(paths)
+    try:
+        doc = unpack(stream, built, entries)
+        theirs = doc.get("data_id")
+        if ours and theirs != ours and not force:
+            raise Refused("the snapshot is of data %s, and this host's data is %s: refused (--force to replace "
+                          "it anyway)" % (theirs, ours))
+        if not os.path.exists(os.path.join(built, store.DATA_ID)) and theirs:
+            snapshot._write_small(os.path.join(built, store.DATA_ID), "%s\n" % theirs)
+        _keep_env_files(paths, entries, built)
+    except BaseException:
+        remove(store.store_dir(paths), built, ignore_errors=True)
+        raise
+    return built, doc

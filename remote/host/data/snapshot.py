@@ -1,0 +1,284 @@
+"""A consistent snapshot of the bot's data (what shared_paths holds), as one private .tar.gz.
+
+Every SQLite file (recognised by its header, whatever its name) is copied through SQLite's online
+backup API while the bot runs, so the copy is a database as of one moment even with writes going on
+(its -wal and -shm siblings are folded in, never copied). Other files are copied as they are; one
+that changed while it was read is marked ``changed`` in the snapshot, never an error. With the bot
+stopped, everything (a SQLite file and its -wal included) is streamed as bytes: nothing writes, so
+bytes are exact, and Python 3.8's backup API can only write to another database file.
+
+The archive holds ``data/<entry>/...``, ``data/.data-id`` and, last, ``SNAPSHOT.json`` (host, bot id,
+data id, epoch, a per-host sequence number, release, taken_at, files with size and sha256,
+consistency, reason): last because the checksums are known only once the files are written, and a
+restore reads the archive as a stream. On the host it is written under a temporary name and renamed,
+mode 600, in app_dir/backups/, with a ``<stamp>.json`` beside it (the same document plus the
+archive's own sha256 and size) so that listing never opens an archive. A failover streams it instead
+(``out``): nothing is staged on the source, whose disk may be full. `.env` files are never in it.
+gzip level 1: bot data is small and a Pi's CPU is not.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+
+from remote.host.common.errors import Failure
+from remote.host.common.files import create_private, read_json, write_json
+from remote.host.common.paths import inside
+from remote.host.data import store
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+LEVEL = 1
+STAMP = "%Y%m%d%H%M%S"
+REASONS = ("scheduled", "manual", "failover", "before-failover", "before-restore", "before-deploy", "takeover")
+
+
+def is_sqlite(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
+def backups_dir(paths):
+    return os.path.join(paths.app_dir, "backups")
+
+
+def _write_small(path, text):
+    tmp = "%s.%d-%s.tmp" % (path, os.getpid(), os.urandom(4).hex())
+    with create_private(tmp) as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def read_data_id(paths):
+    """The data's id (shared/.data-id, a link into the live generation once adopted), or None."""
+    try:
+        with open(os.path.join(paths.shared, store.DATA_ID)) as handle:
+            known = handle.read(100).strip()
+    except OSError:
+        return None
+    return known or None
+
+
+def data_id(paths):
+    """The data's id, made now when it has none: random, since it names the data, not a host. Written
+    where the link points once adopted, so the id stays with its generation."""
+    known = read_data_id(paths)
+    if known:
+        return known
+    made = os.urandom(8).hex()
+    os.makedirs(paths.shared, mode=0o700, exist_ok=True)
+    _write_small(os.path.realpath(os.path.join(paths.shared, store.DATA_ID)), made + "\n")
+    return made
+
+
+def next_sequence(paths):
+    """This host's snapshot counter (run/backup-seq): only grows, so (epoch, seq) orders snapshots."""
+    path = os.path.join(paths.run, "backup-seq")
+    try:
+        with open(path) as handle:
+            current = int(handle.read(30).strip() or 0)
+    except (OSError, ValueError):
+        current = 0
+    _write_small(path, "%d\n" % (current + 1))
+    return current + 1
+
+
+def _is_env(name):
+    return name == ".env" or name.startswith(".env.")
+
+
+def data_files(paths, shared_paths):
+    """(path on disk, name in the archive) of every regular file the snapshot holds, sorted. Our own
+    links from shared/<entry> into the live generation are followed; no other link is (a link in the
+    data is left out), and nothing outside shared/ is read."""
+    found = []
+    for entry in shared_paths:
+        top = os.path.join(paths.shared, entry)
+        real = os.path.realpath(top)
+        if not os.path.isdir(real) or not inside(paths.shared, real):
+            continue
+        for folder, dirs, files in os.walk(real):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+            for name in files:
+                path = os.path.join(folder, name)
+                if _is_env(name) or os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                if name.endswith(("-wal", "-shm", "-journal")) and is_sqlite(path[:path.rindex("-")]):
+                    continue  # folded into the database's copy (online) or added beside it (stopped)
+                found.append((path, os.path.join(entry, os.path.relpath(path, real))))
+    return sorted(set(found), key=lambda item: item[1])
+
+
+def _sqlite_copy(path, scratch):
+    """A consistent copy of a live SQLite database, through the online backup API."""
+    import sqlite3
+
+    target = os.path.join(scratch, "%s.db" % os.urandom(6).hex())
+    source = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
+    try:
+        dest = sqlite3.connect(target)
+        try:
+            source.backup(dest, pages=256, sleep=0.001)  # steps: the bot's writes go on between them
+        finally:
+            dest.close()
+    finally:
+        source.close()
+    return target
+
+
+class _Hashing:
+    """A file object read by tarfile or written to by gzip, hashing what passes."""
+
+    def __init__(self, handle):
+        self.handle, self.digest, self.count = handle, hashlib.sha256(), 0
+
+    def read(self, size=-1):
+        chunk = self.handle.read(size)
+        self.digest.update(chunk)
+        self.count += len(chunk)
+        return chunk
+
+    def write(self, data):
+        self.digest.update(data)
+        self.count += len(data)
+        return self.handle.write(data)
+
+    def flush(self):
+        self.handle.flush()
+
+
+def _add(tar, path, name, record, size=None):
+    """``path`` into the archive as ``name``: exactly ``size`` bytes (its size when it was listed)."""
+    info = tarfile.TarInfo(name)
+    info.mode, info.size = 0o600, os.path.getsize(path) if size is None else size
+    info.mtime = int(os.path.getmtime(path))
+    with open(path, "rb") as handle:
+        data = _Hashing(handle)
+        tar.addfile(info, data)
+    record.update(size=info.size, sha256=data.digest.hexdigest())
+
+
+def _write(tar, paths, files, stopped, scratch, doc):
+    """Every file into ``tar``, then SNAPSHOT.json."""
+    for path, name in files + [(os.path.join(paths.shared, store.DATA_ID), store.DATA_ID)]:
+        record = {"name": name, "sqlite": is_sqlite(path)}
+        source = path
+        if record["sqlite"] and not stopped:
+            source = _sqlite_copy(path, scratch)
+        elif not stopped:  # from a copy: tarfile refuses a file that shrinks under it
+            source = os.path.join(scratch, os.urandom(6).hex())
+            before = os.stat(path)
+            shutil.copyfile(path, source)
+            after = os.stat(path)
+            if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+                record["changed"] = True  # as found: noted, never an error
+        _add(tar, source, "data/" + name, record)
+        doc["files"].append(record)
+        if stopped and record["sqlite"]:
+            for suffix in ("-wal", "-shm", "-journal"):  # a killed bot's hot journal rolls back on open
+                if os.path.isfile(path + suffix):
+                    extra = {"name": name + suffix, "sqlite": False}
+                    _add(tar, path + suffix, "data/" + name + suffix, extra)
+                    doc["files"].append(extra)
+    body = json.dumps(doc, indent=1, sort_keys=True).encode()
+    info = tarfile.TarInfo("SNAPSHOT.json")
+    info.size, info.mode, info.mtime = len(body), 0o600, int(doc["taken_at"])
+    tar.addfile(info, io.BytesIO(body))
+
+
+def _archive(sink, paths, files, stopped, scratch, doc):
+    """The tar.gz, written in order to ``sink`` (tarfile's stream mode takes no level before 3.12)."""
+    with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=LEVEL, mtime=int(doc["taken_at"])) as packed:
+        with tarfile.open(fileobj=packed, mode="w|") as tar:
+            _write(tar, paths, files, stopped, scratch, doc)
+
+
+def take(paths, shared_paths, reason, stopped, about=None, out=None, check_space=True):
+    """One snapshot now; its document (SNAPSHOT.json's, plus ``archive_sha256``, ``bytes`` and, when
+    kept on the host, ``path``). ``stopped``: the bot is not running (bytes are exact). ``about``:
+    host, bot_id, epoch, release. ``out``: a binary stream to write the archive to instead of
+    backups/ (the free-space check is then skipped: nothing is staged here)."""
+    paths.make()
+    files = data_files(paths, shared_paths)
+    need = sum(os.path.getsize(path) for path, _ in files)
+    folder = backups_dir(paths)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    if out is None and check_space:
+        free = shutil.disk_usage(folder).free
+        if free < 2 * need:
+            raise Failure("backup refused: %.1f MB free in %s, and %.1f MB of data needs twice that; free "
+                          "some space (invoke backups lists what is kept)" % (free / 2**20, folder, need / 2**20))
+    doc = dict(about or {}, data_id=data_id(paths), seq=next_sequence(paths), taken_at=time.time(), reason=reason,
+               consistency="stopped" if stopped else "online", compression="gzip level %d" % LEVEL, files=[],
+               shared=list(shared_paths))
+    doc["stamp"] = "%s-%d" % (time.strftime(STAMP, time.gmtime(doc["taken_at"])), doc["seq"])
+    scratch = tempfile.mkdtemp(prefix=".snapshot-", dir=folder)
+    try:
+        if out is not None:
+            sink = _Hashing(out)
+            _archive(sink, paths, files, stopped, scratch, doc)
+            sink.flush()
+            return dict(doc, archive_sha256=sink.digest.hexdigest(), bytes=sink.count)
+        return _keep(paths, folder, files, stopped, scratch, doc)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _keep(paths, folder, files, stopped, scratch, doc):
+    final = os.path.join(folder, doc["stamp"] + ".tar.gz")
+    tmp = final + ".partial"
+    try:
+        with open(tmp, "xb") as raw:
+            os.chmod(tmp, 0o600)
+            sink = _Hashing(raw)
+            _archive(sink, paths, files, stopped, scratch, doc)
+            raw.flush()
+            os.fsync(raw.fileno())
+        doc = dict(doc, archive_sha256=sink.digest.hexdigest(), bytes=sink.count)
+        write_json(sidecar(final), doc)  # first: an archive is listed only with its record
+        os.replace(tmp, final)
+    except BaseException:
+        for path in (tmp, sidecar(final)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        raise
+    return dict(doc, path=final)
+
+
+def sidecar(archive):
+    return archive[: -len(".tar.gz")] + ".json"
+
+
+def catalog(folder):
+    """The records of the complete archives in ``folder`` (their ``path`` added), oldest first by
+    (epoch, seq) within each data id; a record whose archive is missing is left out."""
+    found = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        archive = os.path.join(folder, name[: -len(".json")] + ".tar.gz")
+        doc = read_json(os.path.join(folder, name))
+        if doc.get("stamp") and os.path.isfile(archive) and not os.path.islink(archive):
+            found.append(dict(doc, path=archive))
+    return sorted(found, key=order)
+
+
+def order(doc):
+    """Newest is the highest (epoch, seq), never wall-clock time (a host's clock may be wrong)."""
+    epoch = doc.get("epoch")
+    return (epoch if type(epoch) is int else 0, doc.get("seq") if type(doc.get("seq")) is int else 0)
