@@ -15,7 +15,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from remote import actions, agentcalls, ctlcalls, devstack, fencing, onboard, release, render
+from remote import actions, agentcalls, ctlcalls, dataflows, devstack, fencing, onboard, release, render, render_data
 from remote import failover as moves
 from remote import plan as plans
 from remote.botguard import Guard, refuse_conflicts
@@ -331,15 +331,17 @@ def rollback(c, host=None, all=False, to=None, force=False, timeout=20.0, json=F
 @task(help={"to": "the host to run the bot on", "from_": "the host to take it from (default: whichever runs it)",
             "takeover": "start it on --to even if the host running it cannot be reached",
             "settle": "seconds the bot must stay up on --to (default 5)", "json": "print JSON instead of lines",
-            "timeout": "seconds to wait for each host (default 20)"})
+            "timeout": "seconds to wait for each host (default 20)",
+            "no_data": "do not carry the bot's data (shared_paths) along: for a bot whose data lives elsewhere"})
 @_one_line_error
-def failover(c, to, from_=None, takeover=False, settle=5.0, timeout=20.0, json=False):
+def failover(c, to, from_=None, takeover=False, settle=5.0, timeout=20.0, json=False, no_data=False):
     """Move the bot: stop it where it runs, start it on --to, confirm it stays up; undo if it does not."""
     def report(step):
         if not json:
             print(render.failover_line(step), flush=True)
 
-    steps = moves.failover(load(), to, from_, takeover, float(settle), float(timeout), report)
+    steps = moves.failover(load(), to, from_, takeover, float(settle), float(timeout), report, data=not no_data,
+                           progress=functools.partial(_progress, to))
     if json:
         print(render.as_json(steps))
     if not all(step["ok"] for step in steps):
@@ -385,6 +387,45 @@ def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     docs = on_hosts(targets, ctlcalls.releases, parallel)
     report()
     _finish(docs, render.releases_table(docs), json)
+
+
+def _progress(host, line):
+    """A long transfer's bytes and rate, on a terminal only (one line, rewritten)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + render.progress_line(host, line).rstrip("\n") + "   ")
+        sys.stderr.flush()
+
+
+@task(help={"host": "host or group names (default: each bot's data owner, the holder of its epoch)",
+            "all": "also copy each snapshot to the standbys of the same bot (backups/replica/ there)",
+            "json": HELP["json"], "parallel": HELP["parallel"]})
+@_one_line_error
+def backup(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
+    """A snapshot of the bot's data now (SQLite copied consistently), kept on the host and copied here."""
+    docs = dataflows.backup(load(), host, all, _progress, parallel)
+    _finish(docs, render_data.backup_lines(docs), json)
+
+
+@task(help={"host": "host or group names (default: every host with shared_paths)", "json": HELP["json"],
+            "parallel": HELP["parallel"]})
+@_one_line_error
+def backups(c, host=None, json=False, parallel=DEFAULT_PARALLEL):
+    """Every snapshot of the bot's data: on the hosts, their replicas, and this machine's copies."""
+    listing = dataflows.listing(load(), host, parallel)
+    print(render.as_json(listing["rows"]) if json else render_data.backups_table(listing))
+    if listing["errors"]:
+        raise Exit(code=1)
+
+
+@task(help={"host": "the host whose data is replaced", "from_": "a STAMP that invoke backups lists "
+            "(default: the newest of the host's own data)", "file": "a snapshot archive on this machine",
+            "yes": "do not ask (for scripts)", "force": "restore a snapshot of other data (another data id)",
+            "json": HELP["json"]})
+@_one_line_error
+def restore(c, host, from_=None, file=None, yes=False, force=False, json=False):
+    """Put a snapshot back: the bot stopped, the data before kept, all of it switched at once, the bot restarted."""
+    doc = dataflows.restore(load(), host, from_, file, force, lambda question: yes or _ask(question), _note)
+    _finish([doc], render_data.restore_lines(doc), json)
 
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",

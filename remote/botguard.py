@@ -36,8 +36,12 @@ QUERY_TIMEOUT = 10.0
 def cache_path(inventory_path: Path, kind: str = "bots") -> Path:
     """This machine's memory for an inventory file: ``bots`` (what each host last ran), ``epochs``."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sulfur-ops"
-    key = hashlib.sha256(str(Path(inventory_path).resolve()).encode()).hexdigest()[:12]
-    return base / ("%s-%s.json" % (kind, key))
+    return base / ("%s-%s.json" % (kind, inventory_key(inventory_path)))
+
+
+def inventory_key(inventory_path: Path) -> str:
+    """What this machine's files for one inventory file are named after (caches, data copies)."""
+    return hashlib.sha256(str(Path(inventory_path).resolve()).encode()).hexdigest()[:12]
 
 
 def ask(host: Host) -> Dict[str, Any]:

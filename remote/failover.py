@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 from remote.host.common import epochs
 from remote.host.supervision import bot
 
-from . import ctlcalls, fencing
+from . import ctlcalls, dataflows, fencing, render_data
 from .botguard import Guard, running_units, would_run
 from .errors import UsageError
 from .fanout import on_host
@@ -27,9 +27,10 @@ def _on(host: Host, call: Callable[..., Dict[str, Any]], *args: Any, **kwargs: A
 
 
 def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeover: bool = False,
-             settle: float = 5.0, timeout: float = 20.0, report: Callable[[Step], None] = lambda step: None
-             ) -> List[Step]:
-    """The steps taken, each {"host", "step", "ok", ...}; ``report`` hears each as it happens."""
+             settle: float = 5.0, timeout: float = 20.0, report: Callable[[Step], None] = lambda step: None,
+             data: bool = True, progress: Optional[Callable[[str], None]] = None) -> List[Step]:
+    """The steps taken, each {"host", "step", "ok", ...}; ``report`` hears each as it happens.
+    ``data``: the bot's data goes with it (dataflows.carry; a takeover restores the newest copy)."""
     target = inventory.select(to)
     if len(target) != 1:
         raise UsageError("--to names one host, not %s" % to)
@@ -86,6 +87,16 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         stopped.append(source)
     checks = guard.checks_for(target, leave_out=tuple(h.name for h in stopped))
     shown = stopped + [target]
+    owner = best["active_host"] if best else (stopped[0].name if stopped else None)
+    moved = _move_data(inventory, owner, stopped, target, takeover, data, progress) if owner != target.name else None
+    if moved is not None:
+        step(target.name, moved.get("note") or render_data.carry_line(moved) if moved.get("ok")
+             else "data NOT carried: %s; nothing starts here" % moved.get("error"), bool(moved.get("ok")),
+             data={k: v for k, v in moved.items() if k != "snapshot"}, loud=bool(moved.get("loud")))
+        if not moved.get("ok"):
+            _undo(inventory, target, stopped, answers, key, moving, best["active_host"] if best else None,
+                  settle, timeout, step)
+            return steps
     doc = _arrive(target, answers.get(target.name) or {}, moving, timeout)
     if not doc.get("ok") and not stopped:  # its compare-and-set lost: nothing was changed anywhere
         step(target.name, "refused: %s" % doc.get("error"), False)
@@ -107,6 +118,20 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         final = guard_state(host)
         step(host.name, "now: %s" % final["text"], True, final=True, bot=final.get("bot"))
     return steps
+
+
+def _move_data(inventory: Inventory, owner: Optional[str], stopped: List[Host], target: Host, takeover: bool,
+               data: bool, progress: Optional[Callable[[str], None]]) -> Optional[Dict[str, Any]]:
+    """The data step of a move, or None when there is none to take: carried from the owner when its
+    bot was stopped here, the newest copy of it restored on a takeover, nothing with ``data`` off."""
+    if not data:
+        return {"ok": True, "note": "data: not carried (--no-data)"}
+    source = next((h for h in stopped if h.name == owner), None)
+    if source is not None:
+        return dataflows.carry(inventory, source, target, progress)
+    if takeover and owner in inventory.hosts:
+        return dataflows.takeover_copy(inventory, owner, target)
+    return None
 
 
 def _fence_rest(inventory: Inventory, answers: Dict[str, Dict[str, Any]], timeout: float) -> List[Any]:

@@ -100,7 +100,8 @@ def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 20.0, host:
 def invoke(inventory: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real CLI, as a user types it: `python -m invoke ARGS` with SULFUR_INVENTORY=inventory."""
     # the bot guard's memory of other hosts goes beside the test's inventory, not in ~/.cache
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory), XDG_CACHE_HOME=str(Path(inventory).parent / "cache"))
+    env = dict(os.environ, SULFUR_INVENTORY=str(inventory), XDG_CACHE_HOME=str(Path(inventory).parent / "cache"),
+               XDG_DATA_HOME=str(Path(inventory).parent / "data"))  # and its copies of the bot's data
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

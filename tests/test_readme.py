@@ -106,6 +106,9 @@ def test_the_reference_documents_every_inventory_key_with_its_default():
     assert not missing, "README's Inventory block lacks %s" % ", ".join(missing)
     for key, (_, default, _) in SETTINGS.items():
         shown = documented[key]
-        if default is not None and not isinstance(default, bool) and key not in ("user", "python"):
+        types = SETTINGS[key][0]
+        if hasattr(types, "parse"):  # a duration or a size: shown as a user writes it (6h, 1GiB)
+            assert types.parse(shown, allow_off=types.allow_off) == default, (key, shown, default)
+        elif default is not None and not isinstance(default, bool) and key not in ("user", "python"):
             assert shown == str(default), (key, shown, default)
     assert all(word in text for word in HOST_ONLY)

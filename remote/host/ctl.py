@@ -47,6 +47,7 @@ COMMANDS = {
                 "reason": (str, "before-restore"), "lock_timeout": (float, 120.0), "by": (str, None)},
     "backups": {},
     "backup-read": {"stamp": (str, None), "replica_of": (str, None)},
+    "replica-put": {"stamp": (str, None), "replica_of": (str, None), "archive_sha256": (str, None), "keep": (int, 2)},
 }
 SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch", "autostart", "snapshot",
                      "restore")
@@ -122,7 +123,7 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return roles.settle(app_dir, settings, opts["record"], opts["expect"], opts["timeout"])
     if command in ("deploy", "rollback", "releases"):
         return _release(command, app_dir, opts, settings)
-    if command in ("snapshot", "restore", "backups", "backup-read"):
+    if command in ("snapshot", "restore", "backups", "backup-read", "replica-put"):
         return _data(command, app_dir, opts, settings, stdin)
     if command == "autostart":
         from remote.host.common import epochs
@@ -153,6 +154,8 @@ def _data(command, app_dir, opts, settings, stdin):
 
     if command == "backups":
         return ops.listing(app_dir)
+    if command == "replica-put":
+        return ops.replica_put(app_dir, stdin, opts["replica_of"], opts["stamp"], opts["archive_sha256"], opts["keep"])
     if command == "snapshot":
         if not opts["stream"]:
             return ops.take(app_dir, settings, opts["reason"])

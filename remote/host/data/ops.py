@@ -6,6 +6,7 @@ store.py and retention.py. The operator stops and starts the bot around a restor
 as for any start; a restore here only refuses to replace data under a running bot.
 """
 
+import json
 import os
 import re
 import time
@@ -194,3 +195,51 @@ def restore_data(app_dir, settings, source, force, reason, lock_timeout, by=None
     if kept:
         answer["removed"] = prune(snapshot.backups_dir(paths), *limits(settings))
     return answer
+
+
+def replica_put(app_dir, source, replica_of, stamp, archive_sha256, keep):
+    """Another host's snapshot, read from ``source``, kept as a replica (backups/replica/<host>/):
+    private, complete and matching ``archive_sha256`` or absent; the newest ``keep`` of it stay."""
+    import hashlib
+    import tarfile
+
+    paths = Layout(app_dir)
+    if not replica_of or not isinstance(archive_sha256, str):
+        raise BadRequest("replica-put needs replica_of and archive_sha256")
+    where = folder(paths, replica_of)
+    check_stamp(stamp)
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    final = os.path.join(where, stamp + ".tar.gz")
+    tmp = "%s.%d-%s.partial" % (final, os.getpid(), os.urandom(4).hex())
+    digest, count = hashlib.sha256(), 0
+    try:
+        with open(tmp, "xb") as out:
+            os.chmod(tmp, 0o600)
+            for block in iter(lambda: source.read(1 << 16), b""):
+                digest.update(block)
+                count += len(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != archive_sha256:
+            raise restore.Refused("the replica of %s does not match its sha256 (cut short on the way?): refused"
+                                  % stamp)
+        try:
+            with tarfile.open(tmp, "r:gz") as tar:
+                member = tar.getmember("SNAPSHOT.json")
+                doc = json.loads(tar.extractfile(member).read().decode("utf-8"))
+        except (OSError, EOFError, KeyError, ValueError, tarfile.TarError):
+            raise restore.Refused("the replica of %s is not a snapshot (no SNAPSHOT.json): refused" % stamp) from None
+        if not isinstance(doc, dict) or doc.get("stamp") != stamp:
+            raise restore.Refused("the replica's SNAPSHOT.json is of another snapshot than %s: refused" % stamp)
+        doc.update(archive_sha256=archive_sha256, bytes=count)
+        write_json(snapshot.sidecar(final), doc)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    mine = snapshot.catalog(where)
+    for old in mine[:-keep] if keep > 0 else []:
+        remove(where, old["path"], ignore_errors=True)
+        remove(where, snapshot.sidecar(old["path"]), ignore_errors=True)
+    return {"ok": True, "replica_of": replica_of, "stamp": stamp, "bytes": count}

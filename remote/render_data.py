@@ -1,0 +1,98 @@
+"""What the data tasks print: `backup`'s lines, `backups`' table, `restore`'s lines, a failover's
+carry. Every field from a host or an archive is escaped (render.table and render._fmt do it)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional
+
+from .render import _fmt, _number, table
+
+
+def size(count: Any) -> str:
+    value = _number(count)
+    if value is None:
+        return "?"
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if value >= scale:
+            return "%.1f %s" % (value / scale, unit)
+    return "%d B" % value
+
+
+def age(taken_at: Any, now: Optional[float] = None) -> str:
+    """"12 min ago", "3 h ago", "2 d ago"; "?" for a time that is not one."""
+    value = _number(taken_at)
+    if value is None:
+        return "?"
+    seconds = max(0.0, (time.time() if now is None else now) - value)
+    if seconds < 90:
+        return "%d s ago" % seconds
+    if seconds < 90 * 60:
+        return "%d min ago" % (seconds / 60)
+    if seconds < 48 * 3600:
+        return "%d h ago" % (seconds / 3600)
+    return "%d d ago" % (seconds / 86400)
+
+
+def stamp_time(taken_at: Any) -> str:
+    value = _number(taken_at)
+    return "?" if value is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(value)) + " UTC"
+
+
+def backup_lines(docs: List[Dict[str, Any]]) -> str:
+    out: List[str] = []
+    for d in docs:
+        if not d.get("ok"):
+            out.append(_fmt("%s: FAILED: %s", d["host"], d.get("error")))
+            continue
+        s = d["snapshot"]
+        out.append(_fmt("%s: snapshot %s (%s, %s, %d files, %s), copied here to %s in %.1f s", d["host"],
+                        s.get("stamp"), s.get("consistency"), size(s.get("bytes")), len(s.get("files") or []),
+                        "epoch %s" % s.get("epoch"), d.get("local"), s.get("seconds") or 0.0))
+        for name, removed in (("on the host", d.get("removed_on_host")), ("here", d.get("removed_here"))):
+            if removed:
+                out.append(_fmt("%s:   retention removed %d %s", d["host"], len(removed), name))
+        for r in d.get("replicas") or []:
+            if r.get("skipped"):
+                out.append(_fmt("%s:   replica on %s skipped: %s", d["host"], r["host"], r["skipped"]))
+            elif r.get("ok"):
+                out.append(_fmt("%s:   replica on %s", d["host"], r["host"]))
+            else:
+                out.append(_fmt("%s:   replica on %s FAILED: %s", d["host"], r["host"], r.get("error")))
+    return "\n".join(out)
+
+
+HEADERS = ["HOST", "WHERE", "STAMP", "AGE", "SIZE", "FILES", "BOT-ID", "DATA-ID", "EPOCH", "CONSISTENCY", "REASON"]
+
+
+def backups_table(listing: Dict[str, Any]) -> str:
+    rows = []
+    for r in listing["rows"]:
+        where = "replica@%s" % r["replica_on"] if r["where"] == "replica" else r["where"]
+        rows.append([r["host"], where, r.get("stamp"), age(r.get("taken_at")), size(r.get("bytes")), r.get("files"),
+                     r.get("bot_id"), r.get("data_id"), r.get("epoch"), r.get("consistency"), r.get("reason")])
+    text = table(HEADERS, rows) if rows else "no snapshots yet: invoke backup takes one"
+    for e in listing["errors"]:
+        text += "\n" + _fmt("%s: not asked: %s", e["host"], e.get("error"))
+    return text
+
+
+def restore_lines(doc: Dict[str, Any]) -> str:
+    out = [_fmt("%s: restored %s", doc["host"], doc.get("source"))]
+    kept = doc.get("kept")
+    if kept:
+        out.append(_fmt("%s: the data before is kept as snapshot %s (before-restore): invoke restore --host %s "
+                        "--from %s brings it back", doc["host"], kept.get("stamp"), doc["host"], kept.get("stamp")))
+    if not doc.get("ok") and doc.get("error"):
+        out.append(_fmt("%s: FAILED: %s", doc["host"], doc.get("error")))
+    started = doc.get("started")
+    if started is not None:
+        out.append(_fmt("%s: bot started again", doc["host"]) if started.get("ok") else
+                   _fmt("%s: the bot did not start again: %s", doc["host"], started.get("error")))
+    return "\n".join(out)
+
+
+def carry_line(doc: Dict[str, Any]) -> str:
+    s = doc.get("snapshot") or {}
+    return _fmt("data: %s's snapshot %s (%d files, %s) carried in %.1f s, a copy kept here", s.get("host"),
+                s.get("stamp"), len(s.get("files") or []), size(doc.get("bytes")), doc.get("seconds") or 0.0)
