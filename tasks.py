@@ -215,7 +215,7 @@ def doctor(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     report = actions.contact(inventory, targets, _note, act=False)
     docs = on_hosts(targets, agentcalls.doctor, parallel)
     report()
-    _finish(docs, render.doctor_report(docs), json)
+    _finish(docs, "\n".join([render.doctor_report(docs)] + render_data.doctor_lines(docs)), json)
 
 
 def _stack(host, all_, parallel, operation, as_json, text=render.restart_lines, dev=False):
@@ -270,7 +270,7 @@ def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     inventory, targets = _select(host, all, dev=True)
     docs = on_hosts(targets, ctlcalls.status, parallel)
     fencing.on_contact(inventory, {d["host"]: d for d in docs}, act=False, say=_note)  # reports, changes nothing
-    _finish(docs, render.status_table(docs), json)
+    _finish(docs, "\n".join([render.status_table(docs)] + render_data.status_notes(docs)), json)
 
 
 def _deploy_flags(targets, env_file, serial):

@@ -442,6 +442,10 @@ def rollback_lines(docs: List[Dict[str, Any]]) -> str:
     for d in docs:
         if d.get("ok"):
             out.append(_fmt("%s: now on %s (was %s), dashboard pid %s", d["host"], d["stamp"], d["previous"], d["pid"]))
+            if d.get("data_snapshot"):
+                out.append(_fmt("%s: the bot's data as it was before %s was deployed: snapshot %s (invoke restore "
+                                "--host %s --from %s)", d["host"], d["previous"], d["data_snapshot"], d["host"],
+                                d["data_snapshot"]))
         else:
             out.extend(_failed(d))
     return "\n".join(out)

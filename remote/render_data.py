@@ -10,6 +10,7 @@ from .render import _fmt, _number, table
 
 
 def size(count: Any) -> str:
+    """Bytes as a person reads them: 812 B, 3.4 MB, 1.2 GB (powers of 1024); "?" for no number."""
     value = _number(count)
     if value is None:
         return "?"
@@ -19,19 +20,49 @@ def size(count: Any) -> str:
     return "%d B" % value
 
 
-def age(taken_at: Any, now: Optional[float] = None) -> str:
-    """"12 min ago", "3 h ago", "2 d ago"; "?" for a time that is not one."""
-    value = _number(taken_at)
+def age(at: Any, now: Optional[float] = None) -> str:
+    """"40 s ago", "12 min ago", "3 h ago", "2 d ago"; "?" for a time that is not one."""
+    value = _number(at)
     if value is None:
         return "?"
     seconds = max(0.0, (time.time() if now is None else now) - value)
-    if seconds < 90:
-        return "%d s ago" % seconds
-    if seconds < 90 * 60:
-        return "%d min ago" % (seconds / 60)
-    if seconds < 48 * 3600:
-        return "%d h ago" % (seconds / 3600)
+    for limit, unit, scale in ((90, "s", 1), (5400, "min", 60), (172800, "h", 3600)):
+        if seconds < limit:
+            return "%d %s ago" % (seconds / scale, unit)
     return "%d d ago" % (seconds / 86400)
+
+
+def backup_note(host: str, info: Any, now: Optional[float] = None) -> Optional[str]:
+    """status and doctor: "last backup 12 min ago (3.4 MB)", or the warning run/backups.json gives."""
+    if not isinstance(info, dict) or not (info.get("last") or info.get("every")):
+        return None
+    if info.get("warning"):
+        return _fmt("%s: WARNING: %s", host, info["warning"])
+    good = info.get("last_ok") if isinstance(info.get("last_ok"), dict) else {}
+    if not good:
+        return _fmt("%s: no backup yet (the first is due within backup_every)", host)
+    return _fmt("%s: last backup %s (%s)", host, age(good.get("at"), now), size(good.get("bytes")))
+
+
+def status_notes(docs: List[Dict[str, Any]]) -> List[str]:
+    """status: one line per host with data, under the table."""
+    return [n for n in (backup_note(d["host"], d.get("backups"), d.get("now")) for d in docs if d.get("ok")) if n]
+
+
+def doctor_lines(docs: List[Dict[str, Any]]) -> List[str]:
+    """doctor: the last backup of each host, and a Python without sqlite3 (its snapshots of a running
+    bot's database cannot be consistent)."""
+    out = []
+    for d in docs:
+        if not d.get("ok"):
+            continue
+        if not d.get("sqlite3", True):
+            out.append(_fmt("%s: sqlite3 MISSING from this Python: snapshots of a running bot's SQLite files "
+                            "cannot be consistent (apt install python3 / pkg install python)", d["host"]))
+        note = backup_note(d["host"], d.get("backups"))
+        if note:
+            out.append(note)
+    return out
 
 
 def stamp_time(taken_at: Any) -> str:

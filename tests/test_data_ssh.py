@@ -196,3 +196,20 @@ def test_a_bad_archive_is_refused_with_the_data_unchanged(lab, tmp_path):
     out = invoke(path, "restore", "--host", linux.name, "--file", str(bad), "--yes")
     assert out.returncode != 0, out.stdout + out.stderr
     assert rows(linux) == before
+
+
+def test_a_deploy_keeps_the_data_first_and_rollback_names_it(lab):
+    path = inventory(lab)
+    assert invoke(path, "restart", "--all").returncode == 0
+    host = wait_for(lambda: next((h for h in lab.hosts.values() if h.bots()), None), 30, "the writer")
+    running(host)
+    out = invoke(path, "deploy", "--host", host.name, "--wheels", timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "the bot's data kept as snapshot " in out.stdout and "(before-deploy)" in out.stdout, out.stdout
+    kept = [r for r in json.loads(invoke(path, "backups", "--json", "--host", host.name).stdout)
+            if r["reason"] == "before-deploy" and r["where"] == "host"]
+    assert len(kept) == 1 and kept[0]["consistency"] == "online"
+    out = invoke(path, "rollback", "--host", host.name)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "snapshot %s (invoke restore --host %s --from %s)" % (kept[0]["stamp"], host.name, kept[0]["stamp"]) \
+        in out.stdout, out.stdout

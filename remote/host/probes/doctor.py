@@ -3,6 +3,7 @@
 Part of the agent's library (agent.py): it travels inside the command, standard library only.
 """
 
+import importlib.util
 import os
 import platform
 import pwd
@@ -10,7 +11,7 @@ import shutil
 import socket
 import sys
 
-from remote.host.common import epochs
+from remote.host.common import backupstate, epochs
 from remote.host.common.files import Layout
 from remote.host.common.system import (
     autostart_paths,
@@ -56,7 +57,8 @@ def doctor(port, app_dir):
             "disk_free": space(path).get("free"),
             "autostart": [p for p in autostart_paths() if os.path.exists(p)],
             "android": android.report(path) if detect_platform() == "termux" else None,
-            "bot_epoch": epoch_report(path)}
+            "bot_epoch": epoch_report(path), "backups": backupstate.summary(Layout(path)),
+            "sqlite3": importlib.util.find_spec("sqlite3") is not None}
 
 
 def epoch_report(app_dir):

@@ -189,9 +189,24 @@ def switch_to(paths, stamp):
 
 
 def mark(paths, stamp, result, reason=None):
-    """The release's own record of how its deploy went: DEPLOY.json, {"result": "ok"|"failed", ...}."""
-    write_json(os.path.join(paths.releases, stamp, "DEPLOY.json"),
-               {"result": result, "reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    """The release's own record of how its deploy went: DEPLOY.json, {"result": "ok"|"failed", ...};
+    what it held already (the data's snapshot before the deploy) is kept."""
+    path = os.path.join(paths.releases, stamp, "DEPLOY.json")
+    write_json(path, dict(read_json(path), result=result, reason=reason,
+                          at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+
+
+def protect_data(paths, settings, stamp, shared):
+    """A before-deploy snapshot of the bot's data, before any hook runs (migrations are where data
+    dies), named in the new release's DEPLOY.json so that a rollback names it; None without data."""
+    from remote.host.data import ops, snapshot
+
+    if not shared or not (snapshot.data_files(paths, shared) or snapshot.read_data_id(paths)):
+        return None
+    taken = ops.take(paths.app_dir, dict(settings, shared_paths=list(shared)), "before-deploy")["snapshot"]
+    write_json(os.path.join(paths.releases, stamp, "DEPLOY.json"), {"data_snapshot": taken["stamp"]})
+    progress("the bot's data kept as snapshot %s (before-deploy)" % taken["stamp"])
+    return taken["stamp"]
 
 
 def failed(paths, stamp):
@@ -296,6 +311,7 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
         release = os.path.join(paths.releases, stamp)
         steps.done("venv")
         try:  # `current` has not moved: a failure here changes nothing the host serves
+            data_snapshot = protect_data(paths, settings, stamp, shared)
             _hook(hook_spec, "before_switch", paths, release, hook_timeout, env_incoming, release=stamp,
                   previous=current_stamp(paths))
         except Failure as exc:
@@ -332,8 +348,8 @@ def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incomin
         pruned = prune(paths, keep, {stamp, previous})
         timings = dict(steps.timings, unpack=unpacked) if unpacked is not None else steps.timings
         return dict(installed, ok=True, previous=previous, pruned=pruned, pid=health["pid"],
-                    healthy_in=health["elapsed"], elapsed=time.monotonic() - started, notes=notes or [],
-                    timings=timings)
+                    data_snapshot=data_snapshot, healthy_in=health["elapsed"], elapsed=time.monotonic() - started,
+                    notes=notes or [], timings=timings)
 
 
 def _check_request(paths, partial, stamp, shared, env_incoming):
@@ -460,7 +476,8 @@ def rollback(app_dir, settings, to=None, timeout=20.0, lock_timeout=120.0, by=No
                   previous=previous)
         except Failure as exc:
             raise Failure("rolled back to %s, which is serving, but its %s" % (target, exc), exc.log_tail) from None
-        return {"ok": True, "stamp": target, "previous": previous, "pid": health["pid"]}
+        before = read_json(os.path.join(paths.releases, previous or "", "DEPLOY.json")).get("data_snapshot")
+        return {"ok": True, "stamp": target, "previous": previous, "pid": health["pid"], "data_snapshot": before}
 
 
 def list_releases(app_dir):

@@ -28,18 +28,20 @@ from remote.host.supervision.inbox import ACTIONS, Inbox, reply
 from remote.host.supervision.jobs import Jobs
 from remote.host.supervision.notify import NotifySocket
 from remote.host.supervision.policy import Context
+from remote.host.supervision.schedule import BackupSchedule
 from remote.host.supervision.selfpipe import SelfPipe
 from remote.host.supervision.service import RestartPolicy, Service
 
 TICK = 0.5
 #: bump when a running supervisor must be replaced for a release's changes to reach it (a supervisor
 #: outlives deploys: they hand the dashboard over, they do not restart the supervisor)
-VERSION = 6  # 6: boot_wait's hold and a stop's own grace (fencing: TERM, 2 s, KILL) must reach running supervisors
+VERSION = 7  # 7: scheduled snapshots of the bot's data (schedule.py) must reach running supervisors
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
             "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
             "spare": True, "standby": False, "watchdog_sec": 0, "bot_starts_per_day": 50, "shard_count": 1,
-            "shards": None, "bot_token_env": None}
+            "shards": None, "bot_token_env": None, "shared_paths": [], "backup_every": None, "backup_keep": 10,
+            "backup_max": 1 << 30}
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP)
 
 
@@ -100,6 +102,7 @@ class Supervisor:
         if orphan is not None:  # it serves until the first dashboard of ours is ready
             self.services["dashboard"].running(orphan)
         self.history = history.Sampler(self.paths)  # run/history.bin: 24 h of figures, every 10 s
+        self.backups = BackupSchedule(self.ctx, self.code_dir, self.clock)
         self.upkeep = upkeep.Upkeep(self.paths, {n: s.log_path for n, s in self.services.items()},
                                     self.cfg["stream"], self.clock)
 
@@ -240,7 +243,7 @@ class Supervisor:
     def _timeout(self):
         """How long a turn may wait: a tick, less when the bot's watchdog or a job's deadline is nearer."""
         wait = 0.2 if self.cfg["stream"] else TICK
-        for due in [p.wake_in() for p in self.policies.values()] + [self.jobs.due_in()]:
+        for due in [p.wake_in() for p in self.policies.values()] + [self.jobs.due_in(), self.backups.wake_in()]:
             if due is not None:
                 wait = max(0.01, min(wait, due + 0.01))
         return wait
@@ -261,6 +264,7 @@ class Supervisor:
             self.jobs.collect()
             self.history.from_supervisor(self)
             self.upkeep.tick()
+            self.backups.tick()
             if self.ctx.stopping and not self.ctx.retiring and not any(p.busy() for p in self.policies.values()):
                 return
 

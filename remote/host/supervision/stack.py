@@ -15,7 +15,7 @@ import sys
 import time
 
 from remote.host import CODE_DIR
-from remote.host.common import epochs
+from remote.host.common import backupstate, epochs
 from remote.host.common.contract import StackSettings
 from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, error_tail, read_env_file, read_json, write_json
@@ -323,6 +323,7 @@ def status(app_dir, token_env=None):
     bot_state = {"env_bot_id": bot.bot_id(bot.token(dotenv, token_env)), "running": guard.running(paths),
                  "role": bot.recorded_role(paths), "epoch": epochs.read(paths.bot_epoch)}
     return {"ok": True, "supervisor": supervisor, "services": services, "bot": bot_state, "now": time.time(),
+            "backups": backupstate.summary(paths),
             "dashboard_token": bool(dotenv.get("DASHBOARD_TOKEN"))}  # set or not, never its value
 
 
