@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple, cast
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
-from remote.host.common import epochs, history, names
+from remote.host.common import backupstate, epochs, history, names
 from remote.host.common.files import Layout, read_json
 from remote.host.common.logtail import LogFollower, last_lines
 from remote.host.supervision.bot import recorded_role
@@ -62,6 +62,23 @@ def bot_epoch(app_dir: str) -> str:
     paths = Layout(app_dir)
     me = read_json(paths.config).get("name")  # the supervisor's settings: its inventory name
     return epochs.text(epochs.read(paths.bot_epoch), recorded_role(paths), me)
+
+
+def backup_text(app_dir: str, now: Optional[float] = None) -> Optional[str]:
+    """The bot's data as status words it: "last backup 12 min ago, replica of pi 4 min old", a
+    warning, or None on a host without shared_paths."""
+    info = backupstate.summary(Layout(app_dir))
+    if not info["data"]:
+        return None
+    now = time.time() if now is None else now
+    good = info.get("last_ok") or {}
+    parts = ["WARNING: %s" % info["warning"] if info.get("warning") else
+             "last backup %s ago" % human_duration(now - good["at"]) if isinstance(good.get("at"), (int, float))
+             else "no backup yet"]
+    for host, replica in sorted((info.get("replicas") or {}).items()):
+        if isinstance(replica.get("taken_at"), (int, float)):
+            parts.append("replica of %s %s old" % (host, human_duration(now - replica["taken_at"])))
+    return ", ".join(parts)
 
 
 def human_duration(seconds: Optional[float]) -> str:
@@ -190,6 +207,7 @@ class Dashboard:
             "host": hostinfo.collect(self.settings.app_dir),
             "services": read_services(str(self.settings.app_dir)),
             "epoch": bot_epoch(str(self.settings.app_dir)),
+            "backups": backup_text(str(self.settings.app_dir)),
             "port": self.listener,
             "log": {"path": str(self.settings.log_path)},
         }

@@ -15,8 +15,9 @@ import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Optional
 
+from remote.host.common.epochs import MAX_EPOCH
 from remote.host.common.files import write_json
-from remote.host.data import ops, snapshot
+from remote.host.data import ops, restore, snapshot
 
 from .botguard import inventory_key
 from .ctlcalls import call_ctl, ctl_command, ctl_request
@@ -25,6 +26,8 @@ from .inventory import Host
 from .streams import Exec, Meter, write_private
 
 STREAM_TIMEOUT = 60.0  # s of silence mid-archive before a host is given up
+STREAM_DEADLINE = 3600.0  # s for a whole archive: a host that trickles bytes for ever is given up too
+MAX_NUMBER = MAX_EPOCH  # an epoch or a sequence number beyond is not one a host of ours writes
 
 
 def local_dir(inventory_path: Path, host_name: str) -> Path:
@@ -64,13 +67,14 @@ def fetch(runner: Any, host: Host, stamp: str, folder: Path, replica_of: Optiona
                 digest.update(block)
                 out.write(block)
                 meter.add(len(block))
+                bound(meter, host)
         answer = run.finish("backup-read", answer_on_stderr=True)
         if not answer.get("ok"):
             raise HostError("%s: %s" % (host.name, answer.get("error")))
-        doc = answer["snapshot"]
-        if digest.hexdigest() != doc.get("archive_sha256"):
+        claimed = answer.get("snapshot") if isinstance(answer.get("snapshot"), dict) else {}
+        if digest.hexdigest() != claimed.get("archive_sha256"):
             raise HostError("%s: the copy of %s does not match its sha256: nothing kept" % (host.name, stamp))
-        doc["files"] = _files_of(partial)
+        doc = record(partial, stamp, digest.hexdigest(), meter.count)
         _keep_local(folder, doc, partial)
         return dict(doc, seconds=meter.seconds)
     finally:
@@ -79,9 +83,31 @@ def fetch(runner: Any, host: Host, stamp: str, folder: Path, replica_of: Optiona
             partial.unlink()
 
 
-def _files_of(archive: Path) -> List[Dict[str, Any]]:
-    """The file records of an archive's own SNAPSHOT.json (the host's answer leaves them out)."""
-    return read_document(archive).get("files") or []
+def record(archive: Path, stamp: Optional[str], sha256: str, count: int) -> Dict[str, Any]:
+    """What this machine keeps beside a copy: the archive's own SNAPSHOT.json (never the host's
+    answer, which a hostile host could word to make retention drop every other copy), with the
+    sha256 and size measured here; HostError when it is not the snapshot asked for or its numbers
+    are not ones a host of ours writes."""
+    doc = read_document(archive)
+    if stamp is not None and doc.get("stamp") != stamp:
+        raise HostError("the archive received is snapshot %r, not %s: nothing kept" % (doc.get("stamp"), stamp))
+    ops.check_stamp(doc.get("stamp"))
+    for key in ("epoch", "seq"):
+        value = doc.get(key)
+        if type(value) is not int or not 0 <= value <= MAX_NUMBER:
+            raise HostError("snapshot %s has %s %r, which no host of ours writes: nothing kept" % (
+                doc.get("stamp"), key, value))
+    return dict(doc, archive_sha256=sha256, bytes=count)
+
+
+def bound(meter: Meter, host: Host) -> None:
+    """A host's archive stays within what it may hold (twice its backup_max) and within the deadline:
+    a hostile or broken host cannot fill this machine's disk or hold a task for ever."""
+    if meter.count > 2 * host.backup_max:
+        raise HostError("%s sent over %.0f MB, twice its backup_max: given up, nothing kept" % (
+            host.name, 2 * host.backup_max / 2**20))
+    if meter.seconds > STREAM_DEADLINE:
+        raise HostError("%s's archive took over %.0f s: given up, nothing kept" % (host.name, STREAM_DEADLINE))
 
 
 def read_document(archive: Path) -> Dict[str, Any]:
@@ -89,11 +115,11 @@ def read_document(archive: Path) -> Dict[str, Any]:
     try:
         with tarfile.open(str(archive), "r:gz") as tar:
             for member in tar:
-                if member.name == "SNAPSHOT.json" and member.isreg():
+                if member.name == "SNAPSHOT.json" and member.isreg() and member.size <= restore.MAX_DOC:
                     doc = json.loads(tar.extractfile(member).read().decode("utf-8"))  # type: ignore[union-attr]
                     if isinstance(doc, dict):
                         return doc
-    except (OSError, EOFError, tarfile.TarError, ValueError) as exc:
+    except (OSError, EOFError, tarfile.TarError, ValueError, RecursionError) as exc:
         raise UsageError("%s is not a readable snapshot (%s): name a .tar.gz that invoke backups lists"
                          % (archive, exc)) from None
     raise UsageError("%s has no SNAPSHOT.json: it is not a snapshot of ours" % archive)
@@ -156,6 +182,7 @@ def carry(source_runner: Any, source: Host, target_runner: Any, target: Host, fo
         digest, meter = hashlib.sha256(), Meter(progress)
         with write_private(str(partial)) as local:
             for block in iter(out.read, b""):
+                bound(meter, source)
                 into.send(block)
                 digest.update(block)
                 local.write(block)
@@ -166,10 +193,11 @@ def carry(source_runner: Any, source: Host, target_runner: Any, target: Host, fo
             return {"ok": False, "error": "the snapshot on %s failed: %s" % (source.name, sent.get("error"))}
         into.end_input()
         got = into.finish("restore", answer_on_stderr=False)
-        doc = sent["snapshot"]
-        if digest.hexdigest() != doc.get("archive_sha256"):
+        claimed = sent.get("snapshot") if isinstance(sent.get("snapshot"), dict) else {}
+        if digest.hexdigest() != claimed.get("archive_sha256"):
             return {"ok": False, "error": "the archive from %s changed on the way (sha256): %s" % (
                 source.name, "restored all the same: check it" if got.get("ok") else "nothing restored")}
+        doc = record(partial, None, digest.hexdigest(), meter.count)
         kept_local = _keep_local(folder, doc, partial)
         if not got.get("ok"):
             return {"ok": False, "error": "%s refused the data: %s" % (target.name, got.get("error")),

@@ -176,10 +176,10 @@ def describe(found: Dict[str, Any], target: Host) -> str:
     whose = doc.get("host") or target.name
     where = {"host": "on %s" % target.name, "local": "on this machine",
              "replica": "in the replica on %s" % target.name, "file": "from %s" % found.get("path")}[found["where"]]
-    return "%s's snapshot %s (%s, %s, %d files, data %s) %s" % (
-        whose, doc.get("stamp"), doc.get("reason"), doc.get("consistency"),
-        doc.get("files") if isinstance(doc.get("files"), int) else len(doc.get("files") or []),
-        doc.get("data_id"), where)
+    files = doc.get("files")
+    count = len(files) if isinstance(files, list) else files if type(files) is int else "?"
+    return "%s's snapshot %s (%s, %s, %s files, data %s) %s" % (
+        whose, doc.get("stamp"), doc.get("reason"), doc.get("consistency"), count, doc.get("data_id"), where)
 
 
 def restore(inventory: Inventory, host: str, stamp: Optional[str], file: Optional[str], force: bool,
@@ -247,9 +247,11 @@ def _restore_from(inventory: Inventory, runner: Any, target: Host, found: Dict[s
 
 
 def carry(inventory: Inventory, source: Host, target: Host,
-          progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+          progress: Optional[Callable[[str], None]] = None) -> Optional[Dict[str, Any]]:
     """A failover's data: the source's (its bot stopped) streamed into the target; a copy kept here.
-    {"ok", "note"} when there is nothing to carry (a host without shared_paths)."""
+    {"ok", "note"} when one of them has no shared_paths; None when neither has (a bot without data)."""
+    if not source.shared_paths and not target.shared_paths:
+        return None
     for host in (target, source):
         if not host.shared_paths:
             return {"ok": True, "note": "data: not carried (%s has no shared_paths)" % host.name}
@@ -260,7 +262,8 @@ def carry(inventory: Inventory, source: Host, target: Host,
         return {"ok": False, "error": str(exc)}
 
 
-def takeover_copy(inventory: Inventory, owner: str, target: Host, now: Optional[float] = None) -> Dict[str, Any]:
+def takeover_copy(inventory: Inventory, owner: str, target: Host, now: Optional[float] = None
+                  ) -> Optional[Dict[str, Any]]:
     """A takeover's data: the newest snapshot of the unreachable owner's data there is (the target's
     replica of it, or this machine's copies), restored on the target (its own data kept as
     ``takeover``); {"ok", "note"} saying which and how old, or loudly that there is none."""
@@ -269,7 +272,8 @@ def takeover_copy(inventory: Inventory, owner: str, target: Host, now: Optional[
     from .render_data import age, stamp_time
 
     if not target.shared_paths:
-        return {"ok": True, "note": "data: not restored (%s has no shared_paths)" % target.name}
+        return None if not inventory.hosts[owner].shared_paths else {
+            "ok": True, "note": "data: not restored (%s has no shared_paths)" % target.name}
     try:
         with open_runner(target) as runner:
             answer = backups.host_rows(runner, target)

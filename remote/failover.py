@@ -125,7 +125,7 @@ def _move_data(inventory: Inventory, owner: Optional[str], stopped: List[Host], 
     """The data step of a move, or None when there is none to take: carried from the owner when its
     bot was stopped here, the newest copy of it restored on a takeover, nothing with ``data`` off."""
     if not data:
-        return {"ok": True, "note": "data: not carried (--no-data)"}
+        return {"ok": True, "note": "data: not carried (--no-data)"} if target.shared_paths else None
     source = next((h for h in stopped if h.name == owner), None)
     if source is not None:
         return dataflows.carry(inventory, source, target, progress)

@@ -26,7 +26,7 @@ def on_host(host: Host, operation: Operation) -> Dict[str, Any]:
         doc = {"ok": False, "error": str(exc)}
     except Exception as exc:  # a bug must not hide the other hosts' results
         doc = {"ok": False, "error": "internal error: %s: %s" % (type(exc).__name__, exc)}
-    return dict({"host": host.name}, **doc)
+    return dict(doc, host=host.name)  # ours: a host's answer cannot put its rows under another name
 
 
 def on_hosts(hosts: List[Host], operation: Operation,

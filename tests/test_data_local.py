@@ -284,8 +284,8 @@ def test_a_restore_killed_at_any_moment_leaves_the_old_data_or_the_new(app):
     assert len([n for n in os.listdir(store.store_dir(Layout(str(app)))) if n.startswith("g")]) == 1
 
 
-def snapshot_of(app):
-    answer, archive = ctl(app, "snapshot", {"stream": True})
+def snapshot_of(app, settings=None):
+    answer, archive = ctl(app, "snapshot", {"stream": True}, settings=settings)
     assert answer["ok"], answer
     return archive
 
@@ -351,3 +351,39 @@ def test_a_kept_snapshot_is_pruned_on_the_host(app):
     assert ops.check_stamp(stamps[0]) == stamps[0]
     with pytest.raises(Failure):
         ops.check_stamp("../../etc")
+
+
+def test_a_link_in_shared_never_brings_outside_data_in_and_unnamed_data_survives_a_restore(app, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "images").mkdir(parents=True)
+    (elsewhere / "images" / "a.png").write_bytes(b"outside")
+    os.rename(app / "shared" / "cache", tmp_path / "old-cache")
+    os.symlink(str(elsewhere), app / "shared" / "cache")  # shared/cache -> outside shared/
+    answer, _ = ctl(app, "restore", {"stream": True}, data=_archive(GOOD))
+    assert not answer["ok"] and "outside shared/" in answer["error"], answer
+    assert (elsewhere / "images" / "a.png").read_bytes() == b"outside" and not os.path.islink(elsewhere / "images")
+    os.unlink(app / "shared" / "cache")
+    os.rename(tmp_path / "old-cache", app / "shared" / "cache")
+    # an entry taken out of shared_paths after the data was adopted is kept as it is, its .env too
+    (app / "shared" / "logs").mkdir()
+    (app / "shared" / "logs" / ".env").write_text("LOG_KEY=secret\n")
+    (app / "shared" / "logs" / "bot.txt").write_text("old lines\n")
+    with_logs = dict(SETTINGS, shared_paths=SETTINGS["shared_paths"] + ["logs"])
+    assert ctl(app, "snapshot", {"reason": "manual"}, settings=with_logs)[0]["ok"]
+    assert ctl(app, "restore", {"stream": True}, settings=with_logs, data=snapshot_of(app, with_logs))[0]["ok"]
+    assert os.path.islink(app / "shared" / "logs")  # adopted
+    answer, _ = ctl(app, "restore", {"stream": True, "force": True}, data=_archive(GOOD))  # logs no longer named
+    assert answer["ok"], answer
+    assert (app / "shared" / "logs" / ".env").read_text() == "LOG_KEY=secret\n"
+    assert (app / "shared" / "logs" / "bot.txt").read_text() == "old lines\n"
+
+
+def test_a_planted_wal_link_never_brings_a_secret_into_a_stopped_snapshot(app):
+    db = app / "shared" / "data" / "bot.db"
+    sqlite3.connect(str(db)).execute("create table t (x)").connection.commit()
+    os.symlink("../.env", app / "shared" / "data" / "bot.db-wal")
+    doc = snapshot.take(Layout(str(app)), ["data"], "manual", stopped=True)
+    found, inside = members(doc["path"])
+    assert "data/data/bot.db" in found and not [n for n in found if n.endswith("-wal")]
+    with tarfile.open(doc["path"]) as tar:
+        assert not any(b"secret" in tar.extractfile(m).read() for m in tar.getmembers() if m.isreg())

@@ -53,8 +53,9 @@ def write_env(host):
 def inventory(lab, extra=""):
     text = lab.inventory(list(lab.hosts.values()), path=lab.dir / "data-inventory.yml").read_text()
     for name in lab.hosts:
+        every = "" if "backup_every" in extra else "backup_every: 'off', "
         text = text.replace("  %s: {" % name, "  %s: {bot_command: 'python %s/writer_bot.py', shared_paths: [data], "
-                            "backup_every: 'off', %s" % (name, lab.dir, extra))
+                            "%s%s" % (name, lab.dir, every, extra))
     path = lab.dir / "data-inventory.yml"
     path.write_text(text)
     return path
@@ -213,3 +214,57 @@ def test_a_deploy_keeps_the_data_first_and_rollback_names_it(lab):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "snapshot %s (invoke restore --host %s --from %s)" % (kept[0]["stamp"], host.name, kept[0]["stamp"]) \
         in out.stdout, out.stdout
+
+
+def test_the_fleet_page_shows_the_backups_backs_up_now_and_replicates_a_scheduled_snapshot(lab):
+    """With `replicate: true`, a new scheduled snapshot on the active host reaches its standby within a
+    minute of the page seeing it; the card says how old the last backup is; "back up now" is the CLI's."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dashproc import ROOT, free_port
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("needs chromium")
+    from playwright.sync_api import sync_playwright
+
+    path = inventory(lab, "backup_every: 30s, replicate: true, ")
+    assert invoke(path, "restart", "--all").returncode == 0
+    owner = wait_for(lambda: next((h for h in lab.hosts.values() if h.bots()), None), 30, "the writer")
+    other = next(h for h in lab.hosts.values() if h is not owner)
+    port = free_port()
+    env = dict(os.environ, SULFUR_INVENTORY=str(path), XDG_CACHE_HOME=str(lab.dir / "cache"),
+               XDG_DATA_HOME=str(lab.dir / "data"))
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "fleet", "--port", str(port), "--no-browser"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        opener = re.search(r"(file://\S+)", proc.stdout.readline()).group(1)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(opener)
+            card = 'section.card[data-host="%s"]' % owner.name
+            page.wait_for_selector(card + " p.backups", timeout=60000)
+            assert page.locator(card + " label.carry").count() == 0  # it runs there: no move button
+            page.wait_for_selector('section.card[data-host="%s"] input.carry:checked' % other.name, timeout=30000)
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.locator(card + " button.backup").click()
+            wait_for(lambda: "copied here" in page.locator("#result").inner_text(), 120, "the backup's answer")
+            assert page.locator("#result").inner_text().startswith("%s: snapshot " % owner.name)
+            replicas = Path(other.app_dir, "backups", "replica", owner.name)
+            shot = wait_for(lambda: [p for p in replicas.glob("*.json")
+                                     if json.loads(p.read_text()).get("reason") == "scheduled"], 150,
+                            "a scheduled snapshot replicated to %s" % other.name)
+            assert Path(str(shot[0])[:-5] + ".tar.gz").exists()
+            page.wait_for_function("([c, o]) => document.querySelector(c + ' p.backups') && "
+                                   "/last backup \\d/.test(document.querySelector(c + ' p.backups').textContent)",
+                                   arg=[card, owner.name], timeout=60000)
+            other_card = 'section.card[data-host="%s"] p.backups' % other.name
+            page.wait_for_function("c => /replica of /.test((document.querySelector(c) || {}).textContent || '')",
+                                   arg=other_card, timeout=60000)
+            browser.close()
+    finally:
+        proc.send_signal(2)
+        proc.wait(timeout=20)

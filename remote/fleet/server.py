@@ -38,6 +38,7 @@ from .fencer import Fencer, reachable_statuses
 from .links import Link
 from .links import log as links_log
 from .pages import Pages
+from .replicas import Replicator
 from .tunnels import Tunnels
 
 HERE = Path(__file__).resolve().parent
@@ -100,6 +101,7 @@ class Fleet:
         self._moving = threading.Lock()  # one failover at a time: two at once would race for the bot
         self.fencer = Fencer(inventory, lambda: reachable_statuses(self.hosts, self.links),
                              lambda: [self._changed(h.name, "banner") for h in self.hosts], self._moving)
+        self.replicator = Replicator(inventory, lambda: reachable_statuses(self.hosts, self.links))
         self.pages = Pages(self.socketio, self.authorized, lambda: self.links)
         self._sends = threading.Lock()
         self._sent: Dict[str, float] = {}  # host -> when its last event went (monotonic)
@@ -130,6 +132,7 @@ class Fleet:
             return
         if kind in ("status", "state"):
             self.fencer.poke(host)
+            self.replicator.poke(host)
         with self._sends:
             if host in self._pending:
                 self._pending[host].add(kind)
@@ -252,6 +255,14 @@ class Fleet:
             doc, code = acts.act(self.inventory, target, action, service)
             return jsonify(doc), code
 
+        @app.post("/api/hosts/<name>/backup")
+        @self.api.action
+        def api_backup(name: str) -> Tuple[Any, int]:
+            if name not in self.links or not self.inventory.hosts[name].shared_paths:
+                return jsonify({"error": "no such host with shared_paths"}), 404
+            doc, code = acts.backup(self.inventory, name)
+            return jsonify(doc), code
+
         @app.post("/api/hosts/<name>/tunnel")
         @self.api.action
         def api_tunnel(name: str) -> Tuple[Any, int]:
@@ -265,11 +276,12 @@ class Fleet:
         def api_failover() -> Tuple[Any, int]:
             doc = request.get_json(silent=True)
             doc = doc if isinstance(doc, dict) else {}
-            to, from_ = doc.get("to"), doc.get("from")
+            to, from_, data = doc.get("to"), doc.get("from"), doc.get("data", True)
             if not isinstance(to, str) or not isinstance(from_, (str, type(None))) or to not in self.links or (
-                    from_ is not None and from_ not in self.links) or to == from_:
-                return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\": another)"}), 400
-            doc, code = acts.failover(self.inventory, self._moving, to, from_)
+                    from_ is not None and from_ not in self.links) or to == from_ or not isinstance(data, bool):
+                return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\": another, "
+                                "\"data\": true or false)"}), 400
+            doc, code = acts.failover(self.inventory, self._moving, to, from_, data)
             return jsonify(doc), code
 
     def start(self) -> None:
@@ -295,6 +307,7 @@ class Fleet:
                              request_handler=_quiet_handler())
         self.links = start_links(self.hosts, self._changed)
         self.fencer.start()
+        self.replicator.start()
         self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         self.thread.start()
 

@@ -166,7 +166,7 @@ def _data(command, app_dir, opts, settings, stdin):
         with ops.verified(path, doc) as source, binary_stdout() as out:
             for block in iter(lambda: source.read(1 << 20), b""):
                 out.write(block)
-        return {"ok": True, "snapshot": {k: v for k, v in doc.items() if k != "files"}}
+        return {"ok": True, "snapshot": ops._short(doc)}
     args = (opts["force"], opts["reason"], opts["lock_timeout"], opts["by"])
     if opts["stream"]:
         return ops.restore_data(app_dir, settings, stdin, *args)

@@ -60,13 +60,39 @@
     post(url);
   }
 
-  function failover(host) {  // invoke failover --to host: stopped where it runs, then started here
-    if (!window.confirm("Move the bot to " + host + "? It is stopped where it runs first, then started on " +
+  function failover(host, data) {  // invoke failover --to host [--no-data]: stopped where it runs, then started here
+    if (!window.confirm("Move the bot to " + host + "? It is stopped where it runs first, " +
+                        (data ? "its data carried along, " : "its data NOT carried, ") + "then started on " +
                         host + " and watched for 5 s; if it does not stay up, it goes back.")) return;
     var box = document.getElementById("result");
     box.hidden = false;
     box.textContent = "moving the bot to " + host + "…";
-    post("failover", null, {to: host});
+    post("failover", null, {to: host, data: data});
+  }
+
+  function backupNow(host) {  // invoke backup --host host
+    if (!window.confirm("Take a snapshot of the bot's data on " + host + " now, and copy it here?")) return;
+    var box = document.getElementById("result");
+    box.hidden = false;
+    box.textContent = "backing up " + host + "…";
+    var url;
+    try { url = path(["hosts", host, "backup"]); } catch (err) { box.textContent = "refused: " + err.message; return; }
+    post(url);
+  }
+
+  function backupLine(status) {  // "last backup 12 min ago · replica of pi: 4 min old", from the host's status
+    var b = status && status.backups;
+    if (!b || typeof b !== "object" || !b.data) return null;
+    var now = status.now || Date.now() / 1000, parts = [];
+    if (b.warning) parts.push("backup WARNING: " + b.warning);
+    else if (b.last_ok && typeof b.last_ok.at === "number") parts.push("last backup " + ago(now - b.last_ok.at) + " ago");
+    else parts.push("no backup yet");
+    var replicas = b.replicas && typeof b.replicas === "object" ? b.replicas : {};
+    Object.keys(replicas).slice(0, 8).forEach(function (of) {
+      var r = replicas[of];
+      if (r && typeof r.taken_at === "number") parts.push("replica of " + of + ": " + ago(now - r.taken_at) + " old");
+    });
+    return parts.join(" · ");
   }
 
   function tunnel(host) {
@@ -201,10 +227,25 @@
       open.addEventListener("click", function () { tunnel(doc.host); });
       card.appendChild(open);
       var bot = (doc.status.services || {}).bot;
+      var line = backupLine(doc.status);
+      if (line) {
+        card.appendChild(el("p", line, "facts backups"));
+        var save = el("button", "back up now", "backup");
+        save.addEventListener("click", function () { backupNow(doc.host); });
+        card.appendChild(save);
+      }
       if (bot && ["standby", "stopped", "failed"].indexOf(bot.state) >= 0) {  // configured here, not running
         var move = el("button", "move the bot here", "failover");
-        move.addEventListener("click", function () { failover(doc.host); });
+        var carry = el("input");
+        carry.type = "checkbox";
+        carry.checked = true;
+        carry.className = "carry";
+        var label = el("label", null, "carry");
+        label.appendChild(carry);
+        label.appendChild(document.createTextNode(" carry its data"));
+        move.addEventListener("click", function () { failover(doc.host, carry.checked); });
         card.appendChild(move);
+        card.appendChild(label);
       }
     }
     sparklines(card, doc.host, doc.history);

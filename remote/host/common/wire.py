@@ -18,6 +18,7 @@ OLDEST = 1
 #: "unknown command" and the operator says which host to deploy, while every other command still works
 SINCE = {"ping": 2, "epoch": 3, "snapshot": 4, "restore": 4, "backups": 4, "backup-read": 4, "replica-put": 4}
 ETX = b"\x03"
+READ_IDLE = 120  # s: the longest silence of the operator within a stream it sends
 #: the protocol agreed with the request being served (the highest both sides speak), for its answer
 _agreed = [OLDEST]
 
@@ -103,8 +104,15 @@ class Stdin:
 
     def read(self, size=-1):
         """Bytes after the request line (a restore's archive): what is buffered first, then the pipe;
-        b"" at its end. A file object for tarfile's stream mode."""
+        b"" at its end. A file object for tarfile's stream mode. An operator silent for READ_IDLE
+        seconds is given up (BadRequest): a restore holds the host's lock with the bot stopped."""
         if not self.buffer and not self.eof:
+            try:
+                ready = select.select([self.fd], [], [], READ_IDLE)[0]
+            except (OSError, ValueError):
+                ready = [self.fd]
+            if not ready:
+                raise BadRequest("the operator sent nothing for %d s: given up, nothing changed" % READ_IDLE)
             self._fill()
         if size is None or size < 0:
             while not self.eof:

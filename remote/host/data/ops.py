@@ -14,7 +14,7 @@ import time
 from remote.host.common import epochs
 from remote.host.common.errors import BadRequest, Failure
 from remote.host.common.files import Layout, current_stamp, read_json, write_json
-from remote.host.common.paths import remove, shared_paths_problem
+from remote.host.common.paths import remove, shared_paths_problem, shared_problem
 from remote.host.data import restore, retention, snapshot, store
 
 STAMP = re.compile(r"[0-9]{14}-[0-9]{1,9}")
@@ -39,9 +39,11 @@ def folder(paths, replica_of=None):
     return os.path.join(snapshot.backups_dir(paths), REPLICAS, replica_of)
 
 
-def entries(settings):
+def entries(settings, paths):
+    """The shared_paths entries, by their text and then with the links already in shared/ followed
+    (a link shared/cache -> /elsewhere must not bring /elsewhere into a snapshot or a generation)."""
     names = list(settings.get("shared_paths") or [])
-    problem = shared_paths_problem(names)
+    problem = shared_paths_problem(names) or shared_problem(paths.shared, paths.shared, names)
     if problem:
         raise BadRequest("shared_paths: %s; nothing was changed" % problem)
     return names
@@ -97,7 +99,7 @@ def take(app_dir, settings, reason, out=None):
     """One snapshot of this host's data; kept in backups/ with retention applied (or, with ``out``,
     streamed there and kept nowhere)."""
     paths = Layout(app_dir)
-    names = entries(settings)
+    names = entries(settings, paths)
     if reason not in snapshot.REASONS:
         raise BadRequest("%r is not a snapshot reason (%s)" % (reason, ", ".join(snapshot.REASONS)))
     try:
@@ -106,11 +108,17 @@ def take(app_dir, settings, reason, out=None):
         if out is None:
             record_result(paths, error=str(exc), reason=reason)
         raise
-    answer = {"ok": True, "snapshot": {k: v for k, v in doc.items() if k != "path"}}
+    answer = {"ok": True, "snapshot": _short(doc)}
     if out is None:
         record_result(paths, doc)
         answer["removed"] = prune(snapshot.backups_dir(paths), *limits(settings))
     return answer
+
+
+def _short(doc):
+    """A snapshot's record for an answer: its files counted, not listed (thousands of files would make
+    an answer line the operator cannot read whole), and no path of this host."""
+    return dict({k: v for k, v in doc.items() if k not in ("path", "files")}, files=len(doc.get("files") or []))
 
 
 def listing(app_dir):
@@ -174,7 +182,7 @@ def restore_data(app_dir, settings, source, force, reason, lock_timeout, by=None
     from remote.host.supervision.stack import operator_lock
 
     paths = Layout(app_dir)
-    names = entries(settings)
+    names = entries(settings, paths)
     if not names:
         raise restore.Refused("this host has no shared_paths: there is no data to restore into")
     with operator_lock(paths, lock_timeout, "restore by %s" % (by or "?")):
@@ -190,8 +198,7 @@ def restore_data(app_dir, settings, source, force, reason, lock_timeout, by=None
         store.switch(paths, built)
         epochs.log(paths, "data restored from snapshot %s of %s (the data before kept as %s)" % (
             _plain(doc.get("stamp")), _plain(doc.get("host")), kept["stamp"] if kept else "nothing: there was none"))
-    answer = {"ok": True, "restored": {k: v for k, v in doc.items() if k != "files"},
-              "files": len(doc.get("files") or []), "kept": kept and {k: v for k, v in kept.items() if k != "files"}}
+    answer = {"ok": True, "restored": _short(doc), "files": len(doc.get("files") or []), "kept": kept and _short(kept)}
     if kept:
         answer["removed"] = prune(snapshot.backups_dir(paths), *limits(settings))
     return answer
@@ -227,8 +234,10 @@ def replica_put(app_dir, source, replica_of, stamp, archive_sha256, keep):
         try:
             with tarfile.open(tmp, "r:gz") as tar:
                 member = tar.getmember("SNAPSHOT.json")
+                if not member.isreg() or member.size > restore.MAX_DOC:
+                    raise ValueError("not a snapshot's SNAPSHOT.json")
                 doc = json.loads(tar.extractfile(member).read().decode("utf-8"))
-        except (OSError, EOFError, KeyError, ValueError, tarfile.TarError):
+        except (OSError, EOFError, KeyError, ValueError, RecursionError, tarfile.TarError):
             raise restore.Refused("the replica of %s is not a snapshot (no SNAPSHOT.json): refused" % stamp) from None
         if not isinstance(doc, dict) or doc.get("stamp") != stamp:
             raise restore.Refused("the replica's SNAPSHOT.json is of another snapshot than %s: refused" % stamp)

@@ -135,6 +135,38 @@ def _keep_env_files(paths, entries, built):
                         shutil.copy2(path, target)
 
 
+def _keep_unnamed(paths, entries, built):
+    """What the live generation holds that shared_paths does not name (an entry taken out of the
+    inventory since) carried into the new one as it is, by hard links (no copy of the bytes): a
+    restore replaces the named data only, and never deletes data nobody asked about."""
+    live = store.live_dir(paths)
+    if live is None:
+        return
+
+    def walk(folder, prefix):
+        for name in sorted(os.listdir(folder)):
+            inner = prefix + name
+            path = os.path.join(folder, name)
+            if inner in entries or inner == store.DATA_ID:
+                continue
+            if any(entry.startswith(inner + "/") for entry in entries) and os.path.isdir(path) \
+                    and not os.path.islink(path):
+                walk(path, inner + "/")
+                continue
+            target = os.path.join(built, inner)
+            if os.path.lexists(target):
+                continue
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.copytree(path, target, symlinks=True, copy_function=os.link)
+            elif os.path.islink(path):
+                os.symlink(os.readlink(path), target)
+            else:
+                os.link(path, target)
+
+    walk(live, "")
+
+
 def receive(paths, stream, entries, force=False, ours=None):
     """The archive on ``stream`` built and checked as the next generation; (directory, document).
     ``ours``: this host's data id as it was before anything here made one (None: any is accepted).
@@ -149,6 +181,7 @@ def receive(paths, stream, entries, force=False, ours=None):
         if not os.path.exists(os.path.join(built, store.DATA_ID)) and theirs:
             snapshot._write_small(os.path.join(built, store.DATA_ID), "%s\n" % theirs)
         _keep_env_files(paths, entries, built)
+        _keep_unnamed(paths, entries, built)
     except BaseException:
         remove(store.store_dir(paths), built, ignore_errors=True)
         raise

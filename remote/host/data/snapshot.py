@@ -126,7 +126,7 @@ def _sqlite_copy(path, scratch):
     try:
         dest = sqlite3.connect(target)
         try:
-            source.backup(dest, pages=256, sleep=0.001)  # steps: the bot's writes go on between them
+            source.backup(dest)  # one step: in steps, each write of the bot would start the copy over
         finally:
             dest.close()
     finally:
@@ -160,7 +160,7 @@ def _add(tar, path, name, record, size=None):
     info = tarfile.TarInfo(name)
     info.mode, info.size = 0o600, os.path.getsize(path) if size is None else size
     info.mtime = int(os.path.getmtime(path))
-    with open(path, "rb") as handle:
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:  # a link swapped in meanwhile
         data = _Hashing(handle)
         tar.addfile(info, data)
     record.update(size=info.size, sha256=data.digest.hexdigest())
@@ -168,7 +168,10 @@ def _add(tar, path, name, record, size=None):
 
 def _write(tar, paths, files, stopped, scratch, doc):
     """Every file into ``tar``, then SNAPSHOT.json."""
-    for path, name in files + [(os.path.join(paths.shared, store.DATA_ID), store.DATA_ID)]:
+    own_id = os.path.realpath(os.path.join(paths.shared, store.DATA_ID))  # our link into the live generation
+    if not inside(paths.shared, own_id):
+        raise Failure("shared/%s leads out of shared/ (%s): remove that link" % (store.DATA_ID, own_id))
+    for path, name in files + [(own_id, store.DATA_ID)]:
         record = {"name": name, "sqlite": is_sqlite(path)}
         source = path
         if record["sqlite"] and not stopped:
@@ -184,7 +187,7 @@ def _write(tar, paths, files, stopped, scratch, doc):
         doc["files"].append(record)
         if stopped and record["sqlite"]:
             for suffix in ("-wal", "-shm", "-journal"):  # a killed bot's hot journal rolls back on open
-                if os.path.isfile(path + suffix):
+                if os.path.isfile(path + suffix) and not os.path.islink(path + suffix):  # never a planted link
                     extra = {"name": name + suffix, "sqlite": False}
                     _add(tar, path + suffix, "data/" + name + suffix, extra)
                     doc["files"].append(extra)

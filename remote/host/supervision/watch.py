@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from remote.host.common import history, wire
+from remote.host.common import backupstate, history, wire
 from remote.host.common.files import Layout
 from remote.host.supervision import stack
 
@@ -34,8 +34,10 @@ def emit(doc, out=sys.stdout):
 
 
 def _marks(paths):
-    """What a new status is sent for: the state, and the bot's role and epoch (fencing reads them)."""
-    return _mtime(paths.state), _mtime(paths.bot_role), _mtime(paths.bot_epoch)
+    """What a new status is sent for: the state, the bot's role and epoch (fencing reads them), and
+    the last snapshot and the replicas held (the page shows their age, and replicates a new one)."""
+    return (_mtime(paths.state), _mtime(paths.bot_role), _mtime(paths.bot_epoch),
+            _mtime(os.path.join(paths.run, "backups.json")), backupstate.replicas_mark(paths))
 
 
 def watch(app_dir, since, stdin, token_env=None, poll=POLL, out=sys.stdout):
