@@ -1,5 +1,6 @@
 """Start `python -m dashboard` as a real process on a real port, for the tests and the benchmark."""
 
+import contextlib
 import json
 import os
 import socket
@@ -9,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -205,3 +206,18 @@ class Running:
     """Where Service keeps a process handle, for the policy tests: it only reads .pid of it."""
 
     pid = 4242
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real small disk at ``where`` (made if missing) for as long as the block runs; skips without root."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -85,25 +85,39 @@ def rows(host):
         return [n for (n,) in db.execute("select n from rows order by n")]
 
 
-def committed(host):
-    """Every row number a bot on the host said it committed (its log)."""
+def committed(host, since=0):
+    """Every row number a bot on the host said it committed (its log; ``since``: from that offset)."""
     found = set()
-    for name in ("bot.log", "bot.log.1"):
+    for name in ("bot.log.1", "bot.log") if not since else ("bot.log",):
         path = Path(host.app_dir, "logs", name)
         if path.exists():
-            found |= {int(n) for n in re.findall(r"^committed (\d+)$", path.read_text(), re.M)}
+            with open(path, "rb") as handle:
+                handle.seek(since)
+                text = handle.read().decode("utf-8", "replace")
+            found |= {int(n) for n in re.findall(r"^committed (\d+)$", text, re.M)}
     return found
+
+
+def log_size(host):
+    path = Path(host.app_dir, "logs", "bot.log")
+    return path.stat().st_size if path.exists() else 0
 
 
 def running(host, timeout=30):
     return wait_for(lambda: host.bots() and committed(host), timeout, "the writer on %s" % host.name)
 
 
-def test_failovers_both_ways_lose_no_row_and_a_copy_stays_here(lab):
-    path = inventory(lab)
+def start_on_linux(lab, path):
+    """The writer started on linux; (linux, termux)."""
     linux, termux = lab.hosts["linux"], lab.hosts["termux"]
     assert invoke(path, "restart", "--host", "linux").returncode == 0
     running(linux)
+    return linux, termux
+
+
+def test_failovers_both_ways_lose_no_row_and_a_copy_stays_here(lab):
+    path = inventory(lab)
+    linux, termux = start_on_linux(lab, path)
     time.sleep(1.0)
     out = invoke(path, "failover", "--to", "termux")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -135,9 +149,7 @@ def test_failovers_both_ways_lose_no_row_and_a_copy_stays_here(lab):
 
 def test_backup_restore_and_a_takeover_restores_the_newest_replica(lab):
     path = inventory(lab)
-    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
-    assert invoke(path, "restart", "--host", "linux").returncode == 0
-    running(linux)
+    linux, termux = start_on_linux(lab, path)
     time.sleep(0.5)
     out = invoke(path, "backup", "--all")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -268,3 +280,42 @@ def test_the_fleet_page_shows_the_backups_backs_up_now_and_replicates_a_schedule
     finally:
         proc.send_signal(2)
         proc.wait(timeout=20)
+
+
+def test_a_failover_from_a_source_with_no_room_for_a_snapshot_still_carries_the_data(lab):
+    """The source's backups/ on a tmpfs that is full: nothing is staged there, so the data still moves."""
+    import subprocess
+
+    path = inventory(lab)
+    assert invoke(path, "restart", "--all").returncode == 0
+    owner = wait_for(lambda: next((h for h in lab.hosts.values() if h.bots()), None), 30, "the writer")
+    other = next(h for h in lab.hosts.values() if h is not owner)
+    mark = log_size(owner)
+    wait_for(lambda: committed(owner, mark), 30, "new rows")
+    folder = Path(owner.app_dir, "backups")
+    aside = Path(owner.app_dir, "backups.aside")
+    if folder.exists():
+        folder.rename(aside)
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700,uid=%d" % owner.user.pw_uid, "tmpfs",
+                    str(folder)], check=True)
+    try:
+        with open(folder / "filler", "wb") as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+            except OSError:
+                pass
+        out = invoke(path, "backup", "--host", owner.name)
+        assert out.returncode == 1 and "backup refused" in out.stdout + out.stderr, out.stdout + out.stderr
+        out = invoke(path, "failover", "--to", other.name)
+        assert out.returncode == 0 and "carried in" in out.stdout, out.stdout + out.stderr
+        assert invoke(path, "stop", "--all").returncode == 0
+        written = committed(owner, mark)
+        assert written and written <= set(rows(other)), "rows lost: %s" % sorted(written - set(rows(other)))[:10]
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        folder.rmdir()
+        if aside.exists():
+            aside.rename(folder)

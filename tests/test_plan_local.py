@@ -6,19 +6,14 @@ import os
 import subprocess
 
 import pytest
-from dashproc import invoke, local_inventory
+from dashproc import invoke, local_inventory, tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 MB tmpfs: less than any release needs with room for a venv."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    where = tmp_path / "small"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)], check=True)
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    with tmpfs(tmp_path / "small", "16m") as where:
+        yield where
 
 
 def test_a_host_without_room_cannot_be_planned_and_is_told_why(tmp_path, small_disk):

@@ -18,7 +18,7 @@ import tarfile
 import zlib
 
 from remote.host.common.errors import Failure
-from remote.host.common.paths import inside, remove
+from remote.host.common.paths import remove
 from remote.host.data import snapshot, store
 
 MAX_DOC = 16 << 20  # SNAPSHOT.json: a record per file; larger is not one of ours
@@ -120,19 +120,12 @@ def _extract(tar, member, path):
 def _keep_env_files(paths, entries, built):
     """The .env files in this host's data (secrets a snapshot never holds) carried into the new
     generation as they are: a restore replaces data, never a host's secrets."""
-    for entry in entries:
-        real = os.path.realpath(os.path.join(paths.shared, entry))
-        if not os.path.isdir(real) or not inside(paths.shared, real):
-            continue
-        for folder, dirs, files in os.walk(real):
-            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
-            for name in files:
-                path = os.path.join(folder, name)
-                if snapshot._is_env(name) and not os.path.islink(path):
-                    target = os.path.join(built, entry, os.path.relpath(path, real))
-                    if not os.path.lexists(target):
-                        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-                        shutil.copy2(path, target)
+    for entry, real, path in snapshot.walk(paths, entries):
+        if snapshot._is_env(os.path.basename(path)):
+            target = os.path.join(built, entry, os.path.relpath(path, real))
+            if not os.path.lexists(target):
+                os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+                shutil.copy2(path, target)
 
 
 def _keep_unnamed(paths, entries, built):

@@ -67,27 +67,39 @@ def read_data_id(paths):
     return known or None
 
 
-def data_id(paths):
+def data_id(paths, must_keep=True):
     """The data's id, made now when it has none: random, since it names the data, not a host. Written
-    where the link points once adopted, so the id stays with its generation."""
+    where the link points once adopted, so the id stays with its generation. ``must_keep`` False (a
+    streamed snapshot): an id that cannot be written (a full disk) still names this snapshot's data."""
     known = read_data_id(paths)
     if known:
         return known
     made = os.urandom(8).hex()
-    os.makedirs(paths.shared, mode=0o700, exist_ok=True)
-    _write_small(os.path.realpath(os.path.join(paths.shared, store.DATA_ID)), made + "\n")
+    try:
+        os.makedirs(paths.shared, mode=0o700, exist_ok=True)
+        _write_small(os.path.realpath(os.path.join(paths.shared, store.DATA_ID)), made + "\n")
+    except OSError:
+        if must_keep:
+            raise
     return made
 
 
-def next_sequence(paths):
-    """This host's snapshot counter (run/backup-seq): only grows, so (epoch, seq) orders snapshots."""
+def next_sequence(paths, must_keep=True):
+    """This host's snapshot counter (run/backup-seq): only grows, so (epoch, seq) orders snapshots.
+    ``must_keep`` False (a streamed snapshot, on a source whose disk may be full): a counter that
+    cannot be written is not an error; the next snapshot may then repeat the number, its stamp's time
+    still differs."""
     path = os.path.join(paths.run, "backup-seq")
     try:
         with open(path) as handle:
             current = int(handle.read(30).strip() or 0)
     except (OSError, ValueError):
         current = 0
-    _write_small(path, "%d\n" % (current + 1))
+    try:
+        _write_small(path, "%d\n" % (current + 1))
+    except OSError:
+        if must_keep:
+            raise
     return current + 1
 
 
@@ -95,25 +107,32 @@ def _is_env(name):
     return name == ".env" or name.startswith(".env.")
 
 
-def data_files(paths, shared_paths):
-    """(path on disk, name in the archive) of every regular file the snapshot holds, sorted. Our own
-    links from shared/<entry> into the live generation are followed; no other link is (a link in the
-    data is left out), and nothing outside shared/ is read."""
-    found = []
+def walk(paths, shared_paths):
+    """(entry, entry's real directory, path) of every regular file under the entries, never through a
+    link but our own from shared/<entry> into the live generation, never outside shared/."""
     for entry in shared_paths:
-        top = os.path.join(paths.shared, entry)
-        real = os.path.realpath(top)
+        real = os.path.realpath(os.path.join(paths.shared, entry))
         if not os.path.isdir(real) or not inside(paths.shared, real):
             continue
         for folder, dirs, files in os.walk(real):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
             for name in files:
                 path = os.path.join(folder, name)
-                if _is_env(name) or os.path.islink(path) or not os.path.isfile(path):
-                    continue
-                if name.endswith(("-wal", "-shm", "-journal")) and is_sqlite(path[:path.rindex("-")]):
-                    continue  # folded into the database's copy (online) or added beside it (stopped)
-                found.append((path, os.path.join(entry, os.path.relpath(path, real))))
+                if not os.path.islink(path) and os.path.isfile(path):
+                    yield entry, real, path
+
+
+def data_files(paths, shared_paths):
+    """(path on disk, name in the archive) of every regular file the snapshot holds, sorted: .env
+    files never, a SQLite file's -wal, -shm and -journal with their database."""
+    found = []
+    for entry, real, path in walk(paths, shared_paths):
+        name = os.path.basename(path)
+        if _is_env(name):
+            continue
+        if name.endswith(("-wal", "-shm", "-journal")) and is_sqlite(path[:path.rindex("-")]):
+            continue  # folded into the database's copy (online) or added beside it (stopped)
+        found.append((path, os.path.join(entry, os.path.relpath(path, real))))
     return sorted(set(found), key=lambda item: item[1])
 
 
@@ -168,10 +187,7 @@ def _add(tar, path, name, record, size=None):
 
 def _write(tar, paths, files, stopped, scratch, doc):
     """Every file into ``tar``, then SNAPSHOT.json."""
-    own_id = os.path.realpath(os.path.join(paths.shared, store.DATA_ID))  # our link into the live generation
-    if not inside(paths.shared, own_id):
-        raise Failure("shared/%s leads out of shared/ (%s): remove that link" % (store.DATA_ID, own_id))
-    for path, name in files + [(own_id, store.DATA_ID)]:
+    for path, name in files:
         record = {"name": name, "sqlite": is_sqlite(path)}
         source = path
         if record["sqlite"] and not stopped:
@@ -191,6 +207,12 @@ def _write(tar, paths, files, stopped, scratch, doc):
                     extra = {"name": name + suffix, "sqlite": False}
                     _add(tar, path + suffix, "data/" + name + suffix, extra)
                     doc["files"].append(extra)
+    ident = (doc["data_id"] + "\n").encode()  # the id as this snapshot names it (written or not: a full disk)
+    info = tarfile.TarInfo("data/" + store.DATA_ID)
+    info.size, info.mode, info.mtime = len(ident), 0o600, int(doc["taken_at"])
+    tar.addfile(info, io.BytesIO(ident))
+    doc["files"].append({"name": store.DATA_ID, "sqlite": False, "size": len(ident),
+                         "sha256": hashlib.sha256(ident).hexdigest()})
     body = json.dumps(doc, indent=1, sort_keys=True).encode()
     info = tarfile.TarInfo("SNAPSHOT.json")
     info.size, info.mode, info.mtime = len(body), 0o600, int(doc["taken_at"])
@@ -213,18 +235,20 @@ def take(paths, shared_paths, reason, stopped, about=None, out=None, check_space
     files = data_files(paths, shared_paths)
     need = sum(os.path.getsize(path) for path, _ in files)
     folder = backups_dir(paths)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    os.chmod(folder, 0o700)
+    if out is None:  # a streamed snapshot writes nothing here (a stopped bot's needs no scratch copy either)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
     if out is None and check_space:
         free = shutil.disk_usage(folder).free
         if free < 2 * need:
             raise Failure("backup refused: %.1f MB free in %s, and %.1f MB of data needs twice that; free "
                           "some space (invoke backups lists what is kept)" % (free / 2**20, folder, need / 2**20))
-    doc = dict(about or {}, data_id=data_id(paths), seq=next_sequence(paths), taken_at=time.time(), reason=reason,
-               consistency="stopped" if stopped else "online", compression="gzip level %d" % LEVEL, files=[],
-               shared=list(shared_paths))
+    keep = out is None  # a streamed one may come from a full disk: its id and number need not be written
+    doc = dict(about or {}, data_id=data_id(paths, keep), seq=next_sequence(paths, keep), taken_at=time.time(),
+               reason=reason, consistency="stopped" if stopped else "online", compression="gzip level %d" % LEVEL,
+               files=[], shared=list(shared_paths))
     doc["stamp"] = "%s-%d" % (time.strftime(STAMP, time.gmtime(doc["taken_at"])), doc["seq"])
-    scratch = tempfile.mkdtemp(prefix=".snapshot-", dir=folder)
+    scratch = None if stopped else tempfile.mkdtemp(prefix=".snapshot-", dir=folder if out is None else paths.run)
     try:
         if out is not None:
             sink = _Hashing(out)
@@ -233,7 +257,8 @@ def take(paths, shared_paths, reason, stopped, about=None, out=None, check_space
             return dict(doc, archive_sha256=sink.digest.hexdigest(), bytes=sink.count)
         return _keep(paths, folder, files, stopped, scratch, doc)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _keep(paths, folder, files, stopped, scratch, doc):

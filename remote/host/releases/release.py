@@ -18,7 +18,7 @@ from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, current_stamp, read_json, write_json
 from remote.host.common.paths import STAMP, inside, is_stamp, plain, remove, shared_problem, stamp_problem
 from remote.host.common.system import open_paths
-from remote.host.data import store
+from remote.host.data import ops, snapshot, store  # at the top: the release this ctl runs from is renamed mid-deploy
 from remote.host.releases import hooks, manifest
 from remote.host.supervision import guard
 from remote.host.supervision.inbox import ask
@@ -199,8 +199,6 @@ def mark(paths, stamp, result, reason=None):
 def protect_data(paths, settings, stamp, shared):
     """A before-deploy snapshot of the bot's data, before any hook runs (migrations are where data
     dies), named in the new release's DEPLOY.json so that a rollback names it; None without data."""
-    from remote.host.data import ops, snapshot
-
     if not shared or not (snapshot.data_files(paths, shared) or snapshot.read_data_id(paths)):
         return None
     taken = ops.take(paths.app_dir, dict(settings, shared_paths=list(shared)), "before-deploy")["snapshot"]
