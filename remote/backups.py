@@ -192,12 +192,13 @@ def carry(source_runner: Any, source: Host, target_runner: Any, target: Host, fo
             into.close()
             return {"ok": False, "error": "the snapshot on %s failed: %s" % (source.name, sent.get("error"))}
         into.end_input()
+        reading = _Background(record, partial, None, digest.hexdigest(), meter.count)  # while the target finishes
         got = into.finish("restore", answer_on_stderr=False)
         claimed = sent.get("snapshot") if isinstance(sent.get("snapshot"), dict) else {}
         if digest.hexdigest() != claimed.get("archive_sha256"):
             return {"ok": False, "error": "the archive from %s changed on the way (sha256): %s" % (
                 source.name, "restored all the same: check it" if got.get("ok") else "nothing restored")}
-        doc = record(partial, None, digest.hexdigest(), meter.count)
+        doc = reading.result()
         kept_local = _keep_local(folder, doc, partial)
         if not got.get("ok"):
             return {"ok": False, "error": "%s refused the data: %s" % (target.name, got.get("error")),
@@ -235,6 +236,30 @@ def replica_put(runner: Any, host: Host, source_name: str, doc: Dict[str, Any], 
         return run.finish("replica-put", answer_on_stderr=False)
     finally:
         run.close()
+
+
+class _Background:
+    """``fn(*args)`` on a thread; ``result()`` waits for it and raises what it raised."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        import threading
+
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            self.value = fn(*args)
+        except BaseException as exc:  # handed to result()
+            self.error = exc
+
+    def result(self) -> Any:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def newest(rows: List[Dict[str, Any]], data_id: Optional[str] = None) -> Optional[Dict[str, Any]]:

@@ -8,6 +8,7 @@ running the bot is. Library code: it returns rows and raises SulfurError; tasks.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -246,8 +247,42 @@ def _restore_from(inventory: Inventory, runner: Any, target: Host, found: Dict[s
 
 
 
+class Prepared:
+    """Connections to hosts opened now, on threads of their own, for a step that comes later (a
+    failover's carry opens the source's and the target's while the source's bot is being stopped)."""
+
+    def __init__(self, hosts: List[Host]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(hosts)))
+        self._opening = {h.name: self._pool.submit(self._open, h) for h in hosts}
+        self._pool.shutdown(wait=False)
+        self._closers: List[Any] = []
+
+    @staticmethod
+    def _open(host: Host) -> Tuple[Any, Any]:
+        manager = open_runner(host)
+        return manager, manager.__enter__()
+
+    def runner(self, host: Host) -> Any:
+        """The host's open runner; HostError when it could not be opened."""
+        manager, runner = self._opening[host.name].result()
+        self._closers.append(manager)
+        return runner
+
+    def close(self) -> None:
+        for future in self._opening.values():
+            try:
+                manager, _ = future.result()
+            except Exception:  # it never opened: nothing to close
+                continue
+            try:
+                manager.__exit__(None, None, None)
+            except Exception:  # a connection that died meanwhile
+                pass
+
+
 def carry(inventory: Inventory, source: Host, target: Host,
-          progress: Optional[Callable[[str], None]] = None) -> Optional[Dict[str, Any]]:
+          progress: Optional[Callable[[str], None]] = None, prepared: Optional[Prepared] = None
+          ) -> Optional[Dict[str, Any]]:
     """A failover's data: the source's (its bot stopped) streamed into the target; a copy kept here.
     {"ok", "note"} when one of them has no shared_paths; None when neither has (a bot without data)."""
     if not source.shared_paths and not target.shared_paths:
@@ -255,11 +290,16 @@ def carry(inventory: Inventory, source: Host, target: Host,
     for host in (target, source):
         if not host.shared_paths:
             return {"ok": True, "note": "data: not carried (%s has no shared_paths)" % host.name}
+    mine = prepared is None
+    prepared = prepared or Prepared([source, target])  # both at once: one handshake's time
     try:
-        with open_runner(source) as out, open_runner(target) as into:
-            return backups.carry(out, source, into, target, backups.local_dir(inventory.path, source.name), progress)
+        return backups.carry(prepared.runner(source), source, prepared.runner(target), target,
+                             backups.local_dir(inventory.path, source.name), progress)
     except HostError as exc:
         return {"ok": False, "error": str(exc)}
+    finally:
+        if mine:
+            prepared.close()
 
 
 def takeover_copy(inventory: Inventory, owner: str, target: Host, now: Optional[float] = None

@@ -66,6 +66,26 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
     if not sources:  # whichever host runs that bot now, reachable or last seen so, and the epoch's holder
         sources = [h for h in guard.others if any(bot.overlaps(unit, u) for u in guard.entry(h)["units"])
                    or (best and best["active_host"] == h.name)]
+    owner = best["active_host"] if best else None
+    ahead = None  # the carry's connections, opened while the bot is stopped on the source
+    if data and owner in inventory.hosts and owner != target.name and target.shared_paths and \
+            inventory.hosts[owner].shared_paths and any(h.name == owner and not guard.entry(h)["cached"]
+                                                        for h in sources):
+        ahead = dataflows.Prepared([inventory.hosts[owner], target])
+    try:
+        return _move(inventory, guard, answers, target, sources, unit, key, best, moving, owner, ahead, takeover,
+                     settle, timeout, data, progress, step, steps)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _move(inventory: Inventory, guard: Guard, answers: Dict[str, Dict[str, Any]], target: Host,
+          sources: List[Host], unit: Dict[str, Any], key: str, best: Optional[Dict[str, Any]],
+          moving: Dict[str, Any], owner: Optional[str], ahead: Optional[Any], takeover: bool, settle: float,
+          timeout: float, data: bool, progress: Optional[Callable[[str], None]], step: Callable[..., Step],
+          steps: List[Step]) -> List[Step]:
+    """The move itself, once the target can run the bot and the new epoch is known."""
     stopped: List[Host] = []
     for source in sources:
         entry = guard.entry(source)
@@ -87,8 +107,9 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
         stopped.append(source)
     checks = guard.checks_for(target, leave_out=tuple(h.name for h in stopped))
     shown = stopped + [target]
-    owner = best["active_host"] if best else (stopped[0].name if stopped else None)
-    moved = _move_data(inventory, owner, stopped, target, takeover, data, progress) if owner != target.name else None
+    owner = owner or (stopped[0].name if stopped else None)
+    moved = _move_data(inventory, owner, stopped, target, takeover, data, progress, ahead) \
+        if owner != target.name else None
     if moved is not None:
         step(target.name, moved.get("note") or render_data.carry_line(moved) if moved.get("ok")
              else "data NOT carried: %s; nothing starts here" % moved.get("error"), bool(moved.get("ok")),
@@ -121,14 +142,15 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
 
 
 def _move_data(inventory: Inventory, owner: Optional[str], stopped: List[Host], target: Host, takeover: bool,
-               data: bool, progress: Optional[Callable[[str], None]]) -> Optional[Dict[str, Any]]:
+               data: bool, progress: Optional[Callable[[str], None]], ahead: Optional[Any] = None
+               ) -> Optional[Dict[str, Any]]:
     """The data step of a move, or None when there is none to take: carried from the owner when its
     bot was stopped here, the newest copy of it restored on a takeover, nothing with ``data`` off."""
     if not data:
         return {"ok": True, "note": "data: not carried (--no-data)"} if target.shared_paths else None
     source = next((h for h in stopped if h.name == owner), None)
     if source is not None:
-        return dataflows.carry(inventory, source, target, progress)
+        return dataflows.carry(inventory, source, target, progress, ahead)
     if takeover and owner in inventory.hosts:
         return dataflows.takeover_copy(inventory, owner, target)
     return None

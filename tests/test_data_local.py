@@ -60,6 +60,14 @@ def ctl(app, command, options=None, settings=None, data=b"", timeout=60):
     return json.loads(text[-1]), proc.stdout
 
 
+def packed(app, timeout=60):
+    """Once the restores' packers are done: no kept generation left (pack.py), their snapshots made."""
+    deadline = time.monotonic() + timeout
+    while store.pending(Layout(str(app))):
+        assert time.monotonic() < deadline, "the packer did not finish within %d s" % timeout
+        time.sleep(0.05)
+
+
 def tree(app):
     """What the bot sees of its data through shared/: {name: sha256}; .env files are the host's, not
     data (a restore keeps them as they are: see the streamed restore's test)."""
@@ -150,14 +158,20 @@ def test_a_streamed_snapshot_restores_through_the_ctl_and_the_old_data_is_kept(a
     assert (app / "shared" / ".env").read_text() == "BOT_TOKEN=secret\n"  # .env is never data
     assert (app / "shared" / "data" / ".env.local").read_text() == "ALSO=secret\n"  # nor one in the data
     kept = answer["kept"]
-    assert kept["reason"] == "before-failover" and kept["consistency"] == "stopped"
+    assert kept["reason"] == "before-failover" and kept["consistency"] == "stopped" and kept["packing"]
+    listing, _ = ctl(app, "backups")
+    assert kept["stamp"] in [row["stamp"] for row in listing["backups"]]  # listed at once, packed or packing
+    packed(app)
     again, _ = ctl(app, "restore", {"stamp": kept["stamp"]})
     assert again["ok"], again
     assert tree(app) == changed  # the data before the restore, back
+    packed(app)
     listing, _ = ctl(app, "backups")
     assert {row["reason"] for row in listing["backups"]} == {"before-failover", "before-restore"}
+    row = {r["stamp"]: r for r in listing["backups"]}[kept["stamp"]]
     read, raw = ctl(app, "backup-read", {"stamp": kept["stamp"]})
-    assert read["ok"] and hashlib.sha256(raw).hexdigest() == kept["archive_sha256"]
+    assert read["ok"] and hashlib.sha256(raw).hexdigest() == row["archive_sha256"]
+    assert not [n for n in os.listdir(store.store_dir(Layout(str(app)))) if n.startswith("kept-")]
 
 
 def _archive(files, doc_extra=None, links=(), drop=None, corrupt=None):
@@ -275,6 +289,7 @@ def test_a_restore_killed_at_any_moment_leaves_the_old_data_or_the_new(app):
     assert "same" in outcomes and "switched" in outcomes, outcomes
     assert ctl(app, "backups")[0]["ok"]
     assert ctl(app, "restore", {"stream": True}, data=archive)[0]["ok"]  # tidies what the kills left
+    packed(app)
     assert not [n for n in os.listdir(store.store_dir(Layout(str(app)))) if not n.startswith(("g", "live"))]
     assert len([n for n in os.listdir(store.store_dir(Layout(str(app)))) if n.startswith("g")]) == 1
 

@@ -258,9 +258,8 @@ class Fleet:
         @app.post("/api/hosts/<name>/backup")
         @self.api.action
         def api_backup(name: str) -> Tuple[Any, int]:
-            if name not in self.links or not self.inventory.hosts[name].shared_paths:
-                return jsonify({"error": "no such host with shared_paths"}), 404
-            doc, code = acts.backup(self.inventory, name)
+            known = name in self.links and self.inventory.hosts[name].shared_paths
+            doc, code = acts.backup(self.inventory, name) if known else ({"error": "no such host with data"}, 404)
             return jsonify(doc), code
 
         @app.post("/api/hosts/<name>/tunnel")
@@ -279,8 +278,7 @@ class Fleet:
             to, from_, data = doc.get("to"), doc.get("from"), doc.get("data", True)
             if not isinstance(to, str) or not isinstance(from_, (str, type(None))) or to not in self.links or (
                     from_ is not None and from_ not in self.links) or to == from_ or not isinstance(data, bool):
-                return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\": another, "
-                                "\"data\": true or false)"}), 400
+                return jsonify({"error": "failover needs {\"to\": a host of this page} (and \"from\", \"data\")"}), 400
             doc, code = acts.failover(self.inventory, self._moving, to, from_, data)
             return jsonify(doc), code
 

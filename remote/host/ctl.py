@@ -42,7 +42,7 @@ COMMANDS = {
     "epoch": {"record": (dict, None), "expect": (int, None), "timeout": (float, 20.0)},
     #: the bot's data (remote/host/data): a snapshot kept here or streamed on stdout, a restore from a
     #: kept one or from stdin, the list of what is kept, one kept archive on stdout
-    "snapshot": {"reason": (str, "manual"), "stream": (bool, False)},
+    "snapshot": {"reason": (str, "manual"), "stream": (bool, False), "level": (int, None)},
     "restore": {"stamp": (str, None), "replica_of": (str, None), "stream": (bool, False), "force": (bool, False),
                 "reason": (str, "before-restore"), "lock_timeout": (float, 120.0), "by": (str, None)},
     "backups": {},
@@ -160,7 +160,7 @@ def _data(command, app_dir, opts, settings, stdin):
         if not opts["stream"]:
             return ops.take(app_dir, settings, opts["reason"])
         with binary_stdout() as out:
-            return ops.take(app_dir, settings, opts["reason"], out=out)
+            return ops.take(app_dir, settings, opts["reason"], out=out, level=opts["level"])
     if command == "backup-read":
         path, doc = ops.archive(app_dir, opts["stamp"], opts["replica_of"])
         with ops.verified(path, doc) as source, binary_stdout() as out:

@@ -26,7 +26,7 @@ _STAMP = re.compile(r"[0-9]{14}")
 #: names a release holds for sulfur-ops itself: a shared directory in their place would hide them
 RESERVED = (".env", ".venv", "_wheels", "remote", "dashboard", "REVISION.json", "MANIFEST.json", "DEPLOY.json")
 #: names in shared/ that hold the bot's data's own bookkeeping (remote/host/data/store.py)
-DATA_NAMES = (".sulfur-data", ".data-id")
+DATA_NAMES = (".sulfur-data", ".data-id", ".sulfur-kept.json")
 SHARED_FORMS = "a relative directory inside shared/ such as data or cache/images"
 
 

@@ -15,7 +15,7 @@ from remote.host.common import epochs
 from remote.host.common.errors import BadRequest, Failure
 from remote.host.common.files import Layout, current_stamp, read_json, write_json
 from remote.host.common.paths import remove, shared_paths_problem, shared_problem
-from remote.host.data import restore, retention, snapshot, store
+from remote.host.data import pack, restore, retention, snapshot, store
 
 STAMP = re.compile(r"[0-9]{14}-[0-9]{1,9}")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -95,7 +95,7 @@ def record_result(paths, doc=None, error=None, reason=None):
     write_json(os.path.join(paths.run, "backups.json"), last)
 
 
-def take(app_dir, settings, reason, out=None):
+def take(app_dir, settings, reason, out=None, level=None):
     """One snapshot of this host's data; kept in backups/ with retention applied (or, with ``out``,
     streamed there and kept nowhere)."""
     paths = Layout(app_dir)
@@ -103,7 +103,10 @@ def take(app_dir, settings, reason, out=None):
     if reason not in snapshot.REASONS:
         raise BadRequest("%r is not a snapshot reason (%s)" % (reason, ", ".join(snapshot.REASONS)))
     try:
-        doc = snapshot.take(paths, names, reason, bot_stopped(paths), about(paths, settings), out=out)
+        if level is not None and not 0 <= level <= 9:
+            raise BadRequest("gzip level %r is outside 0-9" % (level,))
+        doc = snapshot.take(paths, names, reason, bot_stopped(paths), about(paths, settings), out=out,
+                            level=(None if out is not None else snapshot.LEVEL) if level is None else level)
     except Failure as exc:
         if out is None:
             record_result(paths, error=str(exc), reason=reason)
@@ -130,9 +133,15 @@ def listing(app_dir):
         if HOST_NAME.fullmatch(name):
             found = snapshot.catalog(os.path.join(replicas, name))
             rows += [dict(doc, where="replica", replica_of=name) for doc in found]
+    for kept in store.pending(paths):  # a restore's data before, still being packed (pack.py)
+        mark = read_json(os.path.join(kept, store.KEPT_MARK))
+        if mark.get("stamp"):
+            rows.append(dict(mark, where="host", packing=True, bytes=None, files=None))
     for row in rows:
         row.pop("path", None)
-        row["files"] = len(row.get("files") or [])
+        row.pop("limits", None)
+        if not row.get("packing"):
+            row["files"] = len(row.get("files") or [])
     return {"ok": True, "backups": rows, "last": read_json(os.path.join(paths.run, "backups.json")),
             "data_id": snapshot.read_data_id(paths)}
 
@@ -189,19 +198,25 @@ def restore_data(app_dir, settings, source, force, reason, lock_timeout, by=None
         if not bot_stopped(paths):
             raise restore.Refused("the bot runs on this host: stop it first (invoke restore does)")
         store.tidy(paths)
-        kept, ours = None, snapshot.read_data_id(paths)
-        if snapshot.data_files(paths, names) or snapshot.read_data_id(paths):
-            kept = snapshot.take(paths, names, reason, True, about(paths, settings), check_space=False)
-            record_result(paths, kept)
+        ours = snapshot.read_data_id(paths)
         store.adopt(paths, names)
-        built, doc = restore.receive(paths, source, names, force, ours)
+        kept, mark = None, os.path.join(store.live_dir(paths), store.KEPT_MARK)
+        if snapshot.data_files(paths, names) or ours:  # the data before: kept as it is, packed after the switch
+            kept = snapshot.record(paths, names, reason, True, about(paths, settings), level=snapshot.LEVEL)
+            write_json(mark, dict(kept, limits=list(limits(settings))))
+        try:
+            built, doc = restore.receive(paths, source, names, force, ours)
+        except BaseException:
+            if kept:
+                os.unlink(mark)
+            raise
         store.switch(paths, built)
+        if store.pending(paths):  # this restore's data before, and any a killed one left
+            pack.spawn(paths)
         epochs.log(paths, "data restored from snapshot %s of %s (the data before kept as %s)" % (
             _plain(doc.get("stamp")), _plain(doc.get("host")), kept["stamp"] if kept else "nothing: there was none"))
-    answer = {"ok": True, "restored": _short(doc), "files": len(doc.get("files") or []), "kept": kept and _short(kept)}
-    if kept:
-        answer["removed"] = prune(snapshot.backups_dir(paths), *limits(settings))
-    return answer
+    return {"ok": True, "restored": _short(doc), "files": len(doc.get("files") or []),
+            "kept": kept and dict(_short(kept), packing=True)}
 
 
 def replica_put(app_dir, source, replica_of, stamp, archive_sha256, keep):

@@ -107,11 +107,12 @@ def _is_env(name):
     return name == ".env" or name.startswith(".env.")
 
 
-def walk(paths, shared_paths):
-    """(entry, entry's real directory, path) of every regular file under the entries, never through a
-    link but our own from shared/<entry> into the live generation, never outside shared/."""
+def walk(paths, shared_paths, root=None):
+    """(entry, entry's real directory, path) of every regular file under the entries (of shared/, or
+    of ``root``: a kept generation), never through a link but our own from shared/<entry> into the
+    live generation, never outside shared/."""
     for entry in shared_paths:
-        real = os.path.realpath(os.path.join(paths.shared, entry))
+        real = os.path.realpath(os.path.join(root or paths.shared, entry))
         if not os.path.isdir(real) or not inside(paths.shared, real):
             continue
         for folder, dirs, files in os.walk(real):
@@ -122,11 +123,11 @@ def walk(paths, shared_paths):
                     yield entry, real, path
 
 
-def data_files(paths, shared_paths):
+def data_files(paths, shared_paths, root=None):
     """(path on disk, name in the archive) of every regular file the snapshot holds, sorted: .env
     files never, a SQLite file's -wal, -shm and -journal with their database."""
     found = []
-    for entry, real, path in walk(paths, shared_paths):
+    for entry, real, path in walk(paths, shared_paths, root):
         name = os.path.basename(path)
         if _is_env(name):
             continue
@@ -219,56 +220,120 @@ def _write(tar, paths, files, stopped, scratch, doc):
     tar.addfile(info, io.BytesIO(body))
 
 
-def _archive(sink, paths, files, stopped, scratch, doc):
-    """The tar.gz, written in order to ``sink`` (tarfile's stream mode takes no level before 3.12)."""
-    with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=LEVEL, mtime=int(doc["taken_at"])) as packed:
+def _archive(sink, paths, files, stopped, scratch, doc, level=LEVEL):
+    """The tar.gz, written in order to ``sink`` (tarfile's stream mode takes no level before 3.12);
+    ``level`` None: members that adapt to the way out (_Members)."""
+    if level is None:
+        packed = _Members(sink)
+        with tarfile.open(fileobj=packed, mode="w|") as tar:
+            _write(tar, paths, files, stopped, scratch, doc)
+        packed.close()
+        return
+    with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level, mtime=int(doc["taken_at"])) as packed:
         with tarfile.open(fileobj=packed, mode="w|") as tar:
             _write(tar, paths, files, stopped, scratch, doc)
 
 
-def take(paths, shared_paths, reason, stopped, about=None, out=None, check_space=True):
+class _Members:
+    """A gzip stream of 1 MB members for a failover's carry, each compressed (level 1) while the way
+    out is slower than compressing and stored (level 0) while it is faster.
+
+    Why: the carry goes source -> this machine -> target. Over a LAN the CPU is the bottleneck (zlib
+    level 1 does about 60 MB/s on a laptop, far less on a Pi), over a home upload to a VPS the link
+    is; each member decides from what the last ones cost: compress when the bytes it saves would take
+    longer to send than compressing takes. A multi-member gzip is one valid .gz (gzip(1) and Python
+    read it whole), so the copy kept here is an archive like any other."""
+
+    BLOCK = 1 << 20
+    PROBE = 8  # a stored run compresses one member in this many again, to notice a link that slowed
+
+    def __init__(self, sink):
+        self.sink, self.buf = sink, bytearray()
+        self.level, self.stored_run = 1, 0
+        self.cost, self.ratio, self.send = None, 1.0, 0.0  # s/byte at level 1, its packed/raw, s/byte out
+
+    def write(self, data):
+        self.buf += data
+        while len(self.buf) >= self.BLOCK:
+            self._member(bytes(self.buf[:self.BLOCK]))
+            del self.buf[:self.BLOCK]
+        return len(data)
+
+    def close(self):
+        if self.buf:
+            self._member(bytes(self.buf))
+            self.buf = bytearray()
+
+    def _member(self, block):
+        started = time.monotonic()
+        packed = gzip.compress(block, self.level, mtime=0)
+        took = time.monotonic() - started
+        if self.level == 1:
+            self.cost, self.ratio = took / len(block), len(packed) / len(block)
+        started = time.monotonic()
+        self.sink.write(packed)
+        self.send = (time.monotonic() - started) / max(1, len(packed))
+        saves = (1.0 - self.ratio) * self.send  # s of sending each raw byte's compression would save
+        self.stored_run = self.stored_run + 1 if self.level == 0 else 0
+        self.level = 1 if self.cost is None or saves > self.cost or self.stored_run >= self.PROBE else 0
+
+
+def record(paths, shared_paths, reason, stopped, about=None, keep=True, level=LEVEL):
+    """A new snapshot's document before any file is read: its data id, sequence number and stamp."""
+    doc = dict(about or {}, data_id=data_id(paths, keep), seq=next_sequence(paths, keep), taken_at=time.time(),
+               reason=reason, consistency="stopped" if stopped else "online",
+               compression="gzip level %d" % level if level is not None
+               else "gzip, 1 MB members at level 1 or 0 (stored) as the link keeps up",
+               files=[], shared=list(shared_paths))
+    doc["stamp"] = "%s-%d" % (time.strftime(STAMP, time.gmtime(doc["taken_at"])), doc["seq"])
+    return doc
+
+
+def take(paths, shared_paths, reason, stopped, about=None, out=None, check_space=True, level=LEVEL, root=None,
+         fixed=None):
     """One snapshot now; its document (SNAPSHOT.json's, plus ``archive_sha256``, ``bytes`` and, when
     kept on the host, ``path``). ``stopped``: the bot is not running (bytes are exact). ``about``:
     host, bot_id, epoch, release. ``out``: a binary stream to write the archive to instead of
     backups/ (the free-space check is then skipped: nothing is staged here)."""
     paths.make()
-    files = data_files(paths, shared_paths)
+    files = data_files(paths, shared_paths, root)
     need = sum(os.path.getsize(path) for path, _ in files)
     folder = backups_dir(paths)
     if out is None:  # a streamed snapshot writes nothing here (a stopped bot's needs no scratch copy either)
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        os.chmod(folder, 0o700)
+        if os.stat(folder).st_mode & 0o777 != 0o700:
+            os.chmod(folder, 0o700)
     if out is None and check_space:
         free = shutil.disk_usage(folder).free
         if free < 2 * need:
             raise Failure("backup refused: %.1f MB free in %s, and %.1f MB of data needs twice that; free "
                           "some space (invoke backups lists what is kept)" % (free / 2**20, folder, need / 2**20))
     keep = out is None  # a streamed one may come from a full disk: its id and number need not be written
-    doc = dict(about or {}, data_id=data_id(paths, keep), seq=next_sequence(paths, keep), taken_at=time.time(),
-               reason=reason, consistency="stopped" if stopped else "online", compression="gzip level %d" % LEVEL,
-               files=[], shared=list(shared_paths))
-    doc["stamp"] = "%s-%d" % (time.strftime(STAMP, time.gmtime(doc["taken_at"])), doc["seq"])
+    if fixed is not None:  # a kept generation (pack.py): its document was made when the restore replaced it
+        doc = dict({k: v for k, v in fixed.items() if k != "limits"}, files=[], compression="gzip level %d" % level)
+    else:
+        doc = record(paths, shared_paths, reason, stopped, about, keep, level)
     scratch = None if stopped else tempfile.mkdtemp(prefix=".snapshot-", dir=folder if out is None else paths.run)
     try:
         if out is not None:
             sink = _Hashing(out)
-            _archive(sink, paths, files, stopped, scratch, doc)
+            _archive(sink, paths, files, stopped, scratch, doc, level)
             sink.flush()
             return dict(doc, archive_sha256=sink.digest.hexdigest(), bytes=sink.count)
-        return _keep(paths, folder, files, stopped, scratch, doc)
+        return _keep(paths, folder, files, stopped, scratch, doc, level)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _keep(paths, folder, files, stopped, scratch, doc):
+def _keep(paths, folder, files, stopped, scratch, doc, level):
     final = os.path.join(folder, doc["stamp"] + ".tar.gz")
     tmp = final + ".partial"
     try:
         with open(tmp, "xb") as raw:
             os.chmod(tmp, 0o600)
             sink = _Hashing(raw)
-            _archive(sink, paths, files, stopped, scratch, doc)
+            _archive(sink, paths, files, stopped, scratch, doc, level)
             raw.flush()
             os.fsync(raw.fileno())
         doc = dict(doc, archive_sha256=sink.digest.hexdigest(), bytes=sink.count)

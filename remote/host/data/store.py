@@ -19,8 +19,9 @@ import re
 
 from remote.host.common.paths import DATA_NAMES, inside, remove
 
-STORE, DATA_ID = DATA_NAMES
+STORE, DATA_ID, KEPT_MARK = DATA_NAMES
 LIVE = "live"
+KEPT = "kept-"  # a generation a restore replaced, kept until pack.py has made its snapshot
 _GENERATION = re.compile(r"g([0-9]{1,9})")
 
 
@@ -135,7 +136,9 @@ def incoming(paths):
 
 def switch(paths, built):
     """``built`` (complete, in the store) becomes the live generation in one rename of the link; the
-    old generation is removed afterwards. Old data or new, never a mix, whenever this is killed."""
+    old generation is then kept for pack.py (when a restore marked it with KEPT_MARK: its snapshot is
+    made after the switch, off the failover's path) or removed. Old data or new, never a mix,
+    whenever this is killed."""
     if not inside(store_dir(paths), built):
         raise ValueError("%s is not in %s" % (built, store_dir(paths)))
     old = live_dir(paths)
@@ -145,8 +148,27 @@ def switch(paths, built):
     _sync_dir(store_dir(paths))
     relink(live_link(paths), os.path.basename(final))
     if old:
-        remove(store_dir(paths), old, ignore_errors=True)
+        _retire(paths, old)
     return final
+
+
+def _retire(paths, old):
+    """A generation no longer live: to kept-<name> when marked (its data still to be snapshotted), else gone."""
+    if os.path.isfile(os.path.join(old, KEPT_MARK)):
+        os.rename(old, os.path.join(store_dir(paths), KEPT + os.path.basename(old)))
+        _sync_dir(store_dir(paths))
+    else:
+        remove(store_dir(paths), old, ignore_errors=True)
+
+
+def pending(paths):
+    """The kept generations whose snapshot is still to be made (oldest first)."""
+    store = store_dir(paths)
+    try:
+        names = sorted(n for n in os.listdir(store) if n.startswith(KEPT))
+    except OSError:
+        return []
+    return [os.path.join(store, n) for n in names if os.path.isfile(os.path.join(store, n, KEPT_MARK))]
 
 
 def _sync_tree(top):
@@ -166,14 +188,15 @@ def _sync_tree(top):
 
 
 def tidy(paths):
-    """What a killed restore left: unfinished incoming directories, generations no link names. Only
-    under the host's operator lock (no restore is running then)."""
+    """What a killed restore left: unfinished incoming directories, generations no link names (kept
+    when marked, else removed). Only under the host's operator lock (no restore is running then)."""
     store = store_dir(paths)
     if not os.path.isdir(store):
         return
     live = live_dir(paths)
     for name in os.listdir(store):
         path = os.path.join(store, name)
-        stale = name.startswith("incoming-") or (_GENERATION.fullmatch(name) and live and path != live)
-        if stale:
+        if name.startswith("incoming-"):
             remove(store, path, ignore_errors=True)
+        elif _GENERATION.fullmatch(name) and live and path != live:
+            _retire(paths, path)  # killed between the switch and the retirement: kept if it was to be
