@@ -40,6 +40,7 @@ bench: $(VENV)/.devtools
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/fencing.py
+	$(BIN)/python bench/data.py
 
 screenshots: $(VENV)/.devtools
 	@sh tools/system-deps.sh

@@ -98,3 +98,15 @@ def test_the_limit_refuses_more_jobs_than_a_loop_should_keep():
     assert jobs.thread("c", release.wait, 10, deadline=30) is None
     release.set()
     assert len(wait_for(jobs, 2)) == 2
+
+
+def test_a_handler_that_raises_is_its_jobs_outcome_never_the_loops_end():
+    """The scheduled snapshot's handler once raised on an answer of a new shape and ended the supervisor."""
+    jobs = Jobs()
+
+    def broken(outcome):
+        raise TypeError("object of type 'int' has no len()")
+
+    jobs.thread("backup", lambda: 7, deadline=10, on_done=broken)
+    [outcome] = wait_for(jobs, 10)
+    assert not outcome.ok and "its handler failed: TypeError" in outcome.error

@@ -101,7 +101,10 @@ class Jobs:
                     job.deadline - job.started), now - job.started, timed_out=True)))
         for job, outcome in outcomes:
             if job.on_done is not None:
-                job.on_done(outcome)
+                try:
+                    job.on_done(outcome)
+                except Exception as exc:  # a bug in one job's handler must not end the supervisor's loop
+                    outcome.ok, outcome.error = False, "its handler failed: %s: %s" % (type(exc).__name__, exc)
         return [outcome for _, outcome in outcomes]
 
     def due_in(self) -> Optional[float]:

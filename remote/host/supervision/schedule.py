@@ -71,8 +71,8 @@ class BackupSchedule:
                 answer = {}
         if answer.get("ok"):
             shot = answer.get("snapshot") or {}
-            self.ctx.log("backup: snapshot %s, %d bytes, %d files" % (
-                shot.get("stamp"), shot.get("bytes") or 0, len(shot.get("files") or [])))
+            self.ctx.log("backup: snapshot %s, %s bytes, %s files" % (shot.get("stamp"), shot.get("bytes"),
+                                                                        shot.get("files")))
             if self.failures:
                 self.ctx.alert("backups work again on %s" % (self.ctx.cfg.get("name") or "this host"))
             self.failures, self.alerted_stale = 0, False
