@@ -73,3 +73,23 @@ def test_a_standby_takes_no_scheduled_snapshot(tmp_path, port):
     finally:
         invoke(inventory, "stop")
 
+
+
+def test_a_failing_scheduled_snapshot_is_alerted_and_status_warns(tmp_path, port):
+    """shared/data made a link out of shared/ (a careless hand): the scheduled snapshot is refused,
+    alerted once in the supervisor's log, and status and doctor say so."""
+    app, inventory, _ = setup(tmp_path, port)
+    outside = tmp_path / "outside"
+    (app / "shared" / "data").rename(outside)
+    (app / "shared" / "data").symlink_to(outside)
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        last = wait_for(lambda: backups(app).get("last"), 60, "a scheduled attempt")
+        assert not last["ok"] and "outside shared/" in last["error"]
+        log = wait_for(lambda: "alert: backup failed on local" in (app / "logs" / "supervisor.log").read_text()
+                       and (app / "logs" / "supervisor.log").read_text(), 30, "the alert")
+        assert log.count("alert: backup failed on local") == 1
+        out = invoke(inventory, "status")
+        assert "local: WARNING: the last backup failed: " in out.stdout, out.stdout
+    finally:
+        invoke(inventory, "stop")

@@ -397,3 +397,29 @@ def test_a_planted_wal_link_never_brings_a_secret_into_a_stopped_snapshot(app):
     assert "data/data/bot.db" in found and not [n for n in found if n.endswith("-wal")]
     with tarfile.open(doc["path"]) as tar:
         assert not any(b"secret" in tar.extractfile(m).read() for m in tar.getmembers() if m.isreg())
+
+
+def test_a_stamp_found_twice_with_two_checksums_is_refused(tmp_path, monkeypatch):
+    """restore --from looks a stamp up on the host, here and in replicas; the same stamp with two
+    sha256s (two hosts' snapshots, or a damaged copy) is refused, naming where it was found."""
+    from remote import backups, dataflows
+    from remote.errors import UsageError
+    from remote.inventory import load
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("hosts:\n  pi: {hostname: 10.0.0.1, shared_paths: [data]}\n")
+    inv = load(inventory)
+    here = backups.local_dir(inventory, "pi")
+    here.mkdir(parents=True)
+    stamp = "20261207101502-7"
+    (here / (stamp + ".tar.gz")).write_bytes(b"not checked here")
+    (here / (stamp + ".json")).write_text(json.dumps({"stamp": stamp, "archive_sha256": "b" * 64, "seq": 7,
+                                                      "epoch": 1, "data_id": "d"}))
+    answer = {"backups": [{"where": "host", "stamp": stamp, "archive_sha256": "a" * 64, "seq": 7, "epoch": 1,
+                           "data_id": "d"}]}
+    with pytest.raises(UsageError) as refused:
+        dataflows.find(inv, None, inv.hosts["pi"], stamp, "d", answer)
+    assert "different checksums (host, local)" in str(refused.value)
+    answer["backups"][0]["archive_sha256"] = "b" * 64
+    assert dataflows.find(inv, None, inv.hosts["pi"], stamp, "d", answer)["where"] == "host"

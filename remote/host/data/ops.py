@@ -99,10 +99,10 @@ def take(app_dir, settings, reason, out=None, level=None):
     """One snapshot of this host's data; kept in backups/ with retention applied (or, with ``out``,
     streamed there and kept nowhere)."""
     paths = Layout(app_dir)
-    names = entries(settings, paths)
     if reason not in snapshot.REASONS:
         raise BadRequest("%r is not a snapshot reason (%s)" % (reason, ", ".join(snapshot.REASONS)))
-    try:
+    try:  # every refusal here is the last backup's result (status and the pages show it)
+        names = entries(settings, paths)
         if level is not None and not 0 <= level <= 9:
             raise BadRequest("gzip level %r is outside 0-9" % (level,))
         doc = snapshot.take(paths, names, reason, bot_stopped(paths), about(paths, settings), out=out,
