@@ -338,6 +338,7 @@ def failover(c, to, from_=None, takeover=False, settle=5.0, timeout=20.0, json=F
     """Move the bot: stop it where it runs, start it on --to, confirm it stays up; undo if it does not."""
     def report(step):
         if not json:
+            _after_progress()
             print(render.failover_line(step), flush=True)
 
     steps = moves.failover(load(), to, from_, takeover, float(settle), float(timeout), report, data=not no_data,
@@ -389,11 +390,21 @@ def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     _finish(docs, render.releases_table(docs), json)
 
 
+_SHOWN = []  # a progress line is on the terminal: the next line starts below it
+
+
 def _progress(host, line):
     """A long transfer's bytes and rate, on a terminal only (one line, rewritten)."""
     if sys.stderr.isatty():
         sys.stderr.write("\r" + render.progress_line(host, line).rstrip("\n") + "   ")
         sys.stderr.flush()
+        _SHOWN[:] = [True]
+
+
+def _after_progress():
+    if _SHOWN:
+        sys.stderr.write("\n")
+        _SHOWN.clear()
 
 
 @task(help={"host": "host or group names (default: each bot's data owner, the holder of its epoch)",
@@ -403,6 +414,7 @@ def _progress(host, line):
 def backup(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """A snapshot of the bot's data now (SQLite copied consistently), kept on the host and copied here."""
     docs = dataflows.backup(load(), host, all, _progress, parallel)
+    _after_progress()
     _finish(docs, render_data.backup_lines(docs), json)
 
 
