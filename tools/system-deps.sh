@@ -19,6 +19,9 @@ need fuser psmisc
 need ps procps
 need chromium chromium
 need faketime faketime  # steps the wall clock under one process tree: the clock tests
+need etcd etcd-server    # a real etcd cluster for the bot's lease (tests/etcdlab.py); a package-started one is left alone
+need etcdctl etcd-client
+need openssl openssl     # the test cluster's CA
 # the test users get Debian's own python3 (root's pyenv is out of their reach), with venv for deploys
 [ -x /usr/bin/python3 ] || missing="$missing python3"
 /usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null || missing="$missing python3-venv"

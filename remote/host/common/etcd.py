@@ -1,0 +1,247 @@
+"""A small etcd v3 client over its JSON gateway (HTTP/HTTPS, urllib only): the host side's way to a
+consensus store for the bot's lease, on Python 3.8 and Termux, with no gRPC and no third-party module.
+
+What it covers is what a lease election needs: log in (``user`` and a password; the token is
+renewed when etcd says it expired or was lost with a member restart), read, write, compare-and-swap
+transactions, leases (grant, keep alive, revoke, time left), a watch (one HTTP response that streams
+events), and the cluster's health. Keys and values are bytes in etcd and base64 in JSON; 64-bit
+integers come back as strings. Every call has a bound: ``timeout`` per HTTP request (the watch's
+``timeout`` is its whole length), and a failed endpoint hands the call to the next one.
+"""
+
+import base64
+import json
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+
+
+class EtcdError(Exception):
+    """etcd answered with an error, or no endpoint answered: ``code`` is etcd's gRPC code or None."""
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code
+
+
+class AuthFailed(EtcdError):
+    """The user or the password is wrong (one clear line, never retried: a wrong password stays wrong)."""
+
+
+class Unreachable(EtcdError):
+    """No endpoint answered within the timeout."""
+
+
+UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND = 16, 7, 3, 5
+_TOKEN_LOST = ("invalid auth token", "auth token", "user name is empty")
+
+
+def b64(data):
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii")
+
+
+def unb64(text):
+    return base64.b64decode(text or "")
+
+
+def prefix_end(prefix):
+    """The range_end that selects every key starting with ``prefix`` (etcd's own rule: last byte + 1)."""
+    raw = bytearray(prefix.encode() if isinstance(prefix, str) else prefix)
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return b"\0"
+    raw[-1] += 1
+    return bytes(raw)
+
+
+class Etcd:
+    def __init__(self, endpoints, user=None, password=None, ca=None, timeout=5.0):
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        if not self.endpoints:
+            raise ValueError("no etcd endpoint")
+        self.user, self.password, self.timeout = user, password, timeout
+        self.context = ssl.create_default_context(cafile=ca) if ca else None
+        self.token = None
+        self.current = 0  # the endpoint that answered last: tried first
+
+    # ------------------------------------------------------------------ HTTP
+    def _open(self, endpoint, path, body, timeout, token=True):
+        request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        if token and self.token:
+            request.add_header("Authorization", self.token)
+        handler = {"context": self.context} if endpoint.startswith("https:") else {}
+        return urllib.request.urlopen(request, timeout=timeout, **handler)
+
+    def _answer(self, endpoint, path, body, timeout, token=True):
+        """One request to one endpoint: its JSON answer, EtcdError for etcd's refusal, OSError when down."""
+        try:
+            with self._open(endpoint, path, body, timeout, token) as response:
+                return json.loads(response.read(1 << 24).decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            try:
+                doc = json.loads(exc.read(1 << 16).decode("utf-8"))
+            except (ValueError, OSError):
+                doc = {}
+            raise EtcdError(str(doc.get("error") or doc.get("message") or exc), doc.get("code")) from None
+
+    def call(self, path, body, timeout=None, login=True):
+        """``path`` with ``body`` on the first endpoint that answers; logs in (again) when it must."""
+        timeout = self.timeout if timeout is None else timeout
+        if login and self.user and self.token is None:
+            self.login()
+        errors = []
+        for step in range(len(self.endpoints)):
+            index = (self.current + step) % len(self.endpoints)
+            endpoint = self.endpoints[index]
+            try:
+                doc = self._answer(endpoint, path, body, timeout)
+            except EtcdError as exc:
+                if login and self.user and (exc.code == UNAUTHENTICATED or
+                                            any(words in str(exc) for words in _TOKEN_LOST)):
+                    self.token = None  # expired after idling, or lost with a member's restart: log in again
+                    self.login()
+                    doc = self._answer(endpoint, path, body, timeout)
+                else:
+                    raise
+            except (OSError, socket.timeout, ssl.SSLError, ValueError) as exc:
+                errors.append("%s: %s" % (endpoint, getattr(exc, "reason", None) or exc))
+                continue
+            self.current = index
+            return doc
+        raise Unreachable("no etcd endpoint answered: %s" % "; ".join(errors))
+
+    def login(self):
+        """A fresh auth token for ``user``; AuthFailed for a wrong name or password."""
+        try:
+            doc = self.call("/v3/auth/authenticate", {"name": self.user, "password": self.password or ""},
+                            login=False)
+        except EtcdError as exc:
+            if exc.code in (INVALID_ARGUMENT, UNAUTHENTICATED) or "authentication failed" in str(exc):
+                raise AuthFailed("etcd refused user %r: wrong name or password (ETCD_PASSWORD in shared/.env)"
+                                 % self.user, exc.code) from None
+            raise
+        self.token = doc.get("token")
+        return self.token
+
+    # ------------------------------------------------------------------ keys
+    def get(self, key):
+        """(value bytes, mod_revision, lease id) of ``key``, or None when it is absent."""
+        doc = self.call("/v3/kv/range", {"key": b64(key)})
+        kvs = doc.get("kvs") or []
+        if not kvs:
+            return None
+        kv = kvs[0]
+        return unb64(kv.get("value")), int(kv.get("mod_revision") or 0), int(kv.get("lease") or 0)
+
+    def put(self, key, value, lease=None):
+        body = {"key": b64(key), "value": b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        return self.call("/v3/kv/put", body)
+
+    def delete(self, key):
+        return int(self.call("/v3/kv/deleterange", {"key": b64(key)}).get("deleted") or 0)
+
+    def txn(self, compare, success, failure=()):
+        """One transaction: (succeeded, its responses). Build the parts with the helpers below."""
+        doc = self.call("/v3/kv/txn", {"compare": list(compare), "success": list(success), "failure": list(failure)})
+        return bool(doc.get("succeeded")), doc.get("responses") or []
+
+    def create(self, key, value, lease=None):
+        """``key`` set only if it does not exist (a holder key under a lease): True when this call made it."""
+        done, _ = self.txn([absent(key)], [put_op(key, value, lease)])
+        return done
+
+    # ------------------------------------------------------------------ leases
+    def grant(self, ttl):
+        """A new lease of ``ttl`` whole seconds; its id."""
+        doc = self.call("/v3/lease/grant", {"TTL": str(int(ttl))})
+        if doc.get("error"):
+            raise EtcdError(str(doc["error"]))
+        return int(doc["ID"])
+
+    def keepalive(self, lease):
+        """Renew ``lease``: the seconds it has now; 0 when it is gone (expired or revoked)."""
+        doc = self.call("/v3/lease/keepalive", {"ID": str(lease)})
+        result = doc.get("result") or {}
+        return int(result.get("TTL") or 0)
+
+    def time_left(self, lease):
+        doc = self.call("/v3/lease/timetolive", {"ID": str(lease)})
+        return int(doc.get("TTL") or 0)  # -1: gone
+
+    def revoke(self, lease):
+        try:
+            self.call("/v3/lease/revoke", {"ID": str(lease)})
+        except EtcdError as exc:
+            if exc.code != NOT_FOUND and "not found" not in str(exc):
+                raise
+
+    # ------------------------------------------------------------------ watch, health
+    def watch(self, key, since=None, timeout=30.0):
+        """Events on ``key`` (each {"type": "PUT"|"DELETE", "value", "mod_revision"}) as they come, for at
+        most ``timeout`` seconds in all, from revision ``since`` when given. Ends quietly at the
+        timeout (the caller watches again); OSError/EtcdError when the endpoint goes away."""
+        if self.user and self.token is None:
+            self.login()
+        create = {"key": b64(key)}
+        if since:
+            create["start_revision"] = str(since)
+        deadline = time.monotonic() + timeout
+        endpoint = self.endpoints[self.current]
+        try:
+            response = self._open(endpoint, "/v3/watch", {"create_request": create}, timeout)
+        except urllib.error.HTTPError as exc:
+            raise EtcdError("watch refused: %s" % exc) from None
+        with response:
+            while time.monotonic() < deadline:
+                try:
+                    line = response.readline(1 << 20)
+                except (socket.timeout, TimeoutError):
+                    return
+                if not line:
+                    return
+                doc = json.loads(line.decode("utf-8"))
+                if doc.get("error"):
+                    raise EtcdError(str(doc["error"].get("message") if isinstance(doc["error"], dict)
+                                        else doc["error"]))
+                for event in (doc.get("result") or {}).get("events") or []:
+                    kv = event.get("kv") or {}
+                    yield {"type": event.get("type") or "PUT", "value": unb64(kv.get("value")),
+                           "mod_revision": int(kv.get("mod_revision") or 0)}
+
+    def health(self, endpoint):
+        """One member's own view: {"ok", "leader", "error"} (an unreachable member is not ok)."""
+        try:
+            doc = self._answer(endpoint.rstrip("/"), "/v3/maintenance/status", {}, self.timeout)
+        except (EtcdError, OSError, socket.timeout, ssl.SSLError, ValueError) as exc:
+            return {"ok": False, "error": str(getattr(exc, "reason", None) or exc)}
+        return {"ok": True, "leader": doc.get("leader"), "version": doc.get("version")}
+
+
+# ---------------------------------------------------------------------- transaction parts
+def absent(key):
+    return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+
+def value_is(key, value):
+    return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
+
+
+def put_op(key, value, lease=None):
+    request = {"key": b64(key), "value": b64(value)}
+    if lease:
+        request["lease"] = str(lease)
+    return {"request_put": request}
+
+
+def delete_op(key):
+    return {"request_delete_range": {"key": b64(key)}}
+
+
+def range_op(key):
+    return {"request_range": {"key": b64(key)}}
