@@ -134,7 +134,8 @@ def free_port(runner: Runner, host: Host, port: Optional[int] = None, force: boo
 
 
 def doctor(runner: Runner, host: Host) -> Dict[str, Any]:
-    doc = call_agent(runner, host, "doctor", port=host.dashboard_port, app_dir=host.app_dir)
+    extra = {"coordination": host.coordination.request()} if host.coordination else {}
+    doc = call_agent(runner, host, "doctor", port=host.dashboard_port, app_dir=host.app_dir, **extra)
     doc["reachable"] = True
     doc["auth"] = not host.is_local
     if not host.is_local:

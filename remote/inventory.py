@@ -17,6 +17,8 @@ import yaml
 
 from remote.host import CODE_DIR
 
+from .coordination import Coordination
+from .coordination import parse as parse_coordination
 from .errors import InventoryError
 from .inventory_yaml import brief, compose, construct, one_line
 from .units import UnitError, parse_duration, parse_size
@@ -183,6 +185,7 @@ class Host:
     explicit: set = field(default_factory=set)  # keys the file sets: the rest may come from ~/.ssh/config
     hops: List[Host] = field(default_factory=list)  # the jump hosts in between, first one first
     dev_settings: Optional[Dict[str, Any]] = None  # this machine's running `invoke dev` stack (devstack.running_dev)
+    coordination: Optional[Coordination] = None  # the inventory's etcd section, the same for every host
 
     @property
     def is_local(self) -> bool:
@@ -200,6 +203,7 @@ class Inventory:
     path: Path
     hosts: Dict[str, Host]  # in file order
     groups: Dict[str, List[str]]
+    coordination: Optional[Coordination] = None
 
     def select(self, names: Optional[str] = None, every: bool = False) -> List[Host]:
         """Hosts for --host NAMES (hosts or groups, comma-separated) or --all, in inventory order.
@@ -404,9 +408,10 @@ def load(path: Optional[Path] = None) -> Inventory:
         raise InventoryError("%s: the inventory is empty; see README (Inventory)" % path)
     sections = {}
     for knode, vnode in check.mapping(root, "inventory"):
-        if knode.value not in ("defaults", "hosts", "groups"):
-            raise check.fail(knode, knode.value, "unknown section (known: defaults, hosts, groups)")
+        if knode.value not in ("defaults", "hosts", "groups", "coordination"):
+            raise check.fail(knode, knode.value, "unknown section (known: defaults, hosts, groups, coordination)")
         sections[knode.value] = (knode, vnode)
+    coordination = _coordination(check, path, sections.get("coordination"))
 
     defaults = {k: v[1] for k, v in SETTINGS.items()}
     explicit_defaults: set = set()
@@ -453,4 +458,19 @@ def load(path: Optional[Path] = None) -> Inventory:
                 raise check.fail(vnode, "groups." + name, "unknown host %r" % member)
             hosts[member].groups.append(name)
         groups[name] = list(members)
-    return Inventory(path, hosts, groups)
+    for host in hosts.values():
+        host.coordination = coordination
+    return Inventory(path, hosts, groups, coordination)
+
+
+def _coordination(check: _Checker, path: Path, section: Optional[tuple]) -> Optional[Coordination]:
+    """The `coordination:` section (remote/coordination.py), or None without one."""
+    if section is None:
+        return None
+    nodes = {k.value: (k, v) for k, v in check.mapping(section[1], "coordination")}
+    values = {key: yaml.safe_load(yaml.serialize(vnode)) for key, (knode, vnode) in nodes.items()}
+    try:
+        return parse_coordination(values, path)
+    except KeyError as exc:
+        key, why = exc.args
+        raise check.fail(nodes[key][1] if key in nodes else section[1], "coordination." + key, why) from None

@@ -62,6 +62,20 @@ def doctor_lines(docs: List[Dict[str, Any]]) -> List[str]:
         note = backup_note(d["host"], d.get("backups"))
         if note:
             out.append(note)
+        out += etcd_lines(d)
+    return out
+
+
+def etcd_lines(d: Dict[str, Any]) -> List[str]:
+    """doctor: the etcd cluster as the host sees it (coordination), from its own side."""
+    info = d.get("etcd")
+    if not isinstance(info, dict):
+        return []
+    ok = [e for e in info.get("endpoints") or [] if isinstance(e, dict) and e.get("ok")]
+    out = [_fmt("%s: etcd %d of %d endpoints answer, login %s", d["host"], len(ok), len(info.get("endpoints") or []),
+                info.get("auth") or "not tried")]
+    out += [_fmt("%s: etcd PROBLEM: %s", d["host"], p) for p in info.get("problems") or []]
+    out += [_fmt("%s: etcd warning: %s", d["host"], w) for w in info.get("warnings") or []]
     return out
 
 

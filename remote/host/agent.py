@@ -29,7 +29,8 @@ def handle(request):
         if command == "free":
             return free(port, app_dir, bool(request.get("force")), float(request.get("grace", 3.0)))
         if command == "doctor":
-            return doctor(port, app_dir)
+            coordination = request.get("coordination")
+            return doctor(port, app_dir, coordination if isinstance(coordination, dict) else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequest("bad agent request: %s" % exc) from None
     raise BadRequest("unknown agent command %r (known: probe, free, doctor, space)" % command)

@@ -34,8 +34,10 @@ class Unreachable(EtcdError):
     """No endpoint answered within the timeout."""
 
 
-UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND = 16, 7, 3, 5
+UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE = 16, 7, 3, 5, 14
 _TOKEN_LOST = ("invalid auth token", "auth token", "user name is empty")
+#: a cluster between two leaders answers these for a moment: the request goes to the next member
+_TRANSIENT = ("leader changed", "no leader", "request timed out", "too many requests")
 
 
 def b64(data):
@@ -58,12 +60,12 @@ def prefix_end(prefix):
 
 
 class Etcd:
-    def __init__(self, endpoints, user=None, password=None, ca=None, timeout=5.0):
+    def __init__(self, endpoints, user=None, password=None, ca=None, timeout=5.0, ca_pem=None):
         self.endpoints = [e.rstrip("/") for e in endpoints]
         if not self.endpoints:
             raise ValueError("no etcd endpoint")
         self.user, self.password, self.timeout = user, password, timeout
-        self.context = ssl.create_default_context(cafile=ca) if ca else None
+        self.context = ssl.create_default_context(cafile=ca, cadata=ca_pem) if ca or ca_pem else None
         self.token = None
         self.current = 0  # the endpoint that answered last: tried first
 
@@ -93,8 +95,10 @@ class Etcd:
         timeout = self.timeout if timeout is None else timeout
         if login and self.user and self.token is None:
             self.login()
-        errors = []
-        for step in range(len(self.endpoints)):
+        errors, transient = [], False
+        for step in range(2 * len(self.endpoints)):  # twice round between two leaders: one takes about a second
+            if step >= len(self.endpoints) and not transient:
+                break
             index = (self.current + step) % len(self.endpoints)
             endpoint = self.endpoints[index]
             try:
@@ -105,6 +109,11 @@ class Etcd:
                     self.token = None  # expired after idling, or lost with a member's restart: log in again
                     self.login()
                     doc = self._answer(endpoint, path, body, timeout)
+                elif exc.code == UNAVAILABLE or any(words in str(exc) for words in _TRANSIENT):
+                    errors.append("%s: %s" % (endpoint, exc))
+                    transient = True
+                    time.sleep(min(0.2, timeout / 4))
+                    continue
                 else:
                     raise
             except (OSError, socket.timeout, ssl.SSLError, ValueError) as exc:
@@ -245,3 +254,38 @@ def delete_op(key):
 
 def range_op(key):
     return {"request_range": {"key": b64(key)}}
+
+
+def check(settings, dotenv, timeout=3.0):
+    """What a host sees of the cluster (doctor): each endpoint's health, the login with this host's
+    ETCD_PASSWORD, a read of the lease's prefix; ``problems`` (one line each) and ``warnings``."""
+    endpoints = list(settings.get("endpoints") or [])
+    report = {"endpoints": [], "problems": [], "warnings": [], "auth": None}
+    if len(endpoints) == 1:
+        report["warnings"].append("a single etcd endpoint: losing it stops the bot everywhere (run three "
+                                  "members on three always-on machines)")
+    try:
+        client = Etcd(endpoints, settings.get("user"), dotenv.get("ETCD_PASSWORD"), timeout=timeout,
+                      ca_pem=settings.get("ca_pem"))
+    except (ValueError, ssl.SSLError) as exc:
+        report["problems"].append("etcd settings: %s" % exc)
+        return report
+    for endpoint in endpoints:
+        health = client.health(endpoint)
+        report["endpoints"].append(dict(health, endpoint=endpoint))
+        if not health["ok"]:
+            report["problems"].append("etcd %s unreachable from here: %s" % (endpoint, health["error"]))
+    if not any(e["ok"] for e in report["endpoints"]):
+        return report
+    if settings.get("user") and not dotenv.get("ETCD_PASSWORD"):
+        report["problems"].append("no ETCD_PASSWORD in shared/.env: this host cannot log in to etcd as %s "
+                                  "(invoke deploy --env-file)" % settings.get("user"))
+        return report
+    try:
+        client.get("/sulfur/doctor")
+        report["auth"] = "ok" if settings.get("user") else "none"
+    except AuthFailed as exc:
+        report["problems"].append(str(exc))
+    except EtcdError as exc:
+        report["problems"].append("etcd refused a read of /sulfur/: %s" % exc)
+    return report

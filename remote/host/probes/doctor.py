@@ -25,7 +25,7 @@ from remote.host.probes.ports import METHODS, MethodFailed
 # ---------------------------------------------------------------------------------------- doctor
 
 
-def doctor(port, app_dir):
+def doctor(port, app_dir, coordination=None):
     """What this host really offers: platform, interpreter, which port methods answer, the app dir.
 
     Each method is tried on a listener the agent opens itself: a method works when it finds it (and
@@ -58,7 +58,17 @@ def doctor(port, app_dir):
             "autostart": [p for p in autostart_paths() if os.path.exists(p)],
             "android": android.report(path) if detect_platform() == "termux" else None,
             "bot_epoch": epoch_report(path), "backups": backupstate.summary(Layout(path)),
-            "sqlite3": importlib.util.find_spec("sqlite3") is not None}
+            "sqlite3": importlib.util.find_spec("sqlite3") is not None,
+            "etcd": _etcd(path, coordination) if coordination else None}
+
+
+def _etcd(app_dir, coordination):
+    """The cluster as this host sees it, with its own credentials (shared/.env's ETCD_PASSWORD)."""
+    from remote.host.common import etcd
+    from remote.host.common.files import read_env_file
+
+    dotenv = read_env_file(os.path.join(Layout(app_dir).shared, ".env"))
+    return etcd.check(coordination, dotenv)
 
 
 def epoch_report(app_dir):
