@@ -15,7 +15,19 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from remote import actions, agentcalls, ctlcalls, dataflows, devstack, fencing, onboard, release, render, render_data
+from remote import (
+    actions,
+    agentcalls,
+    ctlcalls,
+    dataflows,
+    devstack,
+    envcmd,
+    fencing,
+    onboard,
+    release,
+    render,
+    render_data,
+)
 from remote import failover as moves
 from remote import plan as plans
 from remote.botguard import Guard, refuse_conflicts
@@ -273,18 +285,6 @@ def status(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     _finish(docs, "\n".join([render.status_table(docs)] + render_data.status_notes(docs)), json)
 
 
-def _deploy_flags(targets, env_file, serial):
-    """deploy's flags checked before anything is asked of a host; the --env-file path, or None."""
-    if not targets:
-        raise UsageError("no hosts to deploy to: add some to the inventory, or use --host local")
-    env_path = Path(env_file).expanduser() if env_file else None
-    if env_path is not None and not env_path.is_file():
-        raise UsageError("--env-file %s is not a readable file" % env_path)
-    if int(serial) < 0:
-        raise UsageError("--serial %s: give the number of hosts per batch (1 or more)" % serial)
-    return env_path
-
-
 def _line(stream, text):
     """A progress line, flushed: the user watches it as it happens."""
     print(text, file=stream, flush=True)
@@ -296,7 +296,7 @@ def deploy(c, host=None, all=False, wheels=False, env_file=None, timeout=20.0, j
            plan=False, serial=0, parallel=DEFAULT_PARALLEL):
     """Ship a new release to every host (or --host): switch atomically, verify, roll back on failure."""
     inventory, targets = _select(host, not host)  # deploy goes to every host unless told otherwise
-    env_path = _deploy_flags(targets, env_file, serial)
+    env_path = release.deploy_flags(targets, env_file, serial)
     guard = _guarded(inventory, targets, takeover, env_path, act=not plan)  # a plan says what a deploy would refuse
     if plan:
         docs = plans.plan_hosts(targets, env_path, guard.checks_for, parallel)
@@ -338,11 +338,11 @@ def failover(c, to, from_=None, takeover=False, settle=5.0, timeout=20.0, json=F
     """Move the bot: stop it where it runs, start it on --to, confirm it stays up; undo if it does not."""
     def report(step):
         if not json:
-            _after_progress()
+            render_data.end_progress()
             print(render.failover_line(step), flush=True)
 
     steps = moves.failover(load(), to, from_, takeover, float(settle), float(timeout), report, data=not no_data,
-                           progress=functools.partial(_progress, to))
+                           progress=functools.partial(render_data.progress, to))
     if json:
         print(render.as_json(steps))
     if not all(step["ok"] for step in steps):
@@ -390,31 +390,14 @@ def releases(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     _finish(docs, render.releases_table(docs), json)
 
 
-_SHOWN = []  # a progress line is on the terminal: the next line starts below it
-
-
-def _progress(host, line):
-    """A long transfer's bytes and rate, on a terminal only (one line, rewritten)."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\r" + render.progress_line(host, line).rstrip("\n") + "   ")
-        sys.stderr.flush()
-        _SHOWN[:] = [True]
-
-
-def _after_progress():
-    if _SHOWN:
-        sys.stderr.write("\n")
-        _SHOWN.clear()
-
-
 @task(help={"host": "host or group names (default: each bot's data owner, the holder of its epoch)",
             "all": "also copy each snapshot to the standbys of the same bot (backups/replica/ there)",
             "json": HELP["json"], "parallel": HELP["parallel"]})
 @_one_line_error
 def backup(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
     """A snapshot of the bot's data now (SQLite copied consistently), kept on the host and copied here."""
-    docs = dataflows.backup(load(), host, all, _progress, parallel)
-    _after_progress()
+    docs = dataflows.backup(load(), host, all, render_data.progress, parallel)
+    render_data.end_progress()
     _finish(docs, render_data.backup_lines(docs), json)
 
 
@@ -438,6 +421,41 @@ def restore(c, host, from_=None, file=None, yes=False, force=False, json=False):
     """Put a snapshot back: the bot stopped, the data before kept, all of it switched at once, the bot restarted."""
     doc = dataflows.restore(load(), host, from_, file, force, lambda question: yes or _ask(question), _note)
     _finish([doc], render_data.restore_lines(doc), json)
+
+
+@task(help=_help("host", "all", "parallel", "json"))
+@_one_line_error
+def env(c, host=None, all=False, json=False, parallel=DEFAULT_PARALLEL):
+    """The keys of each host's shared/.env (never their values) and which service sees each."""
+    inventory, targets = _select(host, all)
+    docs = envcmd.listing(inventory, targets, parallel)
+    _finish(docs, render_data.env_table(docs), json)
+
+
+ENV_HELP = dict(_help("host", "all", "parallel", "json", "force"), key="a variable's name (repeat for more); "
+                "never KEY=VALUE", no_restart="change the file only: the services keep the old values until "
+                "their next start", force="change the bot's token on some of its hosts only")
+
+
+@task(name="env-set", iterable=["key"], help=dict(ENV_HELP, multiline="one --key, its value all of stdin (a PEM key)"))
+@_one_line_error
+def env_set(c, key=None, host=None, all=False, no_restart=False, multiline=False, force=False, json=False,
+            parallel=DEFAULT_PARALLEL):
+    """Set variables in shared/.env: values from a hidden prompt or stdin; restarts what sees a change."""
+    keys = envcmd.check_keys(key, multiline)
+    inventory, targets = _select(host, all)
+    docs = envcmd.change(inventory, targets, envcmd.read_values(keys, multiline), [], not no_restart, force, _note,
+                         parallel)
+    _finish(docs, render_data.env_lines(docs), json)
+
+
+@task(name="env-unset", iterable=["key"], help=ENV_HELP)
+@_one_line_error
+def env_unset(c, key=None, host=None, all=False, no_restart=False, force=False, json=False, parallel=DEFAULT_PARALLEL):
+    """Remove variables from shared/.env; restarts what sees a change."""
+    inventory, targets = _select(host, all)
+    docs = envcmd.change(inventory, targets, {}, envcmd.check_keys(key, False), not no_restart, force, _note, parallel)
+    _finish(docs, render_data.env_lines(docs), json)
 
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",

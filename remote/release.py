@@ -33,7 +33,7 @@ from remote.host.releases import hooks, manifest
 from . import agentcalls
 from .connections import Runner, put, run
 from .ctlcalls import call_ctl, shell_path
-from .errors import HostError, ReleaseError
+from .errors import HostError, ReleaseError, UsageError
 from .fanout import DEFAULT_PARALLEL, in_batches, on_hosts
 from .inventory import Host
 
@@ -365,3 +365,15 @@ def ship(targets: List[Host], wheels: bool, env_file: Optional[Path], timeout: f
         return on_hosts(targets, one, parallel)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def deploy_flags(targets: List[Host], env_file: Optional[str], serial: Any) -> Optional[Path]:
+    """deploy's flags checked before anything is asked of a host; the --env-file path, or None."""
+    if not targets:
+        raise UsageError("no hosts to deploy to: add some to the inventory, or use --host local")
+    env_path = Path(env_file).expanduser() if env_file else None
+    if env_path is not None and not env_path.is_file():
+        raise UsageError("--env-file %s is not a readable file" % env_path)
+    if int(serial) < 0:
+        raise UsageError("--serial %s: give the number of hosts per batch (1 or more)" % serial)
+    return env_path

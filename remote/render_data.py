@@ -3,6 +3,7 @@ carry. Every field from a host or an archive is escaped (render.table and render
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -141,3 +142,53 @@ def carry_line(doc: Dict[str, Any]) -> str:
     s = doc.get("snapshot") or {}
     return _fmt("data: %s's snapshot %s (%d files, %s) carried in %.1f s, a copy kept here", s.get("host"),
                 s.get("stamp"), len(s.get("files") or []), size(doc.get("bytes")), doc.get("seconds") or 0.0)
+
+
+_SHOWN: List[bool] = []  # a progress line is on the terminal: the next line starts below it
+
+
+def progress(host: str, line: str) -> None:
+    """A long transfer's bytes and rate, on a terminal only (one line on stderr, rewritten)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + _fmt("%s: %s", host, line) + "   ")
+        sys.stderr.flush()
+        _SHOWN[:] = [True]
+
+
+def end_progress() -> None:
+    if _SHOWN:
+        sys.stderr.write("\n")
+        _SHOWN.clear()
+
+
+def env_table(docs: List[Dict[str, Any]]) -> str:
+    rows = []
+    for d in docs:
+        if not d.get("ok"):
+            rows.append([d["host"], "error", d.get("error")])
+            continue
+        if not d.get("keys"):
+            rows.append([d["host"], "-", "no shared/.env" if not d.get("exists") else "no variables"])
+        rows += [[d["host"], k.get("key"), k.get("seen_by")] for k in d.get("keys") or []]
+    return table(["HOST", "KEY", "SEEN BY"], rows)
+
+
+def env_lines(docs: List[Dict[str, Any]]) -> str:
+    out = []
+    for d in docs:
+        if not d.get("ok"):
+            out.append(_fmt("%s: FAILED: %s", d["host"], d.get("error")))
+            continue
+        if not d.get("changed"):
+            out.append(_fmt("%s: nothing changed (the values were already so)", d["host"]))
+            continue
+        line = _fmt("%s: changed %s", d["host"], ", ".join(map(str, d["changed"])))
+        if d.get("kept"):
+            line += _fmt(" (the file before kept as shared/%s)", d["kept"])
+        out.append(line)
+        if d.get("restarted"):
+            out.append(_fmt("%s: restarted %s", d["host"], ", ".join(map(str, d["restarted"]))))
+        elif d.get("services") and not d.get("restart"):
+            out.append(_fmt("%s: --no-restart: %s keep the old values until their next start", d["host"],
+                            ", ".join(map(str, d["services"]))))
+    return "\n".join(out)

@@ -481,3 +481,39 @@ def test_one_restart_all_after_a_partition_stands_the_stale_host_down_and_restar
     assert out.returncode == 0, out.stdout + out.stderr
     assert "linux: fenced: epoch 2 belongs to termux" in out.stderr
     assert not bots(linux) and len(bots(termux)) == 1
+
+
+def test_a_token_changed_with_env_set_is_guarded_never_split_and_keeps_its_epoch(lab):
+    """env-set of the bot's token: refused on one host of two (the bot would split), done on both, and a
+    token already running elsewhere refused on the host that would start it."""
+    path = inventory(lab)
+    linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+    assert invoke(path, "restart", "--host", "linux").returncode == 0
+    running_bot(linux)
+    env = dict(os.environ, SULFUR_INVENTORY=str(path), XDG_CACHE_HOME=str(lab.dir / "cache"))
+
+    def env_set(*args, stdin):
+        return subprocess.run([sys.executable, "-m", "invoke", "env-set", "--key", "BOT_TOKEN", *args], cwd=ROOT,
+                              env=env, input=stdin, capture_output=True, text=True, timeout=300)
+
+    out = env_set("--host", "linux", stdin="a-new-token\n")
+    assert out.returncode == 2 and "also on termux" in out.stderr and "split the bot" in out.stderr, out.stderr
+    assert "a-new-token" not in Path(linux.app_dir, "shared", ".env").read_text()
+    before = json.loads(Path(linux.app_dir, "run", "bot-epoch.json").read_text())
+    out = env_set("--host", "linux,termux", stdin="a-new-token\n")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "linux: restarted bot" in out.stdout and "a-new-token" not in out.stdout + out.stderr
+    new_id = hashlib.sha256(b"a-new-token").hexdigest()[:12]
+    svc = wait_for(lambda: bot(linux).get("bot_id") == new_id and bot(linux).get("state") == "running" and bot(linux),
+                   30, "the bot with its new token")
+    assert len(bots(linux)) == 1 and not bots(termux)
+    after = json.loads(Path(linux.app_dir, "run", "bot-epoch.json").read_text())
+    assert after["bot_id"].startswith(new_id) and after["epoch"] >= before["epoch"], (before, after)
+    # termux with the token linux runs, and its stack started: the guard on termux refuses it
+    out = invoke(path, "env-unset", "--key", "BOT_TOKEN", "--host", "termux", "--force")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert invoke(path, "restart", "--host", "termux", "--service", "dashboard").returncode == 0
+    out = env_set("--host", "termux", "--force", stdin="a-new-token\n")
+    assert out.returncode == 1 and "already runs on linux" in out.stdout, out.stdout + out.stderr
+    assert "a-new-token" not in Path(termux.app_dir, "shared", ".env").read_text() and not bots(termux)
+    assert svc["pid"] in bots(linux)

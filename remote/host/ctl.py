@@ -47,10 +47,13 @@ COMMANDS = {
                 "reason": (str, "before-restore"), "lock_timeout": (float, 120.0), "by": (str, None)},
     "backups": {},
     "backup-read": {"stamp": (str, None), "replica_of": (str, None)},
+    #: shared/.env: its key names (no set/unset), or a change of some keys (their values on stdin, in the request)
+    "env": dict(_CHECKS, set=(dict, None), unset=(list, None), restart=(bool, True), lock_timeout=(float, 120.0),
+                timeout=(float, 20.0), by=(str, None)),
     "replica-put": {"stamp": (str, None), "replica_of": (str, None), "archive_sha256": (str, None), "keep": (int, 2)},
 }
 SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch", "autostart", "snapshot",
-                     "restore")
+                     "restore", "env")
 #: commands whose stdout carries an archive's bytes: their answer goes to stderr's last line
 BINARY_OUT = ("snapshot", "backup-read")
 SERVICES = names.TARGETS
@@ -123,6 +126,13 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return roles.settle(app_dir, settings, opts["record"], opts["expect"], opts["timeout"])
     if command in ("deploy", "rollback", "releases"):
         return _release(command, app_dir, opts, settings)
+    if command == "env":
+        from remote.host.releases import envfile
+
+        if opts["set"] is None and opts["unset"] is None:
+            return envfile.listing(app_dir)
+        return envfile.change(app_dir, settings, opts["set"] or {}, opts["unset"] or [], opts["restart"],
+                              opts["checks"], opts["lock_timeout"], opts["timeout"], opts["by"])
     if command in ("snapshot", "restore", "backups", "backup-read", "replica-put"):
         return _data(command, app_dir, opts, settings, stdin)
     if command == "autostart":

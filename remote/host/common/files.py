@@ -119,6 +119,24 @@ def parse_env(text):
     return env
 
 
+#: who sees which .env key: the dashboard only its own (DASHBOARD_*); the supervisor only reads
+#: ETCD_* itself (its etcd login); the bot, the deploy hooks and `invoke run` everything else
+SERVICE_PREFIXES = {"dashboard": ("DASHBOARD_",), "supervisor": ("ETCD_",)}
+
+
+def seen_by(key):
+    """The service that sees .env key ``key``: "dashboard", "supervisor" or "bot" (hooks and run too)."""
+    for service, prefixes in SERVICE_PREFIXES.items():
+        if key.startswith(prefixes):
+            return service
+    return "bot"
+
+
+def environment_of(dotenv, service):
+    """The part of shared/.env ``service`` gets ("bot" also stands for hooks and `invoke run`)."""
+    return {k: v for k, v in dotenv.items() if seen_by(k) == service}
+
+
 def current_stamp(paths):
     """The stamp `current` points at, or None before a first deploy."""
     return os.path.basename(os.path.realpath(paths.current)) if os.path.islink(paths.current) else None

@@ -16,7 +16,7 @@ PROTOCOL = 4
 OLDEST = 1
 #: commands newer than OLDEST, with the protocol that brought them; a host that speaks less answers
 #: "unknown command" and the operator says which host to deploy, while every other command still works
-SINCE = {"ping": 2, "epoch": 3, "snapshot": 4, "restore": 4, "backups": 4, "backup-read": 4, "replica-put": 4}
+SINCE = {"ping": 2, "epoch": 3, "snapshot": 4, "restore": 4, "backups": 4, "backup-read": 4, "replica-put": 4, "env": 4}
 ETX = b"\x03"
 READ_IDLE = 120  # s: the longest silence of the operator within a stream it sends
 #: the protocol agreed with the request being served (the highest both sides speak), for its answer

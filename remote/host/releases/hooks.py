@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from remote.host.common.errors import BadRequest, Failure
-from remote.host.common.files import read_env_file
+from remote.host.common.files import environment_of, read_env_file
 from remote.host.supervision.service import GroupPopen, group_alive
 
 NAMES = ("before_switch", "after_switch")
@@ -69,7 +69,7 @@ def environment(paths, where, env_file=None, **extra):
     """The hook's environment: ours, the .env's keys, the venv of the release in ``where`` first on
     PATH, and ``extra`` as SULFUR_<KEY>."""
     env = dict(os.environ)
-    env.update(read_env_file(env_file or os.path.join(paths.shared, ".env")))
+    env.update(environment_of(read_env_file(env_file or os.path.join(paths.shared, ".env")), "bot"))
     venv = os.path.join(where, ".venv")
     env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH", os.defpath)
     env["VIRTUAL_ENV"] = venv

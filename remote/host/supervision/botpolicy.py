@@ -11,6 +11,7 @@ import socket
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
+from remote.host.common.files import environment_of
 from remote.host.common.system import parent_pid
 from remote.host.supervision.bot import Keeper
 from remote.host.supervision.listener import shell
@@ -36,8 +37,9 @@ class BotPolicy:
         self.pending: Optional[Tuple[Any, Optional[str]]] = None  # (old process, waiter): a restart in wait
 
     def environment(self, base: Dict[str, str], dotenv: Dict[str, str]) -> Dict[str, str]:
-        """All of shared/.env (its token), its shards and watchdog; recorded as the unit a start would run."""
-        env = dict(base, **dotenv)
+        """shared/.env but the dashboard's and the supervisor's keys (files.environment_of), its
+        shards and watchdog; recorded as the unit a start would run."""
+        env = dict(base, **environment_of(dotenv, "bot"))
         env.update(self.keeper.environment(dotenv), NOTIFY_SOCKET=self.ctx.notify.name)
         return env
 

@@ -11,7 +11,7 @@ import select
 import signal
 from typing import Any, Dict, List, Optional, Tuple
 
-from remote.host.common.files import error_tail, rotate
+from remote.host.common.files import environment_of, error_tail, rotate
 from remote.host.supervision.handover import Handover, WarmSpare, code_key, code_mtimes
 from remote.host.supervision.listener import spawn_on_socket
 from remote.host.supervision.policy import Context
@@ -30,7 +30,7 @@ class DashboardPolicy:
 
     def environment(self, base: Dict[str, str], dotenv: Dict[str, str]) -> Dict[str, str]:
         """Only the DASHBOARD_* settings of shared/.env (its own token), never the bot's secrets."""
-        env = dict(base, **{k: v for k, v in dotenv.items() if k.startswith("DASHBOARD_")})
+        env = dict(base, **environment_of(dotenv, "dashboard"))
         env.update(DASHBOARD_APP_DIR=self.ctx.paths.app_dir, DASHBOARD_PORT=str(self.ctx.cfg["port"]),
                    DASHBOARD_HOST=self.ctx.cfg["host"], NOTIFY_SOCKET=self.ctx.notify.name)
         return env
