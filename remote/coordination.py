@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .errors import UsageError
 from .units import parse_duration
 
 ENDPOINT = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
@@ -36,7 +37,10 @@ class Coordination:
     def request(self) -> Dict[str, Any]:
         """What a host is sent (doctor, the supervisor's settings): endpoints, user, TTL and the CA's
         PEM text (public). Never a password: that is ETCD_PASSWORD in the host's shared/.env."""
-        pem = Path(self.ca).read_text() if self.ca else None
+        try:
+            pem = Path(self.ca).read_text() if self.ca else None
+        except OSError as exc:
+            raise UsageError("coordination.ca: %s: %s" % (self.ca, exc.strerror)) from None
         return {"endpoints": list(self.endpoints), "user": self.user, "lease_ttl": self.lease_ttl, "ca_pem": pem}
 
 
@@ -80,6 +84,8 @@ def parse(values: Dict[str, Any], inventory: Path) -> Coordination:
     user = values.get("user")
     if user is not None and (not isinstance(user, str) or not USER.fullmatch(user)):
         raise KeyError("user", "%r is not a user name" % (user,))
+    if user is not None and any(e.startswith("http://") for e in endpoints):
+        raise KeyError("etcd", "http:// with a user would send its password in clear: use https:// and a ca")
     try:
         ttl = parse_duration(values.get("lease_ttl", 10))
     except ValueError as exc:

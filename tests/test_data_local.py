@@ -423,3 +423,25 @@ def test_a_stamp_found_twice_with_two_checksums_is_refused(tmp_path, monkeypatch
     assert "different checksums (host, local)" in str(refused.value)
     answer["backups"][0]["archive_sha256"] = "b" * 64
     assert dataflows.find(inv, None, inv.hosts["pi"], stamp, "d", answer)["where"] == "host"
+
+
+def test_an_archive_with_a_huge_header_or_something_after_its_end_is_refused(app):
+    """A pax header that claims hundreds of MB (tarfile reads it whole) is refused before it is read;
+    an archive with bytes appended after its end, or cut short by one byte, is refused too."""
+    import gzip
+
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("data/data/x")
+        info.pax_headers = {"comment": "x" * (3 << 20)}
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    before = tree(app)
+    answer, _ = ctl(app, "restore", {"stream": True}, data=gzip.compress(body.getvalue(), 1))
+    assert not answer["ok"] and "header extension" in answer["error"], answer
+    good = _archive(GOOD)
+    for bad in (good + gzip.compress(b"appended"), good[:-1]):
+        answer, _ = ctl(app, "restore", {"stream": True}, data=bad)
+        assert not answer["ok"] and answer["kind"] == "refused", answer
+    assert tree(app) == before
+    assert ctl(app, "restore", {"stream": True}, data=good)[0]["ok"]  # the same archive whole is fine

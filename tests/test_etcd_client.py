@@ -122,3 +122,47 @@ def test_every_member_down_is_unreachable_within_the_timeout(cluster):
     finally:
         cluster.start(state="existing")
     assert client(cluster).get("/sulfur/t")[0] == b"3"
+
+
+def test_an_endpoint_that_drips_or_redirects_is_given_up(tmp_path):
+    """A hostile or broken endpoint: one that sends its answer a byte at a time is given up at the
+    request's timeout (not per byte), one that redirects is refused (the token would follow it)."""
+    import http.server
+    import socketserver
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.server.mode == "redirect":
+                self.send_response(307)
+                self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(100000):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.mode = "drip"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = "http://127.0.0.1:%d" % server.server_address[1]
+        started = time.monotonic()
+        with pytest.raises(etcd.Unreachable):
+            etcd.Etcd([url], timeout=1.0).get("/sulfur/x")
+        assert time.monotonic() - started < 4
+        server.mode = "redirect"
+        with pytest.raises(etcd.EtcdError) as refused:
+            etcd.Etcd([url], timeout=1.0).get("/sulfur/x")
+        assert "does not redirect" in str(refused.value)
+    finally:
+        server.shutdown()
+        server.server_close()

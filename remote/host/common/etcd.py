@@ -71,18 +71,24 @@ class Etcd:
 
     # ------------------------------------------------------------------ HTTP
     def _open(self, endpoint, path, body, timeout, token=True):
+        """No proxy from the environment and no redirect: the token and the password go to the
+        endpoint named, never elsewhere."""
         request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
         if token and self.token:
             request.add_header("Authorization", self.token)
-        handler = {"context": self.context} if endpoint.startswith("https:") else {}
-        return urllib.request.urlopen(request, timeout=timeout, **handler)
+        handlers = [urllib.request.ProxyHandler({}), _NoRedirect()]
+        if endpoint.startswith("https:"):
+            handlers.append(urllib.request.HTTPSHandler(context=self.context))
+        return urllib.request.build_opener(*handlers).open(request, timeout=timeout)
 
     def _answer(self, endpoint, path, body, timeout, token=True):
-        """One request to one endpoint: its JSON answer, EtcdError for etcd's refusal, OSError when down."""
+        """One request to one endpoint: its JSON answer, EtcdError for etcd's refusal, OSError when down.
+        The whole answer within ``timeout`` (an endpoint that drips bytes is given up too)."""
+        deadline = time.monotonic() + timeout
         try:
             with self._open(endpoint, path, body, timeout, token) as response:
-                return json.loads(response.read(1 << 24).decode("utf-8"))
+                return json.loads(_read(response, deadline, 1 << 24).decode("utf-8"))
         except urllib.error.HTTPError as exc:
             try:
                 doc = json.loads(exc.read(1 << 16).decode("utf-8"))
@@ -102,14 +108,17 @@ class Etcd:
             index = (self.current + step) % len(self.endpoints)
             endpoint = self.endpoints[index]
             try:
-                doc = self._answer(endpoint, path, body, timeout)
-            except EtcdError as exc:
-                if login and self.user and (exc.code == UNAUTHENTICATED or
-                                            any(words in str(exc) for words in _TOKEN_LOST)):
+                try:
+                    doc = self._answer(endpoint, path, body, timeout)
+                except EtcdError as exc:
+                    if not (login and self.user and (exc.code == UNAUTHENTICATED or
+                                                     any(words in str(exc) for words in _TOKEN_LOST))):
+                        raise
                     self.token = None  # expired after idling, or lost with a member's restart: log in again
                     self.login()
                     doc = self._answer(endpoint, path, body, timeout)
-                elif exc.code == UNAVAILABLE or any(words in str(exc) for words in _TRANSIENT):
+            except EtcdError as exc:
+                if exc.code == UNAVAILABLE or any(words in str(exc) for words in _TRANSIENT):
                     errors.append("%s: %s" % (endpoint, exc))
                     transient = True
                     time.sleep(min(0.2, timeout / 4))
@@ -207,14 +216,11 @@ class Etcd:
         except urllib.error.HTTPError as exc:
             raise EtcdError("watch refused: %s" % exc) from None
         with response:
-            while time.monotonic() < deadline:
+            for line in _lines(response, deadline):
                 try:
-                    line = response.readline(1 << 20)
-                except (socket.timeout, TimeoutError):
-                    return
-                if not line:
-                    return
-                doc = json.loads(line.decode("utf-8"))
+                    doc = json.loads(line.decode("utf-8"))
+                except ValueError:
+                    raise EtcdError("the watch sent a line that is not JSON") from None
                 if doc.get("error"):
                     raise EtcdError(str(doc["error"].get("message") if isinstance(doc["error"], dict)
                                         else doc["error"]))
@@ -230,6 +236,47 @@ class Etcd:
         except (EtcdError, OSError, socket.timeout, ssl.SSLError, ValueError) as exc:
             return {"ok": False, "error": str(getattr(exc, "reason", None) or exc)}
         return {"ok": True, "leader": doc.get("leader"), "version": doc.get("version")}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, "etcd does not redirect: refused (%s)" % newurl, headers, fp)
+
+
+def _read(response, deadline, most):
+    """The body, read in pieces until its end, ``most`` bytes or the deadline (then socket.timeout)."""
+    read = getattr(response, "read1", None) or response.read
+    parts, size = [], 0
+    while True:
+        if time.monotonic() >= deadline:
+            raise socket.timeout("the answer did not end within its time")
+        block = read(65536)
+        if not block:
+            return b"".join(parts)
+        parts.append(block)
+        size += len(block)
+        if size > most:
+            raise EtcdError("an answer of over %d bytes: not etcd's" % most)
+
+
+def _lines(response, deadline, longest=1 << 20):
+    """A streamed answer's lines until its end or the deadline; a line over ``longest`` is an error."""
+    read = getattr(response, "read1", None) or response.read
+    pending = b""
+    while time.monotonic() < deadline:
+        try:
+            block = read(65536)
+        except (socket.timeout, TimeoutError):
+            return
+        if not block:
+            return
+        pending += block
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.strip():
+                yield line
+        if len(pending) > longest:
+            raise EtcdError("the watch sent a line of over %d bytes" % longest)
 
 
 # ---------------------------------------------------------------------- transaction parts
@@ -288,4 +335,6 @@ def check(settings, dotenv, timeout=3.0):
         report["problems"].append(str(exc))
     except EtcdError as exc:
         report["problems"].append("etcd refused a read of /sulfur/: %s" % exc)
+    except Exception as exc:  # whatever the network does: one line for doctor, never a traceback
+        report["problems"].append("etcd read of /sulfur/ failed: %s: %s" % (type(exc).__name__, exc))
     return report

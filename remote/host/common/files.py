@@ -65,12 +65,23 @@ def create_private(path):
     return os.fdopen(fd, "w")
 
 
-def write_json(path, data):
-    """Atomic and private (mode 600): readers see the old document or the new one, never half of one."""
+def write_json(path, data, durable=False):
+    """Atomic and private (mode 600): readers see the old document or the new one, never half of one.
+    ``durable``: on disk before this returns (file and directory fsynced), for a record a power cut
+    must not empty (what a restore keeps, a snapshot's record)."""
     tmp = "%s.%d-%s.tmp" % (path, os.getpid(), os.urandom(4).hex())
     with create_private(tmp) as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
+    if durable:
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_json(path):

@@ -15,7 +15,7 @@ from remote.host.common import epochs
 from remote.host.common.errors import BadRequest, Failure
 from remote.host.common.files import Layout, current_stamp, read_json, write_json
 from remote.host.common.paths import remove, shared_paths_problem, shared_problem
-from remote.host.data import pack, restore, retention, snapshot, store
+from remote.host.data import restore, retention, snapshot, store
 
 STAMP = re.compile(r"[0-9]{14}-[0-9]{1,9}")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -202,8 +202,9 @@ def restore_data(app_dir, settings, source, force, reason, lock_timeout, by=None
         store.adopt(paths, names)
         kept, mark = None, os.path.join(store.live_dir(paths), store.KEPT_MARK)
         if snapshot.data_files(paths, names) or ours:  # the data before: kept as it is, packed after the switch
-            kept = snapshot.record(paths, names, reason, True, about(paths, settings), level=snapshot.LEVEL)
-            write_json(mark, dict(kept, limits=list(limits(settings))))
+            kept = snapshot.record(paths, names, reason, True, about(paths, settings), level=snapshot.LEVEL,
+                                   make_id=False)
+            write_json(mark, dict(kept, limits=list(limits(settings))), durable=True)
         try:
             built, doc = restore.receive(paths, source, names, force, ours)
         except BaseException:
@@ -212,7 +213,7 @@ def restore_data(app_dir, settings, source, force, reason, lock_timeout, by=None
             raise
         store.switch(paths, built)
         if store.pending(paths):  # this restore's data before, and any a killed one left
-            pack.spawn(paths)
+            store.spawn_packer(paths)
         epochs.log(paths, "data restored from snapshot %s of %s (the data before kept as %s)" % (
             _plain(doc.get("stamp")), _plain(doc.get("host")), kept["stamp"] if kept else "nothing: there was none"))
     return {"ok": True, "restored": _short(doc), "files": len(doc.get("files") or []),

@@ -5,51 +5,60 @@ snapshot's document (store.KEPT_MARK) and, once the new data is switched in, ren
 ``kept-gN`` instead of removing it: O(1) on the failover's path, where writing 50 MB to a Pi's SD card
 would add seconds. This process, started detached by the restore, turns each kept generation into
 its snapshot in backups/ (gzip level 1, checksummed, retention applied) and then removes it. One at
-a time (run/pack.lock); a packer killed on the way leaves the generation, which the next restore's
-packer (or this command) finishes. Until then `invoke backups` lists the snapshot as packing.
+a time (run/pack.lock: a second one waits); a packer killed on the way leaves the generation whole
+(it is renamed out of the way before it is removed), and the next one finishes it. Until then
+`invoke backups` lists the snapshot as packing; a failure (no room) is the last backup's result.
 """
 
 import fcntl
 import os
-import subprocess
+import shutil
 import sys
 
+from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, read_json
-from remote.host.common.paths import remove
-from remote.host.data import retention, snapshot, store
-
-
-def spawn(paths):
-    """The packer, detached (its own session, no stdio of the ctl's: the operator does not wait for it)."""
-    code = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    paths.make()
-    with open(paths.log("supervisor"), "ab") as log:
-        subprocess.Popen([sys.executable, "-S", "-m", "remote.host.data.pack", paths.app_dir], cwd=code,
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+from remote.host.data import ops, snapshot, store
 
 
 def pack(paths):
-    """Every kept generation into its snapshot; the stamps made. Returns at once when another packer runs."""
+    """Every kept generation into its snapshot; the stamps made. A second packer waits for the first
+    (a restore that ends while one runs must not leave its generation unpacked), then packs what is left."""
     os.makedirs(paths.run, mode=0o700, exist_ok=True)
     made = []
     with open(os.path.join(paths.run, "pack.lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return made
+        fcntl.flock(lock, fcntl.LOCK_EX)
         for kept in store.pending(paths):
-            mark = read_json(os.path.join(kept, store.KEPT_MARK))
-            if not mark.get("stamp"):
+            try:
+                stamp = pack_one(paths, kept)
+            except Exception as exc:  # one generation's failure is its own: it stays, the others go on
+                ops.record_result(paths, error="packing the data a restore replaced: %s" % exc, reason="packing")
                 continue
-            names = [n for n in mark.get("shared") or [] if isinstance(n, str)]
-            doc = snapshot.take(paths, names, mark.get("reason"), True, root=kept, fixed=mark, check_space=False)
-            made.append(doc["stamp"])
-            remove(store.store_dir(paths), kept, ignore_errors=True)
-            limits = mark.get("limits") or [10, 1 << 30]
-            for old in retention.plan(snapshot.catalog(snapshot.backups_dir(paths)), *limits):
-                remove(snapshot.backups_dir(paths), old["path"], ignore_errors=True)
-                remove(snapshot.backups_dir(paths), snapshot.sidecar(old["path"]), ignore_errors=True)
+            if stamp:
+                made.append(stamp)
     return made
+
+
+def pack_one(paths, kept):
+    """One kept generation into its snapshot (once: an archive already there is the one a killed
+    packer made), then out of the way in one rename and removed. None when it must wait (no room)."""
+    mark = read_json(os.path.join(kept, store.KEPT_MARK))
+    if not mark.get("stamp"):
+        raise Failure("its record %s is unreadable" % os.path.join(kept, store.KEPT_MARK))
+    ops.check_stamp(mark["stamp"])
+    names = [n for n in mark.get("shared") or [] if isinstance(n, str)]
+    archive = os.path.join(snapshot.backups_dir(paths), mark["stamp"] + ".tar.gz")
+    if not (os.path.isfile(archive) and os.path.isfile(snapshot.sidecar(archive))):
+        need = sum(os.path.getsize(path) for path, _ in snapshot.data_files(paths, names, kept))
+        if shutil.disk_usage(paths.app_dir).free < 2 * need:  # the bot writes on this disk now: leave it room
+            raise Failure("%.1f MB to pack and not twice that free: kept as it is in %s" % (need / 2**20, kept))
+        for leftover in (archive + ".partial",):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        snapshot.take(paths, names, mark.get("reason"), True, root=kept, fixed=mark, check_space=False)
+    store.discard(paths, kept)
+    limits = mark.get("limits") or [10, 1 << 30]
+    ops.prune(snapshot.backups_dir(paths), *limits)
+    return mark["stamp"]
 
 
 def main(argv=None):

@@ -24,6 +24,8 @@ from remote.host.data import snapshot, store
 
 WRITEBACK = 8 << 20  # bytes of a large file written between two nudges to the disk's writeback
 MAX_DOC = 16 << 20  # SNAPSHOT.json: a record per file; larger is not one of ours
+MAX_HEADER = 1 << 20  # a pax header or GNU long name larger than this is not one of ours
+MAX_PADDING = 1 << 20  # zeros after a tar's end: tar pads to its record size (10 KB), never more
 
 
 class Refused(Failure):
@@ -60,7 +62,8 @@ def unpack(stream, target, entries):
         os.makedirs(os.path.join(target, entry), mode=0o700, exist_ok=True)
     seen, doc = {}, None
     try:
-        with tarfile.open(fileobj=gzip.GzipFile(fileobj=stream, mode="rb"), mode="r|") as tar:  # gzip: members too
+        packed = gzip.GzipFile(fileobj=stream, mode="rb")  # gzip members too (a failover's stream)
+        with tarfile.open(fileobj=packed, mode="r|", tarinfo=_Capped) as tar:
             for member in tar:
                 if doc is not None:
                     raise Refused("the archive goes on after SNAPSHOT.json (%s): refused" % member.name)
@@ -71,6 +74,7 @@ def unpack(stream, target, entries):
                 if inner in seen:
                     raise Refused("the archive has %s twice: refused" % member.name)
                 seen[inner] = _extract(tar, member, os.path.join(target, inner))
+        _to_the_end(packed)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno:  # a full disk here, not a bad archive
             raise Failure("could not write the restored data: %s" % exc) from None
@@ -90,6 +94,30 @@ def unpack(stream, target, entries):
     if listed:
         raise Refused("SNAPSHOT.json lists %s, missing from the archive: refused" % ", ".join(sorted(listed)))
     return doc
+
+
+class _Capped(tarfile.TarInfo):
+    """A tar header whose extension (a pax header, a GNU long name) is read whole into memory by
+    tarfile: refused above MAX_HEADER, so that a few KB of gzip cannot make a Pi allocate gigabytes."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                         tarfile.GNUTYPE_LONGLINK) and self.size > MAX_HEADER:
+            raise tarfile.ReadError("a %d-byte header extension" % self.size)
+        return super()._proc_member(tarfile_)
+
+
+def _to_the_end(packed):
+    """After the tar's end: only its zero padding may follow, and the gzip stream must end whole (its
+    last CRC checked): an archive cut short or with something appended is refused."""
+    left = 0
+    while True:
+        block = packed.read(64 * 1024)
+        if not block:
+            return
+        left += len(block)
+        if block.strip(b"\0") or left > MAX_PADDING:
+            raise tarfile.ReadError("data after the archive's end")
 
 
 def _document(raw):

@@ -278,9 +278,12 @@ class _Members:
         self.level = 1 if self.cost is None or saves > self.cost or self.stored_run >= self.PROBE else 0
 
 
-def record(paths, shared_paths, reason, stopped, about=None, keep=True, level=LEVEL):
-    """A new snapshot's document before any file is read: its data id, sequence number and stamp."""
-    doc = dict(about or {}, data_id=data_id(paths, keep), seq=next_sequence(paths, keep), taken_at=time.time(),
+def record(paths, shared_paths, reason, stopped, about=None, keep=True, level=LEVEL, make_id=True):
+    """A new snapshot's document before any file is read: its data id, sequence number and stamp.
+    ``make_id`` False: data without an id gets one in the document only (a restore that may still be
+    refused must change nothing; the kept snapshot carries the id)."""
+    ident = data_id(paths, keep) if make_id else (read_data_id(paths) or os.urandom(8).hex())
+    doc = dict(about or {}, data_id=ident, seq=next_sequence(paths, keep), taken_at=time.time(),
                reason=reason, consistency="stopped" if stopped else "online",
                compression="gzip level %d" % level if level is not None
                else "gzip, 1 MB members at level 1 or 0 (stored) as the link keeps up",
@@ -337,7 +340,7 @@ def _keep(paths, folder, files, stopped, scratch, doc, level):
             raw.flush()
             os.fsync(raw.fileno())
         doc = dict(doc, archive_sha256=sink.digest.hexdigest(), bytes=sink.count)
-        write_json(sidecar(final), doc)  # first: an archive is listed only with its record
+        write_json(sidecar(final), doc, durable=True)  # first: an archive is listed only with its record
         os.replace(tmp, final)
     except BaseException:
         for path in (tmp, sidecar(final)):

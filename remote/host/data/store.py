@@ -16,12 +16,15 @@ in its place.
 
 import os
 import re
+import subprocess
+import sys
 
 from remote.host.common.paths import DATA_NAMES, inside, remove
 
 STORE, DATA_ID, KEPT_MARK = DATA_NAMES
 LIVE = "live"
 KEPT = "kept-"  # a generation a restore replaced, kept until pack.py has made its snapshot
+TRASH = "trash-"  # a packed generation on its way out
 _GENERATION = re.compile(r"g([0-9]{1,9})")
 
 
@@ -165,10 +168,20 @@ def pending(paths):
     """The kept generations whose snapshot is still to be made (oldest first)."""
     store = store_dir(paths)
     try:
-        names = sorted(n for n in os.listdir(store) if n.startswith(KEPT))
+        names = [n for n in os.listdir(store) if n.startswith(KEPT) and _GENERATION.fullmatch(n[len(KEPT):])]
     except OSError:
         return []
+    names.sort(key=lambda n: int(n[len(KEPT) + 1:]))
     return [os.path.join(store, n) for n in names if os.path.isfile(os.path.join(store, n, KEPT_MARK))]
+
+
+def discard(paths, kept):
+    """A packed generation gone: renamed out of the way first (one step), so that a removal cut short
+    never leaves a half-empty generation that still looks like one to pack."""
+    trash = os.path.join(store_dir(paths), TRASH + os.path.basename(kept) + "-" + os.urandom(3).hex())
+    os.rename(kept, trash)
+    _sync_dir(store_dir(paths))
+    remove(store_dir(paths), trash, ignore_errors=True)
 
 
 def _sync_tree(top):
@@ -196,7 +209,16 @@ def tidy(paths):
     live = live_dir(paths)
     for name in os.listdir(store):
         path = os.path.join(store, name)
-        if name.startswith("incoming-"):
+        if name.startswith(("incoming-", TRASH)):
             remove(store, path, ignore_errors=True)
         elif _GENERATION.fullmatch(name) and live and path != live:
             _retire(paths, path)  # killed between the switch and the retirement: kept if it was to be
+
+
+def spawn_packer(paths):
+    """pack.py, detached (its own session, no stdio of the ctl's: the operator does not wait for it)."""
+    code = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    paths.make()
+    with open(paths.log("supervisor"), "ab") as log:
+        subprocess.Popen([sys.executable, "-S", "-m", "remote.host.data.pack", paths.app_dir], cwd=code,
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
