@@ -127,8 +127,9 @@ def restore_lines(doc: Dict[str, Any]) -> str:
     out = [_fmt("%s: restored %s", doc["host"], doc.get("source"))]
     kept = doc.get("kept")
     if kept:
-        out.append(_fmt("%s: the data before is kept as snapshot %s (before-restore): invoke restore --host %s "
-                        "--from %s brings it back", doc["host"], kept.get("stamp"), doc["host"], kept.get("stamp")))
+        out.append(_fmt("%s: the data before is kept as snapshot %s (before-restore%s): invoke restore --host %s "
+                        "--from %s brings it back", doc["host"], kept.get("stamp"),
+                        ", being packed" if kept.get("packing") else "", doc["host"], kept.get("stamp")))
     if not doc.get("ok") and doc.get("error"):
         out.append(_fmt("%s: FAILED: %s", doc["host"], doc.get("error")))
     started = doc.get("started")
