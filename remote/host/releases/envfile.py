@@ -128,6 +128,8 @@ def change(app_dir, settings, values, unset, restart=True, checks=None, lock_tim
         notes = guard.check(paths, config, checks, dotenv=after) if checks is not None else []
         kept = _keep_previous(paths, text) if text is not None else None
         _write(path, new)
+        if checks is not None:  # the same check on the file now written: it takes the bot's epoch to its new id
+            guard.check(paths, config, checks)
         services = sorted({seen_by(k) for k in changed} - {"supervisor"})
         restarted = []
         if restart and services:
