@@ -6,6 +6,7 @@ the package may have started on 2379; nothing here depends on that one. Members 
 started again (a member's restart loses the auth tokens it issued, which clients must survive).
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from dashproc import free_port
 
@@ -129,3 +130,15 @@ class Cluster:
         for n in range(self.size):
             self.kill(n)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(token_ttl: int = 300) -> Iterator[Cluster]:
+    """A cluster started with auth on, for a module's tests; gone afterwards."""
+    cluster = Cluster(token_ttl=token_ttl)
+    try:
+        cluster.start()
+        cluster.enable_auth()
+        yield cluster
+    finally:
+        cluster.close()

@@ -48,13 +48,8 @@ def test_a_bad_section_is_one_line_with_its_place(tmp_path, section, where, why)
 def cluster():
     if etcdlab.available():
         pytest.skip(etcdlab.available())
-    cluster = etcdlab.Cluster()
-    try:
-        cluster.start()
-        cluster.enable_auth()
+    with etcdlab.running() as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def local_host(tmp_path, cluster, password=etcdlab.PASSWORD, endpoints=None):

@@ -15,13 +15,8 @@ pytestmark = pytest.mark.skipif(etcdlab.available() is not None, reason=str(etcd
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = etcdlab.Cluster(token_ttl=3)  # tokens expire after 3 s idle: the client must log in again
-    try:
-        cluster.start()
-        cluster.enable_auth()
+    with etcdlab.running(token_ttl=3) as cluster:  # tokens expire after 3 s idle: the client must log in again
         yield cluster
-    finally:
-        cluster.close()
 
 
 def client(cluster, password=etcdlab.PASSWORD, **kwargs):
