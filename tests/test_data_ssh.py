@@ -319,3 +319,29 @@ def test_a_failover_from_a_source_with_no_room_for_a_snapshot_still_carries_the_
         folder.rmdir()
         if aside.exists():
             aside.rename(folder)
+
+
+def test_a_carry_that_fails_starts_nothing_on_the_target_and_the_source_gets_the_bot_back(lab, tmp_path):
+    """The target refuses the data (its shared/data a link out of shared/): no bot starts there, the
+    source runs it again, and the data on both is as it was."""
+    path = inventory(lab)
+    owner = start_the_writer(lab, path)
+    other = next(h for h in lab.hosts.values() if h is not owner)
+    running(owner)
+    data = Path(other.app_dir, "shared", "data")
+    aside = Path(other.app_dir, "shared", "data.aside")
+    outside = Path(other.app_dir, "outside")
+    data.rename(aside)  # its own data (a directory, or our link into the store) set aside as it is
+    outside.mkdir()
+    data.symlink_to(outside)
+    try:
+        out = invoke(path, "failover", "--to", other.name)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "data NOT carried" in out.stdout and "nothing starts here" in out.stdout, out.stdout
+        assert "bot started again" in out.stdout, out.stdout
+        wait_for(lambda: owner.bots(), 30, "the bot back on %s" % owner.name)
+        assert not other.bots()
+    finally:
+        data.unlink()
+        outside.rmdir()
+        aside.rename(data)
