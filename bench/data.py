@@ -76,9 +76,8 @@ def ssh(lab, host, command):
 def raw_copy(lab, one, two, name):
     started = time.perf_counter()
     src = subprocess.Popen(ssh(lab, one, "cat %s/shared/data/%s" % (one.app_dir, name)), stdout=subprocess.PIPE)
-    dst = subprocess.run(ssh(lab, two, "cat > %s/raw-copy" % two.app_dir), stdin=src.stdout, check=True)
+    subprocess.run(ssh(lab, two, "cat > %s/raw-copy" % two.app_dir), stdin=src.stdout, check=True)
     src.wait()
-    del dst
     return time.perf_counter() - started
 
 

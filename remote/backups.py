@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Optional
 
 from remote.host.common.epochs import MAX_EPOCH
-from remote.host.common.files import write_json
+from remote.host.common.files import create_private, sha256_of, write_json
 from remote.host.data import ops, restore, snapshot
 
 from .botguard import inventory_key
 from .ctlcalls import call_ctl, ctl_command, ctl_request
 from .errors import HostError, UsageError
 from .inventory import Host
-from .streams import Exec, Meter, write_private
+from .streams import Exec, Meter
 
 STREAM_TIMEOUT = 60.0  # s of silence mid-archive before a host is given up
 STREAM_DEADLINE = 3600.0  # s for a whole archive: a host that trickles bytes for ever is given up too
@@ -62,7 +62,7 @@ def fetch(runner: Any, host: Host, stamp: str, folder: Path, replica_of: Optiona
         run.send_request(ctl_request(host, "backup-read", {"stamp": stamp, "replica_of": replica_of}))
         run.end_input()
         digest, meter = hashlib.sha256(), Meter(progress)
-        with write_private(str(partial)) as out:
+        with create_private(str(partial), binary=True) as out:
             for block in iter(run.read, b""):
                 digest.update(block)
                 out.write(block)
@@ -180,7 +180,7 @@ def carry(source_runner: Any, source: Host, target_runner: Any, target: Host, fo
         into.send_request(ctl_request(target, "restore", {"stream": True, "force": True, "reason": kept_reason},
                                       settings=True))
         digest, meter = hashlib.sha256(), Meter(progress)
-        with write_private(str(partial)) as local:
+        with create_private(str(partial), binary=True) as local:
             for block in iter(out.read, b""):
                 bound(meter, source)
                 into.send(block)
@@ -215,11 +215,7 @@ def carry(source_runner: Any, source: Host, target_runner: Any, target: Host, fo
 
 def verify_local(path: Path, doc: Dict[str, Any]) -> None:
     """A copy on this machine still has the bytes its record names (a disk, a hand, may change it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != doc.get("archive_sha256"):
+    if sha256_of(str(path)) != doc.get("archive_sha256"):
         raise UsageError("%s does not match its sha256 (changed or damaged): refused, nothing changed" % path)
 
 

@@ -47,7 +47,7 @@ def standbys(inventory: Inventory, answers: Dict[str, Dict[str, Any]], bot_id: s
             if name != owner and doc.get("ok") and fencing.bot_of(doc) == bot_id and inventory.hosts[name].shared_paths]
 
 
-def backup_targets(inventory: Inventory, host: Optional[str], every: bool) -> Tuple[List[Host], Guard]:
+def backup_targets(inventory: Inventory, host: Optional[str]) -> Tuple[List[Host], Guard]:
     """--host H: those hosts; else each bot's data owner (asked of every host)."""
     hosts = [h for h in inventory.hosts.values() if h.bot_command or h.shared_paths]
     guard = Guard(inventory, hosts, with_targets=True)
@@ -95,7 +95,7 @@ def replicate(inventory: Inventory, source: Host, doc: Dict[str, Any], targets: 
 def backup(inventory: Inventory, host: Optional[str], every: bool, progress: Callable[[str, str], None],
            parallel: int = DEFAULT_PARALLEL) -> List[Dict[str, Any]]:
     """`invoke backup`: one row per host backed up; with ``every``, the replicas sent to its standbys."""
-    targets, guard = backup_targets(inventory, host, every)
+    targets, guard = backup_targets(inventory, host)
     docs = on_hosts(targets, lambda runner, h: backup_one(runner, h, inventory,
                                                           functools.partial(progress, h.name)), parallel)
     if every:
@@ -143,7 +143,7 @@ def listing(inventory: Inventory, host: Optional[str], parallel: int = DEFAULT_P
     return {"rows": rows, "errors": errors}
 
 
-def find(inventory: Inventory, runner: Any, target: Host, stamp: Optional[str], data_id: Optional[str],
+def find(inventory: Inventory, target: Host, stamp: Optional[str], data_id: Optional[str],
          answer: Dict[str, Any]) -> Dict[str, Any]:
     """Where to restore from: {"where": host|local|replica, "doc", "replica_of"?, "path"?}. A stamp
     is looked up on the host, then here, then in the host's replicas; one found twice with two
@@ -209,7 +209,7 @@ def restore(inventory: Inventory, host: str, stamp: Optional[str], file: Optiona
                 raise UsageError("--file %s is not a readable file" % path)
             found = {"where": "file", "doc": backups.read_document(path), "path": str(path)}
         else:
-            found = find(inventory, runner, target, stamp, answer.get("data_id"), answer)
+            found = find(inventory, target, stamp, answer.get("data_id"), answer)
         theirs, ours = found["doc"].get("data_id"), answer.get("data_id")
         if ours and theirs != ours and not force:
             raise UsageError("%s is of data %s, and %s's data is %s: --force to replace it anyway"

@@ -12,10 +12,10 @@ identity would split.
 from __future__ import annotations
 
 import getpass
-import re
 import sys
 from typing import IO, Any, Callable, Dict, List
 
+from remote.host.releases.envfile import KEY
 from remote.host.supervision.bot import TOKEN_NAMES
 
 from . import ctlcalls, fencing
@@ -26,8 +26,6 @@ from .errors import UsageError
 from .fanout import DEFAULT_PARALLEL, on_hosts
 from .inventory import Host, Inventory
 from .release import operator
-
-KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 def check_keys(keys: List[str], multiline: bool) -> List[str]:

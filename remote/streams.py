@@ -13,7 +13,6 @@ stops sending mid-archive is given up, never waited on for good.
 from __future__ import annotations
 
 import json
-import os
 import select
 import subprocess
 import threading
@@ -175,8 +174,3 @@ class Meter:
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
-
-def write_private(path: str) -> Any:
-    """A new file only this user may read (the data is the bot's: private here too)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    return os.fdopen(fd, "wb")

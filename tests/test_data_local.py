@@ -419,10 +419,10 @@ def test_a_stamp_found_twice_with_two_checksums_is_refused(tmp_path, monkeypatch
     answer = {"backups": [{"where": "host", "stamp": stamp, "archive_sha256": "a" * 64, "seq": 7, "epoch": 1,
                            "data_id": "d"}]}
     with pytest.raises(UsageError) as refused:
-        dataflows.find(inv, None, inv.hosts["pi"], stamp, "d", answer)
+        dataflows.find(inv, inv.hosts["pi"], stamp, "d", answer)
     assert "different checksums (host, local)" in str(refused.value)
     answer["backups"][0]["archive_sha256"] = "b" * 64
-    assert dataflows.find(inv, None, inv.hosts["pi"], stamp, "d", answer)["where"] == "host"
+    assert dataflows.find(inv, inv.hosts["pi"], stamp, "d", answer)["where"] == "host"
 
 
 def test_an_archive_with_a_huge_header_or_something_after_its_end_is_refused(app):

@@ -59,6 +59,21 @@ def conflicts(snapshots: List[Dict[str, Any]]) -> List[str]:
     return found
 
 
+def _listen(port: int) -> Any:
+    """The page's socket on 127.0.0.1:port; a taken port is one line (SulfurError)."""
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        raise SulfurError("port %d on 127.0.0.1: %s: pick another with --port" % (port, exc.strerror)) from None
+    return sock
+
+
 def _quiet_handler() -> Any:
     from werkzeug.serving import WSGIRequestHandler
 
@@ -286,21 +301,11 @@ class Fleet:
         """Bind 127.0.0.1:port (a taken port is one line, before any host is reached), connect the
         hosts, and serve in a thread of its own: werkzeug's threaded server on our socket, as the
         dashboard does, without its banner on our stdout."""
-        import socket
-
         from werkzeug.serving import make_server
 
         from .links import start_links
 
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", self.port))
-            sock.listen(64)
-        except OSError as exc:
-            sock.close()
-            raise SulfurError("port %d on 127.0.0.1: %s: pick another with --port" % (self.port, exc.strerror)) \
-                from None
+        sock = _listen(self.port)
         server = make_server("127.0.0.1", self.port, self.app, threaded=True, fd=sock.fileno(),
                              request_handler=_quiet_handler())
         self.links = start_links(self.hosts, self._changed)
@@ -320,4 +325,5 @@ class Fleet:
             self.forget_sign_in_file()
             self.tunnels.close()
             self.fencer.stop()
+            self.replicator.stop()
             stop_links(self.links)

@@ -3,6 +3,7 @@
 The supervisor, the stack and release libraries, the agent and the dashboard all use it.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -58,11 +59,20 @@ class Layout:
             os.chmod(os.path.join(self.logs, name), 0o600)
 
 
-def create_private(path):
+def create_private(path, binary=False):
     """A new file only this user may read, opened for writing; never through a planted symlink
     (O_NOFOLLOW) and never someone else's file (O_EXCL)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    return os.fdopen(fd, "w")
+    return os.fdopen(fd, "wb" if binary else "w")
+
+
+def sha256_of(path):
+    """The sha256 of a file's bytes, read a block at a time (an archive may be larger than memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path, data, durable=False):

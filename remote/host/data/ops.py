@@ -13,7 +13,7 @@ import time
 
 from remote.host.common import epochs
 from remote.host.common.errors import BadRequest, Failure
-from remote.host.common.files import Layout, current_stamp, read_json, write_json
+from remote.host.common.files import Layout, current_stamp, read_json, sha256_of, write_json
 from remote.host.common.paths import remove, shared_paths_problem, shared_problem
 from remote.host.data import restore, retention, snapshot, store
 
@@ -75,10 +75,15 @@ def prune(where, keep, max_bytes):
     """Retention in one folder; the stamps removed."""
     gone = []
     for doc in retention.plan(snapshot.catalog(where), keep, max_bytes):
-        remove(where, doc["path"], ignore_errors=True)
-        remove(where, snapshot.sidecar(doc["path"]), ignore_errors=True)
+        drop(where, doc)
         gone.append(doc["stamp"])
     return gone
+
+
+def drop(where, doc):
+    """One kept archive and its record gone."""
+    remove(where, doc["path"], ignore_errors=True)
+    remove(where, snapshot.sidecar(doc["path"]), ignore_errors=True)
 
 
 def record_result(paths, doc=None, error=None, reason=None):
@@ -173,13 +178,7 @@ def _plain(value):
 
 def verified(path, doc):
     """The kept archive at ``path``, opened, once its bytes match the sha256 of its record."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != doc.get("archive_sha256"):
+    if sha256_of(path) != doc.get("archive_sha256"):
         raise restore.Refused("%s does not match its checksum (the file changed or is damaged): refused" % path)
     return open(path, "rb")
 
@@ -265,6 +264,5 @@ def replica_put(app_dir, source, replica_of, stamp, archive_sha256, keep):
             os.unlink(tmp)
     mine = snapshot.catalog(where)
     for old in mine[:-keep] if keep > 0 else []:
-        remove(where, old["path"], ignore_errors=True)
-        remove(where, snapshot.sidecar(old["path"]), ignore_errors=True)
+        drop(where, old)
     return {"ok": True, "replica_of": replica_of, "stamp": stamp, "bytes": count}

@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 
+from remote.host.common.files import sha256_of
+
 NAME = "MANIFEST.json"
 #: what a release holds besides what was packed: its records, its venv link, the unpacked wheels
 NOT_SHIPPED = {".venv", "__pycache__", "REVISION.json", NAME, "DEPLOY.json", "_wheels", "_unpack.json"}
@@ -19,11 +21,7 @@ def file_digest(path):
     """sha256 of a file's bytes; a symlink is its target, never what it points at."""
     if os.path.islink(path):
         return "link:" + os.readlink(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def venv_digest(requirements, python, version):
