@@ -173,7 +173,7 @@ class Guard:
 
     def conflicts(self) -> List[str]:
         """Pairs of this task's targets that would both start an overlapping bot."""
-        if len(self.targets) < 2:
+        if len(self.targets) < 2 or self.targets[0].coordination:  # an etcd lease decides who runs it
             return []
         answers, units = self.answers(), []
         for host in self.targets:

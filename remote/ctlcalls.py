@@ -56,7 +56,8 @@ def stack_settings(host: Host) -> Dict[str, Any]:
             "bot_starts_per_day": host.bot_starts_per_day,
             "shard_count": host.shard_count, "shards": host.shards, "bot_token_env": host.bot_token_env,
             "shared_paths": list(host.shared_paths), "backup_every": host.backup_every or None,
-            "backup_keep": host.backup_keep, "backup_max": host.backup_max}
+            "backup_keep": host.backup_keep, "backup_max": host.backup_max,
+            "coordination": host.coordination.request() if host.coordination else None, "place": host.place}
 
 
 def ctl_request(host: Host, command: str, options: Optional[Dict[str, Any]] = None,

@@ -186,6 +186,7 @@ class Host:
     hops: List[Host] = field(default_factory=list)  # the jump hosts in between, first one first
     dev_settings: Optional[Dict[str, Any]] = None  # this machine's running `invoke dev` stack (devstack.running_dev)
     coordination: Optional[Coordination] = None  # the inventory's etcd section, the same for every host
+    place: int = 0  # the bot's hosts in inventory order, standby ones last: 1 s of waiting per place in an election
 
     @property
     def is_local(self) -> bool:
@@ -458,6 +459,9 @@ def load(path: Optional[Path] = None) -> Inventory:
                 raise check.fail(vnode, "groups." + name, "unknown host %r" % member)
             hosts[member].groups.append(name)
         groups[name] = list(members)
+    ordered = sorted((h for h in hosts.values() if h.bot_command), key=lambda h: h.standby)  # stable: file order
+    for place, host in enumerate(ordered):
+        host.place = place
     for host in hosts.values():
         host.coordination = coordination
     return Inventory(path, hosts, groups, coordination)

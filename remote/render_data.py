@@ -47,7 +47,35 @@ def backup_note(host: str, info: Any, now: Optional[float] = None) -> Optional[s
 
 def status_notes(docs: List[Dict[str, Any]]) -> List[str]:
     """status: one line per host with data, under the table."""
-    return [n for n in (backup_note(d["host"], d.get("backups"), d.get("now")) for d in docs if d.get("ok")) if n]
+    notes = [backup_note(d["host"], d.get("backups"), d.get("now")) for d in docs if d.get("ok")]
+    notes += [lease_note(d["host"], ((d.get("services") or {}).get("bot") or {}).get("lease")) for d in docs
+              if d.get("ok")]
+    return [n for n in notes if n]
+
+
+def lease_note(host: str, lease: Any) -> Optional[str]:
+    """status: the etcd lease as this host's supervisor sees it (coordination only): holder, epoch,
+    time left, the last election, and what the last takeover here restored."""
+    if not isinstance(lease, dict):
+        return None
+    state, holder, epoch = lease.get("state"), lease.get("holder"), lease.get("epoch")
+    if state == "holder":
+        line = _fmt("%s: lease held here, epoch %s, %s s left", host, epoch, lease.get("time_left"))
+    elif lease.get("paused"):
+        line = _fmt("%s: lease paused (the bot was stopped on purpose; invoke start --service bot --host HOLDER "
+                    "resumes it)", host)
+    elif state in ("unreachable", "auth_failed", "error"):
+        line = _fmt("%s: lease: etcd %s (%s): the bot does not run here until etcd answers (safety over "
+                    "availability)", host, "refused the login" if state == "auth_failed" else "unreachable",
+                    lease.get("error"))
+    elif holder:
+        line = _fmt("%s: lease held by %s, epoch %s", host, holder, epoch)
+    else:
+        line = _fmt("%s: lease: %s", host, state)
+    for extra in ("last", "takeover"):
+        if lease.get(extra):
+            line += _fmt("; %s", ("last election: " if extra == "last" else "") + str(lease[extra]))
+    return line
 
 
 def doctor_lines(docs: List[Dict[str, Any]]) -> List[str]:

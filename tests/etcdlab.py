@@ -10,8 +10,10 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -130,6 +132,61 @@ class Cluster:
         for n in range(self.size):
             self.kill(n)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Proxy:
+    """A TCP forwarder between one host and one etcd member, whose link can be cut: while cut, bytes
+    are swallowed both ways and nothing answers (a link down, not a refused connection: the client
+    finds out by its timeouts, as it would on a real network)."""
+
+    def __init__(self, target_port: int, address: str = "127.0.0.1") -> None:
+        self.target = (address, target_port)
+        self.server = socket.create_server((address, 0))
+        self.port = self.server.getsockname()[1]
+        self.endpoint = "https://%s:%d" % (address, self.port)
+        self.cut = threading.Event()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        source.settimeout(0.2)
+        try:
+            while not self.closed:
+                try:
+                    data = source.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                if not self.cut.is_set():
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.close()
 
 
 @contextlib.contextmanager

@@ -82,6 +82,8 @@ class StackSettings(TypedDict, total=False):
     backup_every: Optional[float]  # s between scheduled snapshots on the active host; None: off
     backup_keep: int        # retention: per reason, see remote/host/data/retention.py
     backup_max: int         # retention: bytes in all
+    coordination: Optional[Dict[str, Any]]  # the etcd lease (remote/coordination.py's request()); None: off
+    place: int              # 1 s of waiting per place before this host races for a free lease
 
 
 class CtlRequest(TypedDict, total=False):

@@ -155,6 +155,16 @@ class Etcd:
         kv = kvs[0]
         return unb64(kv.get("value")), int(kv.get("mod_revision") or 0), int(kv.get("lease") or 0)
 
+    def scan(self, prefix):
+        """Every key under ``prefix``: ({key: (value, mod_revision, lease)}, the store's revision), so a
+        watch can start just after what was read and miss nothing."""
+        doc = self.call("/v3/kv/range", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))})
+        found = {}
+        for kv in doc.get("kvs") or []:
+            found[unb64(kv.get("key")).decode("utf-8", "replace")] = (
+                unb64(kv.get("value")), int(kv.get("mod_revision") or 0), int(kv.get("lease") or 0))
+        return found, int((doc.get("header") or {}).get("revision") or 0)
+
     def put(self, key, value, lease=None):
         body = {"key": b64(key), "value": b64(value)}
         if lease:
@@ -200,33 +210,53 @@ class Etcd:
                 raise
 
     # ------------------------------------------------------------------ watch, health
-    def watch(self, key, since=None, timeout=30.0):
-        """Events on ``key`` (each {"type": "PUT"|"DELETE", "value", "mod_revision"}) as they come, for at
-        most ``timeout`` seconds in all, from revision ``since`` when given. Ends quietly at the
-        timeout (the caller watches again); OSError/EtcdError when the endpoint goes away."""
-        if self.user and self.token is None:
-            self.login()
+    def watch(self, key, since=None, timeout=30.0, prefix=False):
+        """Events on ``key`` (every key under it with ``prefix``; each {"type": "PUT"|"DELETE", "key",
+        "value", "mod_revision"}) as they come, for at most ``timeout`` seconds in all, from revision
+        ``since`` when given. Ends quietly at the timeout (the caller watches again); OSError/EtcdError
+        when the endpoint goes away. An expired auth token is renewed once, as call() does."""
         create = {"key": b64(key)}
+        if prefix:
+            create["range_end"] = b64(prefix_end(key))
         if since:
             create["start_revision"] = str(since)
         deadline = time.monotonic() + timeout
+        for attempt in (0, 1):
+            if self.user and self.token is None:
+                self.login()
+            try:
+                yield from self._watch(create, deadline)
+                return
+            except EtcdError as exc:
+                if attempt or not (self.user and (exc.code == UNAUTHENTICATED or
+                                                  any(words in str(exc) for words in _TOKEN_LOST))):
+                    raise
+                self.token = None
+
+    def _watch(self, create, deadline):
         endpoint = self.endpoints[self.current]
         try:
-            response = self._open(endpoint, "/v3/watch", {"create_request": create}, timeout)
+            response = self._open(endpoint, "/v3/watch", {"create_request": create},
+                                  max(0.1, deadline - time.monotonic()))
         except urllib.error.HTTPError as exc:
-            raise EtcdError("watch refused: %s" % exc) from None
+            raise EtcdError("watch refused: %s" % exc, exc.code == 401 and UNAUTHENTICATED or None) from None
         with response:
             for line in _lines(response, deadline):
                 try:
                     doc = json.loads(line.decode("utf-8"))
                 except ValueError:
                     raise EtcdError("the watch sent a line that is not JSON") from None
-                if doc.get("error"):
-                    raise EtcdError(str(doc["error"].get("message") if isinstance(doc["error"], dict)
-                                        else doc["error"]))
-                for event in (doc.get("result") or {}).get("events") or []:
+                error = doc.get("error")
+                if error:
+                    code = error.get("grpc_code") or error.get("code") if isinstance(error, dict) else None
+                    raise EtcdError(str(error.get("message") if isinstance(error, dict) else error), code)
+                result = doc.get("result") or {}
+                if result.get("canceled"):
+                    raise EtcdError("the watch was cancelled: %s" % (result.get("cancel_reason") or "?"))
+                for event in result.get("events") or []:
                     kv = event.get("kv") or {}
                     yield {"type": event.get("type") or "PUT", "value": unb64(kv.get("value")),
+                           "key": unb64(kv.get("key")).decode("utf-8", "replace"),
                            "mod_revision": int(kv.get("mod_revision") or 0)}
 
     def health(self, endpoint):

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from remote.host.common.files import environment_of
 from remote.host.common.system import parent_pid
 from remote.host.supervision.bot import Keeper
+from remote.host.supervision.leaseduty import LeaseDuty
 from remote.host.supervision.listener import shell
 from remote.host.supervision.policy import Context
 from remote.host.supervision.service import GroupPopen, group_alive, kill_group
@@ -35,6 +36,7 @@ class BotPolicy:
         self.ctx, self.service = ctx, service
         self.keeper = Keeper(ctx.cfg, ctx.paths, ctx.clock)
         self.pending: Optional[Tuple[Any, Optional[str]]] = None  # (old process, waiter): a restart in wait
+        self.lease = LeaseDuty(ctx, service)  # with coordination: the etcd lease decides (leaseduty.py)
 
     def environment(self, base: Dict[str, str], dotenv: Dict[str, str]) -> Dict[str, str]:
         """shared/.env but the dashboard's and the supervisor's keys (files.environment_of), its
@@ -54,7 +56,7 @@ class BotPolicy:
         if svc.proc is not None and svc.proc.poll() is None:
             self.ctx.answer([waiter], True, pid=svc.proc.pid)
             return False
-        decision, reason, seconds = self.keeper.gate()
+        decision, reason, seconds = self.lease.gate() or self.keeper.gate()
         if decision == "start":
             return True
         svc.reason = reason
@@ -104,12 +106,12 @@ class BotPolicy:
     def tick(self, now: float) -> Optional[Tuple[Optional[str]]]:
         """The old bot of a restart gone (with its group): the new one starts now. A missed watchdog."""
         bot, pending = self.service, self.pending
-        due = None
+        due = self.lease.tick(self.pending is not None)
         if pending and pending[0].poll() is not None and not group_alive(pending[0]):
             self.pending, due = None, (pending[1],)
         elif pending and pending[0].poll() is not None:  # its leader exited, its children linger
             kill_group(pending[0])
-        elif bot.proc is not None and self.keeper.live.overdue():
+        elif bot.proc is not None and self.keeper.live.overdue() and due is None:
             self._watchdog_kill()
         if self.keeper.live.status_changed and now - self.keeper.status_written >= 2.0:
             self.ctx.write_state()  # STATUS= lines reach the state at most every 2 s
@@ -161,13 +163,14 @@ class BotPolicy:
 
     def wake_in(self) -> Optional[float]:
         """Seconds until the watchdog's deadline, while the bot runs: the loop must not sleep past it."""
-        return self.keeper.live.due_in() if self.service.proc else None
+        due = [self.keeper.live.due_in() if self.service.proc else None, self.lease.wake_in()]
+        return min([d for d in due if d is not None], default=None)
 
     def describe(self) -> Dict[str, Any]:
         """For state.json, as it is written: the unit the running bot runs (or a start would), its role,
         STATUS=, watchdog and budget. New STATUS= lines are from now on the ones not yet written."""
         self.keeper.status_written, self.keeper.live.status_changed = self.ctx.clock(), False
-        return self.keeper.describe(self.service.proc is not None)
+        return dict(self.keeper.describe(self.service.proc is not None), **self.lease.describe())
 
     def supervisor_state(self) -> Dict[str, Any]:
         return {}

@@ -65,7 +65,7 @@ def _age(seconds):
 def check(paths, config, guard, path=None, role=None, dotenv=None):
     """Refuse (Failure, exit 1) a start that would run a bot another host runs. ``guard`` is what
     the operator gathered: {"others": [{host, cached, seen_at, units: [...]}], "takeover": bool}."""
-    if not guard:
+    if not guard or config.get("coordination"):  # with an etcd lease, the lease decides who runs it
         return None
     mine = would_run(paths, config, path, role, dotenv)
     if mine is None:

@@ -21,7 +21,7 @@ from remote.host import CODE_DIR
 from remote.host.common import history
 from remote.host.common.files import Layout, read_env_file, write_json
 from remote.host.common.system import detect_platform, pidfile_line
-from remote.host.supervision import upkeep
+from remote.host.supervision import election, upkeep
 from remote.host.supervision.botpolicy import BotPolicy
 from remote.host.supervision.dashpolicy import DashboardPolicy
 from remote.host.supervision.inbox import ACTIONS, Inbox, reply
@@ -35,13 +35,13 @@ from remote.host.supervision.service import RestartPolicy, Service
 TICK = 0.5
 #: bump when a running supervisor must be replaced for a release's changes to reach it (a supervisor
 #: outlives deploys: they hand the dashboard over, they do not restart the supervisor)
-VERSION = 7  # 7: scheduled snapshots of the bot's data (schedule.py) must reach running supervisors
+VERSION = 8  # 8: the bot's lease on etcd (election.py) must reach running supervisors
 DEFAULTS = {"host": "127.0.0.1", "port": 5000, "bot_command": None, "alert_webhook": None, "wake_lock": False,
             "max_failures": 5, "backoff": 1.0, "backoff_cap": 30.0, "stable_after": 60.0, "grace": 5.0,
             "ready_timeout": 30.0, "bind_retries": 5, "bind_backoff": 1.0, "reload": False, "stream": False,
             "spare": True, "standby": False, "watchdog_sec": 0, "bot_starts_per_day": 50, "shard_count": 1,
             "shards": None, "bot_token_env": None, "shared_paths": [], "backup_every": None, "backup_keep": 10,
-            "backup_max": 1 << 30}
+            "backup_max": 1 << 30, "coordination": None, "place": 0}
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGHUP)
 
 
@@ -103,6 +103,7 @@ class Supervisor:
             self.services["dashboard"].running(orphan)
         self.history = history.Sampler(self.paths)  # run/history.bin: 24 h of figures, every 10 s
         self.backups = BackupSchedule(self.ctx, self.code_dir, self.clock)
+        self.ctx.election = election.for_supervisor(self.cfg, self.paths, self.pipe.wake)
         self.upkeep = upkeep.Upkeep(self.paths, {n: s.log_path for n, s in self.services.items()},
                                     self.cfg["stream"], self.clock)
 
@@ -278,6 +279,8 @@ class Supervisor:
 
     def finish(self):
         self.upkeep.log_cap.stop()
+        if self.ctx.election is not None:
+            self.ctx.election.stop()  # its lease stays: a new supervisor here keeps it (run/lease.json)
         self.ctx.listener.sock.close()
         self.state = "stopped"
         for name in list(self.services) + ["supervisor"]:

@@ -42,6 +42,7 @@ class Context:
         self.listener: Any = None               # listener.Listener: the dashboard's held socket
         self.notify: Any = None                 # notify.NotifySocket
         self.stopping = False
+        self.election: Any = None               # election.Election: the bot's lease, with coordination only
         self.retiring: List[Tuple[Any, float]] = []   # [(process, SIGKILL deadline)]
 
     def log(self, message: str) -> None:

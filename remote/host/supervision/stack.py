@@ -27,7 +27,8 @@ from remote.host.supervision.loop import DEFAULTS, VERSION
 
 #: settings that only a new supervisor can apply (the socket, the commands it runs)
 RESTART_KEYS = ("host", "port", "bot_command", "python", "code_dir", "alert_webhook", "wake_lock", "standby",
-                "watchdog_sec", "bot_starts_per_day", "shard_count", "shards", "bot_token_env")
+                "watchdog_sec", "bot_starts_per_day", "shard_count", "shards", "bot_token_env", "coordination",
+                "place")
 #: settings an operator may send: the keys of the document that describes them
 SETTINGS = tuple(StackSettings.__annotations__)
 #: what `python -m dashboard` imports from its venv

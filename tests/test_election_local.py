@@ -1,0 +1,300 @@
+"""The bot's etcd lease with real supervisors on this machine: hosts are app dirs of one inventory,
+each reaching a real 3-member etcd cluster (TLS, auth) through TCP forwarders of its own, so a test
+can cut one host's link to etcd and nobody else's. The example bot runs on every host; a sampler
+counts the bots of the whole fleet every 0.1 s (a stopped process, state T, is not a running bot) and
+every test asserts there were never two.
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import etcdlab
+import pytest
+from dashproc import ROOT, free_port, invoke, wait_for
+
+EXAMPLE = ROOT / "examples" / "bot" / "bot.py"
+TTL = 5  # s: the smallest lease_ttl, so that every fault resolves quickly
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if etcdlab.available():
+        pytest.skip(etcdlab.available())
+    with etcdlab.running() as cluster:
+        yield cluster
+
+
+def process_state(pid):
+    try:
+        return Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+class Counter:
+    """Which hosts run a bot of this fleet, every 0.1 s: [(monotonic time, {host: pid})]."""
+
+    def __init__(self, tag):
+        self.tag, self.samples, self.done = tag.encode(), [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def now(self):
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmd = Path("/proc", entry, "cmdline").read_bytes()
+                env = Path("/proc", entry, "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(EXAMPLE).encode() not in cmd or cmd.split(b"\0")[0].endswith(b"sh"):
+                continue
+            for item in env:
+                if item.startswith(self.tag + b"="):
+                    if process_state(int(entry)) not in (None, "T", "Z", "t"):
+                        found[item.split(b"=", 1)[1].decode()] = int(entry)
+        return found
+
+    def _run(self):
+        while not self.done.is_set():
+            self.samples.append((time.monotonic(), self.now()))
+            time.sleep(0.1)
+
+    def most(self):
+        return max((len(found) for _, found in self.samples), default=0)
+
+    def first(self, host, after=0.0):
+        return next((t for t, found in self.samples if t >= after and host in found), None)
+
+    def last(self, host):
+        return max((t for t, found in self.samples if host in found), default=None)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(5)
+
+
+class Fleet:
+    def __init__(self, tmp_path, cluster, names, bot_commands=None, passwords=None, extra=""):
+        self.tmp, self.cluster, self.names = tmp_path, cluster, list(names)
+        self.tag = "SULFUR_TEST_FLEET_%s" % tmp_path.name.replace("-", "_")
+        self.proxies = {n: [etcdlab.Proxy(port) for port in cluster.client_ports] for n in names}
+        lines = ["hosts:"]
+        for n in names:
+            app = tmp_path / n
+            (app / "shared").mkdir(parents=True)
+            password = (passwords or {}).get(n, etcdlab.PASSWORD)
+            (app / "shared" / ".env").write_text("BOT_TOKEN=token-%s\nEXAMPLE_BOT_DEMO=1\nETCD_PASSWORD=%s\n%s=%s\n"
+                                                 % (tmp_path.name, password, self.tag, n))
+            command = (bot_commands or {}).get(n, "%s %s" % (sys.executable, EXAMPLE))
+            lines.append("  %s: {connection: local, app_dir: %s, dashboard_port: %d, bot_command: '%s'%s}"
+                         % (n, app, free_port(), command, extra))
+        self.inventory = tmp_path / "inventory.yml"
+        self.inventory.write_text("\n".join(lines) + "\n")
+        self.counter = Counter(self.tag)
+
+    def coordinate(self, name):
+        """The coordination section as one host sees the cluster: through its own forwarders."""
+        return "coordination:\n  etcd: [%s]\n  ca: %s\n  user: %s\n  lease_ttl: %ds\n" % (
+            ", ".join(p.endpoint for p in self.proxies[name]), self.cluster.ca, etcdlab.USER, TTL)
+
+    def invoke(self, *args, host=None):
+        """invoke on some hosts, each with the endpoints of its own forwarders (one inventory per host)."""
+        outs = []
+        for name in (host or ",".join(self.names)).split(","):
+            path = self.tmp / ("inventory-%s.yml" % name)
+            path.write_text(self.inventory.read_text() + self.coordinate(name))
+            outs.append(invoke(path, *args, "--host", name))
+        return outs
+
+    def start(self, host=None):
+        for out in self.invoke("restart", host=host):
+            assert out.returncode == 0, out.stdout + out.stderr
+
+    def bot(self, name):
+        try:
+            return json.loads((self.tmp / name / "run" / "state.json").read_text())["services"]["bot"]
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    def running(self):
+        return self.counter.now()
+
+    def one_runs(self, timeout=TTL + 10):
+        found = wait_for(lambda: len(self.running()) == 1 and self.running(), timeout, "one bot in the fleet")
+        return next(iter(found))
+
+    def pid(self, name, what="supervisor"):
+        return int((self.tmp / name / "run" / ("%s.pid" % what)).read_text().split()[0])
+
+    def cut(self, name, cut=True):
+        for proxy in self.proxies[name]:
+            (proxy.cut.set if cut else proxy.cut.clear)()
+
+    def log(self, name):
+        return (self.tmp / name / "logs" / "supervisor.log").read_text()
+
+    def close(self):
+        self.counter.stop()
+        for name in self.names:
+            self.cut(name, False)
+            for signo in (signal.SIGCONT,):
+                for what in ("supervisor", "bot"):
+                    try:
+                        os.kill(self.pid(name, what), signo)
+                    except (OSError, ValueError):
+                        pass
+        self.invoke("stop")
+        for pid in self.counter.now().values():
+            os.kill(pid, signal.SIGKILL)
+        for proxies in self.proxies.values():
+            for proxy in proxies:
+                proxy.close()
+
+
+@pytest.fixture
+def fleet(tmp_path, cluster):
+    made = []
+
+    def make(names, **kwargs):
+        made.append(Fleet(tmp_path, cluster, names, **kwargs))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+def test_a_dead_holder_is_replaced_by_the_next_host_in_order_and_stays_standby_when_back(fleet):
+    f = fleet("abc")
+    f.start()
+    assert f.one_runs() == "a"  # first in the inventory: it waits least
+    epoch = f.bot("a")["lease"]["epoch"]
+    out = f.invoke("status", host="b")[0]
+    assert "b: lease held by a, epoch %d" % epoch in out.stdout, out.stdout
+    f.cut("a")  # its link down, and its processes killed
+    bot_pid, dead = f.running()["a"], time.monotonic()
+    os.kill(f.pid("a"), signal.SIGKILL)
+    os.kill(bot_pid, signal.SIGKILL)
+    wait_for(lambda: "b" in f.running(), TTL + 5, "b's bot within lease_ttl + 5 s")
+    assert time.monotonic() - dead <= TTL + 5
+    lease = wait_for(lambda: "b took over" in (f.bot("b").get("lease", {}).get("last") or "") and f.bot("b")["lease"],
+                     10, "b's lease and its election")
+    assert lease["state"] == "holder" and lease["epoch"] == epoch + 1
+    assert "b took over at" in lease["last"] and "a's lease expired" in lease["last"]
+    time.sleep(3)
+    assert set(f.running()) == {"b"}, "c must not start a second bot"
+    f.cut("a", False)
+    f.start("a")  # it comes back: it finds a holder and a higher epoch
+    time.sleep(2 * TTL)
+    assert set(f.running()) == {"b"} and f.bot("a")["state"] == "standby"
+    assert f.bot("a")["lease"]["holder"] == "b"
+    assert f.counter.most() == 1, "two bots at once"
+
+
+def test_a_holder_cut_off_from_etcd_stops_its_bot_before_another_starts(fleet):
+    f = fleet("ab")
+    f.start()
+    assert f.one_runs() == "a"
+    cut = time.monotonic()
+    f.cut("a")
+    wait_for(lambda: "b" in f.running(), TTL + 8, "b's bot after a lost etcd")
+    started = wait_for(lambda: f.counter.first("b"), 2, "the sampler's sight of b's bot")
+    gone = f.counter.last("a")
+    assert gone is not None and gone < started, "a's bot stopped after b's started"
+    assert gone - cut <= TTL / 2 + 2, "a stopped its bot %.1f s after the cut" % (gone - cut)
+    assert "lease: no renewal for" in f.bot("a").get("reason", "")
+    f.cut("a", False)
+    time.sleep(2 * TTL)
+    assert set(f.running()) == {"b"}, "a came back and started its bot again"
+    assert f.bot("a")["lease"]["holder"] == "b" and "lease lost" in f.log("a")
+    assert f.counter.most() == 1
+
+
+def test_a_killed_member_moves_nothing_and_a_cluster_down_stops_the_bot_until_it_is_back(fleet, cluster):
+    f = fleet("ab")
+    f.start()
+    assert f.one_runs() == "a"
+    pid, epoch = f.running()["a"], f.bot("a")["lease"]["epoch"]
+    cluster.kill(0)
+    try:
+        time.sleep(3 * TTL)
+        assert f.running() == {"a": pid} and f.bot("a")["lease"]["epoch"] == epoch
+    finally:
+        cluster.start(0, state="existing")
+    for i in range(cluster.size):
+        cluster.kill(i)
+    down = time.monotonic()
+    try:
+        wait_for(lambda: not f.running(), TTL / 2 + 3, "the bot stopped with all of etcd down")
+        out = f.invoke("status", host="a")[0]
+        assert "etcd unreachable" in out.stdout and "safety over availability" in out.stdout, out.stdout
+        assert time.monotonic() - down < TTL / 2 + 3
+    finally:
+        cluster.start(state="existing")
+    wait_for(lambda: "a" in f.running(), 30, "the bot back on a once etcd answers")
+    time.sleep(TTL)
+    assert set(f.running()) == {"a"} and f.bot("a")["lease"]["epoch"] == epoch, "an election where none was due"
+    assert f.counter.most() == 1
+
+
+def test_a_host_with_a_wrong_password_never_runs_the_bot(fleet):
+    f = fleet("ab", passwords={"a": "not-the-password"})
+    f.start()
+    assert f.one_runs() == "b"  # a comes first in the inventory, but cannot log in
+    out = f.invoke("doctor", host="a")[0]
+    assert "a: etcd PROBLEM: etcd refused user 'sulfur': wrong name or password" in out.stdout, out.stdout
+    out = f.invoke("status", host="a")[0]
+    assert "etcd refused the login" in out.stdout and "not-the-password" not in out.stdout, out.stdout
+    time.sleep(TTL)
+    assert set(f.running()) == {"b"} and f.counter.most() == 1
+
+
+def test_a_bot_that_fails_lets_its_lease_go(fleet):
+    f = fleet("ab", bot_commands={"a": "%s -c \"import sys; sys.exit(3)\"" % sys.executable},
+              extra=", bot_starts_per_day: 1")
+    f.start()
+    wait_for(lambda: f.bot("a").get("state") == "failed", 30, "a's bot failed (its budget of one start spent)")
+    wait_for(lambda: "b" in f.running(), TTL + 10, "b's bot after a let go")
+    last = wait_for(lambda: "b took over" in (f.bot("b")["lease"].get("last") or "") and f.bot("b")["lease"]["last"],
+                    10, "the election's words")
+    assert "a let its lease go (its bot failed on a)" in last, last
+
+
+def test_a_new_supervisor_on_the_holder_keeps_its_lease(fleet):
+    f = fleet("ab")
+    f.start()
+    assert f.one_runs() == "a"
+    epoch = f.bot("a")["lease"]["epoch"]
+    os.kill(f.pid("a"), signal.SIGTERM)  # what a deploy that replaces the supervisor does first
+    wait_for(lambda: not f.running(), 10, "a's stack stopped")
+    f.start("a")
+    wait_for(lambda: "a" in f.running(), 15, "a's bot again")
+    assert f.bot("a")["lease"]["epoch"] == epoch and "kept its lease" in f.log("a")
+    time.sleep(TTL)
+    assert set(f.running()) == {"a"} and f.counter.most() == 1
+
+
+def test_a_suspended_holder_finds_its_bot_replaced_and_stops_it_on_waking(fleet):
+    f = fleet("ab")
+    f.start()
+    assert f.one_runs() == "a"
+    supervisor, bot_pid = f.pid("a"), f.running()["a"]
+    os.kill(bot_pid, signal.SIGSTOP)
+    os.kill(supervisor, signal.SIGSTOP)
+    wait_for(lambda: "b" in f.running(), TTL + 8, "b's bot while a sleeps")
+    time.sleep(1)
+    os.kill(supervisor, signal.SIGCONT)
+    woke = time.monotonic()
+    wait_for(lambda: process_state(bot_pid) in (None, "Z"), 5, "a's old bot gone")
+    assert time.monotonic() - woke <= 1.5, "a's bot outlived its supervisor's waking by %.1f s" % (
+        time.monotonic() - woke)
+    time.sleep(TTL)
+    assert set(f.running()) == {"b"} and f.counter.most() == 1
