@@ -122,6 +122,14 @@ def role(runner: Runner, host: Host, role: str, checks: Optional[Dict[str, Any]]
     return call_ctl(runner, host, "role", options, settings=True, timeout=timeout * 3 + settle + 60)
 
 
+def lease(runner: Runner, host: Host, from_host: Optional[str], record: Dict[str, Any],
+          timeout: float = 20.0) -> Dict[str, Any]:
+    """failover --to in a coordinated inventory: the host takes the bot's etcd lease from ``from_host``
+    with the failover's epoch ``record`` (refused when an election moved it meanwhile)."""
+    return call_ctl(runner, host, "lease", {"from_host": from_host, "record": record, "timeout": timeout},
+                    settings=True, timeout=timeout * 2 + 30)
+
+
 def epoch(runner: Runner, host: Host, record: Optional[Dict[str, Any]], expect: Optional[int] = None,
           timeout: float = 20.0) -> Dict[str, Any]:
     """Hand the host the bot's epoch as this machine knows it (roles.settle there): it keeps it, or

@@ -35,6 +35,10 @@ def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeove
     if len(target) != 1:
         raise UsageError("--to names one host, not %s" % to)
     target = target[0]
+    if takeover and target.coordination:
+        raise UsageError("failover --takeover: refused in an inventory with coordination: the etcd lease decides "
+                         "who takes over (a host that cannot renew it stops its bot, another takes over after "
+                         "lease_ttl); failover --to moves the bot from a host that answers")
     sources = [h for h in inventory.select(from_) if h.name != target.name] if from_ else []
     steps: List[Step] = []
 
@@ -122,6 +126,12 @@ def _move(inventory: Inventory, guard: Guard, answers: Dict[str, Dict[str, Any]]
     if not doc.get("ok") and not stopped:  # its compare-and-set lost: nothing was changed anywhere
         step(target.name, "refused: %s" % doc.get("error"), False)
         return steps
+    claimed = None
+    if doc.get("ok") and target.coordination:  # the lease follows, compared on its holder and etcd's epoch
+        doc = _on(target, ctlcalls.lease, owner, moving, timeout=timeout)
+        claimed = target.name if doc.get("ok") else None
+        if doc.get("ok"):
+            step(target.name, "holds the bot's etcd lease now (epoch %d)" % moving["epoch"], True)
     if doc.get("ok"):
         doc = _on(target, ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
     if doc.get("ok"):
@@ -131,7 +141,7 @@ def _move(inventory: Inventory, guard: Guard, answers: Dict[str, Dict[str, Any]]
     else:
         step(target.name, "FAILED to start the bot: %s" % doc.get("error"), False, log_tail=doc.get("log_tail"))
         _undo(inventory, target, stopped, answers, key, moving, best["active_host"] if best else None,
-              settle, timeout, step)
+              settle, timeout, step, claimed)
     others = {name: doc for name, doc in answers.items() if name not in {h.name for h in shown}}
     for line, taken in _fence_rest(inventory, others, timeout):
         step(taken.host, line, taken.kind == "note" or taken.done)
@@ -183,7 +193,7 @@ def _arrive(target: Host, seen: Dict[str, Any], record: Dict[str, Any], timeout:
 
 def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict[str, Dict[str, Any]], bot_id: str,
           moving: Dict[str, Any], before: Optional[str], settle: float, timeout: float,
-          step: Callable[..., Step]) -> None:
+          step: Callable[..., Step], claimed: Optional[str] = None) -> None:
     """A failed start on the target: once its bot is confirmed stopped there, the source is named
     active again with epoch N+2 (the target holds N+1) and starts its bot, as before the move. With
     no source stopped (a --takeover of an unreachable host), N+2 goes to the host that held the bot
@@ -215,6 +225,11 @@ def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict
                 step(source.name, "could not take the bot back: %s" % kept.get("error"), False)
                 continue
             fencing.remember(inventory, {bot_id: undo_record})
+        if claimed and undo_record:  # the target took the etcd lease: it goes back with the bot
+            kept = _on(source, ctlcalls.lease, claimed, undo_record, timeout=timeout)
+            if not kept.get("ok"):
+                step(source.name, "could not take the lease back: %s" % kept.get("error"), False)
+                continue
         back = _on(source, ctlcalls.role, "active", settle=settle, timeout=timeout)
         step(source.name, "bot started again (pid %s); role active; epoch %d" % (
             back.get("pid"), undo_record["epoch"] if undo_record else 0) if back.get("ok")

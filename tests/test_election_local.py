@@ -114,6 +114,12 @@ class Fleet:
             outs.append(invoke(path, *args, "--host", name))
         return outs
 
+    def invoke_all(self, *args):
+        """invoke with the whole fleet in one inventory (a failover), through host a's forwarders."""
+        path = self.tmp / "inventory-all.yml"
+        path.write_text(self.inventory.read_text() + self.coordinate(self.names[0]))
+        return invoke(path, *args)
+
     def start(self, host=None):
         for out in self.invoke("restart", host=host):
             assert out.returncode == 0, out.stdout + out.stderr
@@ -222,11 +228,14 @@ def test_a_killed_member_moves_nothing_and_a_cluster_down_stops_the_bot_until_it
     f = fleet("ab")
     f.start()
     assert f.one_runs() == "a"
-    pid, epoch = f.running()["a"], f.bot("a")["lease"]["epoch"]
+    epoch = f.bot("a")["lease"]["epoch"]
     cluster.kill(0)
     try:
         time.sleep(3 * TTL)
-        assert f.running() == {"a": pid} and f.bot("a")["lease"]["epoch"] == epoch
+        # nothing moves: the same holder and epoch, no bot elsewhere (etcd's own leader election when the
+        # killed member led may cost a renewal or two: the margin is lease_ttl/2, 2.5 s here)
+        assert set(f.running()) == {"a"} and f.bot("a")["lease"]["epoch"] == epoch, f.log("a")[-2000:]
+        assert f.counter.first("b") is None
     finally:
         cluster.start(0, state="existing")
     for i in range(cluster.size):
@@ -298,3 +307,60 @@ def test_a_suspended_holder_finds_its_bot_replaced_and_stops_it_on_waking(fleet)
         time.monotonic() - woke)
     time.sleep(TTL)
     assert set(f.running()) == {"b"} and f.counter.most() == 1
+
+
+def test_failover_to_moves_the_lease_and_takeover_is_refused(fleet):
+    f = fleet("ab")
+    f.start()
+    assert f.one_runs() == "a"
+    epoch = f.bot("a")["lease"]["epoch"]
+    out = f.invoke_all("failover", "--to", "b", "--takeover")
+    assert out.returncode == 2 and "refused in an inventory with coordination" in out.stderr, out.stdout + out.stderr
+    assert len((out.stdout + out.stderr).strip().splitlines()) == 1
+    out = f.invoke_all("failover", "--to", "b")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "b: holds the bot's etcd lease now (epoch %d)" % (epoch + 1) in out.stdout, out.stdout
+    assert set(f.running()) == {"b"}
+    wait_for(lambda: f.bot("a").get("lease", {}).get("holder") == "b", 3 * TTL, "a sees b's lease")
+    assert f.bot("b")["lease"]["state"] == "holder" and f.bot("b")["lease"]["epoch"] == epoch + 1
+    time.sleep(TTL)
+    assert set(f.running()) == {"b"} and f.counter.most() == 1
+
+
+def test_stop_on_the_holder_pauses_the_election_and_start_there_resumes_it(fleet):
+    f = fleet("ab")
+    f.start()
+    assert f.one_runs() == "a"
+    epoch = f.bot("a")["lease"]["epoch"]
+    out = f.invoke("stop", "--service", "bot", host="a")[0]
+    assert out.returncode == 0 and "the bot's election is paused" in out.stdout, out.stdout + out.stderr
+    os.kill(f.pid("a"), signal.SIGKILL)  # and then the holder dies: its lease runs out, nobody takes over
+    time.sleep(TTL + 4)
+    assert f.running() == {} and f.bot("b")["lease"]["paused"]
+    out = f.invoke("start", "--service", "bot", host="b")[0]
+    assert out.returncode != 0 and "stopped on purpose and belongs to a" in out.stdout + out.stderr, out.stdout
+    assert f.running() == {}
+    out = f.invoke("status", host="b")[0]
+    assert "b: lease paused" in out.stdout, out.stdout
+    f.start("a")  # a new supervisor there, and the bot resumed: its lease is taken again, epoch + 1
+    wait_for(lambda: "a" in f.running(), 15, "a's bot again")
+    assert f.bot("a")["lease"]["epoch"] == epoch + 1
+    time.sleep(TTL)
+    assert set(f.running()) == {"a"} and f.counter.most() == 1
+
+
+def test_an_operators_failover_during_an_election_leaves_one_bot(fleet):
+    f = fleet("abc")
+    f.start()
+    assert f.one_runs() == "a"
+    os.kill(f.running()["a"], signal.SIGKILL)
+    os.kill(f.pid("a"), signal.SIGKILL)  # b and c race for the lease once it runs out; the operator moves it to c
+    out = f.invoke_all("failover", "--to", "c")
+    wait_for(lambda: len(f.running()) == 1, 3 * TTL, "one bot after the race")
+    time.sleep(TTL)
+    (winner,) = f.running()
+    if out.returncode == 0:
+        assert winner == "c", out.stdout
+    else:
+        assert "refused: the lease was moved meanwhile" in out.stdout, out.stdout
+    assert f.bot(winner)["lease"]["state"] == "holder" and f.counter.most() == 1

@@ -50,10 +50,12 @@ COMMANDS = {
     #: shared/.env: its key names (no set/unset), or a change of some keys (their values on stdin, in the request)
     "env": dict(_CHECKS, set=(dict, None), unset=(list, None), restart=(bool, True), lock_timeout=(float, 120.0),
                 timeout=(float, 20.0), by=(str, None)),
+    #: the bot's etcd lease, moved here by failover --to (leasectl.claim)
+    "lease": {"from_host": (str, None), "record": (dict, None), "timeout": (float, 20.0)},
     "replica-put": {"stamp": (str, None), "replica_of": (str, None), "archive_sha256": (str, None), "keep": (int, 2)},
 }
 SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch", "autostart", "snapshot",
-                     "restore", "env")
+                     "restore", "env", "lease")
 #: commands whose stdout carries an archive's bytes: their answer goes to stderr's last line
 BINARY_OUT = ("snapshot", "backup-read")
 SERVICES = names.TARGETS
@@ -114,6 +116,11 @@ def dispatch(command, app_dir, opts, settings, stdin):
         return stack.stop(app_dir, opts["service"], opts["timeout"])
     if command == "status":
         return stack.status(app_dir, opts["token_env"])
+    if command == "lease":
+        from remote.host.supervision import leasectl
+
+        return leasectl.claim(Layout(app_dir), stack.stack_config(app_dir, settings), opts["from_host"],
+                              opts["record"], opts["timeout"])
     if command == "ping":  # what this host speaks (the answer carries its protocols) and runs
         return {"ok": True, "release": current_stamp(Layout(app_dir))}
     if command == "role":

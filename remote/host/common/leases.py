@@ -93,15 +93,18 @@ def read(client_, unit):
     return View(unit, found, revision)
 
 
-def claim(client_, view, me, bot_id, own_epoch, lease, by, why, holder=None, resume=False):
+def claim(client_, view, me, bot_id, own_epoch, lease, by, why, holder=None, resume=False, record=None):
     """One transaction that makes ``me`` the holder under ``lease`` with the next epoch: the holder key
     absent (or, with ``holder``, still naming that host), the epoch key as ``view`` read it, the bot not
     paused (unless ``resume``: the paused key is removed in the same step). Returns the new epoch record,
-    or None when another host got there first (nothing was written)."""
+    or None when another host got there first (nothing was written). ``record``: the epoch an operator's
+    failover gave this host (higher than etcd's, or the caller refuses first)."""
     base = prefix(view.unit)
-    number = max(int(view.epoch.get("epoch") or 0), int(own_epoch or 0)) + 1
     now = time.time()
-    record = {"epoch": number, "bot_id": bot_id, "active_host": me, "since": now, "by": by}
+    if record is None:
+        number = max(int(view.epoch.get("epoch") or 0), int(own_epoch or 0)) + 1
+        record = {"epoch": number, "bot_id": bot_id, "active_host": me, "since": now, "by": by}
+    number = record["epoch"]
     compare = [etcd.value_is(base + "holder", view.raw["holder"][0]) if holder is not None and view.held()
                else etcd.absent(base + "holder")]
     compare.append(etcd.value_is(base + "epoch", view.raw["epoch"][0]) if view.raw["epoch"]

@@ -32,6 +32,7 @@ CLOCK = getattr(time, "CLOCK_BOOTTIME", None)
 WATCH = 60.0        # s: a standby's watch when nothing happens (then it watches again from where it was)
 CHECK_EVERY = 30.0  # s: the holder reads its holder key (an operator's move shows there first)
 PLACE_DELAY = 1.0   # s per place in the inventory before a host races for a free lease
+FENCED_GRACE = 120.0  # s: a holder fenced by a failover that never took its lease (the operator's laptop died) lets go
 
 
 def for_supervisor(cfg, paths, wake):
@@ -39,13 +40,15 @@ def for_supervisor(cfg, paths, wake):
     if not cfg.get("coordination") or not cfg.get("bot_command"):
         return None
 
-    def unit():  # what the lease is for: the bot id of shared/.env's token as it is now, with its shards
-        found = bot.unit(read_env_file(os.path.join(paths.shared, ".env")), cfg)
-        return epochs.unit_key(found["bot_id"], found["shard_count"], found["shards"]) if found else None
-
-    election = Election(cfg, paths, unit, wake)
+    election = Election(cfg, paths, lambda: unit_of(paths, cfg), wake)
     election.start()
     return election
+
+
+def unit_of(paths, cfg):
+    """What the lease is for: the bot id of shared/.env's token as it is now, with its shards (None: no token)."""
+    found = bot.unit(read_env_file(os.path.join(paths.shared, ".env")), cfg)
+    return epochs.unit_key(found["bot_id"], found["shard_count"], found["shards"]) if found else None
 
 
 def boottime():
@@ -68,6 +71,7 @@ class Election:
         self.win = None                 # {"previous", "epoch"}: a takeover the loop has not acted on yet
         self.words = []                 # [(text, alert)] for the loop to log
         self.checked = None
+        self.fenced_since = None
         self.trouble_since = None
         self.alerted = False
         self._client, self._password = None, None
@@ -190,14 +194,18 @@ class Election:
             self._lost("its lease expired on etcd")
             return 0.0
         self.renewed, self.state = sent, "holder"
-        if self.checked is None or sent - self.checked >= CHECK_EVERY:
-            self.view, self.checked = leases.read(client, self.unit), sent
-            if not self.view.names(self.me, self.lease):
-                self._lost("the lease was moved: %s holds it now" % _plain(self.view.holder.get("host") or "nobody"))
-                return 0.0
         own = epochs.read(self.paths.bot_epoch)
-        if own.get("active_host") and own["active_host"] != self.me and own["epoch"] >= self.epoch:
-            self._let_go(client, "fenced: %s" % epochs.moved(own))
+        fenced = own.get("active_host") and own["active_host"] != self.me and own["epoch"] > self.epoch
+        self.fenced_since = (self.fenced_since or sent) if fenced else None
+        if fenced or self.checked is None or sent - self.checked >= CHECK_EVERY:
+            self.view, self.checked = leases.read(client, self.unit), sent  # a failover --to moves it soon
+            if not self.view.names(self.me, self.lease):
+                lease = self.lease
+                self._lost("the lease was moved: %s holds it now" % _plain(self.view.holder.get("host") or "nobody"))
+                client.revoke(lease)  # no key is on it any more
+                return 0.0
+        if fenced and sent - self.fenced_since > FENCED_GRACE:  # the move that fenced it never took the lease
+            self._let_go(client, "fenced for %.0f s: %s" % (FENCED_GRACE, epochs.moved(own)))
             return 0.0
         if not self.eligible:
             self._let_go(client, "its bot failed on %s" % self.me)

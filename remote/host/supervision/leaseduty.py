@@ -11,6 +11,7 @@
 """
 
 import json
+import os
 import sys
 import time
 from typing import Any, Dict, Optional, Tuple
@@ -42,6 +43,9 @@ class LeaseDuty:
             return None
         if self.restoring:
             return "standby", "lease: restoring %s's data before the bot starts" % self.restoring, None
+        if self.paused():
+            return "standby", "lease: paused (the bot was stopped on purpose; invoke start --service bot " \
+                              "resumes it)", None
         if not election.may_run():
             return "standby", election.why_not(), None
         return None
@@ -70,9 +74,13 @@ class LeaseDuty:
         if win is not None:
             self._restore(win["previous"])
         if svc.proc is None and not pending and not self.restoring and svc.state == "standby" \
-                and not self.ctx.stopping:
+                and not self.ctx.stopping and not self.paused():
             return (None,)
         return None
+
+    def paused(self) -> bool:
+        """The owner stopped the bot on purpose here (leasectl.pause): no start until a resume."""
+        return os.path.exists(os.path.join(self.ctx.paths.run, "lease-paused"))
 
     def wake_in(self) -> Optional[float]:
         """Until the holder's renewal deadline (never 0: past it there is nothing left to wait for)."""

@@ -21,7 +21,7 @@ from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, error_tail, read_env_file, read_json, write_json
 from remote.host.common.system import is_alive, read_pid, read_pidfile
 from remote.host.probes import holders
-from remote.host.supervision import bot, guard, orphans
+from remote.host.supervision import bot, guard, leasectl, orphans
 from remote.host.supervision.inbox import ask
 from remote.host.supervision.loop import DEFAULTS, VERSION
 
@@ -216,6 +216,9 @@ def restart(app_dir, settings, service="all", force=False, grace=3.0, timeout=20
         # a new supervisor starts the bot too, whatever service was named
         spawns = not read_pid(paths.pidfile) or replacing(paths, config)
         notes = guard.check(paths, config, checks) if service in ("bot", "all") or spawns else None
+        resumed = leasectl.resume(paths, config, "invoke %s" % ("start" if start_only else "restart")) \
+            if service in ("bot", "all") else None
+        notes = (notes or []) + [resumed] if resumed else notes
         if reset_budget:
             bot.reset_budget(paths.bot_starts, config["bot_starts_per_day"])
         result = dict(restart_locked(paths, config, service, force, grace, timeout, start_only),
@@ -293,12 +296,15 @@ def stop(app_dir, service="all", timeout=20.0):
         pid = read_pid(paths.pidfile)
         if not pid:
             return {"ok": True, "action": "not running"}
+        config = read_json(paths.config)  # the running supervisor's settings: its lease, if it holds one
+        paused = leasectl.pause(paths, config, "invoke stop on %s" % config.get("name")) \
+            if service in ("bot", "all") else None
         answer = ask(paths, "stop", service, timeout)
         if not answer.get("ok"):
             raise Failure(answer.get("error") or "stop refused")
         if service == "all":
             wait_supervisor_gone(paths, timeout, pid)
-        return {"ok": True, "action": "stopped %s" % service}
+        return dict({"ok": True, "action": "stopped %s" % service}, **({"notes": [paused]} if paused else {}))
 
 
 def status(app_dir, token_env=None):
