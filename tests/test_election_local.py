@@ -364,3 +364,24 @@ def test_an_operators_failover_during_an_election_leaves_one_bot(fleet):
     else:
         assert "refused: the lease was moved meanwhile" in out.stdout, out.stdout
     assert f.bot(winner)["lease"]["state"] == "holder" and f.counter.most() == 1
+
+
+def test_the_winner_restores_the_newest_replica_of_the_dead_holders_data(fleet):
+    f = fleet("ab", extra=", shared_paths: [data]")
+    for name in "ab":
+        (f.tmp / name / "shared" / "data").mkdir()
+        (f.tmp / name / "shared" / "data" / "rows.txt").write_text("%s's own rows\n" % name)
+    f.start()
+    assert f.one_runs() == "a"
+    (f.tmp / "a" / "shared" / "data" / "rows.txt").write_text("rows 1..42, written on a\n")
+    out = f.invoke_all("backup", "--all")  # a snapshot of the owner's data, and its replica on b
+    assert out.returncode == 0 and "replica" in out.stdout, out.stdout + out.stderr
+    os.kill(f.running()["a"], signal.SIGKILL)
+    os.kill(f.pid("a"), signal.SIGKILL)
+    wait_for(lambda: "b" in f.running(), TTL + 15, "b's bot, once a's data is restored there")
+    assert (f.tmp / "b" / "shared" / "data" / "rows.txt").read_text() == "rows 1..42, written on a\n"
+    takeover = f.bot("b")["lease"]["takeover"]
+    assert "b took the bot over from a with its snapshot" in takeover and "from the replica on b" in takeover
+    assert "old" in takeover and "replicas are as fresh as the last backup --all" in takeover
+    assert "alert: b took the bot over from a" in f.log("b")
+    assert f.counter.most() == 1

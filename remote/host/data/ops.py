@@ -152,13 +152,14 @@ def listing(app_dir):
 
 
 def archive(app_dir, stamp, replica_of=None):
-    """The path of a kept archive and its record (no ``stamp``: the newest of this data's own);
-    Failure when there is none."""
+    """The path of a kept archive and its record (no ``stamp``: the newest of this data's own, or of
+    the replicas of ``replica_of``'s, whatever their data id: the caller named whose); Failure when there
+    is none."""
     paths = Layout(app_dir)
     where = folder(paths, replica_of)
     if stamp is None:
         ours = snapshot.read_data_id(paths)
-        mine = [doc for doc in snapshot.catalog(where) if doc.get("data_id") == ours or ours is None]
+        mine = [doc for doc in snapshot.catalog(where) if replica_of or ours is None or doc.get("data_id") == ours]
         if not mine:
             raise Failure("no snapshot of this host's data here to restore (invoke backups lists what there is)")
         stamp = mine[-1]["stamp"]

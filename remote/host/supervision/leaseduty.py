@@ -111,7 +111,7 @@ class LeaseDuty:
             return
         request = dict(wire.header("restore"), command="restore", app_dir=self.ctx.paths.app_dir,
                        options={"replica_of": previous, "reason": "before-takeover", "by": "etcd lease",
-                                "lock_timeout": 60.0},
+                                "lock_timeout": 60.0, "force": True},  # the bot's data, whatever this host kept
                        settings={k: cfg.get(k) for k in RESTORE_SETTINGS})
         argv = [sys.executable, "-S", "-m", "remote.host.ctl", "restore"]
         started = self.ctx.jobs.process("restore", argv, RESTORE_DEADLINE, stdin=json.dumps(request).encode() + b"\n",

@@ -38,6 +38,9 @@ class BackupSchedule:
             self.due = self.clock() + min(self.every, max(0.0, self.every - since))
 
     def active(self):
+        """The host whose data is the bot's: the holder of its lease with coordination, else the active role."""
+        if self.ctx.election is not None:
+            return self.ctx.election.may_run()
         return bot.read_role(self.ctx.paths.bot_role, bool(self.ctx.cfg.get("standby"))) == "active"
 
     def wake_in(self):
