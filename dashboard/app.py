@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple, cast
 from flask import Flask, jsonify, redirect, render_template, request, session, url_for
 from flask_socketio import SocketIO, emit, join_room
 
-from remote.host.common import backupstate, epochs, history, names
+from remote.host.common import backupstate, epochs, history, leases, names
 from remote.host.common.files import Layout, read_json
 from remote.host.common.logtail import LogFollower, last_lines
 from remote.host.supervision.bot import recorded_role
@@ -201,13 +201,15 @@ class Dashboard:
         }
 
     def status(self) -> Dict[str, Any]:
+        services = read_services(str(self.settings.app_dir))
         return {
             "control": bool(self.settings.token),
             "dashboard": self.health(),
             "host": hostinfo.collect(self.settings.app_dir),
-            "services": read_services(str(self.settings.app_dir)),
+            "services": services,
             "epoch": bot_epoch(str(self.settings.app_dir)),
             "backups": backup_text(str(self.settings.app_dir)),
+            "lease": leases.text((services.get("services", {}).get("bot") or {}).get("lease")),
             "port": self.listener,
             "log": {"path": str(self.settings.log_path)},
         }

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from remote.host.common import leases
+
 from .render import _fmt, _number, table
 
 
@@ -56,26 +58,8 @@ def status_notes(docs: List[Dict[str, Any]]) -> List[str]:
 def lease_note(host: str, lease: Any) -> Optional[str]:
     """status: the etcd lease as this host's supervisor sees it (coordination only): holder, epoch,
     time left, the last election, and what the last takeover here restored."""
-    if not isinstance(lease, dict):
-        return None
-    state, holder, epoch = lease.get("state"), lease.get("holder"), lease.get("epoch")
-    if state == "holder":
-        line = _fmt("%s: lease held here, epoch %s, %s s left", host, epoch, lease.get("time_left"))
-    elif lease.get("paused"):
-        line = _fmt("%s: lease paused (the bot was stopped on purpose; invoke start --service bot --host HOLDER "
-                    "resumes it)", host)
-    elif state in ("unreachable", "auth_failed", "error"):
-        line = _fmt("%s: lease: etcd %s (%s): the bot does not run here until etcd answers (safety over "
-                    "availability)", host, "refused the login" if state == "auth_failed" else "unreachable",
-                    lease.get("error"))
-    elif holder:
-        line = _fmt("%s: lease held by %s, epoch %s", host, holder, epoch)
-    else:
-        line = _fmt("%s: lease: %s", host, state)
-    for extra in ("last", "takeover"):
-        if lease.get(extra):
-            line += _fmt("; %s", ("last election: " if extra == "last" else "") + str(lease[extra]))
-    return line
+    words = leases.text(lease)
+    return _fmt("%s: %s", host, words) if words else None
 
 
 def doctor_lines(docs: List[Dict[str, Any]]) -> List[str]:

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import etcdlab
@@ -124,6 +125,12 @@ class Fleet:
         for out in self.invoke("restart", host=host):
             assert out.returncode == 0, out.stdout + out.stderr
 
+    def page(self, name):
+        """The host's dashboard page (no DASHBOARD_TOKEN here: it opens without signing in)."""
+        port = json.loads((self.tmp / name / "run" / "state.json").read_text())["supervisor"]["port"]
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=10) as answer:
+            return answer.read().decode()
+
     def bot(self, name):
         try:
             return json.loads((self.tmp / name / "run" / "state.json").read_text())["services"]["bot"]
@@ -217,6 +224,8 @@ def test_a_holder_cut_off_from_etcd_stops_its_bot_before_another_starts(fleet):
     assert gone is not None and gone < started, "a's bot stopped after b's started"
     assert gone - cut <= TTL / 2 + 2, "a stopped its bot %.1f s after the cut" % (gone - cut)
     assert "lease: no renewal for" in f.bot("a").get("reason", "")
+    page = f.page("a")  # the host's own dashboard says it too, on its Bot card
+    assert 'id="bot-lease"' in page and "etcd unreachable" in page and "safety over availability" in page, page
     f.cut("a", False)
     time.sleep(2 * TTL)
     assert set(f.running()) == {"b"}, "a came back and started its bot again"

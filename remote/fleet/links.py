@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from remote import ctlcalls
-from remote.host.common import epochs, history
+from remote.host.common import epochs, history, leases
 from remote.inventory import Host
 
 from . import intake
@@ -193,6 +193,8 @@ class Link:
         elif kind == "status":
             status, wrong = intake.status(doc.get("status"))  # why it was refused stays until the next one
             shown = epochs.answer_text(status, self.host.name) if status else None
+            lease = leases.text(((status.get("services") or {}).get("bot") or {}).get("lease")) if status else None
+            shown = "; ".join(filter(None, [shown, lease])) or None
             self._update(reachable=True, error=None, since=None, kind="status", status=status, status_error=wrong,
                          epoch_text=shown if self.host.bot_command else None)
         elif kind == "sample":

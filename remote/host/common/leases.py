@@ -163,6 +163,31 @@ def forget(paths):
         pass
 
 
+def text(lease):
+    """The lease as status and both pages word it, from a host's state (``services.bot.lease``, untrusted:
+    the caller escapes it for its terminal or page): holder, epoch, time left, the last election, and
+    what the last takeover here restored. None without coordination."""
+    if not isinstance(lease, dict):
+        return None
+    state, holder, epoch = lease.get("state"), lease.get("holder"), lease.get("epoch")
+    if state == "holder":
+        line = "lease held here, epoch %s, %s s left" % (epoch, lease.get("time_left"))
+    elif lease.get("paused"):
+        line = "lease paused (the bot was stopped on purpose; invoke start --service bot --host HOLDER resumes it)"
+    elif state in ("unreachable", "auth_failed", "error"):
+        line = "lease: etcd %s (%s): the bot does not run here until etcd answers (safety over availability)" % (
+            "refused the login" if state == "auth_failed" else "unreachable", lease.get("error"))
+    elif holder:
+        line = "lease held by %s, epoch %s" % (holder, epoch)
+    else:
+        line = "lease: %s" % state
+    if lease.get("last"):
+        line += "; last election: %s" % lease["last"]
+    if lease.get("takeover"):
+        line += "; %s" % lease["takeover"]
+    return line
+
+
 def election_text(last, now=None):
     """ "phone took over at 03:12: pi's lease expired" from the ``last`` key (untrusted: printable only)."""
     if not last.get("host"):
