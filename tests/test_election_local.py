@@ -5,9 +5,11 @@ counts the bots of the whole fleet every 0.1 s (a stopped process, state T, is n
 every test asserts there were never two.
 """
 
+import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -394,3 +396,24 @@ def test_the_winner_restores_the_newest_replica_of_the_dead_holders_data(fleet):
     assert "old" in takeover and "replicas are as fresh as the last backup --all" in takeover
     assert "alert: b took the bot over from a" in f.log("b")
     assert f.counter.most() == 1
+
+
+def test_a_new_token_moves_the_lease_to_the_new_bot_id_with_the_epoch_carried(fleet):
+    f = fleet("ab")
+    f.start()
+    assert f.one_runs() == "a"
+    epoch = f.bot("a")["lease"]["epoch"]
+    path = f.tmp / "inventory-all.yml"
+    path.write_text(f.inventory.read_text() + f.coordinate("a"))
+    env = dict(os.environ, SULFUR_INVENTORY=str(path), XDG_CACHE_HOME=str(f.tmp / "cache"),
+               XDG_DATA_HOME=str(f.tmp / "data"))
+    out = subprocess.run([sys.executable, "-m", "invoke", "env-set", "--key", "BOT_TOKEN", "--host", "a,b"], cwd=ROOT,
+                         env=env, input="a-new-token-%s\n" % f.tmp.name, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    new_id = hashlib.sha256(("a-new-token-%s" % f.tmp.name).encode()).hexdigest()[:12]
+    lease = wait_for(lambda: f.bot("a").get("bot_id") == new_id and f.bot("a")["lease"]["state"] == "holder"
+                     and f.bot("a")["lease"], 3 * TTL, "a holds the new bot id's lease")
+    assert lease["epoch"] == epoch + 1, lease  # carried over to the new bot id, then one election
+    time.sleep(TTL)
+    assert set(f.running()) == {"a"} and f.counter.most() == 1
+    assert f.bot("b")["lease"]["holder"] == "a"

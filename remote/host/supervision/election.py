@@ -179,8 +179,10 @@ class Election:
     def _turn(self):
         unit = self.unit_of()
         if unit != self.unit:
-            if self.lease and self.unit:
-                self._let_go(self._connection(), "its bot id changed (a new token)")
+            if self.lease and self.unit:  # a new token: hosts still on the old one must not start the old bot
+                client = self._connection()
+                leases.pause(client, self.unit, self.me, "a token change on %s (a new bot id)" % self.me)
+                self._let_go(client, "its bot id changed (a new token)")
             self.unit, self.view = unit, None
         if unit is None:
             self.state, self.error = "no_bot", "no bot token in shared/.env: nothing to hold a lease for"
