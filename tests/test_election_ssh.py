@@ -17,7 +17,8 @@ from dashproc import invoke, wait_for
 pytestmark = pytest.mark.skipif(sshlab.available() is not None or etcdlab.available() is not None,
                                 reason=str(sshlab.available() or etcdlab.available()))
 TTL = 5
-BOT = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nwhile True:\n    time.sleep(1)\n"
+BOT = ("import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+       "while True:\n    time.sleep(1)\n")
 
 
 @pytest.fixture(scope="module")
