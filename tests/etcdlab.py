@@ -146,6 +146,7 @@ class Proxy:
         self.endpoint = "https://%s:%d" % (address, self.port)
         self.cut = threading.Event()
         self.closed = False
+        self.connections = self.bytes = 0  # counted, for the bench: a request of urllib is a connection
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -154,6 +155,7 @@ class Proxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            self.connections += 1
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
             except OSError:
@@ -174,6 +176,7 @@ class Proxy:
                     break
                 if not self.cut.is_set():
                     sink.sendall(data)
+                    self.bytes += len(data)
         except OSError:
             pass
         finally:

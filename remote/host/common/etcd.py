@@ -1,4 +1,4 @@
-"""A small etcd v3 client over its JSON gateway (HTTP/HTTPS, urllib only): the host side's way to a
+"""A small etcd v3 client over its JSON gateway (HTTP/HTTPS, http.client only): the host side's way to a
 consensus store for the bot's lease, on Python 3.8 and Termux, with no gRPC and no third-party module.
 
 What it covers is what a lease election needs: log in (``user`` and a password; the token is
@@ -10,12 +10,13 @@ integers come back as strings. Every call has a bound: ``timeout`` per HTTP requ
 """
 
 import base64
+import contextlib
+import http.client
 import json
 import socket
 import ssl
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 
 class EtcdError(Exception):
@@ -68,33 +69,80 @@ class Etcd:
         self.context = ssl.create_default_context(cafile=ca, cadata=ca_pem) if ca or ca_pem else None
         self.token = None
         self.current = 0  # the endpoint that answered last: tried first
+        self._kept = {}   # endpoint -> an open connection, used again by the next request there
+        self.requests = 0  # made so far (status shows a host's rate; the bench counts them)
 
     # ------------------------------------------------------------------ HTTP
-    def _open(self, endpoint, path, body, timeout, token=True):
-        """No proxy from the environment and no redirect: the token and the password go to the
-        endpoint named, never elsewhere."""
-        request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+    def _connection(self, endpoint, timeout, fresh=False):
+        """A kept connection to ``endpoint`` (one TLS handshake, not one per request: a holder renews
+        every few seconds, and a phone pays for every byte), or a new one. No proxy from the
+        environment and no redirect: the token and the password go to the endpoint named only."""
+        conn = None if fresh else self._kept.pop(endpoint, None)
+        if conn is not None:
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=timeout,
+                                               context=self.context or ssl.create_default_context())
+        return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+
+    def _open(self, endpoint, path, body, timeout, token=True, stream=False):
+        """(connection, response) of one POST; a kept connection the server has closed meanwhile is
+        replaced once (never for a stream, which always has a connection of its own)."""
+        headers = {"Content-Type": "application/json"}
         if token and self.token:
-            request.add_header("Authorization", self.token)
-        handlers = [urllib.request.ProxyHandler({}), _NoRedirect()]
-        if endpoint.startswith("https:"):
-            handlers.append(urllib.request.HTTPSHandler(context=self.context))
-        return urllib.request.build_opener(*handlers).open(request, timeout=timeout)
+            headers["Authorization"] = self.token
+        data = json.dumps(body).encode()
+        self.requests += 1
+        for attempt in (0, 1):
+            reused = not stream and attempt == 0 and endpoint in self._kept
+            conn = self._connection(endpoint, timeout, fresh=stream or attempt == 1)
+            try:
+                conn.request("POST", path, body=data, headers=headers)
+                return conn, conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()
+                if not reused:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+        raise OSError("unreachable")  # pragma: no cover (the loop returns or raises)
 
     def _answer(self, endpoint, path, body, timeout, token=True):
         """One request to one endpoint: its JSON answer, EtcdError for etcd's refusal, OSError when down.
         The whole answer within ``timeout`` (an endpoint that drips bytes is given up too)."""
         deadline = time.monotonic() + timeout
+        conn, response = self._open(endpoint, path, body, timeout, token)
         try:
-            with self._open(endpoint, path, body, timeout, token) as response:
-                return json.loads(_read(response, deadline, 1 << 24).decode("utf-8"))
-        except urllib.error.HTTPError as exc:
+            raw = _read(response, deadline, 1 << 24)
+        except BaseException:
+            conn.close()
+            raise
+        if response.status != 200:
+            conn.close()
+            if 300 <= response.status < 400:
+                raise EtcdError("etcd does not redirect: refused (HTTP %d)" % response.status)
             try:
-                doc = json.loads(exc.read(1 << 16).decode("utf-8"))
-            except (ValueError, OSError):
+                doc = json.loads(raw[:1 << 16].decode("utf-8"))
+            except ValueError:
                 doc = {}
-            raise EtcdError(str(doc.get("error") or doc.get("message") or exc), doc.get("code")) from None
+            doc = doc if isinstance(doc, dict) else {}
+            raise EtcdError(str(doc.get("error") or doc.get("message") or "HTTP %d" % response.status),
+                            doc.get("code"))
+        response.close()  # read to its end: the connection may carry the next request
+        if response.will_close:
+            conn.close()
+        else:
+            self._kept[endpoint] = conn
+        return json.loads(raw.decode("utf-8"))
+
+    def close(self):
+        for conn in self._kept.values():
+            conn.close()
+        self._kept.clear()
 
     def call(self, path, body, timeout=None, login=True):
         """``path`` with ``body`` on the first endpoint that answers; logs in (again) when it must."""
@@ -125,7 +173,7 @@ class Etcd:
                     continue
                 else:
                     raise
-            except (OSError, socket.timeout, ssl.SSLError, ValueError) as exc:
+            except (OSError, socket.timeout, ssl.SSLError, ValueError, http.client.HTTPException) as exc:
                 errors.append("%s: %s" % (endpoint, getattr(exc, "reason", None) or exc))
                 continue
             self.current = index
@@ -235,12 +283,13 @@ class Etcd:
 
     def _watch(self, create, deadline):
         endpoint = self.endpoints[self.current]
-        try:
-            response = self._open(endpoint, "/v3/watch", {"create_request": create},
-                                  max(0.1, deadline - time.monotonic()))
-        except urllib.error.HTTPError as exc:
-            raise EtcdError("watch refused: %s" % exc, exc.code == 401 and UNAUTHENTICATED or None) from None
-        with response:
+        conn, response = self._open(endpoint, "/v3/watch", {"create_request": create},
+                                    max(0.1, deadline - time.monotonic()), stream=True)
+        if response.status != 200:
+            conn.close()
+            raise EtcdError("watch refused: HTTP %d" % response.status,
+                            UNAUTHENTICATED if response.status == 401 else None)
+        with contextlib.closing(conn):
             for line in _lines(response, deadline):
                 try:
                     doc = json.loads(line.decode("utf-8"))
@@ -263,14 +312,9 @@ class Etcd:
         """One member's own view: {"ok", "leader", "error"} (an unreachable member is not ok)."""
         try:
             doc = self._answer(endpoint.rstrip("/"), "/v3/maintenance/status", {}, self.timeout)
-        except (EtcdError, OSError, socket.timeout, ssl.SSLError, ValueError) as exc:
+        except (EtcdError, OSError, socket.timeout, ssl.SSLError, ValueError, http.client.HTTPException) as exc:
             return {"ok": False, "error": str(getattr(exc, "reason", None) or exc)}
         return {"ok": True, "leader": doc.get("leader"), "version": doc.get("version")}
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        raise urllib.error.HTTPError(req.full_url, code, "etcd does not redirect: refused (%s)" % newurl, headers, fp)
 
 
 def _read(response, deadline, most):

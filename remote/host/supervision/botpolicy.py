@@ -139,7 +139,10 @@ class BotPolicy:
         """STATUS=, WATCHDOG=1, READY=1 from the bot's process or a child of it (a launcher, a worker)."""
         if not pid or not self._from_bot(pid):
             return False
+        was_ready = self.keeper.live.ready
         self.keeper.live.heard(lines)
+        if self.keeper.live.ready and not was_ready:  # status and the pages say it at once
+            self.ctx.write_state()
         return True
 
     def _from_bot(self, pid: int) -> bool:

@@ -20,6 +20,7 @@ The thread never touches the services: it writes run/ files the loop reads anywa
 words for the loop to log (and alert) on its own thread.
 """
 
+import http.client
 import os
 import threading
 import time
@@ -30,7 +31,7 @@ from remote.host.supervision import bot
 
 CLOCK = getattr(time, "CLOCK_BOOTTIME", None)
 WATCH = 60.0        # s: a standby's watch when nothing happens (then it watches again from where it was)
-CHECK_EVERY = 30.0  # s: the holder reads its holder key (an operator's move shows there first)
+CHECK_EVERY = 60.0  # s: the holder reads its holder key (a move that fenced it is read at once)
 PLACE_DELAY = 1.0   # s per place in the inventory before a host races for a free lease
 FENCED_GRACE = 120.0  # s: a holder fenced by a failover that never took its lease (the operator's laptop died) lets go
 
@@ -75,6 +76,7 @@ class Election:
         self.trouble_since = None
         self.alerted = False
         self._client, self._password = None, None
+        self.requests_before = 0        # made by clients before the current one (a password change)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="election", daemon=True)
 
@@ -133,7 +135,8 @@ class Election:
                 "epoch": self.epoch or (view.epoch.get("epoch") if view is not None else None),
                 "ttl": self.ttl, "time_left": round(left, 1) if left is not None else None,
                 "paused": bool(view is not None and view.paused), "error": self.error,
-                "last": leases.election_text(view.last) if view is not None else None}
+                "last": leases.election_text(view.last) if view is not None else None,
+                "etcd_requests": self.requests_before + (self._client.requests if self._client else 0)}
 
     # ------------------------------------------------------------------ the thread
     def _say(self, text, alert=False):
@@ -149,7 +152,7 @@ class Election:
                 self.trouble_since, self.alerted, self.error = None, False, None
             except etcd.AuthFailed as exc:
                 wait = self._trouble(str(exc), "auth_failed", self.ttl)
-            except (etcd.EtcdError, OSError, ValueError) as exc:
+            except (etcd.EtcdError, OSError, ValueError, http.client.HTTPException) as exc:
                 wait = self._trouble(str(exc), "unreachable", 0.3 if self.lease else 1.0)
             except Exception as exc:  # a bug must not end the election silently: said, and tried again
                 wait = self._trouble("%s: %s" % (type(exc).__name__, exc), "error", 1.0)
@@ -172,6 +175,9 @@ class Election:
         """The client, made again when ETCD_PASSWORD in shared/.env changed (read on every turn)."""
         password = read_env_file(os.path.join(self.paths.shared, ".env")).get("ETCD_PASSWORD")
         if self._client is None or password != self._password:
+            if self._client is not None:
+                self.requests_before += self._client.requests
+                self._client.close()
             self._client = leases.client(self.settings, self.paths.shared, timeout=max(1.0, self.ttl / 8.0))
             self._password = password
         return self._client

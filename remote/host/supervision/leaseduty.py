@@ -20,6 +20,7 @@ from remote.host import CODE_DIR
 from remote.host.common import wire
 from remote.host.supervision.policy import Context
 
+STATE_EVERY = 5.0  # s: state.json written at least this often (the time left, the requests made)
 RESTORE_DEADLINE = 1800.0  # s: a restore of the previous holder's data still running then is killed
 #: what ``ctl restore`` needs of the settings (the data's entries, the host's name)
 RESTORE_SETTINGS = ("name", "shared_paths", "backup_keep", "backup_max", "bot_token_env")
@@ -31,6 +32,7 @@ class LeaseDuty:
         self.restoring: Optional[str] = None  # the previous holder whose data is being restored
         self.takeover: Optional[str] = None   # what the last takeover restored, in words
         self.seen: Dict[str, Any] = {}        # the election as state.json last showed it
+        self.written = 0.0                    # when (the loop's clock)
 
     @property
     def election(self) -> Any:
@@ -59,9 +61,10 @@ class LeaseDuty:
             (self.ctx.alert if alert else self.ctx.log)(text)
         svc = self.service
         election.eligible = svc.state != "failed"
-        seen = {k: v for k, v in election.describe().items() if k != "time_left"}
-        if seen != self.seen:  # status shows the lease as the thread last found it
-            self.seen = seen
+        seen = {k: v for k, v in election.describe().items() if k not in ("time_left", "etcd_requests")}
+        now = self.ctx.clock()
+        if seen != self.seen or now - self.written >= STATE_EVERY:  # status shows the lease as it is now
+            self.seen, self.written = seen, now
             self.ctx.write_state()
         if not election.may_run():
             if svc.proc is not None:

@@ -1,0 +1,112 @@
+"""The bot's etcd lease, its figures, with real supervisors on this machine and a real 3-member etcd
+(TLS, auth), each host reaching it through forwarders of its own that count its requests and bytes
+(tests/leaselab.py):
+
+- unattended failover: the holder's supervisor and bot SIGKILLed (its last sign of life) to the other
+  host's new bot saying READY=1, at lease_ttl 10s, ``--runs`` times, with the fleet's bots counted
+  every 0.1 s (the overlap must be zero);
+- steady state: etcd requests per host per minute (the holder renews, the standby watches) and the
+  bytes they make (TLS included), scaled to a day, as a phone on mobile data would pay them.
+
+    .venv/bin/python bench/lease.py [--runs 20] [--ttl 10] [--steady 60]
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+import etcdlab  # noqa: E402
+from dashproc import wait_for  # noqa: E402
+from leaselab import Fleet  # noqa: E402
+
+
+def ready_pid(fleet, name):
+    """The pid of ``name``'s bot once it said READY=1 (state.json is written at once when it does)."""
+    bot = fleet.bot(name)
+    return bot.get("pid") if bot.get("state") == "running" and bot.get("ready") else None
+
+
+def requests(fleet, name):
+    """The etcd requests the host's supervisor made so far (its state.json counts them, written at
+    least every 5 s: over a minute, a few percent)."""
+    return fleet.bot(name)["lease"]["etcd_requests"]
+
+
+def steady(cluster, folder, ttl, seconds):
+    fleet = Fleet(folder, cluster, "ab", ttl=ttl)
+    try:
+        fleet.start()
+        assert fleet.one_runs() == "a"
+        time.sleep(ttl)  # past the first election and the first reads
+        before = {n: (requests(fleet, n), sum(p.bytes for p in fleet.proxies[n])) for n in fleet.names}
+        time.sleep(seconds)
+        out = {}
+        for name, role in (("a", "holder"), ("b", "standby")):
+            calls = requests(fleet, name) - before[name][0]
+            sent = sum(p.bytes for p in fleet.proxies[name]) - before[name][1]
+            out[role] = {"requests_per_min": round(calls * 60.0 / seconds, 1),
+                         "bytes_per_day": int(sent * 86400.0 / seconds)}
+        return out
+    finally:
+        fleet.close()
+
+
+def failovers(cluster, folder, ttl, runs):
+    fleet = Fleet(folder, cluster, "ab", ttl=ttl)
+    times = []
+    try:
+        fleet.start()
+        holder = fleet.one_runs()
+        for _ in range(runs):
+            other = "b" if holder == "a" else "a"
+            wait_for(lambda o=other, h=holder: fleet.bot(o).get("lease", {}).get("holder") == h, 3 * ttl, "a standby")
+            bot_pid = fleet.running()[holder]
+            os.kill(fleet.pid(holder), signal.SIGKILL)
+            os.kill(bot_pid, signal.SIGKILL)
+            dead = time.monotonic()
+            wait_for(lambda o=other: ready_pid(fleet, o), ttl + 20, "%s's bot READY" % other)
+            times.append(time.monotonic() - dead)
+            print("  %s -> %s: %.2f s" % (holder, other, times[-1]), flush=True)
+            fleet.start(holder)  # back as a standby
+            holder = other
+            time.sleep(1)
+        return times, fleet.counter.most()
+    finally:
+        fleet.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--ttl", type=int, default=10)
+    parser.add_argument("--steady", type=float, default=60.0)
+    args = parser.parse_args()
+    if etcdlab.available():
+        sys.exit("bench/lease.py: %s" % etcdlab.available())
+    folder = Path(tempfile.mkdtemp(prefix="sulfur-bench-lease-"))
+    with etcdlab.running() as cluster:
+        print("steady state, lease_ttl %ds, %.0f s:" % (args.ttl, args.steady), flush=True)
+        rates = steady(cluster, folder / "steady", args.ttl, args.steady)
+        for role, figures in rates.items():
+            print("  %-8s %5.1f etcd requests/min, %6.1f MB/day" % (
+                role, figures["requests_per_min"], figures["bytes_per_day"] / 1e6))
+        print("unattended failover, lease_ttl %ds, %d runs (holder SIGKILLed -> the other's READY=1):"
+              % (args.ttl, args.runs), flush=True)
+        times, most = failovers(cluster, folder / "failover", args.ttl, args.runs)
+    print("failover: median %.2f s, min %.2f s, max %.2f s over %d runs; most bots at once: %d (goal: <= 15 s, 1)"
+          % (statistics.median(times), min(times), max(times), len(times), most))
+    print(json.dumps({"ttl": args.ttl, "steady": rates, "failover_s": [round(t, 2) for t in times],
+                      "most_bots_at_once": most}))
+
+
+if __name__ == "__main__":
+    main()
