@@ -41,6 +41,7 @@ bench: $(VENV)/.devtools
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/fencing.py
 	$(BIN)/python bench/data.py
+	$(BIN)/python bench/lease.py
 
 screenshots: $(VENV)/.devtools
 	@sh tools/system-deps.sh

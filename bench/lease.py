@@ -84,11 +84,49 @@ def failovers(cluster, folder, ttl, runs):
         fleet.close()
 
 
+def suspended(cluster, folder, ttl, runs):
+    """The holder's supervisor and bot SIGSTOPped past lease_ttl (a laptop lid, a phone in deep sleep),
+    the other host's bot READY meanwhile, then SIGCONT of the supervisor first: how long the old bot
+    lives on after its supervisor wakes, and the overlap (both bots able to run: neither stopped)."""
+    fleet = Fleet(folder, cluster, "ab", ttl=ttl)
+    gone, overlap = [], []
+    try:
+        fleet.start()
+        for _ in range(runs):
+            holder = fleet.one_runs(timeout=3 * ttl)
+            other = "b" if holder == "a" else "a"
+            wait_for(lambda o=other, h=holder: fleet.bot(o).get("lease", {}).get("holder") == h, 3 * ttl, "a standby")
+            supervisor, bot_pid = fleet.pid(holder), fleet.running()[holder]
+            os.kill(bot_pid, signal.SIGSTOP)
+            os.kill(supervisor, signal.SIGSTOP)
+            wait_for(lambda o=other: ready_pid(fleet, o), ttl + 20, "%s's bot READY" % other)
+            os.kill(supervisor, signal.SIGCONT)
+            woke = time.monotonic()
+            wait_for(lambda pid=bot_pid: _state(pid) in (None, "Z"), 10, "the old bot gone")
+            gone.append(time.monotonic() - woke)
+            both = [t for t, found in fleet.counter.samples if len(found) > 1]
+            overlap.append(0.1 * len(both))
+            print("  %s suspended, %s took over; the old bot gone %.2f s after its supervisor woke" % (
+                holder, other, gone[-1]), flush=True)
+            time.sleep(1)
+        return gone, max(overlap), fleet.counter.most()
+    finally:
+        fleet.close()
+
+
+def _state(pid):
+    try:
+        return Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--ttl", type=int, default=10)
     parser.add_argument("--steady", type=float, default=60.0)
+    parser.add_argument("--suspends", type=int, default=3)
     args = parser.parse_args()
     if etcdlab.available():
         sys.exit("bench/lease.py: %s" % etcdlab.available())
@@ -102,10 +140,16 @@ def main():
         print("unattended failover, lease_ttl %ds, %d runs (holder SIGKILLed -> the other's READY=1):"
               % (args.ttl, args.runs), flush=True)
         times, most = failovers(cluster, folder / "failover", args.ttl, args.runs)
+        print("a suspended holder (SIGSTOP of its supervisor and bot past lease_ttl, SIGCONT of the supervisor "
+              "first), %d runs:" % args.suspends, flush=True)
+        gone, overlap, most_suspended = suspended(cluster, folder / "suspend", args.ttl, args.suspends)
+    print("suspended: the old bot gone %.2f-%.2f s after its supervisor woke; overlap %.1f s; most bots "
+          "at once: %d" % (min(gone), max(gone), overlap, most_suspended))
     print("failover: median %.2f s, min %.2f s, max %.2f s over %d runs; most bots at once: %d (goal: <= 15 s, 1)"
           % (statistics.median(times), min(times), max(times), len(times), most))
     print(json.dumps({"ttl": args.ttl, "steady": rates, "failover_s": [round(t, 2) for t in times],
-                      "most_bots_at_once": most}))
+                      "most_bots_at_once": most, "suspended_gone_s": [round(t, 2) for t in gone],
+                      "suspended_overlap_s": overlap}))
 
 
 if __name__ == "__main__":

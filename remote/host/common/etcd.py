@@ -74,9 +74,8 @@ class Etcd:
 
     # ------------------------------------------------------------------ HTTP
     def _connection(self, endpoint, timeout, fresh=False):
-        """A kept connection to ``endpoint`` (one TLS handshake, not one per request: a holder renews
-        every few seconds, and a phone pays for every byte), or a new one. No proxy from the
-        environment and no redirect: the token and the password go to the endpoint named only."""
+        """A kept connection to ``endpoint`` (one TLS handshake, not one per request: a phone pays for
+        every byte), or a new one. No proxy, no redirect: the password goes to the endpoint named only."""
         conn = None if fresh else self._kept.pop(endpoint, None)
         if conn is not None:
             if conn.sock is not None:
@@ -245,10 +244,6 @@ class Etcd:
         doc = self.call("/v3/lease/keepalive", {"ID": str(lease)})
         result = doc.get("result") or {}
         return int(result.get("TTL") or 0)
-
-    def time_left(self, lease):
-        doc = self.call("/v3/lease/timetolive", {"ID": str(lease)})
-        return int(doc.get("TTL") or 0)  # -1: gone
 
     def revoke(self, lease):
         try:
