@@ -8,7 +8,8 @@
 - steady state: etcd requests per host per minute (the holder renews, the standby watches) and the
   bytes they make (TLS included), scaled to a day, as a phone on mobile data would pay them.
 
-    .venv/bin/python bench/lease.py [--runs 20] [--ttl 10] [--steady 60]
+    .venv/bin/python bench/lease.py [--runs 20] [--ttl 10] [--steady 60] [--suspends 3]
+    sudo .venv/bin/python bench/lease.py --lab [--runs 10]   # on the SSH lab's linux and termux hosts
 """
 
 import argparse
@@ -121,15 +122,86 @@ def _state(pid):
         return None
 
 
+def on_the_lab(args):
+    """The same figures on the SSH lab's linux and termux hosts (needs root): requests a minute of each
+    as holder and as standby, and unattended failovers both ways (SIGKILL of the holder's supervisor and
+    bot -> the other's READY=1)."""
+    import threading
+
+    import sshlab
+    from dashproc import invoke
+    from leaselab import lab_bot, on_the_lab
+
+    if sshlab.available():
+        sys.exit("bench/lease.py --lab: %s" % sshlab.available())
+    with on_the_lab(args.ttl) as lab:
+        hosts = lab.hosts
+        most, done = [0], threading.Event()
+
+        def count():
+            while not done.is_set():
+                most[0] = max(most[0], sum(1 for h in hosts.values() if h.bots()))
+                time.sleep(0.1)
+
+        threading.Thread(target=count, daemon=True).start()
+        assert invoke(lab.inventory_path, "restart", "--all").returncode == 0
+
+        def holder():
+            found = [n for n, h in hosts.items()
+                     if h.bots() and lab_bot(h).get("ready") and lab_bot(h).get("state") == "running"]
+            return found[0] if len(found) == 1 else None
+
+        def rates(seconds):
+            before = {n: lab_bot(h)["lease"]["etcd_requests"] for n, h in hosts.items()}
+            time.sleep(seconds)
+            return {n: round((lab_bot(h)["lease"]["etcd_requests"] - before[n]) * 60.0 / seconds, 1)
+                    for n, h in hosts.items()}
+
+        first = wait_for(holder, 30, "a holder")
+        time.sleep(args.ttl)
+        seen = rates(args.steady)
+        figures = {"%s (%s)" % (n, "holder" if n == first else "standby"): r for n, r in seen.items()}
+        times = {}
+        for _ in range(args.runs):
+            dead_name = holder() or wait_for(holder, 30, "a holder")
+            other = next(n for n in hosts if n != dead_name)
+            dead = hosts[dead_name]
+            wait_for(lambda o=other, d=dead_name: lab_bot(hosts[o]).get("lease", {}).get("holder") == d,
+                     3 * args.ttl, "a standby")
+            sshlab.sh("pkill", "-9", "-u", dead.user.pw_name, "-f", "remote.host.supervisor", check=False)
+            for pid in dead.bots():
+                os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            wait_for(lambda o=other: holder() == o, args.ttl + 20, "%s's bot READY" % other)
+            times.setdefault("%s -> %s" % (dead_name, other), []).append(time.monotonic() - killed)
+            print("  %s -> %s: %.2f s" % (dead_name, other, time.monotonic() - killed), flush=True)
+            assert invoke(lab.inventory_path, "restart", "--host", dead_name).returncode == 0
+        last = holder()
+        time.sleep(args.ttl)
+        seen = rates(args.steady)
+        figures.update({"%s (%s)" % (n, "holder" if n == last else "standby"): r for n, r in seen.items()})
+        done.set()
+    for name, rate in sorted(figures.items()):
+        print("  %-18s %5.1f etcd requests/min" % (name, rate))
+    for way, values in sorted(times.items()):
+        print("  failover %s: median %.2f s, %.2f-%.2f s over %d" % (
+            way, statistics.median(values), min(values), max(values), len(values)))
+    print("  most bots at once: %d" % most[0])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--ttl", type=int, default=10)
     parser.add_argument("--steady", type=float, default=60.0)
     parser.add_argument("--suspends", type=int, default=3)
+    parser.add_argument("--lab", action="store_true", help="on the SSH lab's linux and termux hosts (root)")
     args = parser.parse_args()
     if etcdlab.available():
         sys.exit("bench/lease.py: %s" % etcdlab.available())
+    if args.lab:
+        on_the_lab(args)
+        return
     folder = Path(tempfile.mkdtemp(prefix="sulfur-bench-lease-"))
     with etcdlab.running() as cluster:
         print("steady state, lease_ttl %ds, %.0f s:" % (args.ttl, args.steady), flush=True)

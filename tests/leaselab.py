@@ -3,8 +3,10 @@ each reaching a real etcd cluster (tests/etcdlab.py) through TCP forwarders of i
 host's link to etcd can be cut and its requests and bytes counted; and a sampler that counts the
 fleet's bots every 0.1 s (a stopped process, state T, is not a running bot)."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -159,3 +161,59 @@ class Fleet:
         for proxies in self.proxies.values():
             for proxy in proxies:
                 proxy.close()
+
+
+@contextlib.contextmanager
+def on_the_lab(ttl):
+    """The SSH lab's linux and termux hosts (tests/sshlab.py) running the example bot (demo mode) under
+    a lease on a 3-member etcd they reach over their own links: it listens on this side of linux's
+    link, and termux gets a route to it through its own. Releases installed, stacks stopped."""
+    import sshlab
+
+    with sshlab.lab_with("linux", "termux") as lab:
+        linux, termux = lab.hosts["linux"], lab.hosts["termux"]
+        gateway = "%s.%d.1" % (sshlab.SUBNET, linux.index)
+        termux.netns("ip", "route", "add", gateway + "/32", "via", "%s.%d.1" % (sshlab.SUBNET, termux.index))
+        cluster = etcdlab.Cluster(address=gateway)
+        lab.inventory_path = lab.dir / "lease-inventory.yml"
+        try:
+            cluster.start()
+            cluster.enable_auth()
+            shutil.copy(EXAMPLE, lab.dir / "bot.py")
+            (lab.dir / "bot.py").chmod(0o644)
+            text = lab.inventory(list(lab.hosts.values()), path=lab.inventory_path).read_text()
+            for name in lab.hosts:
+                text = text.replace("  %s: {" % name, "  %s: {bot_command: 'python %s/bot.py', " % (name, lab.dir))
+            text += "coordination:\n  etcd: [%s]\n  ca: %s\n  user: %s\n  lease_ttl: %ds\n" % (
+                ", ".join(cluster.endpoints), cluster.ca, etcdlab.USER, ttl)
+            lab.inventory_path.write_text(text)
+            lab.install_release()
+            for host in lab.hosts.values():
+                path = Path(host.app_dir, "shared", ".env")
+                path.write_text("BOT_TOKEN=the-lease-bot-token\nEXAMPLE_BOT_DEMO=1\nETCD_PASSWORD=%s\n"
+                                % etcdlab.PASSWORD)
+                os.chown(path, host.user.pw_uid, host.user.pw_gid)
+                path.chmod(0o600)
+            lab.cluster = cluster
+            yield lab
+        finally:
+            invoke(lab.inventory_path, "stop", "--all")
+            for host in lab.hosts.values():
+                for pid in host.bots():
+                    os.kill(pid, signal.SIGKILL)
+            cluster.close()
+
+
+def lab_bot(host):
+    """The bot's state on a lab host, as its supervisor last wrote it ({} before it did)."""
+    try:
+        return json.loads(Path(host.app_dir, "run", "state.json").read_text())["services"]["bot"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def link(host, up):
+    """The host's link (this side of its veth pair) up or down: SSH and etcd both go with it."""
+    import sshlab
+
+    sshlab.sh("ip", "link", "set", "sl%dh%d" % (host.index, os.getpid() % 1000), "up" if up else "down")

@@ -7,9 +7,9 @@ every 0.1 s; there are never two."""
 import os
 import threading
 import time
-from pathlib import Path
 
 import etcdlab
+import leaselab
 import pytest
 import sshlab
 from dashproc import invoke, wait_for
@@ -17,44 +17,12 @@ from dashproc import invoke, wait_for
 pytestmark = pytest.mark.skipif(sshlab.available() is not None or etcdlab.available() is not None,
                                 reason=str(sshlab.available() or etcdlab.available()))
 TTL = 5
-BOT = ("import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-       "while True:\n    time.sleep(1)\n")
 
 
 @pytest.fixture(scope="module")
 def lab():
-    with sshlab.lab_with("linux", "termux") as lab:
-        linux, termux = lab.hosts["linux"], lab.hosts["termux"]
-        gateway = "%s.%d.1" % (sshlab.SUBNET, linux.index)  # this side of linux's link: etcd listens there
-        termux.netns("ip", "route", "add", gateway + "/32", "via", "%s.%d.1" % (sshlab.SUBNET, termux.index))
-        cluster = etcdlab.Cluster(address=gateway)
-        try:
-            cluster.start()
-            cluster.enable_auth()
-            (lab.dir / "lease_bot.py").write_text(BOT)
-            (lab.dir / "lease_bot.py").chmod(0o644)
-            text = lab.inventory(list(lab.hosts.values()), path=lab.dir / "lease-inventory.yml").read_text()
-            for name in lab.hosts:
-                text = text.replace("  %s: {" % name, "  %s: {bot_command: 'python %s/lease_bot.py', " % (
-                    name, lab.dir))
-            text += "coordination:\n  etcd: [%s]\n  ca: %s\n  user: %s\n  lease_ttl: %ds\n" % (
-                ", ".join(cluster.endpoints), cluster.ca, etcdlab.USER, TTL)
-            lab.inventory_path = lab.dir / "lease-inventory.yml"
-            lab.inventory_path.write_text(text)
-            lab.install_release()
-            for host in lab.hosts.values():
-                path = Path(host.app_dir, "shared", ".env")
-                path.write_text("BOT_TOKEN=the-lease-bot-token\nETCD_PASSWORD=%s\n" % etcdlab.PASSWORD)
-                os.chown(path, host.user.pw_uid, host.user.pw_gid)
-                path.chmod(0o600)
-            lab.cluster = cluster
-            yield lab
-        finally:
-            invoke(lab.dir / "lease-inventory.yml", "stop", "--all")
-            for host in lab.hosts.values():
-                for pid in host.bots():
-                    os.kill(pid, 9)
-            cluster.close()
+    with leaselab.on_the_lab(TTL) as lab:
+        yield lab
 
 
 class Counter:
@@ -78,10 +46,6 @@ class Counter:
         self.thread.join(5)
 
 
-def link(host, up):
-    sshlab.sh("ip", "link", "set", "sl%dh%d" % (host.index, os.getpid() % 1000), "up" if up else "down")
-
-
 def test_doctor_and_one_bot_and_a_dead_link_hands_it_over_both_ways(lab):
     linux, termux, path = lab.hosts["linux"], lab.hosts["termux"], lab.inventory_path
     out = invoke(path, "doctor", "--all")
@@ -92,12 +56,12 @@ def test_doctor_and_one_bot_and_a_dead_link_hands_it_over_both_ways(lab):
     wait_for(lambda: linux.bots() and not termux.bots(), TTL + 10, "linux's bot (first in the inventory)")
     counter = Counter(lab)
     try:
-        link(linux, False)  # its link down: no SSH, no etcd; its supervisor stops its own bot
+        leaselab.link(linux, False)  # its link down: no SSH, no etcd; its supervisor stops its own bot
         cut = time.monotonic()
         wait_for(lambda: termux.bots(), TTL + 5 + 3, "termux's bot within lease_ttl + 5 s")
         assert wait_for(lambda: counter.seen["termux"], 2, "the sampler's sight of it") - cut <= TTL + 5
         wait_for(lambda: not linux.bots(), 5, "linux's bot stopped")
-        link(linux, True)
+        leaselab.link(linux, True)
         time.sleep(2 * TTL)  # it comes back, finds termux holding the lease, and stays standby
         assert termux.bots() and not linux.bots()
         out = invoke(path, "status", "--all")
@@ -112,6 +76,6 @@ def test_doctor_and_one_bot_and_a_dead_link_hands_it_over_both_ways(lab):
         wait_for(lambda: linux.bots(), TTL + 5 + 3, "linux's bot again")
         assert wait_for(lambda: counter.seen["linux"], 2, "the sampler's sight of it") - dead <= TTL + 5
     finally:
-        link(linux, True)
+        leaselab.link(linux, True)
         counter.stop()
     assert counter.most == 1, "two bots at once"
