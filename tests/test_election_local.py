@@ -271,3 +271,19 @@ def test_a_new_token_moves_the_lease_to_the_new_bot_id_with_the_epoch_carried(fl
     time.sleep(TTL)
     assert set(f.running()) == {"a"} and f.counter.most() == 1
     assert f.bot("b")["lease"]["holder"] == "a"
+
+
+def test_a_holder_whose_supervisor_is_killed_alone_loses_its_bot_before_another_starts(fleet):
+    f = fleet("ab")
+    f.start()
+    assert f.one_runs() == "a"
+    bot_pid = f.running()["a"]
+    os.kill(f.pid("a"), signal.SIGKILL)  # the OOM killer, Android's phantom process killer: the bot stays
+    killed = time.monotonic()
+    wait_for(lambda: "b" in f.running(), TTL + 8, "b's bot")
+    started = wait_for(lambda: f.counter.first("b"), 2, "the sampler's sight of b's bot")
+    gone = f.counter.last("a")
+    assert process_state(bot_pid) in (None, "Z"), "a's orphaned bot still runs"
+    assert gone < started and gone - killed <= TTL / 2 + 1.5, "its leash stopped it %.1f s after" % (gone - killed)
+    assert "leash: the lease's last renewal is" in (f.tmp / "a" / "logs" / "bot.log").read_text()
+    assert f.counter.most() == 1

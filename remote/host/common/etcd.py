@@ -89,8 +89,11 @@ class Etcd:
 
     def _open(self, endpoint, path, body, timeout, token=True, stream=False):
         """(connection, response) of one POST; a kept connection the server has closed meanwhile is
-        replaced once (never for a stream, which always has a connection of its own)."""
+        replaced once (never for a stream, which always has a connection of its own). A stream asks
+        for a member with a leader: one cut off from the others ends it instead of staying silent."""
         headers = {"Content-Type": "application/json"}
+        if stream:
+            headers["Grpc-Metadata-hasleader"] = "true"
         if token and self.token:
             headers["Authorization"] = self.token
         data = json.dumps(body).encode()
@@ -136,7 +139,7 @@ class Etcd:
             conn.close()
         else:
             self._kept[endpoint] = conn
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), parse_int=_number)
 
     def close(self):
         for conn in self._kept.values():
@@ -200,7 +203,7 @@ class Etcd:
         if not kvs:
             return None
         kv = kvs[0]
-        return unb64(kv.get("value")), int(kv.get("mod_revision") or 0), int(kv.get("lease") or 0)
+        return unb64(kv.get("value")), _int(kv.get("mod_revision") or 0), _int(kv.get("lease") or 0)
 
     def scan(self, prefix):
         """Every key under ``prefix``: ({key: (value, mod_revision, lease)}, the store's revision), so a
@@ -209,8 +212,8 @@ class Etcd:
         found = {}
         for kv in doc.get("kvs") or []:
             found[unb64(kv.get("key")).decode("utf-8", "replace")] = (
-                unb64(kv.get("value")), int(kv.get("mod_revision") or 0), int(kv.get("lease") or 0))
-        return found, int((doc.get("header") or {}).get("revision") or 0)
+                unb64(kv.get("value")), _int(kv.get("mod_revision") or 0), _int(kv.get("lease") or 0))
+        return found, _int((doc.get("header") or {}).get("revision") or 0)
 
     def put(self, key, value, lease=None):
         body = {"key": b64(key), "value": b64(value)}
@@ -219,7 +222,7 @@ class Etcd:
         return self.call("/v3/kv/put", body)
 
     def delete(self, key):
-        return int(self.call("/v3/kv/deleterange", {"key": b64(key)}).get("deleted") or 0)
+        return _int(self.call("/v3/kv/deleterange", {"key": b64(key)}).get("deleted") or 0)
 
     def txn(self, compare, success, failure=()):
         """One transaction: (succeeded, its responses). Build the parts with the helpers below."""
@@ -237,13 +240,13 @@ class Etcd:
         doc = self.call("/v3/lease/grant", {"TTL": str(int(ttl))})
         if doc.get("error"):
             raise EtcdError(str(doc["error"]))
-        return int(doc["ID"])
+        return _int(doc["ID"])
 
     def keepalive(self, lease):
         """Renew ``lease``: the seconds it has now; 0 when it is gone (expired or revoked)."""
         doc = self.call("/v3/lease/keepalive", {"ID": str(lease)})
         result = doc.get("result") or {}
-        return int(result.get("TTL") or 0)
+        return _int(result.get("TTL") or 0)
 
     def revoke(self, lease):
         try:
@@ -287,7 +290,7 @@ class Etcd:
         with contextlib.closing(conn):
             for line in _lines(response, deadline):
                 try:
-                    doc = json.loads(line.decode("utf-8"))
+                    doc = json.loads(line.decode("utf-8"), parse_int=_number)
                 except ValueError:
                     raise EtcdError("the watch sent a line that is not JSON") from None
                 error = doc.get("error")
@@ -301,7 +304,7 @@ class Etcd:
                     kv = event.get("kv") or {}
                     yield {"type": event.get("type") or "PUT", "value": unb64(kv.get("value")),
                            "key": unb64(kv.get("key")).decode("utf-8", "replace"),
-                           "mod_revision": int(kv.get("mod_revision") or 0)}
+                           "mod_revision": _int(kv.get("mod_revision") or 0)}
 
     def health(self, endpoint):
         """One member's own view: {"ok", "leader", "error"} (an unreachable member is not ok)."""
@@ -310,6 +313,19 @@ class Etcd:
         except (EtcdError, OSError, socket.timeout, ssl.SSLError, ValueError, http.client.HTTPException) as exc:
             return {"ok": False, "error": str(getattr(exc, "reason", None) or exc)}
         return {"ok": True, "leader": doc.get("leader"), "version": doc.get("version")}
+
+
+def _int(value):
+    """A 64-bit number as etcd sends it (a string): a longer text is not etcd's (and converting a huge
+    one would hold the interpreter for minutes on Pythons without a digit limit)."""
+    if isinstance(value, bool) or (isinstance(value, str) and len(value) > 20):
+        raise ValueError("a number of over 20 digits: not etcd's")
+    return int(value)
+
+
+def _number(text):
+    """json.loads's parse_int: bounded as _int is."""
+    return _int(text)
 
 
 def _read(response, deadline, most):

@@ -7,12 +7,15 @@ and its whole group are gone, so two never overlap. Liveness comes over the noti
 STATUS=...), from the bot's process or any child of it; a missed watchdog restarts it.
 """
 
+import json
 import socket
 import subprocess
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from remote.host.common.files import environment_of
 from remote.host.common.system import parent_pid
+from remote.host.supervision import election
 from remote.host.supervision.bot import Keeper
 from remote.host.supervision.leaseduty import LeaseDuty
 from remote.host.supervision.listener import shell
@@ -79,7 +82,18 @@ class BotPolicy:
         return False
 
     def spawn(self) -> Any:
-        return self.service.spawn(launch, new_session=not self.ctx.cfg["stream"])
+        how = self._leashed if self.ctx.election else launch
+        return self.service.spawn(how, new_session=not self.ctx.cfg["stream"])
+
+    def _leashed(self, argv: List[str], **kwargs: Any) -> Any:
+        """With an etcd lease the bot runs under leash.py, which stops it when renewals stop even if this
+        supervisor is killed or frozen. Its argv travels in the environment, not on the leash's line."""
+        if "WATCHDOG_USEC" in kwargs["env"]:
+            argv = [shell(), "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh"] + list(argv)
+        kwargs["env"] = dict(kwargs["env"], SULFUR_LEASH_ARGV=json.dumps(argv))
+        leash = [sys.executable, "-S", "-m", "remote.host.supervision.leash", election.deadline_file(self.ctx.paths)]
+        popen = GroupPopen if kwargs.get("start_new_session") else subprocess.Popen
+        return popen(leash, stdin=subprocess.DEVNULL, **kwargs)  # cwd: the code dir, where the leash is too
 
     def started(self, proc: Any, waiter: Optional[str]) -> None:
         """Running at once (its READY=1 is shown, not waited for); the start is counted in the budget."""

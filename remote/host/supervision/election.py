@@ -47,9 +47,30 @@ def for_supervisor(cfg, paths, wake):
 
 
 def unit_of(paths, cfg):
-    """What the lease is for: the bot id of shared/.env's token as it is now, with its shards (None: no token)."""
+    """What the lease is for: the bot id of shared/.env's token as it is now (None: no token)."""
     found = bot.unit(read_env_file(os.path.join(paths.shared, ".env")), cfg)
-    return epochs.unit_key(found["bot_id"], found["shard_count"], found["shards"]) if found else None
+    return found["bot_id"] if found else None  # shards aside: one holder runs every shard of the bot
+
+
+def deadline_file(paths):
+    """run/lease-deadline: until when (CLOCK_BOOTTIME) the bot may run without another renewal (leash.py)."""
+    return os.path.join(paths.run, "lease-deadline")
+
+
+def deadline(path):
+    try:
+        with open(path) as handle:
+            return float(handle.read(64).strip())
+    except (OSError, ValueError):
+        return None
+
+
+def write_deadline(path, value):
+    """Atomic: the leash never reads half a number."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as handle:
+        handle.write("%.3f\n" % value)
+    os.replace(tmp, path)
 
 
 def boottime():
@@ -66,6 +87,7 @@ class Election:
         self.me = cfg.get("name") or "this host"
         self.place = float(cfg.get("place") or 0)
         self.lease, self.renewed, self.epoch = 0, None, 0
+        self.span = self.ttl              # the held lease's own TTL, when shorter (granted by an older setting)
         self.unit = None
         self.state, self.error, self.view = "starting", None, None
         self.eligible = True            # the loop clears it while the bot is failed here
@@ -89,14 +111,14 @@ class Election:
 
     def may_run(self):
         lease, renewed = self.lease, self.renewed
-        return bool(lease) and renewed is not None and self.clock() - renewed < self.ttl / 2.0
+        return bool(lease) and renewed is not None and self.clock() - renewed < self.span / 2.0
 
     def wake_in(self):
         """Seconds until a holder that hears nothing more must stop its bot (the loop wakes then)."""
         renewed = self.renewed
         if not self.lease or renewed is None:
             return None
-        return max(0.0, renewed + self.ttl / 2.0 - self.clock())
+        return max(0.0, renewed + self.span / 2.0 - self.clock())
 
     def take_win(self):
         win, self.win = self.win, None
@@ -159,7 +181,7 @@ class Election:
             self._stop.wait(wait)
 
     def _trouble(self, error, state, wait):
-        self.error = error[:300]
+        self.error = _plain(error, 300)  # etcd's words go to a log line and a webhook: printable only
         if not self.lease:
             self.state = state
         if self.trouble_since is None:
@@ -197,11 +219,16 @@ class Election:
         return self._hold(client) if self.lease else self._watch(client)
 
     def _hold(self, client):
+        if leases.remembered(self.paths, self.unit) != self.lease:  # a command here took another lease
+            self._lost("run/lease.json names another lease")  # adopted by _watch once the key names it
+            return 0.0
         sent = self.clock()
-        if client.keepalive(self.lease) <= 0:
+        left = client.keepalive(self.lease)
+        if left <= 0:
             self._lost("its lease expired on etcd")
             return 0.0
-        self.renewed, self.state = sent, "holder"
+        self.span, self.renewed, self.state = min(self.ttl, left), sent, "holder"
+        write_deadline(deadline_file(self.paths), sent + self.span / 2.0)
         own = epochs.read(self.paths.bot_epoch)
         fenced = own.get("active_host") and own["active_host"] != self.me and own["epoch"] > self.epoch
         self.fenced_since = (self.fenced_since or sent) if fenced else None
@@ -218,7 +245,7 @@ class Election:
         if not self.eligible:
             self._let_go(client, "its bot failed on %s" % self.me)
             return 0.0
-        return max(0.05, sent + self.ttl / 3.0 - self.clock())
+        return max(0.05, sent + self.span / 3.0 - self.clock())
 
     def _watch(self, client):
         view = self.view = leases.read(client, self.unit)
@@ -226,8 +253,9 @@ class Election:
             kept = leases.remembered(self.paths, self.unit)
             if kept and view.names(self.me, kept):  # a new supervisor here, or an operator's move to here
                 sent = self.clock()
-                if client.keepalive(kept) > 0:
-                    self._holding(kept, int(view.holder.get("epoch") or 0), sent, None, "kept its lease")
+                left = client.keepalive(kept)
+                if left > 0:
+                    self._holding(kept, int(view.holder.get("epoch") or 0), sent, None, "kept its lease", left)
                     return 0.0
             self.state = "standby"
             return 0.0 if self._events(client, view.revision, WATCH) else 0.0
@@ -242,11 +270,11 @@ class Election:
         self.state = "candidate"
         if self.place and self._events(client, view.revision, self.place * PLACE_DELAY):
             return 0.0  # something changed while it waited its turn: read again
+        sent = self.clock()  # before the grant: the lease counts from etcd's receipt of it, later
         lease = client.grant(self.ttl)
-        sent = self.clock()
         own = epochs.read(self.paths.bot_epoch)
         why = view.why(self.me)
-        record = leases.claim(client, view, self.me, self.unit.split("/")[0], own.get("epoch"), lease,
+        record = leases.claim(client, view, self.me, self.unit, own.get("epoch"), lease,
                               "etcd lease", why)
         if record is None:
             client.revoke(lease)
@@ -258,15 +286,24 @@ class Election:
         return 0.0
 
     def _events(self, client, revision, timeout):
-        """True at the first change of the bot's keys after ``revision``; False when ``timeout`` passed."""
+        """True at the first change of the bot's keys after ``revision``; False when ``timeout`` passed.
+        A watch a member ends at once (no leader, a restart) is not tried again within the second."""
+        started = time.monotonic()
         for _ in client.watch(leases.prefix(self.unit), since=revision + 1, timeout=timeout, prefix=True):
             return True
+        early = min(1.0, timeout) - (time.monotonic() - started)
+        if early > 0:
+            self._stop.wait(early)
         return False
 
-    def _holding(self, lease, epoch, sent, previous, how):
-        bot.write_role(self.paths.bot_role, "active")
+    def _holding(self, lease, epoch, sent, previous, how, left=None):
+        own = epochs.read(self.paths.bot_epoch)
+        if not (own.get("active_host") and own["active_host"] != self.me and own["epoch"] > epoch):
+            bot.write_role(self.paths.bot_role, "active")  # a fenced host keeps the lease, not the role
         leases.remember(self.paths, self.unit, lease, epoch)
+        self.span = min(self.ttl, left) if left else self.ttl
         self.lease, self.renewed, self.epoch, self.state = lease, sent, epoch, "holder"
+        write_deadline(deadline_file(self.paths), sent + self.span / 2.0)
         self.checked = None  # the next renewal reads the keys as they are now (the view was from before)
         if previous:
             self.win = {"previous": previous, "epoch": epoch}
@@ -274,6 +311,7 @@ class Election:
 
     def _lost(self, why):
         self.lease, self.renewed, self.state = 0, None, "standby"
+        write_deadline(deadline_file(self.paths), 0.0)  # the leash stops a bot the loop has not stopped yet
         bot.write_role(self.paths.bot_role, "standby")
         leases.forget(self.paths)
         self._say("lease lost: %s; the bot stops here" % why, alert=True)
@@ -287,6 +325,6 @@ class Election:
             pass  # it expires by itself within lease_ttl
 
 
-def _plain(value):
+def _plain(value, most=80):
     text = "%s" % (value,)
-    return "".join(c for c in text if c.isprintable())[:80]
+    return "".join(c for c in text if c.isprintable())[:most]

@@ -33,23 +33,32 @@ def _setup(paths, config):
     return unit, leases.client(coordination, paths.shared, timeout=3.0)
 
 
-def pause(paths, config, by):
-    """A note for the answer, or None (no lease here to pause)."""
+def pause_here(paths, config, by):
+    """Before the stop: this host's own supervisor will not start the bot again (True: it holds the lease)."""
     found = _setup(paths, config)
-    me = config.get("name") or ""
     if not found or not leases.remembered(paths, found[0]):
-        return None
-    unit, client = found
+        return False
     with open(paused_file(paths), "w") as handle:
         handle.write(by + "\n")
+    return True
+
+
+def pause(paths, config, by):
+    """After the stop: the pause for every host (the paused key); a note for the answer. Whatever etcd
+    answers, or fails to, the bot is already stopped here."""
+    found = _setup(paths, config)
+    me = config.get("name") or ""
+    if not found:
+        return None
+    unit, client = found
     try:
         if not leases.read(client, unit).names(me, leases.remembered(paths, unit)):
             os.unlink(paused_file(paths))
             return None
         leases.pause(client, unit, me, by)
-    except etcd.EtcdError as exc:
+    except Exception as exc:  # etcd down, or an answer that is not etcd's: the stop stands, said plainly
         return ("etcd unreachable (%s): the pause is kept on this host only; if its lease runs out, another host "
-                "may start the bot" % exc)
+                "may start the bot" % _plain(exc))
     return "the bot's election is paused: no host takes it over; invoke start --service bot --host %s resumes it" % me
 
 
@@ -84,6 +93,10 @@ def resume(paths, config, by):
     return "the bot's election resumed"
 
 
+def _plain(value):
+    return "".join(c for c in str(value) if c.isprintable())[:200]
+
+
 def claim(paths, config, from_host, record, timeout):
     """failover --to, on the target: the lease moved here from ``from_host`` with ``record``'s epoch."""
     found = _setup(paths, config)
@@ -116,9 +129,17 @@ def _take(paths, config, client, view, by, why, holder=None, resume=False, recor
     me = config.get("name") or ""
     lease = client.grant(int(config["coordination"].get("lease_ttl") or 10))
     own = epochs.read(paths.bot_epoch)
-    done = leases.claim(client, view, me, view.unit.split("/")[0], own.get("epoch"), lease, by, why,
-                        holder=holder, resume=resume, record=record)
+    # named in run/lease.json before the claim: the supervisor here reads it when the claim's change
+    # reaches its watch, and would otherwise find the key naming this host under a lease it does not know
+    leases.remember(paths, view.unit, lease, None)
+    try:
+        done = leases.claim(client, view, me, view.unit, own.get("epoch"), lease, by, why,
+                            holder=holder, resume=resume, record=record)
+    except BaseException:
+        leases.forget(paths)
+        raise
     if done is None:
+        leases.forget(paths)
         client.revoke(lease)
         raise Failure("refused: the lease changed while this host was taking it (an election?); nothing was changed")
     epochs.write(paths.bot_epoch, done)

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from remote.host import CODE_DIR
 from remote.host.common import wire
+from remote.host.supervision.election import unit_of
 from remote.host.supervision.policy import Context
 
 STATE_EVERY = 5.0  # s: state.json written at least this often (the time left, the requests made)
@@ -50,6 +51,8 @@ class LeaseDuty:
                               "resumes it)", None
         if not election.may_run():
             return "standby", election.why_not(), None
+        if election.unit != unit_of(self.ctx.paths, self.ctx.cfg):  # the token changed: the old id's lease
+            return "standby", "lease: held for the bot id before the token change; waiting for the new one's", None
         return None
 
     def tick(self, pending: bool) -> Optional[Tuple[None]]:

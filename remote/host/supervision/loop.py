@@ -30,7 +30,7 @@ from remote.host.supervision.notify import NotifySocket
 from remote.host.supervision.policy import Context
 from remote.host.supervision.schedule import BackupSchedule
 from remote.host.supervision.selfpipe import SelfPipe
-from remote.host.supervision.service import RestartPolicy, Service
+from remote.host.supervision.service import RestartPolicy, Service, group_alive
 
 TICK = 0.5
 #: bump when a running supervisor must be replaced for a release's changes to reach it (a supervisor
@@ -199,7 +199,9 @@ class Supervisor:
                     break
 
     def reap(self):
-        self.ctx.retiring = [(proc, deadline) for proc, deadline in self.ctx.retiring if proc.poll() is None]
+        # a process's group too: a launcher's child that outlives it still gets its KILL at the deadline
+        self.ctx.retiring = [(proc, deadline) for proc, deadline in self.ctx.retiring
+                             if proc.poll() is None or group_alive(proc)]
         for name, policy in self.policies.items():
             policy.reap()
             svc = self.services[name]
@@ -209,7 +211,7 @@ class Supervisor:
     def timers(self):
         now = self.clock()
         for proc, deadline in self.ctx.retiring:
-            if now >= deadline and proc.poll() is None:
+            if now >= deadline and (proc.poll() is None or group_alive(proc)):
                 self.log("pid %d ignored SIGTERM for %.0f s: SIGKILL" % (proc.pid, self.cfg["grace"]))
                 proc.kill()
         for name, policy in self.policies.items():

@@ -297,11 +297,12 @@ def stop(app_dir, service="all", timeout=20.0):
         if not pid:
             return {"ok": True, "action": "not running"}
         config = read_json(paths.config)  # the running supervisor's settings: its lease, if it holds one
-        paused = leasectl.pause(paths, config, "invoke stop on %s" % config.get("name")) \
-            if service in ("bot", "all") else None
+        by = "invoke stop on %s" % config.get("name")
+        holds = service in ("bot", "all") and leasectl.pause_here(paths, config, by)
         answer = ask(paths, "stop", service, timeout)
         if not answer.get("ok"):
             raise Failure(answer.get("error") or "stop refused")
+        paused = leasectl.pause(paths, config, by) if holds else None
         if service == "all":
             wait_supervisor_gone(paths, timeout, pid)
         return dict({"ok": True, "action": "stopped %s" % service}, **({"notes": [paused]} if paused else {}))
