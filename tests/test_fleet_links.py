@@ -359,3 +359,20 @@ def test_another_pages_post_is_refused_even_with_the_csrf_token_and_the_cookie_d
     ours = client.post(url, headers=dict(own, Origin="http://127.0.0.1:5059", **{"Sec-Fetch-Site": "same-origin",
                                                                                  "X-CSRF-Token": csrf}))
     assert ours.status_code == 409  # past both checks: pi is not reachable here
+
+
+def test_a_hosts_lease_reaches_its_card_beside_its_epoch(fleet):
+    """Coordination: the card says who holds the bot's lease, as status words it (leases.text); what the
+    host sends is untrusted and shown as text (fleet.js sets textContent)."""
+    fleet.hosts[0].bot_command = "python bot.py"
+    lease = {"state": "standby", "holder": "vps<img src=x>", "epoch": 7, "paused": False,
+             "last": "vps took over at 03:12: pi's lease expired"}
+    status = {"services": {"bot": {"state": "standby", "lease": lease}}}
+    fleet.links["pi"]._line(json.dumps({"kind": "status", "status": status}).encode())
+    web = signed_in(fleet)
+    shown = web.get("/api/hosts").get_json()["hosts"][0]["epoch_text"]
+    assert "lease held by vps<img src=x>, epoch 7; last election: vps took over at 03:12: pi's lease expired" in shown
+    lease.update(state="unreachable", error="no etcd endpoint answered")
+    fleet.links["pi"]._line(json.dumps({"kind": "status", "status": status}).encode())
+    shown = web.get("/api/hosts").get_json()["hosts"][0]["epoch_text"]
+    assert "etcd unreachable (no etcd endpoint answered)" in shown and "safety over availability" in shown
