@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator, List, Optional
 
+import pytest
 from dashproc import free_port
 
 USER, PASSWORD = "sulfur", "the-etcd-password-for-tests"
@@ -202,3 +203,12 @@ def running(token_ttl: int = 300) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A module's cluster (import it into a test module to use it); skipped where etcd cannot run."""
+    if available():
+        pytest.skip(available())
+    with running() as made:
+        yield made

@@ -8,6 +8,8 @@ from dashproc import invoke, local_inventory
 from remote.errors import InventoryError
 from remote.inventory import load
 
+cluster = etcdlab.cluster  # the module's cluster fixture (tests/etcdlab.py)
+
 
 def write(tmp_path, section, ca=True):
     (tmp_path / "ca.pem").write_text("not checked at load\n")
@@ -44,12 +46,6 @@ def test_a_bad_section_is_one_line_with_its_place(tmp_path, section, where, why)
     assert "\n" not in line and "hunter2" not in line
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    if etcdlab.available():
-        pytest.skip(etcdlab.available())
-    with etcdlab.running() as cluster:
-        yield cluster
 
 
 def local_host(tmp_path, cluster, password=etcdlab.PASSWORD, endpoints=None):

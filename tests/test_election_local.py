@@ -18,14 +18,9 @@ from dashproc import ROOT, wait_for
 from leaselab import Fleet, process_state
 
 TTL = 5  # s: the smallest lease_ttl, so that every fault resolves quickly
+cluster = etcdlab.cluster  # the module's cluster fixture (tests/etcdlab.py)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    if etcdlab.available():
-        pytest.skip(etcdlab.available())
-    with etcdlab.running() as cluster:
-        yield cluster
 
 
 @pytest.fixture

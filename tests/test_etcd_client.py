@@ -96,7 +96,7 @@ def test_an_expired_token_and_a_killed_member_are_survived(cluster):
     try:
         c.put("/sulfur/t", "3")  # the next endpoint answers
         assert c.get("/sulfur/t")[0] == b"3"
-        health = [c.health(e) for e in cluster.endpoints]
+        health = [etcd.health(c, e) for e in cluster.endpoints]
         assert sum(h["ok"] for h in health) == 2
     finally:
         dead = [n for n, p in enumerate(cluster.procs) if p is None]

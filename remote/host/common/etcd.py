@@ -255,7 +255,7 @@ class Etcd:
             if exc.code != NOT_FOUND and "not found" not in str(exc):
                 raise
 
-    # ------------------------------------------------------------------ watch, health
+    # ------------------------------------------------------------------ watch
     def watch(self, key, since=None, timeout=30.0, prefix=False):
         """Events on ``key`` (every key under it with ``prefix``; each {"type": "PUT"|"DELETE", "key",
         "value", "mod_revision"}) as they come, for at most ``timeout`` seconds in all, from revision
@@ -306,13 +306,15 @@ class Etcd:
                            "key": unb64(kv.get("key")).decode("utf-8", "replace"),
                            "mod_revision": _int(kv.get("mod_revision") or 0)}
 
-    def health(self, endpoint):
-        """One member's own view: {"ok", "leader", "error"} (an unreachable member is not ok)."""
-        try:
-            doc = self._answer(endpoint.rstrip("/"), "/v3/maintenance/status", {}, self.timeout)
-        except (EtcdError, OSError, socket.timeout, ssl.SSLError, ValueError, http.client.HTTPException) as exc:
-            return {"ok": False, "error": str(getattr(exc, "reason", None) or exc)}
-        return {"ok": True, "leader": doc.get("leader"), "version": doc.get("version")}
+
+
+def health(client, endpoint):
+    """One member's own view: {"ok", "leader", "error"} (an unreachable member is not ok)."""
+    try:
+        doc = client._answer(endpoint.rstrip("/"), "/v3/maintenance/status", {}, client.timeout)
+    except (EtcdError, OSError, socket.timeout, ssl.SSLError, ValueError, http.client.HTTPException) as exc:
+        return {"ok": False, "error": str(getattr(exc, "reason", None) or exc)}
+    return {"ok": True, "leader": doc.get("leader"), "version": doc.get("version")}
 
 
 def _int(value):
@@ -403,10 +405,10 @@ def check(settings, dotenv, timeout=3.0):
         report["problems"].append("etcd settings: %s" % exc)
         return report
     for endpoint in endpoints:
-        health = client.health(endpoint)
-        report["endpoints"].append(dict(health, endpoint=endpoint))
-        if not health["ok"]:
-            report["problems"].append("etcd %s unreachable from here: %s" % (endpoint, health["error"]))
+        seen = health(client, endpoint)
+        report["endpoints"].append(dict(seen, endpoint=endpoint))
+        if not seen["ok"]:
+            report["problems"].append("etcd %s unreachable from here: %s" % (endpoint, seen["error"]))
     if not any(e["ok"] for e in report["endpoints"]):
         return report
     if settings.get("user") and not dotenv.get("ETCD_PASSWORD"):

@@ -14,12 +14,16 @@ outcome says ``timed_out``. Work that must really end at its deadline runs as a 
 
 import collections
 import itertools
+import json
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
+
+from remote.host.common import wire
 
 #: at most this much of a child process's output is kept (its tail): a flood costs no memory
 OUTPUT_TAIL = 64 * 1024
@@ -127,3 +131,25 @@ def run_process(argv: List[str], timeout: float, stdin: Optional[bytes] = None,
         size = out.seek(0, os.SEEK_END)
         out.seek(max(0, size - OUTPUT_TAIL))
         return proc.returncode, out.read().decode("utf-8", "replace")
+
+
+def ctl(jobs: "Jobs", name: str, command: str, app_dir: str, options: Dict[str, Any], settings: Dict[str, Any],
+        deadline: float, cwd: str, on_done: Callable[[Outcome], None]) -> Any:
+    """``python -m remote.host.ctl COMMAND`` as a job, its request on stdin as the operator sends it: the
+    supervisor's chores that are ctl's own work (a scheduled snapshot, a takeover's restore) run the
+    very code an operator's command runs, in a process of their own."""
+    request = dict(wire.header(command), command=command, app_dir=app_dir, options=options, settings=settings)
+    argv = [sys.executable, "-S", "-m", "remote.host.ctl", command]
+    return jobs.process(name, argv, deadline, stdin=json.dumps(request).encode() + b"\n", cwd=cwd, on_done=on_done)
+
+
+def ctl_answer(outcome: Outcome) -> Dict[str, Any]:
+    """The answer a ctl job printed last ({} when it printed none, or died)."""
+    if not outcome.ok:
+        return {}
+    lines = (outcome.value[1] or "").strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}

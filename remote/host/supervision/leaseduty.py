@@ -10,14 +10,12 @@
 - A bot that failed here makes the host ineligible: its lease goes to another host.
 """
 
-import json
 import os
-import sys
 import time
 from typing import Any, Dict, Optional, Tuple
 
 from remote.host import CODE_DIR
-from remote.host.common import wire
+from remote.host.supervision import jobs
 from remote.host.supervision.election import unit_of
 from remote.host.supervision.policy import Context
 
@@ -115,14 +113,11 @@ class LeaseDuty:
         if not cfg.get("shared_paths"):
             self._said(previous, None, None)
             return
-        request = dict(wire.header("restore"), command="restore", app_dir=self.ctx.paths.app_dir,
-                       options={"replica_of": previous, "reason": "before-takeover", "by": "etcd lease",
-                                "lock_timeout": 60.0, "force": True},  # the bot's data, whatever this host kept
-                       settings={k: cfg.get(k) for k in RESTORE_SETTINGS})
-        argv = [sys.executable, "-S", "-m", "remote.host.ctl", "restore"]
-        started = self.ctx.jobs.process("restore", argv, RESTORE_DEADLINE, stdin=json.dumps(request).encode() + b"\n",
-                                        cwd=cfg.get("code_dir") or CODE_DIR,
-                                        on_done=lambda outcome: self._restored(previous, outcome))
+        options = {"replica_of": previous, "reason": "before-takeover", "by": "etcd lease", "lock_timeout": 60.0,
+                   "force": True}  # the bot's data, whatever this host kept of its own
+        started = jobs.ctl(self.ctx.jobs, "restore", "restore", self.ctx.paths.app_dir, options,
+                           {k: cfg.get(k) for k in RESTORE_SETTINGS}, RESTORE_DEADLINE, cfg.get("code_dir") or CODE_DIR,
+                           lambda outcome: self._restored(previous, outcome))
         if started is None:
             self._said(previous, None, "too many jobs running to restore its data now")
         else:
@@ -131,13 +126,7 @@ class LeaseDuty:
 
     def _restored(self, previous: str, outcome: Any) -> None:
         self.restoring = None
-        answer: Dict[str, Any] = {}
-        if outcome.ok:
-            lines = (outcome.value[1] or "").strip().splitlines()
-            try:
-                answer = json.loads(lines[-1]) if lines else {}
-            except ValueError:
-                answer = {}
+        answer = jobs.ctl_answer(outcome)
         if answer.get("ok"):
             self._said(previous, answer.get("restored") or {}, None)
         else:

@@ -91,9 +91,7 @@ class Supervisor:
         with open(self.paths.pid("supervisor"), "w") as handle:
             handle.write(pidfile_line(os.getpid()))
         write_json(self.paths.config, self.cfg)
-        # a phone in an etcd election must neither doze as holder nor miss the holder's end as standby
-        coordinated = bool(self.cfg["coordination"]) and detect_platform() == "termux"
-        self.wake_locked = bool(self.cfg["wake_lock"] or coordinated) and upkeep.wake_lock()
+        self.wake_locked = upkeep.wants_wake_lock(self.cfg) and upkeep.wake_lock()
         self.ctx.notify = NotifySocket(self.paths.run)
         self.ctx.listener, orphan = upkeep.hold_socket(self.cfg, self.paths, self.ctx.notify, self.log)
         self.address, self.port = self.ctx.listener.address, self.ctx.listener.port  # known once it is closed

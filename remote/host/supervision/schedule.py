@@ -9,13 +9,10 @@ most five times a period, each logged and alerted once per streak; a last good s
 twice the period is alerted once too (status and doctor show it as a warning).
 """
 
-import json
-import sys
 import time
 
-from remote.host.common import wire
 from remote.host.common.backupstate import last_result, stale
-from remote.host.supervision import bot
+from remote.host.supervision import bot, jobs
 
 RETRY = 60.0
 DEADLINE = 1800.0  # s: a snapshot still running then is killed (and alerted)
@@ -52,12 +49,8 @@ class BackupSchedule:
         if not self.active():  # a standby's data is not the bot's: nothing to schedule until it is active
             self.due = self.clock() + min(self.every, RETRY)
             return
-        request = dict(wire.header("snapshot"), command="snapshot", app_dir=self.ctx.paths.app_dir,
-                       options={"reason": "scheduled"},
-                       settings={k: self.ctx.cfg.get(k) for k in SETTINGS})
-        argv = [sys.executable, "-S", "-m", "remote.host.ctl", "snapshot"]
-        started = self.ctx.jobs.process("backup", argv, DEADLINE, stdin=json.dumps(request).encode() + b"\n",
-                                        cwd=self.code_dir, on_done=self._done)
+        started = jobs.ctl(self.ctx.jobs, "backup", "snapshot", self.ctx.paths.app_dir, {"reason": "scheduled"},
+                           {k: self.ctx.cfg.get(k) for k in SETTINGS}, DEADLINE, self.code_dir, self._done)
         if started is not None:
             self.running = True
         else:
@@ -65,13 +58,7 @@ class BackupSchedule:
 
     def _done(self, outcome):
         self.running = False
-        answer = {}
-        if outcome.ok:
-            lines = (outcome.value[1] or "").strip().splitlines()
-            try:
-                answer = json.loads(lines[-1]) if lines else {}
-            except ValueError:
-                answer = {}
+        answer = jobs.ctl_answer(outcome)
         if answer.get("ok"):
             shot = answer.get("snapshot") or {}
             self.ctx.log("backup: snapshot %s, %s bytes, %s files" % (shot.get("stamp"), shot.get("bytes"),

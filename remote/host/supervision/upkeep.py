@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from remote.host.common.files import Layout, rotate
 from remote.host.common.logtail import LogFollower
-from remote.host.common.system import read_pid, which
+from remote.host.common.system import detect_platform, read_pid, which
 from remote.host.probes.holders import describe_holder
 from remote.host.supervision import orphans
 from remote.host.supervision.listener import Listener, create_listener
@@ -31,6 +31,12 @@ def lock(paths: Layout) -> Any:
         raise SystemExit("supervisor: already running for %s (pid %s)" % (
             paths.app_dir, read_pid(paths.pidfile))) from None
     return handle
+
+
+def wants_wake_lock(cfg: Dict[str, Any]) -> bool:
+    """The inventory's wake_lock, or a phone in an etcd election: it must neither doze as the holder nor
+    miss the holder's end as a standby."""
+    return bool(cfg["wake_lock"] or (cfg.get("coordination") and detect_platform() == "termux"))
 
 
 def wake_lock() -> bool:
