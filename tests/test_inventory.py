@@ -197,7 +197,7 @@ def test_every_setting_is_a_declared_field_of_host():
     from remote.inventory import SETTINGS, Host
 
     declared = {f.name for f in fields(Host)} - {"name", "hostname", "connection", "groups", "explicit", "hops",
-                                                "dev_settings", "coordination"}
+                                                "dev_settings", "coordination", "place"}
     assert declared == set(SETTINGS)
 
 
