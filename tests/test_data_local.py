@@ -61,9 +61,11 @@ def ctl(app, command, options=None, settings=None, data=b"", timeout=60):
 
 
 def packed(app, timeout=60):
-    """Once the restores' packers are done: no kept generation left (pack.py), their snapshots made."""
+    """Once the restores' packers are done: no kept generation left (pack.py), their snapshots made,
+    and the generations they packed removed (a packer renames one to trash- before removing it)."""
     deadline = time.monotonic() + timeout
-    while store.pending(Layout(str(app))):
+    layout = Layout(str(app))
+    while store.pending(layout) or [n for n in os.listdir(store.store_dir(layout)) if n.startswith(store.TRASH)]:
         assert time.monotonic() < deadline, "the packer did not finish within %d s" % timeout
         time.sleep(0.05)
 
