@@ -105,13 +105,13 @@ def test_errors_and_their_log_tails_are_one_line_each():
 
 
 def test_a_tasks_one_line_error_is_one_line():
-    """tasks.py's decorator: a HostError quoting a host's stderr ends the task with one escaped line."""
+    """The tasks' decorator (remote/cli.py): a HostError quoting a host's stderr ends the task with one escaped line."""
     from invoke import Exit
 
-    import tasks
+    from remote.cli import one_line_error
     from remote.errors import HostError
 
-    @tasks._one_line_error
+    @one_line_error
     def body():
         raise HostError("status failed: boom" + EVIL)
 
