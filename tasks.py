@@ -27,6 +27,7 @@ from remote import (
     release,
     render,
     render_data,
+    runcmd,
 )
 from remote import failover as moves
 from remote import plan as plans
@@ -354,6 +355,23 @@ def env_unset(c, key=None, host=None, all=False, no_restart=False, force=False, 
     inventory, targets = select(host, all)
     docs = envcmd.change(inventory, targets, {}, envcmd.check_keys(key, False), not no_restart, force, note, parallel)
     finish(docs, render_data.env_lines(docs), json)
+
+
+@task(help=dict(help_for("host", "all", "parallel", "json"), timeout="seconds each host's command may run "
+                "(default 300); then it is stopped", shell="hand the words to sh -c on the host (pipes, $VARS)",
+                no_lock="do not take the host's lock: a read-only command while a deploy runs (nor fence)",
+                raw="print the output as it is: colours, and every other control character (not escaped)"))
+@one_line_error
+def run(c, host=None, all=False, timeout=300.0, shell=False, no_lock=False, raw=False, json=False,
+        parallel=DEFAULT_PARALLEL):
+    """A one-off command on each host: invoke run [--host H | --all] -- CMD ARGS... (no stdin, no terminal there)."""
+    words = runcmd.command_words(sys.argv)  # as typed: invoke's own copy of them is joined with spaces
+    inventory, targets = select(host, all)
+    docs = runcmd.run(inventory, targets, words, shell, float(timeout), not no_lock, note,
+                      sys.stderr if json else sys.stdout, sys.stderr, parallel, raw=raw)
+    print(render.as_json(docs) if json else render_data.run_lines(docs), flush=True)
+    if runcmd.exit_status(docs):
+        raise Exit(code=runcmd.exit_status(docs))
 
 
 @task(help={"host": "one host or group (default: this machine)", "service": "dashboard, bot or supervisor",

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from invoke import Config, Context
@@ -65,16 +66,22 @@ def open_runner(host: Host) -> Iterator[Runner]:
 class RequestStream:
     """An in_stream for invoke's run: the request line at once, then end of input (or, with
     ``hold``, nothing more until the command ends: a streaming command stops when its stdin ends).
+    With ``stop`` (an Event, implying ``hold``), ETX once it is set: the host-side command stops on it
+    as on the end of its stdin (wire.Stdin.closed), and answers.
 
     invoke reads an in_stream one byte per 10 ms unless it is a terminal; read() here ignores the size
     and hands over the whole line in one go."""
 
-    def __init__(self, request: Optional[Dict[str, Any]], hold: bool = False) -> None:
+    def __init__(self, request: Optional[Dict[str, Any]], hold: bool = False,
+                 stop: Optional[threading.Event] = None) -> None:
         self.data = json.dumps(request) + "\n" if request is not None else ""
-        self.hold = hold
+        self.hold, self.stop = hold or stop is not None, stop
 
     def read(self, size: int = -1) -> Optional[str]:
         data, self.data = self.data, ""
+        if not data and self.stop is not None and self.stop.is_set():
+            self.stop = None
+            return wire.ETX.decode()
         return data if data or not self.hold else None
 
 
@@ -164,14 +171,16 @@ def read_answer(result: Any, what: str, host: Host, command: Optional[str] = Non
 
 
 def call(runner: Runner, host: Host, command: str, request: Dict[str, Any], what: str,
-         timeout: Optional[float] = None, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """One host-side command with ``request`` on stdin; its checked answer."""
+         timeout: Optional[float] = None, progress: Optional[Callable[[str], None]] = None,
+         stop: Optional[threading.Event] = None) -> Dict[str, Any]:
+    """One host-side command with ``request`` on stdin; its checked answer. ``stop``: see RequestStream."""
     name = request.get("command")
     request = dict(request, **wire.header(name))
+    streams: Dict[str, Any] = {} if stop is None else {"in_stream": RequestStream(request, stop=stop)}
     if progress is None:
-        return read_answer(run(runner, command, timeout, request), what, host, name)
+        return read_answer(run(runner, command, timeout, request, **streams), what, host, name)
     result = run(runner, command, timeout, request, hide=False, out_stream=_Progress(progress),
-                 err_stream=_Progress(lambda line: None))
+                 err_stream=_Progress(lambda line: None), **streams)
     return read_answer(result, what, host, name)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import sys
+import threading
 from typing import Any, Callable, Dict, Optional
 
 from invoke.exceptions import CommandTimedOut
@@ -81,10 +82,11 @@ def ctl_command(host: Host, command: str, code_dir: Optional[str] = None, python
 def call_ctl(runner: Runner, host: Host, command: str, options: Optional[Dict[str, Any]] = None,
              settings: bool = False, timeout: float = 60.0, code_dir: Optional[str] = None,
              prefix: str = "", progress: Optional[Callable[[str], None]] = None,
-             python: Optional[str] = None) -> Dict[str, Any]:
-    """One ctl command; its checked answer. ``prefix`` runs first in the same exec (deploy unpacks)."""
+             python: Optional[str] = None, stop: Optional[threading.Event] = None) -> Dict[str, Any]:
+    """One ctl command; its checked answer. ``prefix`` runs first in the same exec (deploy unpacks);
+    ``stop`` tells the command to stop once set (connections.RequestStream)."""
     line = prefix + ctl_command(host, command, code_dir, python)
-    return call(runner, host, line, ctl_request(host, command, options, settings), "ctl", timeout, progress)
+    return call(runner, host, line, ctl_request(host, command, options, settings), "ctl", timeout, progress, stop)
 
 
 def restart(runner: Runner, host: Host, service: str = "all", force: bool = False, timeout: float = 20.0,

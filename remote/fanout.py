@@ -6,6 +6,8 @@ error; it never delays or hides the others.
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
@@ -35,6 +37,35 @@ def on_hosts(hosts: List[Host], operation: Operation,
         return [on_host(hosts[0], operation)]
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
         return list(pool.map(lambda h: on_host(h, operation), hosts))
+
+
+def on_hosts_until(hosts: List[Host], operation: Operation, stop: threading.Event,
+                   parallel: int = DEFAULT_PARALLEL, grace: float = 30.0) -> List[Dict[str, Any]]:
+    """on_hosts, for commands that run until the user's Ctrl+C: the first one sets ``stop`` (each
+    host's command is told, stops and answers, connections.RequestStream), hosts not yet begun are
+    not begun, and the answers still come back within ``grace`` seconds; a second Ctrl+C gives up
+    waiting. The work runs in daemon threads, so that this machine never hangs on a host at exit."""
+    docs: List[Optional[Dict[str, Any]]] = [None] * len(hosts)
+    gate = threading.Semaphore(max(1, parallel))
+
+    def work(index: int, host: Host) -> None:
+        with gate:
+            docs[index] = ({"ok": False, "host": host.name, "error": "not run: stopped by Ctrl+C"}
+                           if stop.is_set() else on_host(host, operation))
+
+    for pair in enumerate(hosts):
+        threading.Thread(target=work, args=pair, daemon=True).start()
+    # polled, not joined: a Thread.join that Ctrl+C interrupts may take a running thread for ended (Python 3.11)
+    try:
+        while None in docs:
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        stop.set()
+        deadline = time.monotonic() + grace
+        while None in docs and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return [doc or {"ok": False, "host": host.name, "error": "no answer within %g s of Ctrl+C" % grace}
+            for doc, host in zip(docs, hosts)]
 
 
 def in_batches(hosts: List[Host], operation: Operation, size: int, parallel: int = DEFAULT_PARALLEL,

@@ -205,3 +205,16 @@ def env_lines(docs: List[Dict[str, Any]]) -> str:
             out.append(_fmt("%s: --no-restart: %s keep the old values until their next start", d["host"],
                             ", ".join(map(str, d["services"]))))
     return "\n".join(out)
+
+
+def run_lines(docs: List[Dict[str, Any]]) -> str:
+    """`invoke run`'s last word per host, after its output: the exit status and how long it took."""
+    out = []
+    for d in docs:
+        took = " in %.1f s" % d["seconds"] if isinstance(d.get("seconds"), (int, float)) else ""
+        if d.get("ok"):
+            out.append(_fmt("%s: exit 0%s%s", d["host"], took, "" if d.get("locked", True) else " (no lock)"))
+        else:
+            out.append(_fmt("%s: FAILED: %s%s", d["host"], d.get("error") or "exit status %s" % d.get("exit"),
+                            took and " (after%s)" % took[3:]))
+    return "\n".join(out)

@@ -52,6 +52,9 @@ COMMANDS = {
                 timeout=(float, 20.0), by=(str, None)),
     #: the bot's etcd lease, moved here by failover --to (leasectl.claim)
     "lease": {"from_host": (str, None), "record": (dict, None), "timeout": (float, 20.0)},
+    #: a one-off command in the current release (oneoff.py): its words exec'd as given, or with sh -c
+    "run": {"argv": (list, None), "shell": (bool, False), "timeout": (float, 300.0), "lock": (bool, True),
+            "lock_timeout": (float, 120.0), "by": (str, None)},
     "replica-put": {"stamp": (str, None), "replica_of": (str, None), "archive_sha256": (str, None), "keep": (int, 2)},
 }
 SETTINGS_COMMANDS = ("restart", "start", "dev", "deploy", "rollback", "role", "epoch", "autostart", "snapshot",
@@ -142,6 +145,11 @@ def dispatch(command, app_dir, opts, settings, stdin):
                               opts["checks"], opts["lock_timeout"], opts["timeout"], opts["by"])
     if command in ("snapshot", "restore", "backups", "backup-read", "replica-put"):
         return _data(command, app_dir, opts, settings, stdin)
+    if command == "run":
+        from remote.host.releases import oneoff
+
+        return oneoff.run(app_dir, opts["argv"], opts["shell"], opts["timeout"], opts["lock"], opts["lock_timeout"],
+                          opts["by"], stdin)
     if command == "autostart":
         from remote.host.common import epochs
         from remote.host.releases import autostart

@@ -297,3 +297,13 @@ class AutostartAnswer(Answer, total=False):
     action: str             # installed | removed
     path: str
     notes: List[str]
+
+
+class RunAnswer(Answer, total=False):
+    """`ctl run` (protocol 6): the command's output came before, as `progress: out|err LINE` lines."""
+    exit: Optional[int]     # its exit status (negative: the signal that ended it); None when stopped here
+    seconds: float
+    release: Optional[str]  # the release it ran in (None: a local checkout)
+    locked: bool            # it held the host's operator lock (not with --no-lock)
+    timed_out: bool         # stopped at its --timeout
+    stopped: bool           # stopped because the operator pressed Ctrl+C or went away

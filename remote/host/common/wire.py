@@ -11,13 +11,13 @@ from remote.host.common.errors import BadRequest, ProtocolMismatch
 
 #: the newest protocol this side speaks: bump it when a request or an answer changes in a way the
 #: other side must know about (a new command, option or field meaning), and name the new commands in SINCE
-PROTOCOL = 5
+PROTOCOL = 6
 #: the oldest protocol this side still speaks: raise it only to drop old counterparts on purpose
 OLDEST = 1
 #: commands newer than OLDEST, with the protocol that brought them; a host that speaks less answers
 #: "unknown command" and the operator says which host to deploy, while every other command still works
 SINCE = {"ping": 2, "epoch": 3, "snapshot": 4, "restore": 4, "backups": 4, "backup-read": 4, "replica-put": 4, "env": 4,
-         "lease": 5}
+         "lease": 5, "run": 6}
 ETX = b"\x03"
 READ_IDLE = 120  # s: the longest silence of the operator within a stream it sends
 #: the protocol agreed with the request being served (the highest both sides speak), for its answer

@@ -89,10 +89,10 @@ def run(name, command, where, env, timeout, report):
     except OSError as exc:
         raise Failure("%s hook could not start: sh: %s" % (name, exc.strerror)) from None
     try:
-        timed_out, last = _relay(proc, name, deadline, report)
-        code = _finish(proc, deadline, timed_out)
+        reason, last = relay(proc, {proc.stdout: name}, deadline, lambda label, text: report("%s: %s" % (label, text)))
+        code = _finish(proc, deadline, reason == "timeout")
     finally:
-        _stop_group(proc)  # its answer must be the whole story: nothing of it runs on unowned
+        stop_group(proc)  # its answer must be the whole story: nothing of it runs on unowned
     if code is None:
         raise Failure("%s hook timed out after %.0f s (hook_timeout) and was stopped" % (name, timeout), last)
     if code != 0:
@@ -101,37 +101,50 @@ def run(name, command, where, env, timeout, report):
     report("%s: done in %.1f s" % (name, time.monotonic() - started))
 
 
-def _relay(proc, name, deadline, report):
-    """The hook's output as progress lines, as it comes: (timed out, its last lines)."""
-    fd, pending, last = proc.stdout.fileno(), b"", []
-    timed_out, exited_at = False, None
-    while True:
+def relay(proc, streams, deadline, report, stop=None, line_cap=LINE_CAP):
+    """A child's output, line by line as it comes, to ``report(label, text)``: ``streams`` maps each
+    pipe to its label. Ends when the pipes close (or 1 s after the child exited: a child it left behind
+    may hold them), at ``deadline`` or once ``stop()`` says so: ("ended" | "timeout" | "stopped", the
+    last 5 lines). A line with no end in sight is passed on cut: nothing here grows without bound."""
+    labels = {pipe.fileno(): label for pipe, label in streams.items()}
+    pending = dict.fromkeys(labels, b"")
+    last, exited_at, reason = [], None, "ended"
+
+    def emit(fd, raw):
+        text = raw.decode("utf-8", "replace").rstrip("\r")[:line_cap]
+        last[:] = (last + [text])[-5:]
+        report(labels[fd], text)
+
+    while any(rest is not None for rest in pending.values()):  # None: that pipe has ended
         now = time.monotonic()
         if now >= deadline:
-            timed_out = True
+            reason = "timeout"
+            break
+        if stop is not None and stop():
+            reason = "stopped"
             break
         if exited_at is None and proc.poll() is not None:
             exited_at = now
         if exited_at is not None and now - exited_at > 1.0:
             break  # a child it left behind holds the pipe: its own output is over
-        ready, _, _ = select.select([fd], [], [], min(0.2, deadline - now))
-        if not ready:
-            continue
-        data = os.read(fd, 65536)
-        if not data:
-            break
-        pending += data
-        if b"\n" not in pending and len(pending) > PENDING_CAP:
-            pending += b"\n"  # a line with no end in sight: pass on what came, never grow without bound
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            text = line.decode("utf-8", "replace").rstrip("\r")[:LINE_CAP]
-            last = (last + [text])[-5:]
-            report("%s: %s" % (name, text))
-    if pending:
-        last = (last + [pending.decode("utf-8", "replace")[:LINE_CAP]])[-5:]
-        report("%s: %s" % (name, last[-1]))
-    return timed_out, last
+        readable = [fd for fd, rest in pending.items() if rest is not None]
+        for fd in select.select(readable, [], [], min(0.2, deadline - now))[0]:
+            data = os.read(fd, 65536)
+            if not data:
+                if pending[fd]:
+                    emit(fd, pending[fd])
+                pending[fd] = None
+                continue
+            data = pending[fd] + data
+            if b"\n" not in data and len(data) > PENDING_CAP:
+                data += b"\n"  # a line with no end in sight: pass on what came, never grow without bound
+            *lines, pending[fd] = data.split(b"\n")
+            for line in lines:
+                emit(fd, line)
+    for fd, rest in pending.items():
+        if rest:
+            emit(fd, rest)
+    return reason, last
 
 
 def _finish(proc, deadline, timed_out):
@@ -146,7 +159,7 @@ def _finish(proc, deadline, timed_out):
     return None if timed_out else code
 
 
-def _stop_group(proc):
+def stop_group(proc):
     """TERM to the hook's process group, then KILL to whatever is still in it 2 s later."""
     if not group_alive(proc):
         proc.poll()
