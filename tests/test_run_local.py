@@ -77,7 +77,7 @@ def test_it_holds_the_hosts_lock_and_ctrl_c_leaves_no_process_behind(tmp_path):
     app, inventory = setup(tmp_path)
     marker = "run-marker-%d" % os.getpid()
     env = dict(os.environ, SULFUR_INVENTORY=str(inventory), XDG_CACHE_HOME=str(tmp_path / "cache"))
-    line = "sleep 987 & python -c 'import time; print(\"up\", flush=True); time.sleep(600)' %s" % marker
+    line = "sleep 987 & exec python -c 'import time; print(\"up\", flush=True); time.sleep(600)' %s" % marker
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "run", "--shell", "--", line], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
