@@ -142,6 +142,47 @@ def test_a_standby_host_runs_no_bot_until_its_role_is_active_and_keeps_it_across
         invoke(inventory, "stop")
 
 
+def test_a_bot_that_has_said_ready_counts_as_started_at_ready_not_after_the_settle_time(tmp_path, port):
+    """Started means READY=1 (and the same pid 0.5 s later) once the bot has spoken sd_notify here; before
+    that, the settle time. The failover's start confirmation (ctl role) shows both."""
+    app, inventory = setup(tmp_path, port, standby="true")
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        settings = json.loads((app / "run" / "supervisor.json").read_text())
+        assert not (app / "run" / "bot-notify").exists()
+        began = time.monotonic()
+        doc = json.loads(ctl_run(ROOT, "role", app, {"role": "active", "settle": 3.0}, settings).stdout)
+        assert doc["ok"] and time.monotonic() - began >= 3.0, doc  # not known to speak notify yet: settled
+        assert (app / "run" / "bot-notify").exists()  # its READY=1 is remembered for the next starts
+        assert json.loads(ctl_run(ROOT, "role", app, {"role": "standby"}, settings).stdout)["ok"]
+        began = time.monotonic()
+        doc = json.loads(ctl_run(ROOT, "role", app, {"role": "active", "settle": 120.0}, settings).stdout)
+        took = time.monotonic() - began
+        assert doc["ok"] and took < 60, (doc, took)  # READY, not 120 s of settling (the 5 s spacing included)
+        assert bot(app)["ready"] and bot(app)["pid"] == doc["pid"]
+    finally:
+        invoke(inventory, "stop")
+
+
+def test_a_notify_bot_that_never_says_ready_has_failed_at_bot_ready_timeout(tmp_path, port):
+    app = tmp_path / "app"
+    (app / "shared").mkdir(parents=True)
+    inventory = local_inventory(tmp_path / "inventory.yml", app, port)
+    silent = "%s -c 'import time; time.sleep(600)'" % sys.executable
+    keys = "bot_command: \"%s\", bot_notify: true, bot_ready_timeout: 2s, standby: true," % silent
+    inventory.write_text(inventory.read_text().replace("connection: local,", "connection: local, " + keys))
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        settings = json.loads((app / "run" / "supervisor.json").read_text())
+        assert settings["bot_notify"] is True and settings["bot_ready_timeout"] == 2.0
+        began = time.monotonic()
+        doc = json.loads(ctl_run(ROOT, "role", app, {"role": "active", "settle": 120.0}, settings).stdout)
+        assert not doc["ok"] and "did not say READY=1 within 2 s of its start (bot_ready_timeout)" in doc["error"], doc
+        assert time.monotonic() - began < 60
+    finally:
+        invoke(inventory, "stop")
+
+
 def test_the_host_refuses_a_start_that_another_host_runs_and_takeover_passes_a_cached_one(tmp_path, port):
     app, inventory = setup(tmp_path, port)
     settings = {"code_dir": str(ROOT), "python": sys.executable, "port": port,

@@ -73,6 +73,8 @@ class StackSettings(TypedDict, total=False):
     name: str               # the inventory's name for this host, for messages
     standby: bool           # the bot's initial role; run/bot-role (failover) wins once written
     watchdog_sec: float     # > 0: the bot must send WATCHDOG=1 this often, or it is restarted
+    bot_notify: bool        # its starts are confirmed by READY=1 (also once it has said READY=1 here before)
+    bot_ready_timeout: float  # a notify bot not READY this long after its start has failed to start
     boot_wait: float        # > 0: the first supervisor of a boot holds the bot that long, or until an epoch check
     bot_starts_per_day: int  # the start budget over any sliding 24 h
     shard_count: int

@@ -41,6 +41,7 @@ class Layout:
         self.boot_seen = os.path.join(self.run, "boot-id")  # the boot the last supervisor started in
         self.epoch_checked = os.path.join(self.run, "epoch-checked")  # the boot in which ctl epoch last ran
         self.bot_starts = os.path.join(self.run, "bot-starts.json")  # the start budget's record
+        self.bot_notify = os.path.join(self.run, "bot-notify")  # there once the bot said READY=1: started means READY
 
     def pid(self, name):
         """run/NAME.pid: "PID START CMDLINE" of a process the supervisor runs."""

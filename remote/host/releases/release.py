@@ -22,9 +22,9 @@ from remote.host.data import ops, snapshot, store  # at the top: the release thi
 from remote.host.releases import hooks, manifest
 from remote.host.supervision import guard
 from remote.host.supervision.inbox import ask
-from remote.host.supervision.stack import operator_lock, restart_locked, stack_config, wait_bot_up
+from remote.host.supervision.stack import operator_lock, restart_locked, service_state, stack_config, wait_bot_up
 
-BOT_GRACE = 3.0  # a bot still running this long after the switch counts as healthy
+BOT_GRACE = 3.0  # a bot that never said READY=1, still running this long after the switch, counts as healthy
 RUN_TIMEOUT = 900
 
 
@@ -240,10 +240,11 @@ def prune(paths, keep, protect):
 
 def verify(paths, config, timeout):
     """Restart the stack on the new current, then the health check: dashboard and bot."""
+    replaced = service_state(paths, "bot").get("pid")
     result = restart_locked(paths, config, timeout=timeout)
     if config.get("bot_command"):
         started = time.monotonic()
-        wait_bot_up(paths, BOT_GRACE, timeout)
+        wait_bot_up(paths, BOT_GRACE, timeout, config, not_pid=replaced)
         result.setdefault("timings", {})["bot"] = time.monotonic() - started
     return result
 

@@ -306,3 +306,27 @@ class Keeper:
                 "shards": unit_.get("shards"), "role": self.role(), "status": self.live.status,
                 "ready": self.live.ready, "watchdog_sec": self.live.watchdog_sec, "budget": self.budget.describe(),
                 "boot_hold": self.hold.remaining() if not running and self.role() == "active" else None}
+
+
+#: a bot that speaks sd_notify counts as started at READY=1 with the same pid still alive this long after
+READY_HOLD = 0.5
+#: the inventory's bot_ready_timeout when none is sent: a notify bot not READY by then has failed to start
+READY_TIMEOUT = 60.0
+
+
+def remember_notify(paths):
+    """The bot said READY=1: from now on its starts are confirmed by READY, not by a fixed grace (kept
+    in run/, across its restarts and releases, until the host's app_dir goes)."""
+    if os.path.exists(paths.bot_notify):
+        return
+    try:
+        with open(paths.bot_notify, "w") as handle:
+            handle.write("READY=1 first seen %s\n" % time.strftime("%Y-%m-%d %H:%M:%S"))
+    except OSError:  # a full disk: the grace period stays, nothing else changes
+        pass
+
+
+def speaks_notify(paths, config):
+    """True when a start is confirmed by READY=1: the inventory says so (bot_notify) or the bot did before."""
+    return bool(config.get("bot_notify")) or os.path.exists(paths.bot_notify)
+

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from remote.host.common.files import environment_of
 from remote.host.common.system import parent_pid
 from remote.host.supervision import election
-from remote.host.supervision.bot import Keeper
+from remote.host.supervision.bot import Keeper, remember_notify
 from remote.host.supervision.leaseduty import LeaseDuty
 from remote.host.supervision.listener import shell
 from remote.host.supervision.policy import Context
@@ -157,6 +157,7 @@ class BotPolicy:
         self.keeper.live.heard(lines)
         if self.keeper.live.ready and not was_ready:  # status and the pages say it at once
             self.ctx.write_state()
+            remember_notify(self.ctx.paths)
         return True
 
     def _from_bot(self, pid: int) -> bool:

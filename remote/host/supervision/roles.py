@@ -117,4 +117,4 @@ def start_bot(paths, config, settle, timeout):
                           error_tail(paths.log("bot")))
     else:
         restart_locked(paths, config, timeout=timeout, start_only=True)
-    return wait_bot_up(paths, settle, timeout)
+    return wait_bot_up(paths, settle, timeout, config)

@@ -173,26 +173,40 @@ def wait_healthy(paths, config, timeout, not_pid=None, supervisor=None):
     raise Failure("the dashboard was not healthy within %.0f s" % timeout, error_tail(paths.log("dashboard")))
 
 
-def wait_bot_up(paths, settle, timeout):
-    """The bot's pid once it has stayed up (same pid) for ``settle`` s; None when this host is standby.
+def wait_bot_up(paths, settle, timeout, config=None, not_pid=None):
+    """The bot's pid once it has started; None when this host is standby. A bot that speaks sd_notify
+    (bot.speaks_notify) has started at READY=1 with the same pid alive bot.READY_HOLD s later, and has
+    failed when it is not READY within bot_ready_timeout; any other one once it has stayed up (same
+    pid) for ``settle`` s. ``not_pid``: the bot a restart replaces, whose state may still show.
 
     Its failures count from 0 since the start or restart that came before (both reset them), so any
     failure seen here is this start's. A start may wait its turn first (5 s between logins)."""
-    deadline = time.monotonic() + timeout + bot.MIN_SPACING + settle
-    pid = since = None
+    notify = bot.speaks_notify(paths, config or {})
+    ready_timeout = float((config or {}).get("bot_ready_timeout") or bot.READY_TIMEOUT)
+    deadline = time.monotonic() + timeout + bot.MIN_SPACING + (ready_timeout + bot.READY_HOLD if notify else settle)
+    pid = since = ready_at = None
     while time.monotonic() < deadline:
-        svc = service_state(paths, "bot")
+        svc, now = service_state(paths, "bot"), time.monotonic()
         if svc.get("state") == "standby":
             return None
         if svc.get("state") == "failed" or svc.get("failures"):
             raise Failure("the bot did not stay up (%s)" % (svc.get("reason") or "exit %s" % svc.get("last_exit")),
                           svc.get("last_error") or error_tail(paths.log("bot")))
-        if svc.get("state") == "running" and svc.get("pid"):
+        if svc.get("state") == "running" and svc.get("pid") and svc["pid"] != not_pid:
             if svc["pid"] != pid:
-                pid, since = svc["pid"], time.monotonic()
-            elif time.monotonic() - since >= settle:
+                pid, since, ready_at = svc["pid"], now, None
+            if not notify and now - since >= settle:
                 return pid
-        time.sleep(0.1)
+            if notify and svc.get("ready"):
+                ready_at = ready_at or now
+                if now - ready_at >= bot.READY_HOLD:
+                    return pid
+            elif notify and now - since >= ready_timeout:
+                raise Failure("the bot (pid %d) did not say READY=1 within %.0f s of its start (bot_ready_timeout)"
+                              % (pid, ready_timeout), error_tail(paths.log("bot")))
+        time.sleep(0.05)
+    if notify:
+        raise Failure("the bot did not start and say READY=1 in time", error_tail(paths.log("bot")))
     raise Failure("the bot did not stay up for %.0f s" % settle, error_tail(paths.log("bot")))
 
 
