@@ -38,6 +38,7 @@ bench: $(VENV)/.devtools
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/guard.py
 	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/fencing.py
 	$(BIN)/python bench/data.py

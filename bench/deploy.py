@@ -4,7 +4,9 @@ The hosts are tests/sshlab.py's linux and termux test hosts; the requirements st
 release (the venv is reused, as on any deploy that changes code only). Each figure is the wall time
 of the whole command as a user types it, median of the runs; the deploy's own timings (--json) show
 where its time goes, per step, median over runs and hosts. The dashboard-only rows are the target;
-the bot row deploys the same with a bot, whose health check waits for it to stay up (BOT_GRACE).
+the bot rows deploy the same with a bot on each host (a shard each): one that says READY=1, whose
+start is confirmed at READY (plus 0.5 s), and one that never does, which must stay up BOT_GRACE s.
+Bot runs are spaced by the 5 s between a bot's logins, so that they do not wait their turn.
 
     sudo .venv/bin/python bench/deploy.py [--runs 5]
 """
@@ -39,6 +41,18 @@ def timed(inventory, *args):
     return elapsed, out.stdout
 
 
+#: the bot: READY=1 once "logged in" when SAY_READY is set in its environment (the .env)
+BOT = """import os, socket, time
+print('bot up', flush=True)
+path = os.environ.get('NOTIFY_SOCKET', '')
+if path and os.environ.get('SAY_READY'):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b'READY=1', '\\0' + path[1:] if path.startswith('@') else path)
+while True:
+    time.sleep(1)
+"""
+
+
 def one_line_change(source, run):
     (source / "sulfur_bot" / "version.py").write_text("VERSION = %d\n" % run)
 
@@ -48,7 +62,7 @@ def measure(inventory, source, runs, bot):
     walls = {"deploy": [], "rollback": [], "plan": []}
     steps = {}
     for run in range(runs):
-        time.sleep(1.0)  # each deploy gets a stamp of its own
+        time.sleep(5.5 if bot else 1.0)  # a stamp of its own; a bot's next login allowed (5 s spacing)
         one_line_change(source, run + (1000 if bot else 0))
         elapsed, out = timed(inventory, "deploy", "--wheels", "--json")
         walls["deploy"].append(elapsed)
@@ -61,8 +75,9 @@ def measure(inventory, source, runs, bot):
             for name, value in timings.items():
                 steps.setdefault(name, []).append(value)
         walls["plan"].append(timed(inventory, "deploy", "--plan")[0])
+        time.sleep(5.5 if bot else 0.0)
         walls["rollback"].append(timed(inventory, "rollback")[0])
-        time.sleep(1.0)
+        time.sleep(5.5 if bot else 1.0)
         timed(inventory, "deploy", "--wheels")  # back on a new release: the next run rolls back from it
     return walls, steps
 
@@ -88,8 +103,7 @@ def main():
         source = lab.dir / "bot"
         (source / "sulfur_bot").mkdir(parents=True)
         (source / "requirements.txt").write_text("")
-        (source / "sulfur_bot" / "__main__.py").write_text(
-            "import time\nprint('bot up', flush=True)\nwhile True:\n    time.sleep(1)\n")
+        (source / "sulfur_bot" / "__main__.py").write_text(BOT)
         one_line_change(source, 0)
         base = lab.inventory_path.read_text().replace(
             "  connect_timeout: 5", "  connect_timeout: 5\n  source: %s\n  keep_releases: 20" % source)
@@ -104,11 +118,20 @@ def main():
         timed(dashboard, "deploy", "--wheels")
         walls, steps = measure(dashboard, source, args.runs, bot=False)
         report("dashboard only", walls, steps, args.runs)
-        time.sleep(1.0)
-        timed(with_bot, "deploy", "--wheels")
-        walls, steps = measure(with_bot, source, max(1, args.runs // 2), bot=True)
-        report("with a bot (its health check waits %.0f s for it to stay up)" % BOT_GRACE, walls, steps,
-               max(1, args.runs // 2))
+        for notify in (True, False):
+            for host in lab.hosts.values():
+                env = Path(host.app_dir, "shared", ".env")
+                env.parent.mkdir(parents=True, exist_ok=True)
+                env.write_text("SAY_READY=1\n" if notify else "")
+                os.chown(env, host.user.pw_uid, host.user.pw_gid)
+                os.chown(env.parent, host.user.pw_uid, host.user.pw_gid)
+                Path(host.app_dir, "run", "bot-notify").unlink(missing_ok=True)  # learned again, or never
+            time.sleep(5.5)
+            timed(with_bot, "deploy", "--wheels")
+            walls, steps = measure(with_bot, source, args.runs if notify else max(1, args.runs // 2), bot=True)
+            report("with a bot that says READY=1 (confirmed at READY + 0.5 s)" if notify else
+                   "with a bot that never says READY=1 (it must stay up %.0f s)" % BOT_GRACE, walls, steps,
+                   args.runs if notify else max(1, args.runs // 2))
 
 
 if __name__ == "__main__":
