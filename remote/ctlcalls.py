@@ -21,6 +21,7 @@ from remote.host.common import wire
 from remote.host.common.paths import stamp_problem
 from remote.host.releases import hooks
 
+from . import agentcalls
 from .connections import RequestStream, Runner, call
 from .errors import HostError, UsageError
 from .inventory import Host
@@ -70,14 +71,17 @@ def ctl_request(host: Host, command: str, options: Optional[Dict[str, Any]] = No
     return request
 
 
-def ctl_command(host: Host, command: str, code_dir: Optional[str] = None, python: Optional[str] = None) -> str:
-    """The shell command for one ctl call from the current release (or ``code_dir``)."""
+def ctl_command(host: Host, command: str, code_dir: Optional[str] = None, python: Optional[str] = None,
+                fallback: Optional[str] = None) -> str:
+    """The shell command for one ctl call from the current release (or ``code_dir``); without one,
+    ``fallback`` runs instead, else the "no release" answer."""
     where = code_location(host)
     code_dir = code_dir or where["code_dir"]
     missing = json.dumps({"ok": False, "protocol": wire.PROTOCOL, "log_tail": [], "kind": "no_release",
                           "error": "no release on this host (%s is missing): run invoke deploy first" % code_dir})
-    return "cd %s 2>/dev/null || { echo %s; exit %d; }; exec %s -S -m remote.host.ctl %s" % (
-        shell_path(code_dir), shlex.quote(missing), NO_RELEASE, shlex.quote(python or where["python"]), command)
+    otherwise = "exec %s" % fallback if fallback else "echo %s; exit %d" % (shlex.quote(missing), NO_RELEASE)
+    return "cd %s 2>/dev/null || { %s; }; exec %s -S -m remote.host.ctl %s" % (
+        shell_path(code_dir), otherwise, shlex.quote(python or where["python"]), command)
 
 
 def call_ctl(runner: Runner, host: Host, command: str, options: Optional[Dict[str, Any]] = None,
@@ -184,7 +188,9 @@ def logs(runner: Runner, host: Host, service: str, lines: int, follow: bool, raw
     request = ctl_request(host, "logs", {"service": service, "lines": lines, "follow": follow})
     out = sys.stdout if raw else TerminalStream(sys.stdout)
     try:
-        result = runner.run(ctl_command(host, "logs"), warn=True, in_stream=RequestStream(request, hold=follow),
+        # no release (a first deploy that failed): the agent, which needs none, prints the last lines
+        command = ctl_command(host, "logs", fallback=agentcalls.agent_command(host))
+        result = runner.run(command, warn=True, in_stream=RequestStream(request, hold=follow),
                             out_stream=out, err_stream=TerminalStream(sys.stderr),
                             timeout=None if follow else timeout)
     except CommandTimedOut:

@@ -105,3 +105,20 @@ def test_env_set_reads_values_from_stdin_keeps_the_file_before_and_restarts_only
         assert out.returncode == 2 and "is not a variable name" in out.stderr
     finally:
         invoke(inventory, "stop")
+
+
+def test_log_lines_that_leave_the_host_show_env_secrets_as_their_key(tmp_path):
+    """A bot that prints its token (or a traceback that quotes it): the failure's lines, and `invoke logs`,
+    show [BOT_TOKEN]; short values (a port, 1) are settings and stay."""
+    from remote.host.common.files import Layout, error_tail, log_lines
+
+    paths = Layout(str(tmp_path / "app"))
+    os.makedirs(paths.shared)
+    os.makedirs(paths.logs)
+    Path(paths.shared, ".env").write_text("BOT_TOKEN=MTE.secret-token.xyz\nWEBHOOK=https://hooks.example/abc\n"
+                                          "PORT=5000\n")
+    Path(paths.log("bot")).write_text("port 5000 up\nError: login with MTE.secret-token.xyz failed\n"
+                                      "posting to https://hooks.example/abc\n")
+    assert error_tail(paths.log("bot")) == ["Error: login with [BOT_TOKEN] failed"]
+    assert log_lines(paths, "bot", 5) == ["port 5000 up", "Error: login with [BOT_TOKEN] failed",
+                                          "posting to [WEBHOOK]"]

@@ -7,6 +7,7 @@ the same code `invoke deploy` uses; then the tasks run as a user runs them.
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,6 +272,28 @@ def test_a_host_without_a_release_is_told_to_deploy(lab):
     assert out.returncode == 1
     assert out.stdout.strip() == ("linux: FAILED: no release on this host (%s-empty/current is missing): "
                                   "run invoke deploy first" % linux.app_dir)
+
+
+def test_a_host_without_a_release_still_shows_its_logs_with_the_envs_secrets_redacted(lab):
+    """After a first deploy that failed there is no release to run ctl from: the agent shows the logs."""
+    linux = lab.hosts["linux"]
+    empty = Path(linux.app_dir + "-norelease-logs")
+    for sub in ("logs", "shared"):
+        (empty / sub).mkdir(parents=True, exist_ok=True)
+    (empty / "shared" / ".env").write_text("BOT_TOKEN=fake.token-for-the-test\nSHORT=1\n")
+    (empty / "logs" / "bot.log").write_text("starting with fake.token-for-the-test\n"
+                                            "error: login failed: 401 Unauthorized (1 try)\n")
+    for folder, _dirs, files in os.walk(empty):
+        for name in [folder] + [os.path.join(folder, f) for f in files]:
+            os.chown(name, linux.user.pw_uid, linux.user.pw_gid)
+    path = lab.dir / "inv-norelease-logs.yml"
+    path.write_text(Path(lab.inventory_path).read_text().replace(linux.app_dir, str(empty)))
+    try:
+        out = invoke(path, "logs", "--host", "linux", "--service", "bot")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.splitlines() == ["starting with [BOT_TOKEN]", "error: login failed: 401 Unauthorized (1 try)"]
+    finally:
+        shutil.rmtree(empty, ignore_errors=True)
 
 
 def _ctl_logs_processes(host):

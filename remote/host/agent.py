@@ -8,8 +8,9 @@ no reliance on #!/usr/bin/env, /bin/bash or python3. The request comes as one JS
 
 import sys
 
-from remote.host.common import wire
+from remote.host.common import names, wire
 from remote.host.common.errors import BadRequest
+from remote.host.common.files import Layout, log_lines
 from remote.host.probes.doctor import doctor, space
 from remote.host.probes.holders import free, probe
 
@@ -23,6 +24,8 @@ def handle(request):
         app_dir = str(request.get("app_dir") or "~/sulfur")
         if command == "space":
             return space(app_dir)
+        if command == "logs":
+            return logs(app_dir, request.get("options") or {})
         port = int(request["port"])
         if command == "probe":
             return probe(port, app_dir)
@@ -33,7 +36,20 @@ def handle(request):
             return doctor(port, app_dir, coordination if isinstance(coordination, dict) else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequest("bad agent request: %s" % exc) from None
-    raise BadRequest("unknown agent command %r (known: probe, free, doctor, space)" % command)
+    raise BadRequest("unknown agent command %r (known: probe, free, doctor, space, logs)" % command)
+
+
+def logs(app_dir, options):
+    """`invoke logs` on a host with no release (a first deploy that failed): the last lines, as ctl's
+    logs prints them, so that why the bot would not start stays readable. Text, no answer document."""
+    service, count = options.get("service", "dashboard"), options.get("lines", 50)
+    if service not in names.LOGS or type(count) is not int or count < 0:
+        raise BadRequest("logs: service must be one of %s and lines a count" % ", ".join(names.LOGS))
+    if options.get("follow"):
+        print("(no release on this host: the last lines only, no --follow)", file=sys.stderr, flush=True)
+    for line in log_lines(Layout(app_dir), service, count):
+        print(line)
+    sys.stdout.flush()
 
 
 def main():

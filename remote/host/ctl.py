@@ -11,8 +11,8 @@ import sys
 
 from remote.host.common import names, wire
 from remote.host.common.errors import BadRequest, Failure, UnknownCommand
-from remote.host.common.files import Layout, current_stamp
-from remote.host.common.logtail import LogFollower, last_lines
+from remote.host.common.files import Layout, current_stamp, log_lines, redactor
+from remote.host.common.logtail import LogFollower
 from remote.host.common.paths import inside, plain, shared_paths_problem, stamp_problem
 from remote.host.releases import hooks
 
@@ -215,15 +215,16 @@ def _release(command, app_dir, opts, settings):
 
 def logs(app_dir, service, lines, follow, stdin):
     """Text, not JSON: the last lines, then (--follow) new ones until the operator goes away."""
-    path = Layout(app_dir).log(service)
-    follower = LogFollower(path) if follow else None  # first: a line written meanwhile is its to show
-    for line in last_lines(path, lines, follower.offset if follower else None):
+    paths = Layout(app_dir)
+    follower = LogFollower(paths.log(service)) if follow else None  # first: a line written meanwhile is its to show
+    for line in log_lines(paths, service, lines, follower.offset if follower else None):
         print(line)
     sys.stdout.flush()
     if follower:
+        redact = redactor(paths)
         while not stdin.closed(0.25):
             for line in follower.poll():
-                print(line, flush=True)
+                print(redact(line), flush=True)
     return None
 
 

@@ -164,9 +164,38 @@ def current_stamp(paths):
     return os.path.basename(os.path.realpath(paths.current)) if os.path.islink(paths.current) else None
 
 
+#: a shared/.env value this long or longer is a secret to every log line that leaves the host
+SECRET_MIN = 8
+
+
+def redactor(paths):
+    """A function that shows each secret of shared/.env in a log line as its key's name ("[BOT_TOKEN]"):
+    a bot that prints its token, or a library that quotes it in a traceback, must not send it to the
+    operator's terminal, a deploy's output or the fleet page. Values under SECRET_MIN characters
+    (a port, "1") stay: they are settings, and replacing them would garble every line."""
+    found = read_env_file(os.path.join(paths.shared, ".env"))
+    pairs = sorted(((v, k) for k, v in found.items() if len(v) >= SECRET_MIN), key=lambda pair: -len(pair[0]))
+
+    def redact(line):
+        for value, key in pairs:
+            if value in line:
+                line = line.replace(value, "[%s]" % key)
+        return line
+
+    return redact
+
+
+def log_lines(paths, service, count, end=None):
+    """The last ``count`` lines of a service's log (of its first ``end`` bytes), secrets redacted."""
+    redact = redactor(paths)
+    return [redact(line) for line in last_lines(paths.log(service), count, end)]
+
+
 def error_tail(path, count=20):
-    """Up to 5 lines that look like the error, else the last ``count`` lines of the log."""
-    lines = last_lines(path, 400)
+    """Up to 5 lines that look like the error, else the last ``count`` lines of the log (app_dir/logs/),
+    secrets redacted."""
+    redact = redactor(Layout(os.path.dirname(os.path.dirname(os.path.abspath(path)))))
+    lines = [redact(line) for line in last_lines(path, 400)]
     errors = [line for line in lines if ERROR_LINE.search(line)]
     return errors[-5:] if errors else lines[-count:]
 

@@ -165,7 +165,8 @@ def serve(handle, what):
     request or an odd host gives one line for the operator, never a traceback."""
     os.umask(0o077)
     try:
-        return answer(handle(Stdin().request()))
+        doc = handle(Stdin().request())
+        return 0 if doc is None else answer(doc)  # None: the output was the answer (the agent's logs)
     except BadRequest as exc:
         return answer(failure(exc), exc.exit_code)
     except Exception as exc:
