@@ -1,21 +1,32 @@
-"""The example Sulfur bot: a /ping command, a latency STATUS line, WATCHDOG pings from its heartbeat.
+"""The example Sulfur bot: /ping, a /count kept in SQLite under data/, a latency STATUS line, and
+WATCHDOG pings only while Discord's gateway is alive.
 
     python examples/bot/bot.py          # DISCORD_TOKEN (or BOT_TOKEN, TOKEN) set: a real bot
     python examples/bot/bot.py          # no token: demo mode, simulated events, no network
 
 Demo mode imports nothing but the standard library, so `make dev` shows dashboard and bot without a
 token or discord.py. It talks to the supervisor as a systemd service would (sd_notify): READY=1
-once connected, STATUS=... with what it is doing, WATCHDOG=1 from its heartbeat when WATCHDOG_USEC
-is set. Shards come from SHARD_COUNT and SHARD_IDS. Demo knobs for trying the supervisor out:
+once connected (again after a reconnect), STATUS=... with what it is doing, WATCHDOG=1 when
+WATCHDOG_USEC is set, and only while the gateway answers (see Gateway), so that a bot whose
+connection is dead but whose process runs is restarted. Its data is data/count.sqlite, in the
+release's data/ (the inventory's `shared_paths: [data]` keeps it across deploys and carries it along
+on failover). The token comes from the environment (shared/.env) and is never printed.
+Shards come from SHARD_COUNT and SHARD_IDS. Demo knobs for trying the supervisor out:
 EXAMPLE_BOT_DEMO=1 (demo mode even with a token), EXAMPLE_BOT_CRASH_AFTER=S (exit 1 after S s),
 EXAMPLE_BOT_HANG_AFTER=S (stop the heartbeat after S s, as a bot stalled by Android's Doze would).
 """
 
+import math
 import os
 import random
 import socket
+import sqlite3
 import sys
 import time
+
+#: Discord's gateway asks for a heartbeat about every 41.25 s; two of them missed is a dead link
+GATEWAY_SILENCE = 2 * 41.25 + 10
+DATA = os.path.join("data", "count.sqlite")
 
 
 def sd_notify(message):
@@ -47,6 +58,33 @@ def shards():
     return count, ids
 
 
+class Gateway:
+    """Is the gateway alive? discord.py has no public heartbeat hook, so: its latency (the last
+    heartbeat's round trip) is a finite number, and it has changed within GATEWAY_SILENCE seconds
+    (each acknowledged heartbeat measures it anew; a dead link leaves the last value, or none)."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.value, self.changed = clock, None, None
+
+    def observe(self, latency):
+        if latency is not None and math.isfinite(latency) and latency != self.value:
+            self.value, self.changed = latency, self.clock()
+
+    def alive(self):
+        return self.changed is not None and self.clock() - self.changed <= GATEWAY_SILENCE
+
+
+def bump(path=DATA, name="count"):
+    """One more in the counter ``name`` (created at 0): its new value. SQLite in WAL mode, one short
+    transaction, so that sulfur-ops' snapshot of data/ is consistent at any moment."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with sqlite3.connect(path, timeout=10) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
+        return db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+
 def log(text):
     print("%s bot[%d] %s" % (time.strftime("%H:%M:%S"), os.getpid(), text), flush=True)
 
@@ -75,7 +113,8 @@ def demo():
         sd_notify("WATCHDOG=1\nSTATUS=%d guilds, %d ms" % (guilds, latency))
         if time.monotonic() >= next_event:
             log(random.choice(["/ping from demo-user: pong (%d ms)" % latency, "guild joined: demo-guild-%d"
-                               % guilds, "message seen in #general", "heartbeat ack %d ms" % latency]))
+                               % guilds, "message seen in #general", "heartbeat ack %d ms" % latency,
+                               "/count from demo-user: %s" % (bump() if os.path.isdir("data") else "no data/")]))
             next_event = time.monotonic() + 2
         time.sleep(beat)
 
@@ -90,22 +129,38 @@ def real(token):
     client = discord.AutoShardedClient(intents=discord.Intents.default(), shard_count=count, shard_ids=ids)
     tree = app_commands.CommandTree(client)
 
+    gateway = Gateway()
+
     @tree.command(description="Is the bot alive? Answers with its latency.")
     async def ping(interaction):
         await interaction.response.send_message("pong (%.0f ms)" % (client.latency * 1000))
 
+    @tree.command(description="Counts: one more each time, kept across restarts, deploys and failovers.")
+    async def count(interaction):
+        value = await client.loop.run_in_executor(None, bump)  # off the event loop (Python 3.8 has no to_thread)
+        await interaction.response.send_message("%d" % value)
+
     async def heartbeat():
         beat = watchdog_interval() or 5.0
         while True:
-            sd_notify("WATCHDOG=1\nSTATUS=%d guilds, %.0f ms" % (len(client.guilds), client.latency * 1000))
+            gateway.observe(client.latency)
+            if gateway.alive():  # no WATCHDOG=1 while the gateway is silent: the supervisor restarts us
+                sd_notify("WATCHDOG=1\nSTATUS=%d guilds, %.0f ms" % (len(client.guilds), client.latency * 1000))
+            else:
+                sd_notify("STATUS=gateway silent")
             await asyncio.sleep(beat)
 
     @client.event
-    async def on_ready():
+    async def on_ready():  # again after a reconnect that could not resume
         await tree.sync()
         log("connected as %s, %d guilds" % (client.user, len(client.guilds)))
-        sd_notify("READY=1")
-        client.loop.create_task(heartbeat())
+        sd_notify("READY=1\nSTATUS=connected")
+        if not getattr(client, "heartbeat_task", None):
+            client.heartbeat_task = client.loop.create_task(heartbeat())
+
+    @client.event
+    async def on_resumed():
+        sd_notify("READY=1\nSTATUS=resumed")
 
     client.run(token, log_handler=None)
     return 0
