@@ -17,7 +17,7 @@ from flask import Flask, jsonify, redirect, render_template, request, session, u
 from flask_socketio import SocketIO, emit, join_room
 
 from remote.host.common import backupstate, epochs, history, leases, names
-from remote.host.common.files import Layout, read_json
+from remote.host.common.files import FreshRedactor, Layout, read_json
 from remote.host.common.logtail import LogFollower, last_lines
 from remote.host.supervision.bot import recorded_role
 
@@ -117,6 +117,8 @@ class Dashboard:
         self.limiter = LoginLimiter()
         self._clients: Dict[str, int] = {}  # Socket.IO sid -> the session version it connected under
         self._follower_started = False
+        # the bot's log goes to browsers (and through the fleet's tunnels) with .env's secrets redacted
+        self._redact = FreshRedactor(Layout(str(settings.app_dir)))
         self.draining = False
         self._lock = threading.Lock()
         self.api = ApiGuard(self.authorized, self.csrf_checked, "token required")
@@ -284,7 +286,7 @@ class Dashboard:
             with self._lock:
                 self._clients[request.sid] = self.keys.version  # cut when a sign-out revokes it
             join_room(LOG_ROOM)
-            emit("log_init", {"lines": last_lines(str(self.settings.log_path), LOG_BACKLOG)})
+            emit("log_init", {"lines": self._redact(last_lines(str(self.settings.log_path), LOG_BACKLOG))})
             self._start_follower()
             return True
 
@@ -317,7 +319,7 @@ class Dashboard:
         follower = LogFollower(str(self.settings.log_path))
         while True:
             self._cut_revoked()
-            lines = follower.poll()
+            lines = self._redact(follower.poll())
             if lines:
                 self.socketio.emit("log_lines", {"lines": lines}, to=LOG_ROOM)
             self.socketio.sleep(LOG_POLL_SECONDS)

@@ -16,6 +16,7 @@ Ctrl+C stops every host's command (its whole process group) and still collects t
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from typing import IO, Any, Callable, Dict, List
@@ -64,8 +65,8 @@ def run(inventory: Inventory, targets: List[Host], words: List[str], shell: bool
         parallel: int = DEFAULT_PARALLEL, stop: threading.Event | None = None, raw: bool = False
         ) -> List[Dict[str, Any]]:
     """``words`` on each target; one answer per host (exit status, seconds; ``stopped`` after Ctrl+C)."""
-    if timeout <= 0:
-        raise UsageError("--timeout must be greater than 0 seconds, not %g" % timeout)
+    if not (math.isfinite(timeout) and 0 < timeout <= 86400):
+        raise UsageError("--timeout must be over 0 and at most 86400 seconds (a day), not %g" % timeout)
     contact(inventory, targets, say, act=lock)()
     stop = stop or threading.Event()
     options: Dict[str, Any] = {"argv": words, "shell": shell, "timeout": timeout, "lock": lock, "by": operator()}

@@ -177,7 +177,7 @@ def test_a_notify_bot_that_never_says_ready_has_failed_at_bot_ready_timeout(tmp_
         assert settings["bot_notify"] is True and settings["bot_ready_timeout"] == 2.0
         began = time.monotonic()
         doc = json.loads(ctl_run(ROOT, "role", app, {"role": "active", "settle": 120.0}, settings).stdout)
-        assert not doc["ok"] and "did not say READY=1 within 2 s of its start (bot_ready_timeout)" in doc["error"], doc
+        assert not doc["ok"] and "did not say READY=1 within 2 s of its start (bot_ready_timeout;" in doc["error"], doc
         assert time.monotonic() - began < 60
     finally:
         invoke(inventory, "stop")

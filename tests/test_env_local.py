@@ -122,3 +122,18 @@ def test_log_lines_that_leave_the_host_show_env_secrets_as_their_key(tmp_path):
     assert error_tail(paths.log("bot")) == ["Error: login with [BOT_TOKEN] failed"]
     assert log_lines(paths, "bot", 5) == ["port 5000 up", "Error: login with [BOT_TOKEN] failed",
                                           "posting to [WEBHOOK]"]
+
+
+def test_a_follow_redacts_keys_set_after_it_began_and_each_line_of_a_multi_line_value(tmp_path):
+    from remote.host.common.files import FreshRedactor, Layout
+
+    paths = Layout(str(tmp_path / "app"))
+    os.makedirs(paths.shared)
+    env = Path(paths.shared, ".env")
+    env.write_text("BOT_TOKEN=first-token-value\n")
+    redact = FreshRedactor(paths)
+    assert redact(["using first-token-value", "a-later-secret"]) == ["using [BOT_TOKEN]", "a-later-secret"]
+    env.write_text('BOT_TOKEN=first-token-value\nAPI_KEY=a-later-secret\nPEM="-----BEGIN KEY-----\n'
+                   'MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA\n-----END KEY-----"\n')
+    assert redact(["a-later-secret", "  MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA"]) == [
+        "[API_KEY]", "  [PEM]"]

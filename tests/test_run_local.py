@@ -15,13 +15,13 @@ from dashproc import ROOT, invoke, local_inventory, wait_for
 
 SHOW = ("import json, os, sys; print(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd(), 'stdin': sys.stdin.read(), "
         "'tty': os.isatty(1), 'path0': os.environ['PATH'].split(os.pathsep)[0], 'env': {k: os.environ.get(k) "
-        "for k in ('GREETING', 'DASHBOARD_TOKEN', 'ETCD_PASSWORD')}}))")
+        "for k in ('GREETING', 'API_KEY', 'DASHBOARD_TOKEN', 'ETCD_PASSWORD')}}))")
 
 
 def setup(tmp_path):
     app = tmp_path / "app"
     (app / "shared").mkdir(parents=True)
-    (app / "shared" / ".env").write_text("GREETING='hello there'\nDASHBOARD_TOKEN=dash-secret\n"
+    (app / "shared" / ".env").write_text("GREETING='hi you'\nAPI_KEY=an-api-key-value\nDASHBOARD_TOKEN=dash-secret\n"
                                          "ETCD_PASSWORD=etcd-secret\n")
     return app, local_inventory(tmp_path / "inventory.yml", app)
 
@@ -40,12 +40,13 @@ def test_the_words_arrive_as_typed_in_the_bots_environment(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     doc = shown(out)
     assert doc["argv"] == words
-    assert doc["env"] == {"GREETING": "hello there", "DASHBOARD_TOKEN": None, "ETCD_PASSWORD": None}
+    # the command sees API_KEY; its output shows it as its key's name (8 characters or more: a secret)
+    assert doc["env"] == {"GREETING": "hi you", "API_KEY": "[API_KEY]", "DASHBOARD_TOKEN": None, "ETCD_PASSWORD": None}
     assert doc["cwd"] == str(ROOT) and doc["path0"] == str(ROOT / ".venv" / "bin")  # no release here: the checkout
     assert doc["stdin"] == "" and doc["tty"] is False
     assert out.stdout.splitlines()[-1].startswith("local: exit 0 in ")
     shell = invoke(inventory, "run", "--shell", "--", "echo $GREETING | tr a-z A-Z;", "echo", "'two words'")
-    assert shell.returncode == 0 and "local: HELLO THERE\nlocal: two words\n" in shell.stdout, shell.stdout
+    assert shell.returncode == 0 and "local: HI YOU\nlocal: two words\n" in shell.stdout, shell.stdout
 
 
 def test_exit_statuses_stderr_and_a_hostile_output(tmp_path):

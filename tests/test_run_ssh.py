@@ -24,7 +24,8 @@ def lab():
         lab.install_release()
         for name, host in lab.hosts.items():
             path = Path(host.app_dir, "shared", ".env")
-            path.write_text("GREETING='hello there'\nDASHBOARD_TOKEN=dash-secret\nETCD_PASSWORD=etcd-secret\n"
+            path.write_text("GREETING='hi you'\nAPI_KEY=an-api-key-value\nDASHBOARD_TOKEN=dash-secret\n"
+                            "ETCD_PASSWORD=etcd-secret\n"
                             "EXIT_WITH=%d\n" % (3 if name == "termux" else 0))
             os.chown(path, host.user.pw_uid, host.user.pw_gid)
             path.chmod(0o600)
@@ -40,7 +41,8 @@ def test_it_runs_in_the_release_with_its_venv_and_the_bots_environment_on_every_
         release = os.path.realpath(os.path.join(host.app_dir, "current"))
         assert doc["cwd"] == release and doc["path0"] == release + "/.venv/bin", (name, doc)
         assert doc["argv"] == words and doc["stdin"] == "" and doc["tty"] is False
-        assert doc["env"] == {"GREETING": "hello there", "DASHBOARD_TOKEN": None, "ETCD_PASSWORD": None}
+        assert doc["env"] == {"GREETING": "hi you", "API_KEY": "[API_KEY]", "DASHBOARD_TOKEN": None,
+                              "ETCD_PASSWORD": None}
         assert "%s: exit 0 in " % name in out.stdout
     each = invoke(lab.inventory_path, "run", "--all", "--shell", "--", "echo leaving with $EXIT_WITH; exit $EXIT_WITH")
     assert each.returncode == 1, each.stdout + each.stderr

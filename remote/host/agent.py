@@ -6,6 +6,7 @@ no reliance on #!/usr/bin/env, /bin/bash or python3. The request comes as one JS
 (common/wire.py). This is the CLI only: what it does is probes/holders.py and probes/doctor.py.
 """
 
+import os
 import sys
 
 from remote.host.common import names, wire
@@ -47,7 +48,10 @@ def logs(app_dir, options):
         raise BadRequest("logs: service must be one of %s and lines a count" % ", ".join(names.LOGS))
     if options.get("follow"):
         print("(no release on this host: the last lines only, no --follow)", file=sys.stderr, flush=True)
-    for line in log_lines(Layout(app_dir), service, count):
+    paths = Layout(app_dir)
+    if not os.path.exists(paths.log(service)):
+        print("no release on this host and no %s log yet: run invoke deploy first" % service, file=sys.stderr)
+    for line in log_lines(paths, service, count):
         print(line)
     sys.stdout.flush()
 

@@ -11,7 +11,7 @@ import sys
 
 from remote.host.common import names, wire
 from remote.host.common.errors import BadRequest, Failure, UnknownCommand
-from remote.host.common.files import Layout, current_stamp, log_lines, redactor
+from remote.host.common.files import FreshRedactor, Layout, current_stamp, log_lines
 from remote.host.common.logtail import LogFollower
 from remote.host.common.paths import inside, plain, shared_paths_problem, stamp_problem
 from remote.host.releases import hooks
@@ -221,10 +221,10 @@ def logs(app_dir, service, lines, follow, stdin):
         print(line)
     sys.stdout.flush()
     if follower:
-        redact = redactor(paths)
+        redact = FreshRedactor(paths)
         while not stdin.closed(0.25):
-            for line in follower.poll():
-                print(redact(line), flush=True)
+            for line in redact(follower.poll()):
+                print(line, flush=True)
     return None
 
 

@@ -174,7 +174,9 @@ def redactor(paths):
     operator's terminal, a deploy's output or the fleet page. Values under SECRET_MIN characters
     (a port, "1") stay: they are settings, and replacing them would garble every line."""
     found = read_env_file(os.path.join(paths.shared, ".env"))
-    pairs = sorted(((v, k) for k, v in found.items() if len(v) >= SECRET_MIN), key=lambda pair: -len(pair[0]))
+    # a multi-line value (a PEM key) shows in a log line by line: each of its long lines is a secret too
+    pairs = {(part.strip(), k) for k, v in found.items() for part in [v] + v.splitlines()}
+    pairs = sorted(((v, k) for v, k in pairs if len(v) >= SECRET_MIN), key=lambda pair: -len(pair[0]))
 
     def redact(line):
         for value, key in pairs:
@@ -183,6 +185,24 @@ def redactor(paths):
         return line
 
     return redact
+
+
+class FreshRedactor:
+    """redactor(paths) for a follow that lasts hours: made again whenever shared/.env has changed
+    (an env-set meanwhile), checked once per batch of lines."""
+
+    def __init__(self, paths):
+        self.paths, self.stamp, self.redact = paths, None, None
+
+    def __call__(self, lines):
+        try:
+            info = os.stat(os.path.join(self.paths.shared, ".env"))
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        except OSError:
+            stamp = None
+        if self.redact is None or stamp != self.stamp:
+            self.stamp, self.redact = stamp, redactor(self.paths)
+        return [self.redact(line) for line in lines]
 
 
 def log_lines(paths, service, count, end=None):

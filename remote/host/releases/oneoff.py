@@ -15,17 +15,24 @@ start to end, like a deploy or an env change.
 """
 
 import contextlib
+import math
 import os
+import select
 import subprocess
+import sys
 import time
 
 from remote.host.common.errors import BadRequest, Failure
-from remote.host.common.files import Layout, current_stamp
+from remote.host.common.files import Layout, current_stamp, redactor
 from remote.host.releases import hooks
 from remote.host.supervision.service import GroupPopen
 
 #: characters of one output line passed on (a longer one is cut); the operator drops lines past 64 KB
 LINE_CAP = 16384
+#: the longest --timeout (a day): a run holds the host's lock, which failover's epoch step waits for
+MAX_TIMEOUT = 86400.0
+#: seconds the operator may leave its end unread (a paused terminal) before the run counts it gone
+STALL = 30.0
 
 
 def check(argv, timeout):
@@ -36,8 +43,8 @@ def check(argv, timeout):
         raise BadRequest("run: a word of the command has a NUL character")
     if not argv[0]:
         raise BadRequest("run: the command's name is empty")
-    if timeout <= 0:
-        raise BadRequest("run: timeout must be greater than 0, not %r" % timeout)
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise BadRequest("run: timeout must be over 0 and at most %g s, not %r" % (MAX_TIMEOUT, timeout))
 
 
 def run(app_dir, argv, shell, timeout, lock, lock_timeout, by, stdin):
@@ -51,10 +58,15 @@ def run(app_dir, argv, shell, timeout, lock, lock_timeout, by, stdin):
 
         held = operator_lock(paths, lock_timeout, "run by %s" % (by or "?"))
     with held:
+        started = time.monotonic()
+        if stdin.closed(0):  # Ctrl+C while it waited for the lock: it never starts
+            return {"ok": False, "exit": None, "seconds": 0.0, "release": current_stamp(paths), "locked": bool(lock),
+                    "stopped": True, "error": "not started: Ctrl+C, or the operator went away, while it waited"}
+        if os.path.islink(paths.current):  # a deploy it waited for may have moved current meanwhile
+            where = os.path.realpath(paths.current)
         release = current_stamp(paths)
         env = hooks.environment(paths, where, release=release)
-        started = time.monotonic()
-        reason, code = _run(command, where, env, started + timeout, stdin)
+        reason, code = _run(command, where, env, started + timeout, stdin, redactor(paths))
     doc = {"ok": reason == "ended" and code == 0, "exit": code, "seconds": round(time.monotonic() - started, 3),
            "release": release, "locked": bool(lock)}
     if reason == "timeout":
@@ -66,14 +78,16 @@ def run(app_dir, argv, shell, timeout, lock, lock_timeout, by, stdin):
     return doc
 
 
-def _run(command, where, env, deadline, stdin):
-    """(how it ended, its exit status or None) for ``command``, its output passed on as it comes."""
+def _run(command, where, env, deadline, stdin, redact):
+    """(how it ended, its exit status or None) for ``command``, its output passed on as it comes, the
+    .env's secrets redacted (the command sees them; the operator's terminal and its logs need not)."""
     gone = []
+    write = _writer(deadline)
 
     def report(label, text):
         try:
-            print("progress: %s %s" % (label, text), flush=True)
-        except (OSError, ValueError):  # the operator's end of the pipe is gone: stop the command
+            write(("progress: %s %s\n" % (label, redact(text))).encode("utf-8", "replace"))
+        except (OSError, ValueError):  # the operator's end is gone, or stalled: stop the command
             gone.append(True)
 
     try:
@@ -99,3 +113,21 @@ def _run(command, where, env, deadline, stdin):
         proc.stderr.close()
         hooks.stop_group(proc)  # what it started in its group goes with it, whatever happened here
     return reason, code
+
+
+def _writer(deadline):
+    """Writes to stdout that never block past ``deadline`` or STALL seconds: an operator that stops
+    reading (a paused terminal, a laptop asleep) must not hold the run, and the host's lock, beyond
+    its time limit. Pieces of at most 4096 bytes (PIPE_BUF) go once select says the pipe has room."""
+    sys.stdout.flush()
+    fd = sys.stdout.fileno()
+
+    def write(data):
+        view = memoryview(data)
+        while view:
+            left = min(deadline, time.monotonic() + STALL) - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise OSError("the operator has not read for %.0f s" % STALL)
+            view = view[os.write(fd, view[:4096]):]
+
+    return write

@@ -202,8 +202,9 @@ def wait_bot_up(paths, settle, timeout, config=None, not_pid=None):
                 if now - ready_at >= bot.READY_HOLD:
                     return pid
             elif notify and now - since >= ready_timeout:
-                raise Failure("the bot (pid %d) did not say READY=1 within %.0f s of its start (bot_ready_timeout)"
-                              % (pid, ready_timeout), error_tail(paths.log("bot")))
+                raise Failure("the bot (pid %d) did not say READY=1 within %.0f s of its start (bot_ready_timeout; "
+                              "expected: it said it before here, or bot_notify: true: remove %s if it no "
+                              "longer does)" % (pid, ready_timeout, paths.bot_notify), error_tail(paths.log("bot")))
         time.sleep(0.05)
     if notify:
         raise Failure("the bot did not start and say READY=1 in time", error_tail(paths.log("bot")))
