@@ -117,8 +117,7 @@ class Dashboard:
         self.limiter = LoginLimiter()
         self._clients: Dict[str, int] = {}  # Socket.IO sid -> the session version it connected under
         self._follower_started = False
-        # the bot's log goes to browsers (and through the fleet's tunnels) with .env's secrets redacted
-        self._redact = FreshRedactor(Layout(str(settings.app_dir)))
+        self._redact = FreshRedactor(Layout(str(settings.app_dir)))  # the log, to browsers: .env's secrets hidden
         self.draining = False
         self._lock = threading.Lock()
         self.api = ApiGuard(self.authorized, self.csrf_checked, "token required")
