@@ -211,10 +211,11 @@ def run_lines(docs: List[Dict[str, Any]]) -> str:
     """`invoke run`'s last word per host, after its output: the exit status and how long it took."""
     out = []
     for d in docs:
-        took = " in %.1f s" % d["seconds"] if isinstance(d.get("seconds"), (int, float)) else ""
+        seconds = _number(d.get("seconds"))
         if d.get("ok"):
-            out.append(_fmt("%s: exit 0%s%s", d["host"], took, "" if d.get("locked", True) else " (no lock)"))
+            out.append(_fmt("%s: exit 0%s%s", d["host"], "" if seconds is None else " in %.1f s" % seconds,
+                            "" if d.get("locked", True) else " (no lock)"))
         else:
             out.append(_fmt("%s: FAILED: %s%s", d["host"], d.get("error") or "exit status %s" % d.get("exit"),
-                            took and " (after%s)" % took[3:]))
+                            "" if seconds is None else " (after %.1f s)" % seconds))
     return "\n".join(out)

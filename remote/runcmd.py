@@ -21,6 +21,8 @@ import sys
 import threading
 from typing import IO, Any, Callable, Dict, List
 
+from remote.host.releases.oneoff import LOCK_WAIT, MAX_TIMEOUT
+
 from . import ctlcalls, render
 from .actions import contact
 from .connections import Runner
@@ -65,14 +67,15 @@ def run(inventory: Inventory, targets: List[Host], words: List[str], shell: bool
         parallel: int = DEFAULT_PARALLEL, stop: threading.Event | None = None, raw: bool = False
         ) -> List[Dict[str, Any]]:
     """``words`` on each target; one answer per host (exit status, seconds; ``stopped`` after Ctrl+C)."""
-    if not (math.isfinite(timeout) and 0 < timeout <= 86400):
-        raise UsageError("--timeout must be over 0 and at most 86400 seconds (a day), not %g" % timeout)
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise UsageError("--timeout must be over 0 and at most %g seconds (a day), not %g" % (MAX_TIMEOUT, timeout))
     contact(inventory, targets, say, act=lock)()
     stop = stop or threading.Event()
-    options: Dict[str, Any] = {"argv": words, "shell": shell, "timeout": timeout, "lock": lock, "by": operator()}
+    options: Dict[str, Any] = {"argv": words, "shell": shell, "timeout": timeout, "lock": lock, "by": operator(),
+                               "lock_timeout": LOCK_WAIT}
 
     def one(runner: Runner, host: Host) -> Dict[str, Any]:
-        return ctlcalls.call_ctl(runner, host, "run", options, timeout=timeout + 120 + 60,
+        return ctlcalls.call_ctl(runner, host, "run", options, timeout=timeout + LOCK_WAIT + 60,
                                  progress=printer(host, out, err, raw), stop=stop)
 
     docs = on_hosts_until(targets, one, stop, parallel)

@@ -31,6 +31,8 @@ from remote.host.supervision.service import GroupPopen
 LINE_CAP = 16384
 #: the longest --timeout (a day): a run holds the host's lock, which failover's epoch step waits for
 MAX_TIMEOUT = 86400.0
+#: how long a run waits for the host's lock (a deploy that holds it) before it gives up
+LOCK_WAIT = 120.0
 #: seconds the operator may leave its end unread (a paused terminal) before the run counts it gone
 STALL = 30.0
 
@@ -59,20 +61,22 @@ def run(app_dir, argv, shell, timeout, lock, lock_timeout, by, stdin):
         held = operator_lock(paths, lock_timeout, "run by %s" % (by or "?"))
     with held:
         started = time.monotonic()
-        if stdin.closed(0):  # Ctrl+C while it waited for the lock: it never starts
-            return {"ok": False, "exit": None, "seconds": 0.0, "release": current_stamp(paths), "locked": bool(lock),
-                    "stopped": True, "error": "not started: Ctrl+C, or the operator went away, while it waited"}
         if os.path.islink(paths.current):  # a deploy it waited for may have moved current meanwhile
             where = os.path.realpath(paths.current)
         release = current_stamp(paths)
-        env = hooks.environment(paths, where, release=release)
-        reason, code = _run(command, where, env, started + timeout, stdin, redactor(paths))
+        if stdin.closed(0):  # Ctrl+C while it waited for the lock: it never starts
+            reason, code = "not started", None
+        else:
+            env = hooks.environment(paths, where, release=release)
+            reason, code = _run(command, where, env, started + timeout, stdin, redactor(paths))
     doc = {"ok": reason == "ended" and code == 0, "exit": code, "seconds": round(time.monotonic() - started, 3),
            "release": release, "locked": bool(lock)}
     if reason == "timeout":
         doc.update(timed_out=True, error="timed out after %g s (--timeout) and was stopped" % timeout)
     elif reason == "stopped":
         doc.update(stopped=True, error="stopped: Ctrl+C, or the operator went away")
+    elif reason == "not started":
+        doc.update(stopped=True, error="not started: Ctrl+C, or the operator went away, while it waited")
     elif code != 0:
         doc["error"] = "exit status %s" % (code if code is not None and code >= 0 else "signal %d" % -(code or 0))
     return doc
