@@ -96,7 +96,13 @@ class Host:
         self.dir.mkdir(mode=0o755)
         host_side, ns_side = "sl%dh%d" % (self.index, os.getpid() % 1000), "sl%dc%d" % (
             self.index, os.getpid() % 1000)
+        self.link = host_side
         sh("ip", "netns", "add", self.ns)
+        # a namespace deleted a moment ago (the last lab of this process) frees its links later, in the kernel
+        deadline = time.monotonic() + 10
+        while sh("ip", "link", "show", host_side, check=False).returncode == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sh("ip", "link", "del", host_side, check=False)
         sh("ip", "link", "add", host_side, "type", "veth", "peer", "name", ns_side)
         sh("ip", "link", "set", ns_side, "netns", self.ns)
         # behind another host: this end of the link lives in that host's namespace, not the operator's
@@ -292,6 +298,8 @@ class Host:
     def close(self) -> None:
         self.kill_children()
         self.stop_sshd()
+        if getattr(self, "link", None):  # now, not when the kernel gets round to the namespace's links
+            sh("ip", "link", "del", self.link, check=False)
         kill_namespace(self.ns)
         shutil.rmtree(self.app_dir, ignore_errors=True)
 
