@@ -5,13 +5,18 @@ every task that changes state fences the stale hosts it reaches first (fencing.p
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from . import ctlcalls, fencing
-from .botguard import Guard
 from .errors import BotConflict
 from .fanout import DEFAULT_PARALLEL, on_hosts
 from .inventory import Host, Inventory
+from .lazy import Lazy
+
+if TYPE_CHECKING:
+    from .botguard import Guard
+
+# the ctl side, only once a task reaches a bot: a read-only task on an inventory without one never needs it
+ctlcalls, fencing = Lazy("remote.ctlcalls"), Lazy("remote.fencing")
 
 ACTIONS = ("restart", "start", "stop")
 
@@ -48,6 +53,8 @@ def contact(inventory: Inventory, targets: List[Host], say: Callable[[str], None
     asked now, in parallel with the task's own work; the returned function fences (or says)."""
     if not any(h.bot_command for h in inventory.hosts.values()):
         return lambda: None
+    from .botguard import Guard
+
     guard = Guard(inventory, targets, with_targets=True)
     return lambda: fence(inventory, guard, act, say=say)
 

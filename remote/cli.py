@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 from invoke import Exit
 
-from . import actions, devstack, render
-from .botguard import Guard, refuse_conflicts
 from .errors import SulfurError
 from .fanout import DEFAULT_PARALLEL
 from .inventory import Host, Inventory, load
+from .lazy import Lazy
+
+if TYPE_CHECKING:
+    from .botguard import Guard
+
+
+actions, devstack, render = Lazy("remote.actions"), Lazy("remote.devstack"), Lazy("remote.render")
 
 HELP = {
     "host": "host or group names, comma-separated (default: this machine)",
@@ -83,6 +88,8 @@ def guarded(inventory: Inventory, targets: List[Host], takeover: bool, env_file:
             act: bool = True) -> Guard:
     """Ask the hosts what they run (in parallel, while the targets connect); fence the stale ones
     (``act``); refuse targets that would run the same bot as each other before anything starts."""
+    from .botguard import Guard, refuse_conflicts
+
     guard = Guard(inventory, targets, takeover, env_file)
     actions.fence(inventory, guard, act, say=note)  # first: a stale host stood down is no conflict
     refuse_conflicts(guard)

@@ -20,7 +20,6 @@ from remote.host import CODE_DIR
 from remote.host.common import wire
 from remote.host.common.files import Layout
 
-from .ctlcalls import stack_settings
 from .inventory import Host, Inventory
 
 
@@ -34,6 +33,8 @@ def dev_app_dir() -> str:
 
 def dev_settings(host: Host, port: Optional[int], reload: bool) -> Dict[str, Any]:
     """The settings `invoke dev` runs its stack with: this checkout, this interpreter, loopback."""
+    from .ctlcalls import stack_settings  # here: `select` (every task) must not import the ctl side
+
     return dict(stack_settings(host), code_dir=CODE_DIR, python=sys.executable, port=port or host.dashboard_port,
                 host="127.0.0.1", reload=bool(reload))
 

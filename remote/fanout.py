@@ -19,11 +19,15 @@ DEFAULT_PARALLEL = 16
 Operation = Callable[[Runner, Host], Dict[str, Any]]
 
 
-def on_host(host: Host, operation: Operation) -> Dict[str, Any]:
-    """``operation`` on one host; any failure becomes {"ok": False, "error": one line}."""
+def on_host(host: Host, operation: Operation, quick: bool = False) -> Dict[str, Any]:
+    """``operation`` on one host; any failure becomes {"ok": False, "error": one line}. ``quick``: an
+    operation that only runs commands (no upload) goes through the system's ssh client when it can
+    (remote/openssh.py), else as any other."""
     try:
-        with open_runner(host) as runner:
-            doc = operation(runner, host)
+        doc = _through_openssh(host, operation) if quick else None
+        if doc is None:
+            with open_runner(host) as runner:
+                doc = operation(runner, host)
     except HostError as exc:
         doc = {"ok": False, "error": str(exc)}
     except Exception as exc:  # a bug must not hide the other hosts' results
@@ -31,10 +35,24 @@ def on_host(host: Host, operation: Operation) -> Dict[str, Any]:
     return dict(doc, host=host.name)  # ours: a host's answer cannot put its rows under another name
 
 
-def on_hosts(hosts: List[Host], operation: Operation,
-             parallel: int = DEFAULT_PARALLEL) -> List[Dict[str, Any]]:
+def _through_openssh(host: Host, operation: Operation) -> Optional[Dict[str, Any]]:
+    """The operation's answer through ssh, or None where the SSH library's path must take it."""
+    if host.is_local:
+        return None
+    from . import openssh
+
+    try:
+        return operation(openssh.OpenSSHRunner(host), host)
+    except openssh.Unsuitable:
+        return None
+
+
+def on_hosts(hosts: List[Host], operation: Operation, parallel: int = DEFAULT_PARALLEL,
+             quick: bool = False) -> List[Dict[str, Any]]:
+    """``operation`` on each host; ``quick`` (see on_host) for one host alone: with more, paramiko's
+    connections in threads of this process are the faster way (bench/fanout.py)."""
     if len(hosts) == 1:
-        return [on_host(hosts[0], operation)]
+        return [on_host(hosts[0], operation, quick)]
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
         return list(pool.map(lambda h: on_host(h, operation), hosts))
 
