@@ -150,7 +150,11 @@ def check_source(source: Optional[str]) -> Optional[Path]:
 
 
 def wheelhouse(requirement_texts: str) -> Path:
-    """Wheels for the requirements, built here once and cached by their hash."""
+    """Wheels for the requirements, built here once and cached by their hash.
+
+    Two deploys on this machine may build the same set at once: each builds in a folder of its own and
+    renames it into place; the second finds the first's there and uses it. Replacing it instead pulled
+    the wheels from under the first deploy while it packed them."""
     digest = hashlib.sha256(requirement_texts.encode()).hexdigest()[:16]
     target = WHEEL_CACHE / digest
     if (target / ".complete").exists():
@@ -166,8 +170,14 @@ def wheelhouse(requirement_texts: str) -> Path:
         last = (out.stderr.strip().splitlines() or ["pip wheel failed"])[-1]
         raise ReleaseError("cannot build wheels here: %s" % last)
     (tmp / ".complete").write_text("")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    if target.exists() and not (target / ".complete").exists():
+        shutil.rmtree(target, ignore_errors=True)  # left half-made by a build that was killed
+    try:
+        tmp.rename(target)
+    except OSError:  # another deploy's build got there first: the same requirements, as good
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / ".complete").exists():
+            raise ReleaseError("cannot keep the wheels in %s: is it writable?" % WHEEL_CACHE) from None
     return target
 
 

@@ -271,13 +271,16 @@ def _sshd_sessions(host):
     return processes(lambda argv: argv[0].startswith(b"sshd: " + host.user.pw_name.encode()))
 
 
-def test_two_deploys_at_once_are_serialised(lab):
-    env = dict(os.environ, SULFUR_INVENTORY=str(lab.inventory_path))
+def test_two_deploys_at_once_are_serialised(lab, tmp_path):
+    # a wheel cache of their own: the two build it at the same time, as two first deploys of a machine do
+    env = dict(os.environ, SULFUR_INVENTORY=str(lab.inventory_path), XDG_CACHE_HOME=str(tmp_path / "cache"))
     before = releases(lab.hosts["termux"])
     procs = [subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--wheels", "--host", "termux"], cwd=ROOT,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    said = "\n".join("deploy %d, exit %s:\n%s%s" % (i, p.returncode, o, e)
+                     for i, (p, (o, e)) in enumerate(zip(procs, outs)))
+    assert [p.returncode for p in procs] == [0, 0], said
     new = [n for n in releases(lab.hosts["termux"]) if n not in before]
     assert len(new) == 2 and current(lab.hosts["termux"]) == new[-1]
     log = Path(lab.hosts["termux"].app_dir, "revisions.log").read_text().splitlines()
