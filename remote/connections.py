@@ -143,8 +143,13 @@ def read_answer(result: Any, what: str, host: Host, command: Optional[str] = Non
     No document: HostError with stderr's last line (or, for a Python error that says the host lacks
     our modules or options, the release is older than this operator).
     """
+    # the last line as the host wrote it: split on "\n" alone (str.splitlines also splits on \x1c, \x85,
+    # \u2028, which a progress line may carry), and a progress line is never the answer
+    last = result.stdout.rstrip("\r\n").rsplit("\n", 1)[-1].strip()
     try:
-        doc = json.loads(result.stdout.strip().splitlines()[-1], parse_constant=_not_a_number)
+        if last.startswith("progress: "):
+            raise ValueError("a progress line")
+        doc = json.loads(last, parse_constant=_not_a_number)
     except _NotANumber:
         raise ContractError("%s on %s: the answer holds NaN or Infinity, which no release of ours sends"
                             % (what, host.name)) from None

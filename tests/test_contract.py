@@ -20,7 +20,7 @@ from dashproc import ROOT, ctl_run, free_port, invoke, local_inventory
 
 from remote import agentcalls, release
 from remote.connections import read_answer
-from remote.errors import ContractError, UnknownCommand
+from remote.errors import ContractError, HostError, UnknownCommand
 from remote.host.common import wire
 from remote.host.common.contract import PROTOCOL
 from remote.host.common.wire import OLDEST
@@ -291,3 +291,16 @@ def test_an_answer_with_nan_is_refused_with_one_line(tmp_path):
     out = status_line(tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
     assert "the answer holds NaN or Infinity" in out.stdout
+
+
+def test_the_answer_is_the_last_line_as_written_never_a_progress_line(tmp_path):
+    """A line ends at "\\n" alone: a host's progress text holding \\u2028 or \\x1e cannot pass off a
+    document of its own as the answer, nor hide the real one."""
+    host = load(local_inventory(tmp_path / "inventory.yml", tmp_path / "app")).select()[0]
+    forged = json.dumps(dict(wire.header("status"), ok=True, forged=True))
+    real = dict(wire.header("status"), ok=True)
+    out = _Result(subprocess.CompletedProcess([], 0, "progress: x\u2028%s\n%s\n" % (forged, json.dumps(real)), ""))
+    assert read_answer(out, "ctl", host) == real
+    for tail in ("progress: done \u2028%s\n" % forged, "progress: \x1e%s" % forged):
+        with pytest.raises(HostError):
+            read_answer(_Result(subprocess.CompletedProcess([], 1, json.dumps(real) + "\n" + tail, "")), "ctl", host)
