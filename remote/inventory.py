@@ -111,7 +111,8 @@ SETTINGS: Dict[str, tuple] = {
     "bot_token_env": ((str, type(None)), None, _matches(_ENV_NAME, "variable name")),
     "standby": ((bool,), False, None),
     "watchdog_sec": (_Units(parse_duration, allow_off=True), 0, None),  # 0 or off: no watchdog
-    "bot_notify": ((bool,), False, None),  # starts confirmed by READY=1 (also once the bot has said it before)
+    # starts confirmed by READY=1: true; false: never (a bot that stopped saying it); unset: once it has said it
+    "bot_notify": ((bool, type(None)), None, None),
     "bot_ready_timeout": (_DURATION, 60, lambda v: None if 0 < v <= 3600 else "must be between 1s and 1h"),
     "boot_wait": (_Units(parse_duration, allow_off=True), 0,  # 0 or off: the bot starts at boot at once
                   lambda v: None if v <= 3600 else "%s s is over 1h: a bot held that long at boot is a bot down" % v),
@@ -170,7 +171,7 @@ class Host:
     bot_token_env: Optional[str]
     standby: bool
     watchdog_sec: float
-    bot_notify: bool
+    bot_notify: Optional[bool]
     bot_ready_timeout: float
     boot_wait: float
     bot_starts_per_day: int

@@ -179,6 +179,11 @@ def test_a_notify_bot_that_never_says_ready_has_failed_at_bot_ready_timeout(tmp_
         doc = json.loads(ctl_run(ROOT, "role", app, {"role": "active", "settle": 120.0}, settings).stdout)
         assert not doc["ok"] and "did not say READY=1 within 2 s of its start (bot_ready_timeout;" in doc["error"], doc
         assert time.monotonic() - began < 60
+        # bot_notify: false outweighs what the host learned: the fixed wait again, and the silent bot is up
+        (app / "run" / "bot-notify").write_text("READY=1 first seen long ago\n")
+        settings["bot_notify"] = False
+        doc = json.loads(ctl_run(ROOT, "role", app, {"role": "active", "settle": 1.0}, settings).stdout)
+        assert doc["ok"], doc
     finally:
         invoke(inventory, "stop")
 

@@ -327,6 +327,8 @@ def remember_notify(paths):
 
 
 def speaks_notify(paths, config):
-    """True when a start is confirmed by READY=1: the inventory says so (bot_notify) or the bot did before."""
-    return bool(config.get("bot_notify")) or os.path.exists(paths.bot_notify)
+    """True when a start is confirmed by READY=1: the inventory says so (bot_notify: true), or it says
+    nothing and the bot did before; bot_notify: false is a bot that no longer does (the grace again)."""
+    said = config.get("bot_notify")
+    return bool(said) if said is not None else os.path.exists(paths.bot_notify)
 

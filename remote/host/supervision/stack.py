@@ -203,8 +203,9 @@ def wait_bot_up(paths, settle, timeout, config=None, not_pid=None):
                     return pid
             elif notify and now - since >= ready_timeout:
                 raise Failure("the bot (pid %d) did not say READY=1 within %.0f s of its start (bot_ready_timeout; "
-                              "expected: it said it before here, or bot_notify: true: remove %s if it no "
-                              "longer does)" % (pid, ready_timeout, paths.bot_notify), error_tail(paths.log("bot")))
+                              "expected: it said it before here (%s), or bot_notify: true; a bot that no longer "
+                              "says it: bot_notify: false)" % (pid, ready_timeout, paths.bot_notify),
+                              error_tail(paths.log("bot")))
         time.sleep(0.05)
     if notify:
         raise Failure("the bot did not start and say READY=1 in time", error_tail(paths.log("bot")))
