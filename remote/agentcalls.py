@@ -99,7 +99,7 @@ def _bootstrap(root: str) -> str:
     """The command's code, kept in __pycache__ beside the host modules while none of them changes:
     reading their imports (ast) and compressing took 40 ms of a one-host port-status."""
     stamp = hashlib.sha256(root.encode())
-    for path in sorted(HOST_DIR.rglob("*.py")):
+    for path in sorted(HOST_DIR.rglob("*.py")) + [Path(__file__)]:  # and the loader made here
         info = path.stat()
         stamp.update(("%s %d %d\n" % (path, info.st_mtime_ns, info.st_size)).encode())
     cache = HOST_DIR / "__pycache__" / ("bundle-%s-%s.txt" % (root.rsplit(".", 1)[1], stamp.hexdigest()[:20]))

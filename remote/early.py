@@ -23,7 +23,7 @@ def hosts_named(argv: List[str]) -> Optional[Tuple[Optional[str], bool]]:
     """(--host, --all) of ``argv`` when it is `invoke port-status` with its own flags only, else None."""
     if len(argv) < 2 or argv[1] != "port-status":
         return None
-    host, all_, words = None, False, iter(argv[2:])
+    host, all_, words, given = None, False, iter(argv[2:]), set()
     for word in words:
         name, equals, value = word.partition("=")
         if name not in FLAGS or (equals and not FLAGS[name]):
@@ -32,6 +32,10 @@ def hosts_named(argv: List[str]) -> Optional[Tuple[Optional[str], bool]]:
             value = next(words, None)
             if value is None:
                 return None
+        long = {"-h": "--host", "-a": "--all", "-j": "--json", "-p": "--port", "-r": "--parallel"}.get(name, name)
+        if long in given or (long in ("--port", "--parallel") and not value.isdigit()):
+            return None  # invoke refuses these: no host is reached for a command line it will not run
+        given.add(long)
         if name in ("--host", "-h"):
             host = value
         elif name in ("--all", "-a"):
@@ -53,3 +57,5 @@ def port_status(argv: List[str]) -> None:
             openssh.start_ahead(targets[0], agentcalls.host_command(targets[0], agentcalls.LOOKOUT))
     except Exception:  # a guess only: the task reports any problem itself, in its own words, later
         return
+    except KeyboardInterrupt:  # while tasks.py is read: a quiet end, as Ctrl+C anywhere later
+        raise SystemExit(130) from None

@@ -20,9 +20,10 @@ Operation = Callable[[Runner, Host], Dict[str, Any]]
 
 
 def on_host(host: Host, operation: Operation, quick: bool = False) -> Dict[str, Any]:
-    """``operation`` on one host; any failure becomes {"ok": False, "error": one line}. ``quick``: an
-    operation that only runs commands (no upload) goes through the system's ssh client when it can
-    (remote/openssh.py), else as any other."""
+    """``operation`` on one host; any failure becomes {"ok": False, "error": one line}. ``quick``: a
+    read-only operation that only runs commands (no upload) goes through the system's ssh client when
+    it can (remote/openssh.py), else as any other; it may run twice (ssh failed, in words the library
+    then says again), so it must be one that changes nothing."""
     try:
         doc = _through_openssh(host, operation) if quick else None
         if doc is None:

@@ -34,7 +34,7 @@ def wrapped(tmp_path):
     log = tmp_path / "ssh.log"
     wrapper = tmp_path / "bin" / "ssh"
     wrapper.parent.mkdir()
-    record = 'printf %%s "$*" | tr "\\n" " " | head -c 1500 >> %s; echo >> %s' % (log, log)
+    record = 'printf "LANG=%%s %%s" "$LANG" "$*" | tr "\\n" " " | head -c 1500 >> %s; echo >> %s' % (log, log)
     wrapper.write_text('#!/bin/sh\n%s\nexec /usr/bin/ssh "$@"\n' % record)
     wrapper.chmod(0o755)
     return "%s:/usr/bin:/bin" % wrapper.parent, log
@@ -42,7 +42,7 @@ def wrapped(tmp_path):
 
 def invoke(inventory, path, *args):
     """The CLI with PATH ``path``."""
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory), PATH=path,
+    env = dict(os.environ, SULFUR_INVENTORY=str(inventory), PATH=path, LANG="de_DE.UTF-8",
                XDG_CACHE_HOME=str(Path(inventory).parent / "cache"))
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
@@ -71,6 +71,7 @@ def test_one_host_goes_through_ssh_once_and_answers_as_the_library_does(lab, wra
         [doc] = json.loads(out.stdout)
         assert len(runs(log)) == 1  # started ahead of the task, and taken by it: one connection, not two
         assert "KexAlgorithms=^curve25519" in runs(log)[0] and "StrictHostKeyChecking=yes" in runs(log)[0]
+        assert runs(log)[0].startswith("LANG= ")  # the user's locale stays here: the host's tools answer in English
         host = load(lab.inventory_path).hosts["linux"]
         from remote import agentcalls
 
@@ -135,7 +136,9 @@ def test_only_a_plain_one_host_port_status_is_started_ahead():
     assert early.hosts_named(["invoke", "port-status", "--all", "-r", "4"]) == (None, True)
     for argv in (["invoke", "free-port", "--host", "pi"], ["invoke", "port-status", "--host"],
                  ["invoke", "port-status", "--host", "pi", "doctor"], ["invoke", "-e", "port-status"],
-                 ["invoke", "port-status", "--json=yes"], ["invoke"]):
+                 ["invoke", "port-status", "--json=yes"], ["invoke"],
+                 ["invoke", "port-status", "-h", "a", "--host", "b"],
+                 ["invoke", "port-status", "--host", "pi", "--parallel=abc"]):
         assert early.hosts_named(argv) is None, argv
 
 
@@ -151,3 +154,24 @@ def test_ssh_config_that_routes_a_host_is_read_with_ssh_itself(tmp_path):
     (tmp_path / "conf.d" / "pi").write_text("Match host pi\n")
     assert openssh._routing_in(str(user), str(tmp_path))
     assert not openssh._routing_in(str(tmp_path / "absent"), str(tmp_path))
+
+
+@pytest.mark.parametrize("config, extra", [
+    ("Match user bot\n  ProxyJump vps\n", ""),  # a Match on the user the command line gives
+    ("Host pi.lan\n  HostKeyAlias pi\n", ""),  # the key looked up under another name
+    ("", ", known_hosts: '/tmp/my keys/known_hosts'"),  # ssh splits its config words on spaces
+    ("", ", identity_file: '~/.ssh/id_%h'"),  # and expands %h in them
+    ("Include ${HOME}/.ssh/more\n", ""),  # a token only ssh expands: ssh -G reads it, and finds nothing
+])
+def test_what_ssh_would_read_otherwise_than_the_library_goes_the_library_way(tmp_path, config, extra):
+    (tmp_path / "ssh_config").write_text(config)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("hosts:\n  pi: {hostname: pi.lan, user: bot, ssh_config: %s%s}\n"
+                         % (tmp_path / "ssh_config", extra))
+    host = load(inventory).hosts["pi"]
+    if "Include" in config:
+        argv, where = openssh.argv_for(host)
+        assert where == "bot@pi.lan:22" and "ProxyCommand=none" in argv
+        return
+    with pytest.raises(openssh.Unsuitable):
+        openssh.argv_for(host)

@@ -168,12 +168,13 @@ def current_stamp(paths):
 SECRET_MIN = 8
 
 
-def redactor(paths):
-    """A function that shows each secret of shared/.env in a log line as its key's name ("[BOT_TOKEN]"):
-    a bot that prints its token, or a library that quotes it in a traceback, must not send it to the
-    operator's terminal, a deploy's output or the fleet page. Values under SECRET_MIN characters
-    (a port, "1") stay: they are settings, and replacing them would garble every line."""
-    found = read_env_file(os.path.join(paths.shared, ".env"))
+def redactor(paths, env_file=None):
+    """A function that shows each secret of shared/.env (or ``env_file``) in a log line as its key's
+    name ("[BOT_TOKEN]"): a bot that prints its token, or a library that quotes it in a traceback, must
+    not send it to the operator's terminal, a deploy's output or the fleet page. Values under
+    SECRET_MIN characters (a port, "1") stay: they are settings, and replacing them would garble
+    every line."""
+    found = read_env_file(env_file or os.path.join(paths.shared, ".env"))
     # a multi-line value (a PEM key) shows in a log line by line: each of its long lines is a secret too
     pairs = {(part.strip(), k) for k, v in found.items() for part in [v] + v.splitlines()}
     pairs = sorted(((v, k) for v, k in pairs if len(v) >= SECRET_MIN), key=lambda pair: -len(pair[0]))

@@ -77,9 +77,10 @@ def environment(paths, where, env_file=None, **extra):
     return env
 
 
-def run(name, command, where, env, timeout, report):
+def run(name, command, where, env, timeout, report, redact=lambda text: text):
     """Run one hook to its end; Failure with its exit status (or its timeout) when it fails. Whatever
-    it leaves running in its process group is stopped too, whatever happens here."""
+    it leaves running in its process group is stopped too, whatever happens here. Its output goes to
+    ``report`` through ``redact``: a migration that prints its database URL shows the key's name."""
     started = time.monotonic()
     deadline = started + timeout
     report("%s: running %s" % (name, command.strip().splitlines()[0][:LINE_CAP]))
@@ -89,7 +90,9 @@ def run(name, command, where, env, timeout, report):
     except OSError as exc:
         raise Failure("%s hook could not start: sh: %s" % (name, exc.strerror)) from None
     try:
-        reason, last = relay(proc, {proc.stdout: name}, deadline, lambda label, text: report("%s: %s" % (label, text)))
+        reason, last = relay(proc, {proc.stdout: name}, deadline,
+                             lambda label, text: report("%s: %s" % (label, redact(text))))
+        last = [redact(line) for line in last]
         code = _finish(proc, deadline, reason == "timeout")
     finally:
         stop_group(proc)  # its answer must be the whole story: nothing of it runs on unowned

@@ -15,7 +15,7 @@ import time
 
 from remote.host import CODE_DIR
 from remote.host.common.errors import Failure
-from remote.host.common.files import Layout, current_stamp, read_json, write_json
+from remote.host.common.files import Layout, current_stamp, read_json, redactor, write_json
 from remote.host.common.paths import STAMP, inside, is_stamp, plain, remove, shared_problem, stamp_problem
 from remote.host.common.system import open_paths
 from remote.host.data import ops, snapshot, store  # at the top: the release this ctl runs from is renamed mid-deploy
@@ -277,7 +277,7 @@ def _hook(spec, name, paths, where, timeout, env_file=None, rolling_back=False, 
     if command:
         env = hooks.environment(paths, where, env_file, hook=name, rollback="1" if rolling_back else "0",
                                 **extra)
-        hooks.run(name, command, where, env, timeout, progress)
+        hooks.run(name, command, where, env, timeout, progress, redactor(paths, env_file))
 
 
 def deploy(app_dir, settings, stamp, commit=None, keep=5, shared=(), env_incoming=None, timeout=20.0,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from remote.host.common.files import environment_of
+from remote.host.common.files import FreshRedactor, environment_of
 from remote.host.common.system import parent_pid
 from remote.host.supervision import election
 from remote.host.supervision.bot import Keeper, remember_notify
@@ -40,6 +40,7 @@ class BotPolicy:
         self.keeper = Keeper(ctx.cfg, ctx.paths, ctx.clock)
         self.pending: Optional[Tuple[Any, Optional[str]]] = None  # (old process, waiter): a restart in wait
         self.lease = LeaseDuty(ctx, service)  # with coordination: the etcd lease decides (leaseduty.py)
+        self.redact = FreshRedactor(ctx.paths)  # a STATUS= line may quote a secret as a log line may
 
     def environment(self, base: Dict[str, str], dotenv: Dict[str, str]) -> Dict[str, str]:
         """shared/.env but the dashboard's and the supervisor's keys (files.environment_of), its
@@ -188,7 +189,10 @@ class BotPolicy:
         """For state.json, as it is written: the unit the running bot runs (or a start would), its role,
         STATUS=, watchdog and budget. New STATUS= lines are from now on the ones not yet written."""
         self.keeper.status_written, self.keeper.live.status_changed = self.ctx.clock(), False
-        return dict(self.keeper.describe(self.service.proc is not None), **self.lease.describe())
+        doc = dict(self.keeper.describe(self.service.proc is not None), **self.lease.describe())
+        if doc.get("status"):  # shown by status and both pages: the .env's secrets as their keys' names
+            doc["status"] = self.redact([doc["status"]])[0]
+        return doc
 
     def supervisor_state(self) -> Dict[str, Any]:
         return {}
