@@ -7,6 +7,7 @@ role (run/bot-role), so a host failed away from never starts the bot by itself a
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, List, Optional
 
 from remote.host.common import epochs
@@ -14,8 +15,9 @@ from remote.host.supervision import bot
 
 from . import ctlcalls, dataflows, fencing, render_data
 from .botguard import Guard, running_units, would_run
-from .errors import UsageError
-from .fanout import on_host
+from .connections import open_runner
+from .errors import HostError, UsageError
+from .fanout import on_host, on_hosts
 from .inventory import Host, Inventory
 
 Step = Dict[str, Any]
@@ -24,6 +26,32 @@ Step = Dict[str, Any]
 def _on(host: Host, call: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dict[str, Any]:
     """``call`` on ``host`` over its own connection; a failure is {"ok": False, "error": one line}."""
     return on_host(host, lambda runner, target: call(runner, target, *args, **kwargs))
+
+
+class _Kept:
+    """_on for several calls in a row on one host, over one connection: the target's epoch, lease
+    and start are three calls, and each new connection's handshake cost about 0.12 s of a failover
+    that should be done in 2. A failure is the same one-line document; its connection is dropped."""
+
+    def __init__(self, host: Host) -> None:
+        self.host, self.stack, self.runner = host, contextlib.ExitStack(), None
+
+    def __call__(self, call: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        try:
+            if self.runner is None:
+                self.runner = self.stack.enter_context(open_runner(self.host))
+            doc = call(self.runner, self.host, *args, **kwargs)
+        except HostError as exc:
+            self.close()
+            doc = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # as on_host: a bug is this host's one line, not a traceback mid-move
+            self.close()
+            doc = {"ok": False, "error": "internal error: %s: %s" % (type(exc).__name__, exc)}
+        return dict(doc, host=self.host.name)
+
+    def close(self) -> None:
+        self.stack.close()
+        self.runner = None
 
 
 def failover(inventory: Inventory, to: str, from_: Optional[str] = None, takeover: bool = False,
@@ -122,18 +150,13 @@ def _move(inventory: Inventory, guard: Guard, answers: Dict[str, Dict[str, Any]]
             _undo(inventory, target, stopped, answers, key, moving, best["active_host"] if best else None,
                   settle, timeout, step)
             return steps
-    doc = _arrive(target, answers.get(target.name) or {}, moving, timeout)
-    if not doc.get("ok") and not stopped:  # its compare-and-set lost: nothing was changed anywhere
-        step(target.name, "refused: %s" % doc.get("error"), False)
+    at_target = _Kept(target)
+    try:
+        doc, claimed = _start(at_target, target, answers, moving, owner, checks, settle, timeout, stopped, step)
+    finally:
+        at_target.close()
+    if doc is None:
         return steps
-    claimed = None
-    if doc.get("ok") and target.coordination:  # the lease follows, compared on its holder and etcd's epoch
-        doc = _on(target, ctlcalls.lease, owner, moving, timeout=timeout)
-        claimed = target.name if doc.get("ok") else None
-        if doc.get("ok"):
-            step(target.name, "holds the bot's etcd lease now (epoch %d)" % moving["epoch"], True)
-    if doc.get("ok"):
-        doc = _on(target, ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
     if doc.get("ok"):
         fencing.remember(inventory, {key: moving})
         step(target.name, "bot running (pid %s), up %.0f s; role active; epoch %d" % (
@@ -145,8 +168,8 @@ def _move(inventory: Inventory, guard: Guard, answers: Dict[str, Dict[str, Any]]
     others = {name: doc for name, doc in answers.items() if name not in {h.name for h in shown}}
     for line, taken in _fence_rest(inventory, others, timeout):
         step(taken.host, line, taken.kind == "note" or taken.done)
-    for host in shown:
-        final = guard_state(host)
+    # both hosts at once: the move is done, and each state costs a connection's handshake
+    for host, final in zip(shown, [_state(doc) for doc in on_hosts(shown, ctlcalls.status)]):
         step(host.name, "now: %s" % final["text"], True, final=True, bot=final.get("bot"))
     return steps
 
@@ -183,12 +206,33 @@ def _leave(source: Host, seen: Dict[str, Any], moving: Dict[str, Any], timeout: 
     return _on(source, ctlcalls.epoch, moving, expect=fencing.record_in(seen)["epoch"], timeout=timeout)
 
 
-def _arrive(target: Host, seen: Dict[str, Any], record: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+def _start(on: _Kept, target: Host, answers: Dict[str, Dict[str, Any]], moving: Dict[str, Any],
+           owner: Optional[str], checks: Any, settle: float, timeout: float, stopped: List[Host],
+           step: Callable[..., Step]) -> tuple:
+    """The target's part, on one connection: the new epoch, the lease (coordination), then the bot
+    started and confirmed. (its last answer, the host that claimed the lease); (None, None) when the
+    epoch's compare-and-set lost before anything changed anywhere."""
+    doc = _arrive(on, answers.get(target.name) or {}, moving, timeout)
+    if not doc.get("ok") and not stopped:  # its compare-and-set lost: nothing was changed anywhere
+        step(target.name, "refused: %s" % doc.get("error"), False)
+        return None, None
+    claimed = None
+    if doc.get("ok") and target.coordination:  # the lease follows, compared on its holder and etcd's epoch
+        doc = on(ctlcalls.lease, owner, moving, timeout=timeout)
+        claimed = target.name if doc.get("ok") else None
+        if doc.get("ok"):
+            step(target.name, "holds the bot's etcd lease now (epoch %d)" % moving["epoch"], True)
+    if doc.get("ok"):
+        doc = on(ctlcalls.role, "active", checks=checks, settle=settle, timeout=timeout)
+    return doc, claimed
+
+
+def _arrive(on: _Kept, seen: Dict[str, Any], record: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """The target keeps the new epoch, a compare-and-set too (its epoch still the one read): a
     failover to it racing one away from it cannot both win."""
     if not fencing.speaks_epochs(seen):
         return {"ok": True}
-    return _on(target, ctlcalls.epoch, record, expect=fencing.record_in(seen)["epoch"], timeout=timeout)
+    return on(ctlcalls.epoch, record, expect=fencing.record_in(seen)["epoch"], timeout=timeout)
 
 
 def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict[str, Dict[str, Any]], bot_id: str,
@@ -236,8 +280,8 @@ def _undo(inventory: Inventory, target: Host, stopped: List[Host], answers: Dict
             else "could not start the bot again: %s" % back.get("error"), bool(back.get("ok")))
 
 
-def guard_state(host: Host) -> Dict[str, Any]:
-    doc = _on(host, ctlcalls.status)
+def _state(doc: Dict[str, Any]) -> Dict[str, Any]:
+    """A host's status answer as the failover's last lines say it: bot state, role, pid."""
     if not doc.get("ok"):
         return {"text": "unknown (%s)" % doc.get("error")}
     svc = (doc.get("services") or {}).get("bot") or {}
