@@ -222,6 +222,35 @@ def test_the_host_refuses_a_start_that_another_host_runs_and_takeover_passes_a_c
         ctl_run(ROOT, "stop", app)
 
 
+def test_stop_after_a_kill_9_of_the_supervisor_stops_what_it_left(tmp_path, port):
+    """`invoke stop` on a host whose supervisor was killed: its bot, dashboard and spare keep running
+    ("orphaned" in status) until stop stops them, and says so."""
+    app, inventory = setup(tmp_path, port)
+    try:
+        assert invoke(inventory, "restart").returncode == 0
+        before = state(app)
+        old_bot, old_dash = before["services"]["bot"]["pid"], before["services"]["dashboard"]["pid"]
+        wait_for(lambda: spare_pids(app), 15, "the warm spare")
+        spare = spare_pids(app)[0]
+        os.kill(before["supervisor"]["pid"], signal.SIGKILL)
+        time.sleep(0.3)
+        out = invoke(inventory, "stop")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "bot pid %d" % old_bot in out.stdout and "dashboard pid %d" % old_dash in out.stdout, out.stdout
+        assert not alive(old_bot) and not alive(old_dash) and not alive(spare) and bots(app) == []
+        doc = json.loads(invoke(inventory, "status", "--json").stdout)[0]
+        assert {doc["services"][s]["state"] for s in ("bot", "dashboard")} == {"stopped"}, doc
+    finally:
+        invoke(inventory, "stop")
+
+
+def spare_pids(app):
+    """Live warm spares of this app's dashboard (DASHBOARD_SPARE in their environment)."""
+    from remote.host.supervision import orphans
+
+    return [orphan.pid for orphan in orphans.spares(str(app))]
+
+
 def test_kill_9_of_the_supervisor_status_is_truthful_and_restart_leaves_one_bot_and_never_refuses(tmp_path, port):
     app, inventory = setup(tmp_path, port)
     try:

@@ -59,8 +59,7 @@ def test_a_flooding_bot_never_makes_its_log_larger_than_twice_the_cap(tmp_path, 
         wait_for(lambda: not alive(supervisor), 10, "the supervisor gone")
         time.sleep(1.0)
         assert alive(bot)
-        # a new supervisor stops the orphaned bot and takes the orphaned dashboard over (`stop` alone,
-        # with no supervisor alive, would leave both running)
+        # a new supervisor stops the orphaned bot and takes the orphaned dashboard over
         assert invoke(inventory, "restart").returncode == 0
         wait_for(lambda: not alive(bot), 20, "the orphaned bot stopped")
     finally:

@@ -310,8 +310,10 @@ def stop(app_dir, service="all", timeout=20.0):
     paths = Layout(app_dir)
     with operator_lock(paths, timeout, "stop"):
         pid = read_pid(paths.pidfile)
-        if not pid:
-            return {"ok": True, "action": "not running"}
+        if not pid:  # a supervisor that was killed leaves its processes serving: stop means them too
+            left = _stop_orphans(paths, service)
+            return {"ok": True, "action": "stopped what a dead supervisor left: %s" % ", ".join(left) if left
+                    else "not running"}
         config = read_json(paths.config)  # the running supervisor's settings: its lease, if it holds one
         by = "invoke stop on %s" % config.get("name")
         holds = service in ("bot", "all") and leasectl.pause_here(paths, config, by)
@@ -322,6 +324,21 @@ def stop(app_dir, service="all", timeout=20.0):
         if service == "all":
             wait_supervisor_gone(paths, timeout, pid)
         return dict({"ok": True, "action": "stopped %s" % service}, **({"notes": [paused]} if paused else {}))
+
+
+def _stop_orphans(paths, service, grace=5.0):
+    """The processes of ours that outlived their supervisor (status says "orphaned"): the recorded
+    bot and dashboard of ``service``, and the dashboard's warm spares; what was stopped, in words."""
+    stopped = []
+    for name in ("bot", "dashboard") if service == "all" else (service,):
+        orphan = orphans.recorded(paths, name)
+        if orphan is not None:
+            orphans.stop(orphan, grace)
+            stopped.append("%s pid %d" % (name, orphan.pid))
+    for spare in orphans.spares(paths.app_dir) if service in ("all", "dashboard") else ():
+        orphans.stop(spare, grace)
+        stopped.append("spare dashboard pid %d" % spare.pid)
+    return stopped
 
 
 def status(app_dir, token_env=None):
