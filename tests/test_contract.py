@@ -225,8 +225,10 @@ def test_doctor_ends_for_an_app_dir_that_is_empty_or_relative(tmp_path, app_dir)
     """The walk up to an existing parent stops where dirname stops changing (it looped forever on '')."""
     host = load(local_inventory(tmp_path / "inventory.yml", tmp_path / "app")).select()[0]
     request = json.dumps({"protocol": PROTOCOL, "command": "doctor", "port": free_port(), "app_dir": app_dir})
+    # HOME here: an empty app_dir means ~/sulfur, which a developer's own `invoke dev` may have made
     out = subprocess.run(["sh", "-c", agentcalls.agent_command(host)], cwd=tmp_path, input=request + "\n",
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60,
+                         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     doc = json.loads(out.stdout)
     assert doc["ok"] and doc["disk_free"] is not None and doc["app_dir_exists"] is False
 
