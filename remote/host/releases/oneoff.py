@@ -113,9 +113,11 @@ def _run(command, where, env, deadline, stdin, redact):
                 reason = "stopped"
         code = proc.returncode if reason == "ended" else None
     finally:
+        # what it started in its group goes with it, whatever happened here: TERM first, with its pipes
+        # still open, so that a command that cleans up on TERM is not cut short by SIGPIPE on a write
+        hooks.stop_group(proc)
         proc.stdout.close()
         proc.stderr.close()
-        hooks.stop_group(proc)  # what it started in its group goes with it, whatever happened here
     return reason, code
 
 
