@@ -15,7 +15,7 @@ import sys
 import time
 
 from remote.host import CODE_DIR
-from remote.host.common import backupstate, epochs
+from remote.host.common import backupstate, epochs, names
 from remote.host.common.contract import StackSettings
 from remote.host.common.errors import Failure
 from remote.host.common.files import Layout, error_tail, read_env_file, read_json, write_json
@@ -330,7 +330,7 @@ def _stop_orphans(paths, service, grace=5.0):
     """The processes of ours that outlived their supervisor (status says "orphaned"): the recorded
     bot and dashboard of ``service``, and the dashboard's warm spares; what was stopped, in words."""
     stopped = []
-    for name in ("bot", "dashboard") if service == "all" else (service,):
+    for name in reversed(names.SERVICES) if service == "all" else (service,):  # the bot first
         orphan = orphans.recorded(paths, name)
         if orphan is not None:
             orphans.stop(orphan, grace)
