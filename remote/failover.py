@@ -16,8 +16,8 @@ from remote.host.supervision import bot
 from . import ctlcalls, dataflows, fencing, render_data
 from .botguard import Guard, running_units, would_run
 from .connections import open_runner
-from .errors import HostError, UsageError
-from .fanout import on_host, on_hosts
+from .errors import UsageError
+from .fanout import on_host, on_hosts, row
 from .inventory import Host, Inventory
 
 Step = Dict[str, Any]
@@ -37,17 +37,12 @@ class _Kept:
         self.host, self.stack, self.runner = host, contextlib.ExitStack(), None
 
     def __call__(self, call: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        try:
-            if self.runner is None:
-                self.runner = self.stack.enter_context(open_runner(self.host))
-            doc = call(self.runner, self.host, *args, **kwargs)
-        except HostError as exc:
-            self.close()
-            doc = {"ok": False, "error": str(exc)}
-        except Exception as exc:  # as on_host: a bug is this host's one line, not a traceback mid-move
-            self.close()
-            doc = {"ok": False, "error": "internal error: %s: %s" % (type(exc).__name__, exc)}
-        return dict(doc, host=self.host.name)
+        return row(self.host, lambda: call(self._runner(), self.host, *args, **kwargs), failed=self.close)
+
+    def _runner(self) -> Any:
+        if self.runner is None:
+            self.runner = self.stack.enter_context(open_runner(self.host))
+        return self.runner
 
     def close(self) -> None:
         self.stack.close()

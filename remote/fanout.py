@@ -24,14 +24,26 @@ def on_host(host: Host, operation: Operation, quick: bool = False) -> Dict[str, 
     read-only operation that only runs commands (no upload) goes through the system's ssh client when
     it can (remote/openssh.py), else as any other; it may run twice (ssh failed, in words the library
     then says again), so it must be one that changes nothing."""
-    try:
+    def work() -> Dict[str, Any]:
         doc = _through_openssh(host, operation) if quick else None
         if doc is None:
             with open_runner(host) as runner:
                 doc = operation(runner, host)
+        return doc
+
+    return row(host, work)
+
+
+def row(host: Host, work: Callable[[], Dict[str, Any]], failed: Callable[[], None] = lambda: None) -> Dict[str, Any]:
+    """``work()``'s answer as ``host``'s row; a HostError or any other exception becomes
+    {"ok": False, "error": one line} (after ``failed()``, for a caller that holds a connection)."""
+    try:
+        doc = work()
     except HostError as exc:
+        failed()
         doc = {"ok": False, "error": str(exc)}
     except Exception as exc:  # a bug must not hide the other hosts' results
+        failed()
         doc = {"ok": False, "error": "internal error: %s: %s" % (type(exc).__name__, exc)}
     return dict(doc, host=host.name)  # ours: a host's answer cannot put its rows under another name
 
