@@ -131,14 +131,24 @@ def listening_on(sock, host, port):
         return False
 
 
+def stop_left(paths, grace, services, with_spares=True):
+    """Stop what a dead supervisor left of ``services`` (run/NAME.pid), and its warm spares:
+    [(name, pid, the signal that ended it)], "spare" for a spare."""
+    stopped = []
+    for name in services:
+        orphan = recorded(paths, name)
+        if orphan is not None:
+            stopped.append((name, orphan.pid, stop(orphan, grace)))
+    for spare in spares(paths.app_dir) if with_spares else ():
+        stopped.append(("spare", spare.pid, stop(spare, grace)))
+    return stopped
+
+
 def stop_leftovers(paths, grace, log):
     """At a new supervisor's set-up, before anything starts: the bot its dead predecessor left is
     stopped (never the same token twice on one host), and so are its spares."""
-    bot = recorded(paths, "bot")
-    if bot is not None:
-        log("orphan bot pid %d stopped (%s)" % (bot.pid, stop(bot, grace)))
-    for spare in spares(paths.app_dir):
-        log("orphan spare pid %d stopped (%s)" % (spare.pid, stop(spare, grace)))
+    for name, pid, how in stop_left(paths, grace, ("bot",)):
+        log("orphan %s pid %d stopped (%s)" % (name, pid, how))
 
 
 def adopt_dashboard(paths, notify, host, port, grace, log):

@@ -329,16 +329,9 @@ def stop(app_dir, service="all", timeout=20.0):
 def _stop_orphans(paths, service, grace=5.0):
     """The processes of ours that outlived their supervisor (status says "orphaned"): the recorded
     bot and dashboard of ``service``, and the dashboard's warm spares; what was stopped, in words."""
-    stopped = []
-    for name in reversed(names.SERVICES) if service == "all" else (service,):  # the bot first
-        orphan = orphans.recorded(paths, name)
-        if orphan is not None:
-            orphans.stop(orphan, grace)
-            stopped.append("%s pid %d" % (name, orphan.pid))
-    for spare in orphans.spares(paths.app_dir) if service in ("all", "dashboard") else ():
-        orphans.stop(spare, grace)
-        stopped.append("spare dashboard pid %d" % spare.pid)
-    return stopped
+    services = tuple(reversed(names.SERVICES)) if service == "all" else (service,)  # the bot first
+    return ["%s pid %d" % ("spare dashboard" if name == "spare" else name, pid)
+            for name, pid, _ in orphans.stop_left(paths, grace, services, service in ("all", "dashboard"))]
 
 
 def status(app_dir, token_env=None):
