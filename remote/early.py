@@ -12,35 +12,33 @@ ends unanswered on its stdin's end. The command is read-only; nothing is changed
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-#: port-status's flags, and whether each takes a value (invoke's short forms included)
-FLAGS = {"--host": True, "-h": True, "--all": False, "-a": False, "--json": False, "-j": False,
-         "--port": True, "-p": True, "--parallel": True, "-r": True}
+#: port-status's flags, invoke's short forms included: each one's long name, and whether it takes a value
+FLAGS = {"--host": ("--host", True), "-h": ("--host", True), "--all": ("--all", False), "-a": ("--all", False),
+         "--json": ("--json", False), "-j": ("--json", False), "--port": ("--port", True), "-p": ("--port", True),
+         "--parallel": ("--parallel", True), "-r": ("--parallel", True)}
 
 
 def hosts_named(argv: List[str]) -> Optional[Tuple[Optional[str], bool]]:
     """(--host, --all) of ``argv`` when it is `invoke port-status` with its own flags only, else None."""
     if len(argv) < 2 or argv[1] != "port-status":
         return None
-    host, all_, words, given = None, False, iter(argv[2:]), set()
+    given: Dict[str, str] = {}
+    words = iter(argv[2:])
     for word in words:
         name, equals, value = word.partition("=")
-        if name not in FLAGS or (equals and not FLAGS[name]):
+        if name not in FLAGS or (equals and not FLAGS[name][1]):
             return None
-        if FLAGS[name] and not equals:
+        long, takes = FLAGS[name]
+        if takes and not equals:
             value = next(words, None)
             if value is None:
                 return None
-        long = {"-h": "--host", "-a": "--all", "-j": "--json", "-p": "--port", "-r": "--parallel"}.get(name, name)
         if long in given or (long in ("--port", "--parallel") and not value.isdigit()):
             return None  # invoke refuses these: no host is reached for a command line it will not run
-        given.add(long)
-        if name in ("--host", "-h"):
-            host = value
-        elif name in ("--all", "-a"):
-            all_ = True
-    return host, all_
+        given[long] = value
+    return given.get("--host"), "--all" in given
 
 
 def port_status(argv: List[str]) -> None:
