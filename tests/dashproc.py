@@ -98,10 +98,13 @@ def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 20.0, host:
     raise AssertionError("dashboard not healthy in %.0f s:\n%s" % (timeout, output()))
 
 
-def invoke(inventory: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The real CLI, as a user types it: `python -m invoke ARGS` with SULFUR_INVENTORY=inventory."""
+def invoke(inventory: Path, *args: str, timeout: float = 300,
+           env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """The real CLI, as a user types it: `python -m invoke ARGS` with SULFUR_INVENTORY=inventory (and
+    ``env`` over this environment: another PATH, another locale)."""
     # the bot guard's memory of other hosts goes beside the test's inventory, not in ~/.cache
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory), XDG_CACHE_HOME=str(Path(inventory).parent / "cache"),
+    env = dict(os.environ, **(env or {}), SULFUR_INVENTORY=str(inventory),
+               XDG_CACHE_HOME=str(Path(inventory).parent / "cache"),
                XDG_DATA_HOME=str(Path(inventory).parent / "data"))  # and its copies of the bot's data
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -3,16 +3,13 @@ test hosts: it is taken when it can be, its answers are the SSH library's, and a
 same whichever client met it first. An `ssh` wrapper first on PATH records each time ssh is run."""
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
+import dashproc
 import pytest
 import sshlab
-from dashproc import ROOT
 
 from remote import early, openssh
 from remote.fanout import on_host
@@ -41,11 +38,8 @@ def wrapped(tmp_path):
 
 
 def invoke(inventory, path, *args):
-    """The CLI with PATH ``path``."""
-    env = dict(os.environ, SULFUR_INVENTORY=str(inventory), PATH=path, LANG="de_DE.UTF-8",
-               XDG_CACHE_HOME=str(Path(inventory).parent / "cache"))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    """The CLI with PATH ``path``, in a German locale (which the host must not get)."""
+    return dashproc.invoke(inventory, *args, timeout=120, env={"PATH": path, "LANG": "de_DE.UTF-8"})
 
 
 def runs(log):
